@@ -1,0 +1,84 @@
+# as-* toolkit build. Everything is discovered from the tree:
+#   lib/common/*.c          -> build/libascommon.a
+#   tools/NAME/*.c          -> bin/NAME        (one program per directory)
+#   tests/unit/test_*.c     -> build/tests/test_* (cmocka)
+#   tests/tools/*.bats      -> run by tests/run
+# Targets: all (default), deps, test, bench, demo, format, clean.  SAN=1 builds with ASan+UBSan.
+
+CC      ?= cc
+SAN     ?= 0
+OPT     ?= -O2
+CFLAGS  ?=
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Werror -pthread -MMD -MP \
+           -Ilib/common -I/usr/include/x86_64-linux-gnu
+LDLIBS  += -lopenblas -llapacke -ljansson -lxxhash -lm -pthread
+
+ifeq ($(SAN),1)
+BUILD   := build/san
+CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+BINDIR  := build/san/bin
+else
+BUILD   := build/rel
+BINDIR  := bin
+endif
+
+LIB_SRC   := $(wildcard lib/common/*.c)
+LIB_OBJ   := $(LIB_SRC:%.c=$(BUILD)/%.o)
+LIB       := $(BUILD)/libascommon.a
+TOOLS     := $(notdir $(patsubst %/,%,$(dir $(wildcard tools/*/*.c))))
+TOOL_BINS := $(addprefix $(BINDIR)/,$(sort $(TOOLS)))
+TEST_SRC  := $(wildcard tests/unit/test_*.c)
+TEST_BINS := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_BINS:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all deps test bench demo format clean tools tests
+all: $(TOOL_BINS) $(TEST_BINS) $(BENCH_BINS)
+tools: $(TOOL_BINS)
+tests: $(TEST_BINS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(AR) rcs $@ $^
+
+.SECONDEXPANSION:
+$(BINDIR)/%: $$(patsubst %.c,$(BUILD)/%.o,$$(wildcard tools/$$*/*.c)) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS) -lcmocka
+
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
+
+# Debian packages needed to build, test and run (idempotent; needs root or sudo).
+DEB_PKGS := build-essential pkg-config libopenblas-dev liblapacke-dev libjansson-dev libxxhash-dev \
+            libcmocka-dev bats jq parallel python3 python3-venv
+deps:
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	missing=$$(for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+test: all
+	SAN=$(SAN) BINDIR=$(BINDIR) BUILD=$(BUILD) tests/run
+
+bench: all
+	BINDIR=$(BINDIR) BUILD=$(BUILD) bench/run
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build bin/as-*
+
+-include $(shell find build -name '*.d' 2>/dev/null)
