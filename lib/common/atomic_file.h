@@ -1,0 +1,27 @@
+/* atomic_file: write a file or a directory so that a crash never leaves a half one in place.
+ * Files: write PATH.tmp.<pid>, fsync, rename over PATH, fsync the directory.
+ * Directories: build DIR.tmp.<pid>/, fsync its files, rename to DIR (an existing DIR is replaced). */
+#ifndef AS_ATOMIC_FILE_H
+#define AS_ATOMIC_FILE_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+struct as_atomic_file {
+    char *path;
+    char *tmp_path;
+    FILE *fp;
+};
+
+int as_atomic_open(struct as_atomic_file *af, const char *path);
+int as_atomic_commit(struct as_atomic_file *af); /* fflush, fsync, fclose, rename, fsync dir */
+void as_atomic_abort(struct as_atomic_file *af); /* close and unlink the temporary */
+/* Convenience: write a whole buffer to PATH atomically. */
+int as_atomic_write_file(const char *path, const void *data, size_t n);
+
+/* Directory staging: returns DIR.tmp.<pid> created fresh; commit renames it into place. */
+char *as_atomic_dir_begin(const char *dir);
+int as_atomic_dir_commit(const char *tmp_dir, const char *dir);
+void as_atomic_dir_abort(const char *tmp_dir);
+
+#endif
