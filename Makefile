@@ -11,16 +11,16 @@ OPT     ?= -O2
 CFLAGS  ?=
 CFLAGS  += -std=c11 -D_GNU_SOURCE $(OPT) -g -Wall -Wextra -Werror -pthread -MMD -MP \
            -Ilib/common -I/usr/include/x86_64-linux-gnu
-LDLIBS  += -lopenblas -llapacke -ljansson -lxxhash -lm -pthread
+LDLIBS  += -lopenblas -llapacke -ljansson -lxxhash -lpcre2-8 -lm -pthread
 
 ifeq ($(SAN),1)
-BUILD   := build/san
+BUILD   ?= build/san
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
-BINDIR  := build/san/bin
+BINDIR  ?= build/san/bin
 else
-BUILD   := build/rel
-BINDIR  := bin
+BUILD   ?= build/rel
+BINDIR  ?= bin
 endif
 
 LIB_SRC   := $(wildcard lib/common/*.c)
@@ -60,7 +60,7 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
 	$(CC) $(LDFLAGS) $^ -o $@ $(LDLIBS)
 
 # Debian packages needed to build, test and run (idempotent; needs root or sudo).
-DEB_PKGS := build-essential pkg-config libopenblas-dev liblapacke-dev libjansson-dev libxxhash-dev \
+DEB_PKGS := build-essential pkg-config libopenblas-dev liblapacke-dev libjansson-dev libxxhash-dev libpcre2-dev \
             libcmocka-dev bats jq parallel python3 python3-venv
 deps:
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
