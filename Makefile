@@ -68,6 +68,10 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
+	@# Python oracles for the tests live in a private venv (PyPI), never used by the tools.
+	@[ -x .venv/bin/python3 ] || /usr/bin/python3 -m venv .venv
+	@.venv/bin/python3 -c 'import numpy, safetensors, tokenizers' 2>/dev/null || \
+	  .venv/bin/pip install -q -r tests/requirements.txt
 
 test: all
 	SAN=$(SAN) BINDIR=$(BINDIR) BUILD=$(BUILD) tests/run
