@@ -8,6 +8,7 @@
 #define AS_ERROR_H
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdnoreturn.h>
 
 void as_set_progname(const char *argv0);
