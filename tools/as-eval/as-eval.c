@@ -1,0 +1,272 @@
+/* as-eval: quality and speed of a checkpoint, as llama.cpp's perplexity tool measures them.
+ *
+ * Perplexity: the first --bytes of the text are tokenized as one sequence, BOS first, and cut
+ * into windows of --ctx tokens; each window's first token is replaced by BOS and (by default)
+ * only its second half is scored: positions ctx/2 .. ctx-2 predict the next token.
+ * With --base, the base model runs on the same window side by side (no logits are stored) and
+ * the KL divergence of the candidate against it is reported with percentiles, Δp and top-1
+ * agreement. --gen N times generation of N tokens with the KV cache. */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "as_error.h"
+#include "eval_metrics.h"
+#include "forward.h"
+#include "model.h"
+#include "model_loaders.h"
+#include "text_data.h"
+#include "tokenizer.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: as-eval -m MODEL -f TEXT [options]\n"
+            "Perplexity (and KL divergence vs --base) of a Hugging Face checkpoint directory,\n"
+            "dense or quantized (GPTQ v1, compressed-tensors), llama.cpp's conventions.\n"
+            "  -m, --model DIR     checkpoint to evaluate\n"
+            "  -b, --base DIR      base (full-precision) checkpoint for KL divergence\n"
+            "  -f, --file TEXT     evaluation text (e.g. wiki.test.raw)\n"
+            "      --bytes N       use only the first N bytes of TEXT (default: all)\n"
+            "  -c, --ctx N         window length in tokens (default 512)\n"
+            "      --score MODE    half (default: second half of each window) or all\n"
+            "      --chunks N      evaluate at most N windows\n"
+            "      --gen N         also time greedy generation of N tokens (default 0)\n"
+            "      --threads N     OpenBLAS threads (default: OpenBLAS's choice)\n"
+            "      --json          JSON report on stdout instead of the table\n"
+            "  -h, --help          this help\n");
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+extern void openblas_set_num_threads(int);
+
+struct eval_opts {
+    const char *model, *base, *file;
+    size_t bytes;
+    int ctx, score_all, chunks, gen, json;
+};
+
+/* Generation speed: greedy decode of n tokens after BOS, one token per forward call. */
+static int time_generation(const struct as_model *m, int n, double *tok_per_s) {
+    int max_seq = n + 1 < m->cfg.max_pos ? n + 1 : m->cfg.max_pos;
+    struct as_run_state *s = as_state_new(m, 1, max_seq, 0);
+    if (!s) return -1;
+    int tok = m->cfg.bos_id >= 0 ? m->cfg.bos_id : 1, steps = 0;
+    double t0 = now_s();
+    for (; steps < max_seq - 1; steps++) {
+        if (as_forward(m, s, &tok, 1, AS_LOGITS_LAST, NULL)) {
+            as_state_free(s);
+            return -1;
+        }
+        int best = 0;
+        for (int v = 1; v < m->cfg.vocab; v++)
+            if (s->logits[v] > s->logits[best]) best = v;
+        tok = best;
+    }
+    double dt = now_s() - t0;
+    *tok_per_s = steps / dt;
+    as_state_free(s);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    as_set_progname(argv[0]);
+    struct eval_opts o = {.ctx = 512};
+    int threads = 0;
+    static const struct option longopts[] = {
+        {"model", required_argument, 0, 'm'}, {"base", required_argument, 0, 'b'},
+        {"file", required_argument, 0, 'f'},  {"bytes", required_argument, 0, 1},
+        {"ctx", required_argument, 0, 'c'},   {"score", required_argument, 0, 2},
+        {"chunks", required_argument, 0, 3},  {"gen", required_argument, 0, 4},
+        {"json", no_argument, 0, 5},          {"threads", required_argument, 0, 6},
+        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "m:b:f:c:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm': o.model = optarg; break;
+        case 'b': o.base = optarg; break;
+        case 'f': o.file = optarg; break;
+        case 1: o.bytes = strtoull(optarg, NULL, 10); break;
+        case 'c': o.ctx = atoi(optarg); break;
+        case 2:
+            if (!strcmp(optarg, "all")) o.score_all = 1;
+            else if (strcmp(optarg, "half")) as_die("--score: expected half or all, got '%s'", optarg);
+            break;
+        case 3: o.chunks = atoi(optarg); break;
+        case 4: o.gen = atoi(optarg); break;
+        case 5: o.json = 1; break;
+        case 6: threads = atoi(optarg); break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!o.model || (!o.file && !o.gen)) {
+        usage(stderr);
+        return 2;
+    }
+    if (threads > 0) openblas_set_num_threads(threads);
+    as_register_model_loaders();
+
+    double t_load = now_s();
+    struct as_model *m = as_model_load(o.model);
+    if (!m) as_die_last();
+    struct as_model *base = NULL;
+    if (o.base) {
+        base = as_model_load(o.base);
+        if (!base) as_die_last();
+        if (base->cfg.vocab != m->cfg.vocab)
+            as_die("%s: vocabulary size %d differs from the base model's %d (%s)", o.model,
+                   m->cfg.vocab, base->cfg.vocab, o.base);
+    }
+    t_load = now_s() - t_load;
+
+    json_t *rep = json_object();
+    json_object_set_new(rep, "model", json_string(o.model));
+    if (o.base) json_object_set_new(rep, "base", json_string(o.base));
+    json_object_set_new(rep, "load_s", json_real(t_load));
+
+    if (o.file) {
+        if (o.ctx < 4) as_die("--ctx %d: need at least 4 tokens", o.ctx);
+        if (o.ctx > m->cfg.max_pos)
+            as_die("--ctx %d is larger than the model's maximum context %d (%s/config.json "
+                   "max_position_embeddings)",
+                   o.ctx, m->cfg.max_pos, o.model);
+        char tok_path[4096];
+        snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", o.model);
+        struct as_tokenizer *tok = as_tokenizer_load(tok_path);
+        if (!tok) as_die_last();
+        char *text;
+        size_t len;
+        if (as_text_read(o.file, o.bytes, &text, &len)) as_die_last();
+        if (!len) as_die("%s: text is empty", o.file);
+        int32_t *ids;
+        size_t n_ids;
+        if (as_tokenizer_encode(tok, text, len, 1, &ids, &n_ids)) as_die_last();
+        free(text);
+        int n_chunks = (int)(n_ids / (size_t)o.ctx);
+        if (o.chunks > 0 && o.chunks < n_chunks) n_chunks = o.chunks;
+        if (n_chunks < 1)
+            as_die("%s: %zu tokens is shorter than one window of --ctx %d", o.file, n_ids, o.ctx);
+        int bos = as_tokenizer_bos(tok);
+        int first = o.score_all ? 0 : o.ctx / 2;
+
+        struct as_run_state *s = as_state_new(m, o.ctx, o.ctx, 0);
+        struct as_run_state *sb = base ? as_state_new(base, o.ctx, o.ctx, 0) : NULL;
+        if (!s || (base && !sb)) as_die_last();
+        int V = m->cfg.vocab;
+        double *lp = as_xmalloc(sizeof(double) * V), *lpb = as_xmalloc(sizeof(double) * V);
+        struct as_nll_acc nll = {0}, nll_base = {0};
+        struct as_kld_acc kld = {0};
+        int *window = as_xmalloc(sizeof(int) * o.ctx);
+        double t_fwd = 0;
+        for (int ch = 0; ch < n_chunks; ch++) {
+            for (int j = 0; j < o.ctx; j++) window[j] = ids[(size_t)ch * o.ctx + j];
+            if (bos >= 0) window[0] = bos;
+            as_state_reset(s);
+            double t0 = now_s();
+            if (as_forward(m, s, window, o.ctx, AS_LOGITS_ALL, NULL)) as_die_last();
+            t_fwd += now_s() - t0;
+            if (sb) {
+                as_state_reset(sb);
+                if (as_forward(base, sb, window, o.ctx, AS_LOGITS_ALL, NULL)) as_die_last();
+            }
+            for (int j = first; j < o.ctx - 1; j++) {
+                int target = ids[(size_t)ch * o.ctx + j + 1];
+                as_log_softmax(s->logits + (size_t)j * V, V, lp);
+                as_nll_add(&nll, -lp[target]);
+                if (sb) {
+                    as_log_softmax(sb->logits + (size_t)j * V, V, lpb);
+                    as_nll_add(&nll_base, -lpb[target]);
+                    as_kld_add(&kld, lpb, lp, V, target);
+                }
+            }
+            as_progress("window %d/%d  PPL %.4f", ch + 1, n_chunks, as_nll_ppl(&nll));
+        }
+        as_progress_done();
+        json_object_set_new(rep, "text", json_string(o.file));
+        json_object_set_new(rep, "tokens", json_integer((json_int_t)n_ids));
+        json_object_set_new(rep, "ctx", json_integer(o.ctx));
+        json_object_set_new(rep, "windows", json_integer(n_chunks));
+        json_object_set_new(rep, "scored", json_integer((json_int_t)nll.n));
+        json_object_set_new(rep, "score", json_string(o.score_all ? "all" : "half"));
+        json_object_set_new(rep, "ppl", json_real(as_nll_ppl(&nll)));
+        json_object_set_new(rep, "ppl_err", json_real(as_nll_ppl_err(&nll)));
+        json_object_set_new(rep, "prefill_tok_s", json_real(n_chunks * (double)o.ctx / t_fwd));
+        if (sb) {
+            struct as_kld_summary k;
+            as_kld_summarize(&kld, &k);
+            json_object_set_new(rep, "base_ppl", json_real(as_nll_ppl(&nll_base)));
+            json_object_set_new(rep, "base_ppl_err", json_real(as_nll_ppl_err(&nll_base)));
+            json_t *kj = json_pack(
+                "{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "mean", k.mean, "mean_err",
+                k.mean_err, "max", k.max, "p99.9", k.p999, "p99", k.p99, "p95", k.p95, "p90",
+                k.p90, "median", k.median, "p10", k.p10, "p5", k.p05, "p1", k.p01, "min", k.min);
+            json_object_set_new(rep, "kld", kj);
+            json_object_set_new(rep, "dp_mean", json_real(k.dp_mean));
+            json_object_set_new(rep, "dp_rms", json_real(k.dp_rms));
+            json_object_set_new(rep, "same_top", json_real(k.same_top));
+        }
+        as_kld_free(&kld);
+        free(window);
+        free(lp);
+        free(lpb);
+        free(ids);
+        as_state_free(s);
+        as_state_free(sb);
+        as_tokenizer_free(tok);
+    }
+    if (o.gen > 0) {
+        double tps;
+        if (time_generation(m, o.gen, &tps)) as_die_last();
+        json_object_set_new(rep, "gen_tok_s", json_real(tps));
+    }
+
+    if (o.json) {
+        char *js = json_dumps(rep, JSON_REAL_PRECISION(10) | JSON_COMPACT);
+        printf("%s\n", js);
+        free(js);
+    } else {
+        printf("model        %s\n", o.model);
+        json_t *v;
+        if ((v = json_object_get(rep, "ppl"))) {
+            printf("text         %s: %lld tokens, ctx %d, %lld windows, %lld scored (%s)\n", o.file,
+                   json_integer_value(json_object_get(rep, "tokens")), o.ctx,
+                   json_integer_value(json_object_get(rep, "windows")),
+                   json_integer_value(json_object_get(rep, "scored")),
+                   o.score_all ? "all positions" : "second half");
+            printf("PPL          %.4f ± %.5f\n", json_real_value(v),
+                   json_real_value(json_object_get(rep, "ppl_err")));
+        }
+        if ((v = json_object_get(rep, "kld"))) {
+            printf("base PPL     %.4f ± %.5f  (%s)\n",
+                   json_real_value(json_object_get(rep, "base_ppl")),
+                   json_real_value(json_object_get(rep, "base_ppl_err")), o.base);
+            printf("KLD mean     %.6f ± %.6f\n", json_real_value(json_object_get(v, "mean")),
+                   json_real_value(json_object_get(v, "mean_err")));
+            const char *keys[] = {"max", "p99.9", "p99", "p95", "p90", "median", "p10", "p5", "p1",
+                                  "min"};
+            for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+                printf("KLD %-8s %.6f\n", keys[i], json_real_value(json_object_get(v, keys[i])));
+            printf("Δp mean      %+.4f%%\n", 100 * json_real_value(json_object_get(rep, "dp_mean")));
+            printf("Δp RMS       %.4f%%\n", 100 * json_real_value(json_object_get(rep, "dp_rms")));
+            printf("same top     %.3f%%\n", 100 * json_real_value(json_object_get(rep, "same_top")));
+        }
+        if ((v = json_object_get(rep, "prefill_tok_s")))
+            printf("prefill      %.0f tokens/s\n", json_real_value(v));
+        if ((v = json_object_get(rep, "gen_tok_s")))
+            printf("generation   %.0f tokens/s\n", json_real_value(v));
+    }
+    json_decref(rep);
+    as_model_free(m);
+    as_model_free(base);
+    return 0;
+}

@@ -1,0 +1,335 @@
+/* as-gptq: GPTQ / GPTAQ / round-to-nearest quantization of the linear layers in a tensor stream.
+ *
+ * Reads weights (usually by reference into the checkpoint) and the Hessian records of as-calib,
+ * quantizes each decoder linear as soon as both its weight and its Hessian have arrived, and
+ * writes its codes, scales, zeros and g_idx (qstream.h) to stdout. Other records are dropped:
+ * as-pack takes the unquantized tensors from the model itself. --method rtn needs no Hessian. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "as_error.h"
+#include "gptq.h"
+#include "qstream.h"
+#include "quant_int.h"
+#include "stream.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: as-gptq [options] [STREAM...] > QUANT_STREAM\n"
+            "Quantize every decoder linear of the input stream(s) (default stdin).\n"
+            "  -b, --bits N          2, 3, 4 (default) or 8\n"
+            "  -g, --group N         input columns per group; -1 = per channel (default 128)\n"
+            "      --sym / --asym    symmetric (default) or asymmetric quantizer\n"
+            "      --act-order       process columns by decreasing Hessian diagonal (desc_act)\n"
+            "      --static-groups   fit group parameters before any update (with --act-order)\n"
+            "      --damp P          relative damping, default 0.01\n"
+            "      --block N         lazy-batch block size, default 128\n"
+            "  -m, --method M        gptq (default), gptaq (needs gptaq-dxx records), rtn\n"
+            "      --report FILE     JSON lines per layer: loss, damping, time\n"
+            "      --json            print a summary JSON report on stderr at the end\n"
+            "  -h, --help\n");
+}
+
+struct stat_rec { /* a Hessian or GPTAQ dXXᵀ, kept until all its targets are done */
+    char role[16];
+    int K, remaining;
+    float *data;
+    char **targets;
+    int n_targets;
+};
+
+struct pending_weight {
+    char *prefix;
+    int layer, N, K;
+    float *w;
+};
+
+struct gptq_tool {
+    struct gptq_opts o;
+    int rtn;
+    struct stat_rec *stats;
+    int n_stats;
+    struct pending_weight *pend;
+    int n_pend;
+    struct as_stream_writer *out;
+    FILE *report;
+    int n_done;
+    double loss_total, seconds;
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static struct stat_rec *find_stat(struct gptq_tool *t, const char *role, const char *prefix) {
+    for (int i = 0; i < t->n_stats; i++) {
+        struct stat_rec *s = &t->stats[i];
+        if (!s->data || strcmp(s->role, role)) continue;
+        for (int j = 0; j < s->n_targets; j++)
+            if (!strcmp(s->targets[j], prefix)) return s;
+    }
+    return NULL;
+}
+
+static void stat_release(struct stat_rec *s) {
+    if (--s->remaining > 0) return;
+    free(s->data);
+    s->data = NULL;
+    for (int j = 0; j < s->n_targets; j++) free(s->targets[j]);
+    free(s->targets);
+    s->targets = NULL;
+}
+
+/* Quantize one weight; H (and dXXᵀ) are copied because GPTQ overwrites them. */
+static int quantize_one(struct gptq_tool *t, struct pending_weight *pw) {
+    struct as_qlinear ql = {.N = pw->N, .K = pw->K, .bits = t->o.bits,
+                            .group_size = t->o.group_size, .sym = t->o.sym};
+    json_t *attrs = json_object();
+    double t0 = now_s();
+    int G = quant_int_n_groups(pw->K, t->o.group_size);
+    struct gptq_result r = {0};
+    if (t->rtn) {
+        struct quant_int_params p = {t->o.bits, t->o.group_size, t->o.sym};
+        ql.q = as_xmalloc((size_t)pw->N * pw->K);
+        ql.scale = as_xmalloc(sizeof(float) * pw->N * G);
+        ql.zero = as_xmalloc(sizeof(int32_t) * pw->N * G);
+        ql.g_idx = as_xmalloc(sizeof(int32_t) * pw->K);
+        if (quant_int_rtn(pw->w, pw->N, pw->K, &p, ql.q, ql.scale, ql.zero, ql.g_idx, NULL)) {
+            json_decref(attrs);
+            free(ql.q); free(ql.scale); free(ql.zero); free(ql.g_idx);
+            return as_fail_prefix("tensor %s.weight: ", pw->prefix);
+        }
+        json_object_set_new(attrs, "method", json_string("rtn"));
+    } else {
+        struct stat_rec *h = find_stat(t, "hessian", pw->prefix);
+        struct stat_rec *d = t->o.method == GPTQ_METHOD_GPTAQ ? find_stat(t, "gptaq-dxx", pw->prefix)
+                                                              : NULL;
+        if (h->K != pw->K) {
+            json_decref(attrs);
+            return as_fail("tensor %s.weight: has %d input columns but its Hessian is %dx%d",
+                           pw->prefix, pw->K, h->K, h->K);
+        }
+        size_t kk = (size_t)pw->K * pw->K;
+        float *H = as_xmalloc(kk * sizeof *H), *dxx = NULL;
+        memcpy(H, h->data, kk * sizeof *H);
+        struct gptq_opts o = t->o;
+        if (d) {
+            dxx = as_xmalloc(kk * sizeof *dxx);
+            memcpy(dxx, d->data, kk * sizeof *dxx);
+            o.dxxt = dxx;
+        }
+        int rc = gptq_quantize(&o, pw->w, pw->N, pw->K, H, &r);
+        free(H);
+        free(dxx);
+        stat_release(h);
+        if (d) stat_release(d);
+        if (rc) {
+            json_decref(attrs);
+            return as_fail_prefix("tensor %s.weight: ", pw->prefix);
+        }
+        if (r.damp_retries)
+            fprintf(stderr, "%s: tensor %s.weight: Hessian not positive definite, retried %d "
+                    "times, damping raised to %.3f\n", as_progname(), pw->prefix, r.damp_retries,
+                    r.percdamp);
+        ql.q = r.q; ql.scale = r.scale; ql.zero = r.zero; ql.g_idx = r.g_idx;
+        ql.has_act_order = t->o.act_order;
+        json_object_set_new(attrs, "method",
+                            json_string(t->o.method == GPTQ_METHOD_GPTAQ ? "gptaq" : "gptq"));
+        json_object_set_new(attrs, "loss", json_real(r.loss));
+        json_object_set_new(attrs, "percdamp", json_real(r.percdamp));
+        json_object_set_new(attrs, "damp_retries", json_integer(r.damp_retries));
+        json_object_set_new(attrs, "dead_inputs", json_integer(r.n_dead));
+        json_object_set_new(attrs, "static_groups", json_boolean(t->o.static_groups));
+        t->loss_total += r.loss;
+    }
+    double dt = now_s() - t0;
+    t->seconds += dt;
+    json_object_set_new(attrs, "seconds", json_real(dt));
+    int rc = as_qlinear_write(t->out, pw->prefix, pw->layer, &ql, attrs);
+    if (!rc && t->report) {
+        json_t *line = json_deep_copy(attrs);
+        json_object_set_new(line, "name", json_string(pw->prefix));
+        json_object_set_new(line, "layer", json_integer(pw->layer));
+        json_object_set_new(line, "shape", json_pack("[i,i]", pw->N, pw->K));
+        char *s = json_dumps(line, JSON_COMPACT | JSON_REAL_PRECISION(8));
+        fprintf(t->report, "%s\n", s);
+        free(s);
+        json_decref(line);
+    }
+    json_decref(attrs);
+    if (t->rtn) {
+        free(ql.q); free(ql.scale); free(ql.zero); free(ql.g_idx);
+    } else {
+        gptq_result_free(&r);
+    }
+    t->n_done++;
+    as_progress("%d layers quantized", t->n_done);
+    return rc;
+}
+
+static int ready(struct gptq_tool *t, const struct pending_weight *pw) {
+    if (t->rtn) return 1;
+    if (!find_stat(t, "hessian", pw->prefix)) return 0;
+    return t->o.method != GPTQ_METHOD_GPTAQ || find_stat(t, "gptaq-dxx", pw->prefix);
+}
+
+static int flush_ready(struct gptq_tool *t) {
+    for (int i = 0; i < t->n_pend;) {
+        if (!ready(t, &t->pend[i])) {
+            i++;
+            continue;
+        }
+        struct pending_weight pw = t->pend[i];
+        t->pend[i] = t->pend[--t->n_pend];
+        int rc = quantize_one(t, &pw);
+        free(pw.prefix);
+        free(pw.w);
+        if (rc) return -1;
+    }
+    return 0;
+}
+
+static int take_stat(struct gptq_tool *t, struct as_stream_reader *r, const struct as_rec *rec) {
+    const char *sname = as_stream_name(r);
+    if (rec->dtype != AS_F32 || rec->ndim != 2 || rec->shape[0] != rec->shape[1])
+        return as_fail("stream %s: tensor %s: %s must be F32 [K,K]", sname, rec->name, rec->role);
+    json_t *targets = rec->attrs ? json_object_get(rec->attrs, "targets") : NULL;
+    if (!json_is_array(targets) || !json_array_size(targets))
+        return as_fail("stream %s: tensor %s: attrs.targets (the linears it serves) missing",
+                       sname, rec->name);
+    const void *data = as_stream_payload(r);
+    if (!data) return -1;
+    t->stats = as_xrealloc(t->stats, (t->n_stats + 1) * sizeof *t->stats);
+    struct stat_rec *s = &t->stats[t->n_stats++];
+    memset(s, 0, sizeof *s);
+    snprintf(s->role, sizeof s->role, "%s", rec->role);
+    s->K = (int)rec->shape[0];
+    s->data = as_xmalloc(rec->nbytes);
+    memcpy(s->data, data, rec->nbytes);
+    s->n_targets = (int)json_array_size(targets);
+    s->remaining = s->n_targets;
+    s->targets = as_xcalloc(s->n_targets, sizeof *s->targets);
+    for (int j = 0; j < s->n_targets; j++) {
+        const char *tg = json_string_value(json_array_get(targets, j));
+        s->targets[j] = as_xstrdup(tg ? tg : "");
+    }
+    return 0;
+}
+
+static int take_weight(struct gptq_tool *t, struct as_stream_reader *r, const struct as_rec *rec) {
+    int layer;
+    enum as_linear which;
+    if (as_linear_parse(rec->name, &layer, &which)) return 0; /* embeddings, norms: not ours */
+    if (rec->ndim != 2)
+        return as_fail("stream %s: tensor %s: a linear weight must be 2-D", as_stream_name(r),
+                       rec->name);
+    const void *data = as_stream_payload(r);
+    if (!data) return -1;
+    struct pending_weight pw = {.layer = layer, .N = (int)rec->shape[0], .K = (int)rec->shape[1]};
+    pw.w = as_xmalloc(sizeof(float) * pw.N * pw.K);
+    if (as_convert_to_f32(rec->dtype, data, pw.w, (size_t)pw.N * pw.K)) {
+        free(pw.w);
+        return as_fail_prefix("stream %s: tensor %s: ", as_stream_name(r), rec->name);
+    }
+    char prefix[1024];
+    as_linear_prefix(layer, which, prefix, sizeof prefix);
+    pw.prefix = as_xstrdup(prefix);
+    t->pend = as_xrealloc(t->pend, (t->n_pend + 1) * sizeof *t->pend);
+    t->pend[t->n_pend++] = pw;
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    as_set_progname(argv[0]);
+    struct gptq_tool t = {0};
+    gptq_opts_default(&t.o);
+    t.o.bits = 4;
+    t.o.group_size = 128;
+    t.o.sym = 1;
+    const char *report_path = NULL;
+    int json = 0;
+    static const struct option longopts[] = {
+        {"bits", required_argument, 0, 'b'},   {"group", required_argument, 0, 'g'},
+        {"sym", no_argument, 0, 1},            {"asym", no_argument, 0, 2},
+        {"act-order", no_argument, 0, 3},      {"static-groups", no_argument, 0, 4},
+        {"damp", required_argument, 0, 5},     {"block", required_argument, 0, 6},
+        {"method", required_argument, 0, 'm'}, {"report", required_argument, 0, 7},
+        {"json", no_argument, 0, 8},           {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "b:g:m:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'b': t.o.bits = atoi(optarg); break;
+        case 'g': t.o.group_size = atoi(optarg); break;
+        case 1: t.o.sym = 1; break;
+        case 2: t.o.sym = 0; break;
+        case 3: t.o.act_order = 1; break;
+        case 4: t.o.static_groups = 1; break;
+        case 5: t.o.percdamp = strtof(optarg, NULL); break;
+        case 6: t.o.blocksize = atoi(optarg); break;
+        case 'm':
+            if (!strcmp(optarg, "rtn")) t.rtn = 1;
+            else if (!strcmp(optarg, "gptaq")) t.o.method = GPTQ_METHOD_GPTAQ;
+            else if (strcmp(optarg, "gptq")) as_die("--method: expected gptq, gptaq or rtn, got '%s'", optarg);
+            break;
+        case 7: report_path = optarg; break;
+        case 8: json = 1; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (t.o.bits < 2 || t.o.bits > 8) as_die("--bits %d: expected 2..8", t.o.bits);
+    if (t.o.group_size == 0 || t.o.group_size < -1) as_die("--group %d: expected -1 or > 0", t.o.group_size);
+    if (!(t.o.percdamp > 0)) as_die("--damp: expected a positive fraction");
+    if (t.o.blocksize <= 0) as_die("--block: expected a positive size");
+    if (report_path && !(t.report = fopen(report_path, "w")))
+        as_die("%s: cannot write report", report_path);
+    t.out = as_stream_writer_fd(1, "stdout");
+    if (!t.out) as_die_last();
+
+    int n_inputs = optind < argc ? argc - optind : 1;
+    for (int i = 0; i < n_inputs; i++) {
+        struct as_stream_reader *r = as_stream_open(optind < argc ? argv[optind + i] : "-");
+        if (!r) as_die_last();
+        const struct as_rec *rec;
+        int rc;
+        while ((rc = as_stream_next(r, &rec)) == 1) {
+            int err = 0;
+            if (rec->role && (!strcmp(rec->role, "hessian") || !strcmp(rec->role, "gptaq-dxx"))) {
+                if (!t.rtn) err = take_stat(&t, r, rec);
+            } else if (rec->role && !strcmp(rec->role, "weight")) {
+                err = take_weight(&t, r, rec);
+            }
+            if (err || flush_ready(&t)) as_die_last();
+        }
+        if (rc < 0) as_die_last();
+        as_stream_close(r);
+    }
+    if (t.n_pend)
+        as_die("tensor %s.weight: no %s for it in the stream (run as-calib%s, or use --method rtn)",
+               t.pend[0].prefix,
+               find_stat(&t, "hessian", t.pend[0].prefix) ? "gptaq-dxx record" : "Hessian",
+               t.o.method == GPTQ_METHOD_GPTAQ ? " --gptaq" : "");
+    if (as_stream_write_end(t.out)) as_die_last();
+    as_progress_done();
+    as_stream_writer_free(t.out);
+    if (t.report) fclose(t.report);
+    if (json)
+        fprintf(stderr, "{\"layers\":%d,\"loss\":%.6g,\"seconds\":%.3f}\n", t.n_done,
+                t.loss_total, t.seconds);
+    for (int i = 0; i < t.n_stats; i++)
+        if (t.stats[i].data) {
+            t.stats[i].remaining = 1;
+            stat_release(&t.stats[i]);
+        }
+    free(t.stats);
+    free(t.pend);
+    return 0;
+}
