@@ -19,7 +19,9 @@ void as_atomic_abort(struct as_atomic_file *af); /* close and unlink the tempora
 /* Convenience: write a whole buffer to PATH atomically. */
 int as_atomic_write_file(const char *path, const void *data, size_t n);
 
-/* Directory staging: returns DIR.tmp.<pid> created fresh; commit renames it into place. */
+/* Directory staging: returns DIR.tmp.<pid> created fresh (caller frees the string); commit
+ * fsyncs its contents and renames it into place, replacing an existing DIR; on failure the
+ * staging directory is removed. */
 char *as_atomic_dir_begin(const char *dir);
 int as_atomic_dir_commit(const char *tmp_dir, const char *dir);
 void as_atomic_dir_abort(const char *tmp_dir);

@@ -85,6 +85,13 @@ static inline float f32_from_bits(uint32_t u) {
     return f;
 }
 
+/* c ? a : b without a branch (GCC does not if-convert the nested ternaries of the encoders,
+ * which blocks vectorisation). */
+static inline uint32_t sel(int c, uint32_t a, uint32_t b) {
+    uint32_t m = 0u - (uint32_t)(c != 0);
+    return (a & m) | (b & ~m);
+}
+
 /* ---- f16 (IEEE binary16: bias 15, 10 mantissa bits, max 65504) ---- */
 
 float as_f16_to_f32(uint16_t h) {
@@ -112,7 +119,7 @@ static inline uint16_t f32_to_f16_inline(float f) {
     uint32_t sub = f32_bits(f32_from_bits(x) + 0.5f) - 0x3F000000u;
     uint32_t odd = (x >> 13) & 1;
     uint32_t norm = (x + ((uint32_t)(15 - 127) << 23) + 0xFFF + odd) >> 13;
-    uint32_t r = x > 0x7F800000 ? nan : x >= 0x477FF000 ? inf : x < 0x38800000 ? sub : norm;
+    uint32_t r = sel(x > 0x7F800000, nan, sel(x >= 0x477FF000, inf, sel(x < 0x38800000, sub, norm)));
     return (uint16_t)(sign | r);
 }
 
@@ -126,7 +133,7 @@ static inline uint16_t f32_to_bf16_inline(float f) {
     uint32_t x = f32_bits(f);
     uint32_t rne = (x + 0x7FFF + ((x >> 16) & 1)) >> 16; /* overflow carries into inf: correct */
     uint32_t nan = (x >> 16) | 0x0040;                   /* keep sign and payload, force quiet */
-    return (uint16_t)((x & 0x7FFFFFFF) > 0x7F800000 ? nan : rne);
+    return (uint16_t)sel((x & 0x7FFFFFFF) > 0x7F800000, nan, rne);
 }
 
 uint16_t as_f32_to_bf16(float f) { return f32_to_bf16_inline(f); }
@@ -146,19 +153,17 @@ float as_fp8_e4m3_to_f32(uint8_t c) {
 
 static inline uint8_t f32_to_e4m3_inline(float f) {
     uint32_t x = f32_bits(f);
-    uint8_t sign = (uint8_t)((x >> 24) & 0x80);
-    int isnan = (x & 0x7FFFFFFF) > 0x7F800000;
-    /* Saturate first (REFERENCE.md): every finite value and inf beyond 448 becomes 448, so the
-     * band (448, 480) that a cast would round to 448 and everything beyond it agree. */
-    float a = fminf(f32_from_bits(x & 0x7FFFFFFF), 448.0f);
-    uint32_t ab = f32_bits(a);
+    uint32_t sign = (x >> 24) & 0x80, ax = x & 0x7FFFFFFF;
+    /* Saturate first (REFERENCE.md): every finite value and inf beyond 448 (0x43E00000) becomes
+     * 448, so the band (448, 480) that a cast would round to 448 and everything beyond agree. */
+    uint32_t ab = sel(ax > 0x43E00000, 0x43E00000, ax);
     /* Below 2^-6 (min normal) the code is the subnormal count m: adding 2^14 puts the step 2^-9
      * at the f32 ulp, so the FPU rounds to nearest even; 8 lands on min normal (code 0x08). */
-    uint32_t sub = f32_bits(a + 16384.0f) - 0x46800000u;
+    uint32_t sub = f32_bits(f32_from_bits(ab) + 16384.0f) - 0x46800000u;
     uint32_t odd = (ab >> 20) & 1;
     uint32_t norm = (ab + ((uint32_t)(7 - 127) << 23) + 0x7FFFF + odd) >> 20;
-    uint32_t r = ab < 0x3C800000 ? sub : norm;
-    return isnan ? (uint8_t)(sign | 0x7F) : (uint8_t)(sign | r);
+    uint32_t r = sel(ax > 0x7F800000, 0x7F, sel(ab < 0x3C800000, sub, norm));
+    return (uint8_t)(sign | r);
 }
 
 uint8_t as_f32_to_fp8_e4m3(float f) { return f32_to_e4m3_inline(f); }
@@ -172,15 +177,14 @@ float as_fp8_e5m2_to_f32(uint8_t c) {
 
 static inline uint8_t f32_to_e5m2_inline(float f) {
     uint32_t x = f32_bits(f);
-    uint8_t sign = (uint8_t)((x >> 24) & 0x80);
-    uint32_t ax = x & 0x7FFFFFFF;
+    uint32_t sign = (x >> 24) & 0x80, ax = x & 0x7FFFFFFF;
     /* Subnormals (below 2^-14) step by 2^-16: adding 2^7 puts that step at the f32 ulp. */
     uint32_t sub = f32_bits(f32_from_bits(ax) + 128.0f) - 0x43000000u;
     uint32_t odd = (ax >> 21) & 1;
     uint32_t norm = (ax + ((uint32_t)(15 - 127) << 23) + 0xFFFFF + odd) >> 21;
     /* From 61440 (midpoint of 57344 and 2^16, ties to the even "2^16") the rounding carries into
      * exponent 31 mantissa 0 = 0x7C = inf, as a cast does. Clamp larger finite values and inf. */
-    uint32_t r = ax > 0x7F800000 ? 0x7F : ax >= 0x47800000 ? 0x7C : ax < 0x38800000 ? sub : norm;
+    uint32_t r = sel(ax > 0x7F800000, 0x7F, sel(ax >= 0x47800000, 0x7C, sel(ax < 0x38800000, sub, norm)));
     return (uint8_t)(sign | r);
 }
 

@@ -10,7 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "as_error.h"
+#include "atomic_file.h"
+#include "dtype.h"
+#include "safetensors.h"
 
 static int read_all(const char *path, unsigned char **buf, size_t *n)
 {
@@ -181,6 +186,15 @@ int as_l2c_lookup(const struct as_l2c_tokenizer *t, const char *s, int len)
     return -1;
 }
 
+/* Id of the concatenation of pieces a and b, or -1. */
+static int merge_id(const struct as_l2c_tokenizer *t, int a, int b, char *buf)
+{
+    int la = t->lens[a], lb = t->lens[b];
+    memcpy(buf, t->vocab[a], (size_t)la);
+    memcpy(buf + la, t->vocab[b], (size_t)lb);
+    return as_l2c_lookup(t, buf, la + lb);
+}
+
 int as_l2c_encode(const struct as_l2c_tokenizer *t, const char *text, int bos, int eos, int *ids)
 {
     int n = 0;
@@ -203,23 +217,24 @@ int as_l2c_encode(const struct as_l2c_tokenizer *t, const char *text, int bos, i
         }
         blen = 0;
     }
+    /* Merge loop. Same choice as llama2.c (highest merged score, first on ties); the merged id
+     * of each adjacent pair is cached and only the pairs next to a merge are looked up again. */
+    int *pair = as_xmalloc(((size_t)n + 1) * sizeof(int));
+    for (int i = 0; i < n - 1; i++) pair[i] = merge_id(t, ids[i], ids[i + 1], merged);
     for (;;) {
         float best = -1e10f;
-        int best_id = -1, best_i = -1;
-        for (int i = 0; i < n - 1; i++) {
-            int la = t->lens[ids[i]], lb = t->lens[ids[i + 1]];
-            memcpy(merged, t->vocab[ids[i]], (size_t)la);
-            memcpy(merged + la, t->vocab[ids[i + 1]], (size_t)lb);
-            int id = as_l2c_lookup(t, merged, la + lb);
-            if (id != -1 && t->scores[id] > best) {
-                best = t->scores[id], best_id = id, best_i = i;
-            }
-        }
+        int best_i = -1;
+        for (int i = 0; i < n - 1; i++)
+            if (pair[i] != -1 && t->scores[pair[i]] > best) best = t->scores[pair[i]], best_i = i;
         if (best_i == -1) break;
-        ids[best_i] = best_id;
+        ids[best_i] = pair[best_i];
         memmove(ids + best_i + 1, ids + best_i + 2, (size_t)(n - best_i - 2) * sizeof(int));
+        memmove(pair + best_i + 1, pair + best_i + 2, (size_t)(n - best_i - 2) * sizeof(int));
         n--;
+        if (best_i > 0) pair[best_i - 1] = merge_id(t, ids[best_i - 1], ids[best_i], merged);
+        if (best_i < n - 1) pair[best_i] = merge_id(t, ids[best_i], ids[best_i + 1], merged);
     }
+    free(pair);
     if (eos) ids[n++] = 2;
     free(merged);
     return n;
@@ -337,4 +352,269 @@ int as_l2c_forward_ref(const struct as_l2c_model *m, const int *tokens, int T, f
     }
     free(x), free(xb), free(xb2), free(hb), free(hb2), free(q), free(att), free(kc), free(vc);
     return 0;
+}
+
+/* ---- conversion to the Hugging Face layout -------------------------------------------------- */
+
+int as_l2c_hf_row(int hf_row, int head_dim)
+{
+    int h = hf_row / head_dim, i = hf_row % head_dim, half = head_dim / 2;
+    return h * head_dim + (i < half ? 2 * i : 2 * (i - half) + 1);
+}
+
+/* The HF piece of id: specials by name, ' ' written as U+2581 (SentencePiece's meta space). */
+static char *hf_piece(const struct as_l2c_tokenizer *t, int id)
+{
+    if (id == 0) return as_xstrdup("<unk>");
+    if (id == 1) return as_xstrdup("<s>");
+    if (id == 2) return as_xstrdup("</s>");
+    const char *p = t->vocab[id];
+    char *out = as_xmalloc(strlen(p) * 3 + 1), *o = out;
+    for (; *p; p++) {
+        if (*p == ' ') {
+            memcpy(o, "\xe2\x96\x81", 3);
+            o += 3;
+        } else {
+            *o++ = *p;
+        }
+    }
+    *o = 0;
+    return out;
+}
+
+static int is_byte_piece(const struct as_l2c_tokenizer *t, int id)
+{
+    unsigned b;
+    return t->lens[id] == 6 && sscanf(t->vocab[id], "<0x%02X>", &b) == 1;
+}
+
+struct merge {
+    float score;
+    int id, split; /* split: byte offset of the boundary in the piece */
+};
+
+static int cmp_merge(const void *pa, const void *pb)
+{
+    const struct merge *a = pa, *b = pb;
+    if (a->score != b->score) return a->score > b->score ? -1 : 1; /* higher score first */
+    if (a->id != b->id) return a->id < b->id ? -1 : 1;
+    return a->split < b->split ? -1 : a->split > b->split;
+}
+
+/* Merges from scores: every split t = a + b with a, b in the vocabulary, ranked by the score of t
+ * (descending, ties by lower id). A BPE applying the lowest-rank merge first then reproduces
+ * llama2.c's "merge the adjacent pair with the highest merged score". */
+static json_t *build_merges(const struct as_l2c_tokenizer *t)
+{
+    size_t cap = 1024, n = 0;
+    struct merge *ms = as_xmalloc(cap * sizeof *ms);
+    for (int id = 3; id < t->vocab_size; id++) {
+        if (is_byte_piece(t, id)) continue;
+        const char *p = t->vocab[id];
+        for (int k = 1; k < t->lens[id]; k++) {
+            if (((unsigned char)p[k] & 0xC0) == 0x80) continue; /* split only at char boundaries */
+            int a = as_l2c_lookup(t, p, k), b = as_l2c_lookup(t, p + k, t->lens[id] - k);
+            if (a < 0 || b < 0) continue;
+            if (n == cap) ms = as_xrealloc(ms, (cap *= 2) * sizeof *ms);
+            ms[n++] = (struct merge){t->scores[id], id, k};
+        }
+    }
+    qsort(ms, n, sizeof *ms, cmp_merge);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        const char *p = t->vocab[ms[i].id];
+        int a = as_l2c_lookup(t, p, ms[i].split);
+        int b = as_l2c_lookup(t, p + ms[i].split, t->lens[ms[i].id] - ms[i].split);
+        char *pa = hf_piece(t, a), *pb = hf_piece(t, b);
+        char *m = as_xmalloc(strlen(pa) + strlen(pb) + 2);
+        sprintf(m, "%s %s", pa, pb);
+        json_array_append_new(arr, json_string(m));
+        free(pa), free(pb), free(m);
+    }
+    free(ms);
+    return arr;
+}
+
+static json_t *jstr_pattern(const char *pattern, const char *content)
+{
+    return json_pack("{s:s, s:{s:s}, s:s}", "type", "Replace", "pattern", "String", pattern,
+                     "content", content);
+}
+
+int as_l2c_write_tokenizer_json(const struct as_l2c_tokenizer *t, const char *path)
+{
+    const char *meta = "\xe2\x96\x81";
+    json_t *vocab = json_object();
+    for (int id = 0; id < t->vocab_size; id++) {
+        char *p = hf_piece(t, id);
+        json_t *s = json_string(p);
+        if (!s || json_object_get(vocab, p)) {
+            json_decref(s);
+            json_decref(vocab);
+            int r = as_fail("file %s: token %d (\"%s\"): %s", path, id, p,
+                            s ? "duplicate piece" : "not valid UTF-8");
+            free(p);
+            return r;
+        }
+        json_decref(s);
+        json_object_set_new(vocab, p, json_integer(id));
+        free(p);
+    }
+    json_t *added = json_array();
+    const char *specials[3] = {"<unk>", "<s>", "</s>"};
+    for (int i = 0; i < 3; i++)
+        json_array_append_new(added, json_pack("{s:i, s:s, s:b, s:b, s:b, s:b, s:b}", "id", i,
+                                               "content", specials[i], "single_word", 0, "lstrip",
+                                               0, "rstrip", 0, "normalized", 0, "special", 1));
+    json_t *normalizer = json_pack(
+        "{s:s, s:[{s:s, s:s}, o]}", "type", "Sequence", "normalizers", "type", "Prepend",
+        "prepend", meta, jstr_pattern(" ", meta));
+    json_t *decoder = json_pack("{s:s, s:[o, {s:s}, {s:s}, {s:s, s:s, s:i, s:i}]}", "type",
+                                "Sequence", "decoders", jstr_pattern(meta, " "), "type",
+                                "ByteFallback", "type", "Fuse", "type", "Strip", "content", " ",
+                                "start", 1, "stop", 0);
+    json_t *post = json_pack(
+        "{s:s, s:[{s:{s:s, s:i}}, {s:{s:s, s:i}}], s:[{s:{s:s, s:i}}, {s:{s:s, s:i}}, "
+        "{s:{s:s, s:i}}, {s:{s:s, s:i}}], s:{s:{s:s, s:[i], s:[s]}}}",
+        "type", "TemplateProcessing", "single", "SpecialToken", "id", "<s>", "type_id", 0,
+        "Sequence", "id", "A", "type_id", 0, "pair", "SpecialToken", "id", "<s>", "type_id", 0,
+        "Sequence", "id", "A", "type_id", 0, "SpecialToken", "id", "<s>", "type_id", 1, "Sequence",
+        "id", "B", "type_id", 1, "special_tokens", "<s>", "id", "<s>", "ids", 1, "tokens", "<s>");
+    json_t *model = json_pack("{s:s, s:n, s:s, s:n, s:n, s:b, s:b, s:b, s:o, s:o}", "type", "BPE",
+                              "dropout", "unk_token", "<unk>", "continuing_subword_prefix",
+                              "end_of_word_suffix", "fuse_unk", 1, "byte_fallback", 1,
+                              "ignore_merges", 0, "vocab", vocab, "merges", build_merges(t));
+    json_t *root = json_pack("{s:s, s:n, s:n, s:o, s:o, s:n, s:o, s:o, s:o}", "version", "1.0",
+                             "truncation", "padding", "added_tokens", added, "normalizer",
+                             normalizer, "pre_tokenizer", "post_processor", post, "decoder",
+                             decoder, "model", model);
+    if (!root) return as_fail("file %s: cannot build tokenizer JSON", path);
+    int rc = json_dump_file(root, path, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    if (rc != 0) return as_fail("file %s: cannot write: %s", path, strerror(errno));
+    return 0;
+}
+
+static int dump_json(json_t *o, const char *dir, const char *name)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (!o) return as_fail("file %s: cannot build JSON", path);
+    int rc = json_dump_file(o, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
+    json_decref(o);
+    if (rc != 0) return as_fail("file %s: cannot write: %s", path, strerror(errno));
+    return 0;
+}
+
+/* q/k: rows reordered from llama2.c's interleaved pairs to HF's rotate-half halves. */
+static float *permute_rows(const float *w, int rows, int cols, int head_dim)
+{
+    float *out = as_xmalloc((size_t)rows * cols * sizeof(float));
+    for (int r = 0; r < rows; r++)
+        memcpy(out + (size_t)r * cols, w + (size_t)as_l2c_hf_row(r, head_dim) * cols,
+               (size_t)cols * sizeof(float));
+    return out;
+}
+
+static int write_weights(const struct as_l2c_model *m, const char *path)
+{
+    const struct as_l2c_config *c = &m->cfg;
+    const struct as_l2c_weights *w = &m->w;
+    int64_t D = c->dim, H = c->hidden_dim, V = c->vocab_size, hs = D / c->n_heads;
+    int64_t kvd = hs * c->n_kv_heads;
+    struct as_st_writer *wr = as_st_writer_new(path);
+    if (!wr) return -1;
+    char name[256];
+    int rc = 0;
+#define ADD2(nm, ptr, r, cc)                                                                       \
+    do {                                                                                           \
+        int64_t sh[2] = {(r), (cc)};                                                               \
+        rc |= as_st_writer_add(wr, nm, AS_F32, 2, sh, ptr, (uint64_t)(r) * (cc) * 4);              \
+    } while (0)
+#define ADD1(nm, ptr, r)                                                                           \
+    do {                                                                                           \
+        int64_t sh[1] = {(r)};                                                                     \
+        rc |= as_st_writer_add(wr, nm, AS_F32, 1, sh, ptr, (uint64_t)(r) * 4);                     \
+    } while (0)
+    ADD2("model.embed_tokens.weight", w->token_embedding, V, D);
+    for (int l = 0; l < c->n_layers && rc == 0; l++) {
+        const char *fmt = "model.layers.%d.%s";
+        snprintf(name, sizeof name, fmt, l, "input_layernorm.weight");
+        ADD1(name, w->rms_att + l * D, D);
+        float *q = permute_rows(w->wq + l * D * D, (int)D, (int)D, (int)hs);
+        float *k = permute_rows(w->wk + l * kvd * D, (int)kvd, (int)D, (int)hs);
+        int64_t shq[2] = {D, D}, shk[2] = {kvd, D};
+        snprintf(name, sizeof name, fmt, l, "self_attn.q_proj.weight");
+        rc |= as_st_writer_add_copy(wr, name, AS_F32, 2, shq, q, (uint64_t)D * D * 4);
+        snprintf(name, sizeof name, fmt, l, "self_attn.k_proj.weight");
+        rc |= as_st_writer_add_copy(wr, name, AS_F32, 2, shk, k, (uint64_t)kvd * D * 4);
+        free(q), free(k);
+        snprintf(name, sizeof name, fmt, l, "self_attn.v_proj.weight");
+        ADD2(name, w->wv + l * kvd * D, kvd, D);
+        snprintf(name, sizeof name, fmt, l, "self_attn.o_proj.weight");
+        ADD2(name, w->wo + l * D * D, D, D);
+        snprintf(name, sizeof name, fmt, l, "post_attention_layernorm.weight");
+        ADD1(name, w->rms_ffn + l * D, D);
+        snprintf(name, sizeof name, fmt, l, "mlp.gate_proj.weight"); /* w1 */
+        ADD2(name, w->w1 + l * H * D, H, D);
+        snprintf(name, sizeof name, fmt, l, "mlp.up_proj.weight"); /* w3 */
+        ADD2(name, w->w3 + l * H * D, H, D);
+        snprintf(name, sizeof name, fmt, l, "mlp.down_proj.weight"); /* w2 */
+        ADD2(name, w->w2 + l * D * H, D, H);
+    }
+    ADD1("model.norm.weight", w->rms_final, D);
+    if (!c->shared_classifier) ADD2("lm_head.weight", w->wcls, V, D);
+#undef ADD1
+#undef ADD2
+    if (rc != 0) {
+        as_st_writer_abort(wr);
+        return -1;
+    }
+    return as_st_writer_finish(wr);
+}
+
+int as_l2c_export_hf(const struct as_l2c_model *m, const struct as_l2c_tokenizer *tok,
+                     const char *out_dir)
+{
+    const struct as_l2c_config *c = &m->cfg;
+    if (tok && tok->vocab_size != c->vocab_size)
+        return as_fail("tokenizer vocab %d does not match checkpoint vocab %d", tok->vocab_size,
+                       c->vocab_size);
+    char *tmp = as_atomic_dir_begin(out_dir);
+    if (!tmp) return -1;
+    char path[4096];
+    json_t *cfg = json_pack(
+        "{s:[s], s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:b, s:s, s:s, s:i, s:i, "
+        "s:b}",
+        "architectures", "LlamaForCausalLM", "model_type", "llama", "hidden_size", c->dim,
+        "intermediate_size", c->hidden_dim, "num_hidden_layers", c->n_layers,
+        "num_attention_heads", c->n_heads, "num_key_value_heads", c->n_kv_heads, "head_dim",
+        c->dim / c->n_heads, "vocab_size", c->vocab_size, "max_position_embeddings", c->seq_len,
+        "rms_norm_eps", 1e-5, "rope_theta", 10000.0, "tie_word_embeddings", c->shared_classifier,
+        "hidden_act", "silu", "torch_dtype", "float32", "bos_token_id", 1, "eos_token_id", 2,
+        "attention_bias", 0);
+    json_t *gen = json_pack("{s:i, s:i, s:i, s:b}", "bos_token_id", 1, "eos_token_id", 2,
+                            "max_length", c->seq_len, "_from_model_config", 1);
+    snprintf(path, sizeof path, "%s/model.safetensors", tmp);
+    if (dump_json(cfg, tmp, "config.json") != 0 ||
+        dump_json(gen, tmp, "generation_config.json") != 0 || write_weights(m, path) != 0)
+        goto fail;
+    if (tok) {
+        snprintf(path, sizeof path, "%s/tokenizer.json", tmp);
+        json_t *tc = json_pack(
+            "{s:b, s:b, s:s, s:s, s:s, s:n, s:i, s:s, s:b, s:b}", "add_bos_token", 1,
+            "add_eos_token", 0, "bos_token", "<s>", "eos_token", "</s>", "unk_token", "<unk>",
+            "pad_token", "model_max_length", c->seq_len, "tokenizer_class", "LlamaTokenizer",
+            "legacy", 1, "clean_up_tokenization_spaces", 0);
+        if (as_l2c_write_tokenizer_json(tok, path) != 0 ||
+            dump_json(tc, tmp, "tokenizer_config.json") != 0)
+            goto fail;
+    }
+    if (as_atomic_dir_commit(tmp, out_dir) != 0) goto fail;
+    free(tmp);
+    return 0;
+fail:
+    as_atomic_dir_abort(tmp);
+    free(tmp);
+    return -1;
 }

@@ -63,4 +63,17 @@ int as_l2c_decode(const struct as_l2c_tokenizer *t, int prev, int id, char *out)
  * 0..T-1, computed one position at a time with its own KV cache. */
 int as_l2c_forward_ref(const struct as_l2c_model *m, const int *tokens, int T, float *logits);
 
+/* ---- conversion to the Hugging Face layout (as-import) ---- */
+
+/* HF row index -> llama2.c row index for q/k: per head, HF row i < hd/2 is llama2.c row 2i and
+ * HF row i + hd/2 is row 2i+1 (interleaved-pair RoPE -> rotate-half RoPE). */
+int as_l2c_hf_row(int hf_row, int head_dim);
+/* Write tokenizer.json (HF Llama/SentencePiece BPE form: vocab, merges derived from the scores,
+ * byte fallback, U+2581 for spaces) to path. */
+int as_l2c_write_tokenizer_json(const struct as_l2c_tokenizer *t, const char *path);
+/* Write an HF checkpoint directory atomically: config.json, model.safetensors (F32),
+ * generation_config.json and, when tok != NULL, tokenizer.json and tokenizer_config.json. */
+int as_l2c_export_hf(const struct as_l2c_model *m, const struct as_l2c_tokenizer *tok,
+                     const char *out_dir);
+
 #endif

@@ -18,9 +18,10 @@ struct as_mapped_file {
     uint64_t map_size;
 };
 
-/* Map PATH (or reuse a mapping) so that at least `need` bytes are covered. Fails with
- * as_fail("file PATH: problem") when the file is missing or shorter than `need`; in that case
- * nothing is held. The returned size/mtime are the file's current stat values. */
+/* Map PATH (or reuse a mapping) so that min(need, file size) bytes are covered. Fails with
+ * as_fail("file PATH: problem") when the file is missing, not a regular file or cannot be mapped.
+ * A file shorter than `need` is not an error here: callers compare `size` with what they need
+ * (and with what a reference recorded) to word the error. size/mtime are the current stat. */
 struct as_mapped_file *as_mapped_file_get(const char *path, uint64_t need);
 /* Drop one hold; the mapping goes when no holder is left. */
 void as_mapped_file_put(struct as_mapped_file *m);

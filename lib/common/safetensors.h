@@ -37,6 +37,7 @@ struct as_st_file {
     int n_tensors;
     struct as_st_tensor *tensors; /* in data-offset order */
     char *metadata_json;          /* "__metadata__" object as JSON text, or NULL */
+    struct as_st_tensor **by_name; /* internal: tensors sorted by name, for as_st_find */
 };
 
 /* Open and validate; NULL with as_fail("FILE: problem") on error. */
@@ -60,7 +61,9 @@ const struct as_st_tensor *as_ckpt_find(const struct as_ckpt *c, const char *nam
 /* Find a tensor and check its shape; error names file, tensor and expected/actual shape. */
 const struct as_st_tensor *as_ckpt_expect(const struct as_ckpt *c, const char *name, int ndim,
                                           const int64_t *shape);
-/* Copy a tensor, converted to f32, into dst (numel floats). */
+/* Path of the shard file holding t (the checkpoint path if t is not one of c's tensors). */
+const char *as_ckpt_file_of(const struct as_ckpt *c, const struct as_st_tensor *t);
+/* Copy a tensor, converted to f32, into dst (numel floats); every dtype converts. */
 int as_ckpt_read_f32(const struct as_ckpt *c, const struct as_st_tensor *t, float *dst);
 
 /* Writer: collects tensors (data pointers must stay valid until as_st_writer_finish), then writes
