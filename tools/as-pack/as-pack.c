@@ -164,6 +164,11 @@ int main(int argc, char **argv) {
                    l0->group_size, l0->sym ? "sym" : "asym");
     }
 
+    /* compressed-tensors "group" actorder is one config flag: then every layer carries g_idx. */
+    int any_perm = 0;
+    for (int i = 0; i < nq; i++)
+        any_perm |= !as_qlinear_gidx_is_trivial(as_qcollect_get(qc, i, NULL, NULL));
+
     char *tmp = as_atomic_dir_begin(out_dir);
     if (!tmp) as_die_last();
     snprintf(path, sizeof path, "%s/model.safetensors", tmp);
@@ -197,8 +202,7 @@ int main(int argc, char **argv) {
                                        : 0;
         if (packable) {
             int rc = fmt == FMT_GPTQ ? as_gptq_write(w, prefix, l)
-                                     : as_ct_write(w, prefix, l, scale_dtype,
-                                                   !as_qlinear_gidx_is_trivial(l));
+                                     : as_ct_write(w, prefix, l, scale_dtype, any_perm);
             if (rc) goto fail_w;
             n_packed++;
             continue;
@@ -250,9 +254,6 @@ int main(int argc, char **argv) {
         const char **ignore = as_xcalloc(n_skipped + 1, sizeof *ignore);
         ignore[0] = "lm_head";
         for (int i = 0; i < n_skipped; i++) ignore[i + 1] = skipped[i];
-        int any_perm = 0;
-        for (int i = 0; i < nq; i++)
-            any_perm |= !as_qlinear_gidx_is_trivial(as_qcollect_get(qc, i, NULL, NULL));
         struct as_ct_params p = {.bits = l0->bits, .group_size = l0->group_size, .sym = l0->sym,
                                  .actorder = any_perm ? AS_CT_ACTORDER_GROUP
                                              : l0->has_act_order ? AS_CT_ACTORDER_WEIGHT
