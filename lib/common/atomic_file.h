@@ -1,6 +1,7 @@
 /* atomic_file: write a file or a directory so that a crash never leaves a half one in place.
  * Files: write PATH.tmp.<pid>, fsync, rename over PATH, fsync the directory.
- * Directories: build DIR.tmp.<pid>/, fsync its files, rename to DIR (an existing DIR is replaced). */
+ * Directories: build DIR.tmp.<pid>/, fsync its files, rename to DIR (an existing DIR is replaced).
+ */
 #ifndef AS_ATOMIC_FILE_H
 #define AS_ATOMIC_FILE_H
 

@@ -119,15 +119,20 @@ static inline uint16_t f32_to_f16_inline(float f) {
     uint32_t sub = f32_bits(f32_from_bits(x) + 0.5f) - 0x3F000000u;
     uint32_t odd = (x >> 13) & 1;
     uint32_t norm = (x + ((uint32_t)(15 - 127) << 23) + 0xFFF + odd) >> 13;
-    uint32_t r = sel(x > 0x7F800000, nan, sel(x >= 0x477FF000, inf, sel(x < 0x38800000, sub, norm)));
+    uint32_t r =
+        sel(x > 0x7F800000, nan, sel(x >= 0x477FF000, inf, sel(x < 0x38800000, sub, norm)));
     return (uint16_t)(sign | r);
 }
 
-uint16_t as_f32_to_f16(float f) { return f32_to_f16_inline(f); }
+uint16_t as_f32_to_f16(float f) {
+    return f32_to_f16_inline(f);
+}
 
 /* ---- bf16: top 16 bits of f32 ---- */
 
-float as_bf16_to_f32(uint16_t h) { return f32_from_bits((uint32_t)h << 16); }
+float as_bf16_to_f32(uint16_t h) {
+    return f32_from_bits((uint32_t)h << 16);
+}
 
 static inline uint16_t f32_to_bf16_inline(float f) {
     uint32_t x = f32_bits(f);
@@ -136,7 +141,9 @@ static inline uint16_t f32_to_bf16_inline(float f) {
     return (uint16_t)sel((x & 0x7FFFFFFF) > 0x7F800000, nan, rne);
 }
 
-uint16_t as_f32_to_bf16(float f) { return f32_to_bf16_inline(f); }
+uint16_t as_f32_to_bf16(float f) {
+    return f32_to_bf16_inline(f);
+}
 
 /* ---- FP8 E4M3FN: bias 7, 3 mantissa bits, max 448 = 0x7E, 0x7F/0xFF NaN, no inf ---- */
 
@@ -166,7 +173,9 @@ static inline uint8_t f32_to_e4m3_inline(float f) {
     return (uint8_t)(sign | r);
 }
 
-uint8_t as_f32_to_fp8_e4m3(float f) { return f32_to_e4m3_inline(f); }
+uint8_t as_f32_to_fp8_e4m3(float f) {
+    return f32_to_e4m3_inline(f);
+}
 
 /* ---- FP8 E5M2: bias 15, 2 mantissa bits, max 57344 = 0x7B, 0x7C inf, 0x7D-0x7F NaN ---- */
 
@@ -184,11 +193,14 @@ static inline uint8_t f32_to_e5m2_inline(float f) {
     uint32_t norm = (ax + ((uint32_t)(15 - 127) << 23) + 0xFFFFF + odd) >> 21;
     /* From 61440 (midpoint of 57344 and 2^16, ties to the even "2^16") the rounding carries into
      * exponent 31 mantissa 0 = 0x7C = inf, as a cast does. Clamp larger finite values and inf. */
-    uint32_t r = sel(ax > 0x7F800000, 0x7F, sel(ax >= 0x47800000, 0x7C, sel(ax < 0x38800000, sub, norm)));
+    uint32_t r =
+        sel(ax > 0x7F800000, 0x7F, sel(ax >= 0x47800000, 0x7C, sel(ax < 0x38800000, sub, norm)));
     return (uint8_t)(sign | r);
 }
 
-uint8_t as_f32_to_fp8_e5m2(float f) { return f32_to_e5m2_inline(f); }
+uint8_t as_f32_to_fp8_e5m2(float f) {
+    return f32_to_e5m2_inline(f);
+}
 
 /* ---- FP4 E2M1: code = sign<<3 | index into {0, 0.5, 1, 1.5, 2, 3, 4, 6} ---- */
 
@@ -211,7 +223,9 @@ static inline uint8_t f32_to_fp4_inline(float f) {
     return (uint8_t)((a != a ? 0 : sign) | idx);
 }
 
-uint8_t as_f32_to_fp4_e2m1(float f) { return f32_to_fp4_inline(f); }
+uint8_t as_f32_to_fp4_e2m1(float f) {
+    return f32_to_fp4_inline(f);
+}
 
 /* ---- E8M0: 2^(e-127), no sign, no mantissa, 0xFF NaN ---- */
 
@@ -261,53 +275,64 @@ static inline uint16_t load_u16(const uint8_t *p) {
     return v;
 }
 
-static inline void store_u16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+static inline void store_u16(uint8_t *p, uint16_t v) {
+    memcpy(p, &v, 2);
+}
 
 #ifdef AS_HAVE_X86
 __attribute__((target("avx,f16c"))) static void f16_to_f32_f16c(const uint8_t *s, float *d,
-                                                                  size_t n) {
+                                                                size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + 2 * i))));
-    for (; i < n; i++) d[i] = as_f16_to_f32(load_u16(s + 2 * i));
+    for (; i < n; i++)
+        d[i] = as_f16_to_f32(load_u16(s + 2 * i));
 }
 
 __attribute__((target("avx,f16c"))) static void f32_to_f16_f16c(const float *s, uint8_t *d,
-                                                                  size_t n) {
+                                                                size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(d + 2 * i),
                          _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT));
-    for (; i < n; i++) store_u16(d + 2 * i, f32_to_f16_inline(s[i]));
+    for (; i < n; i++)
+        store_u16(d + 2 * i, f32_to_f16_inline(s[i]));
 }
 #endif
 
 static void bf16_to_f32_loop(const uint8_t *s, float *d, size_t n) {
-    for (size_t i = 0; i < n; i++) d[i] = f32_from_bits((uint32_t)load_u16(s + 2 * i) << 16);
+    for (size_t i = 0; i < n; i++)
+        d[i] = f32_from_bits((uint32_t)load_u16(s + 2 * i) << 16);
 }
 
 static void f32_to_bf16_loop(const float *s, uint8_t *d, size_t n) {
-    for (size_t i = 0; i < n; i++) store_u16(d + 2 * i, f32_to_bf16_inline(s[i]));
+    for (size_t i = 0; i < n; i++)
+        store_u16(d + 2 * i, f32_to_bf16_inline(s[i]));
 }
 
 static void f16_to_f32_loop(const uint8_t *s, float *d, size_t n) {
-    for (size_t i = 0; i < n; i++) d[i] = as_f16_to_f32(load_u16(s + 2 * i));
+    for (size_t i = 0; i < n; i++)
+        d[i] = as_f16_to_f32(load_u16(s + 2 * i));
 }
 
 static void f32_to_f16_loop(const float *s, uint8_t *d, size_t n) {
-    for (size_t i = 0; i < n; i++) store_u16(d + 2 * i, f32_to_f16_inline(s[i]));
+    for (size_t i = 0; i < n; i++)
+        store_u16(d + 2 * i, f32_to_f16_inline(s[i]));
 }
 
 static void f32_to_e4m3_loop(const float *s, uint8_t *d, size_t n) {
-    for (size_t i = 0; i < n; i++) d[i] = f32_to_e4m3_inline(s[i]);
+    for (size_t i = 0; i < n; i++)
+        d[i] = f32_to_e4m3_inline(s[i]);
 }
 
 static void f32_to_e5m2_loop(const float *s, uint8_t *d, size_t n) {
-    for (size_t i = 0; i < n; i++) d[i] = f32_to_e5m2_inline(s[i]);
+    for (size_t i = 0; i < n; i++)
+        d[i] = f32_to_e5m2_inline(s[i]);
 }
 
 static void table_loop(const float *table, const uint8_t *s, float *d, size_t n) {
-    for (size_t i = 0; i < n; i++) d[i] = table[s[i]];
+    for (size_t i = 0; i < n; i++)
+        d[i] = table[s[i]];
 }
 
 #define CONVERT_LOOP(T, EXPR)                                                                      \
@@ -323,8 +348,12 @@ int as_convert_to_f32(enum as_dtype t, const void *src, float *dst, size_t n) {
     const uint8_t *s = src;
     pthread_once(&tables_once, tables_init);
     switch (t) {
-    case AS_F32: memmove(dst, src, n * sizeof(float)); return 0;
-    case AS_BF16: bf16_to_f32_loop(s, dst, n); return 0;
+    case AS_F32:
+        memmove(dst, src, n * sizeof(float));
+        return 0;
+    case AS_BF16:
+        bf16_to_f32_loop(s, dst, n);
+        return 0;
     case AS_F16:
 #ifdef AS_HAVE_X86
         if (have_f16c) {
@@ -334,23 +363,51 @@ int as_convert_to_f32(enum as_dtype t, const void *src, float *dst, size_t n) {
 #endif
         f16_to_f32_loop(s, dst, n);
         return 0;
-    case AS_F64: CONVERT_LOOP(double, (float)v); return 0;
-    case AS_F8_E4M3: table_loop(e4m3_table, s, dst, n); return 0;
-    case AS_F8_E5M2: table_loop(e5m2_table, s, dst, n); return 0;
-    case AS_F8_E8M0: table_loop(e8m0_table, s, dst, n); return 0;
-    case AS_F4:
-        for (size_t i = 0; i < n; i++) dst[i] = as_fp4_e2m1_to_f32((s[i / 2] >> (4 * (i & 1))) & 15);
+    case AS_F64:
+        CONVERT_LOOP(double, (float)v);
         return 0;
-    case AS_I8: CONVERT_LOOP(int8_t, (float)v); return 0;
-    case AS_U8: CONVERT_LOOP(uint8_t, (float)v); return 0;
-    case AS_BOOL: CONVERT_LOOP(uint8_t, v ? 1.0f : 0.0f); return 0;
-    case AS_I16: CONVERT_LOOP(int16_t, (float)v); return 0;
-    case AS_U16: CONVERT_LOOP(uint16_t, (float)v); return 0;
-    case AS_I32: CONVERT_LOOP(int32_t, (float)v); return 0;
-    case AS_U32: CONVERT_LOOP(uint32_t, (float)v); return 0;
-    case AS_I64: CONVERT_LOOP(int64_t, (float)v); return 0;
-    case AS_U64: CONVERT_LOOP(uint64_t, (float)v); return 0;
-    default: return as_fail("dtype %s: cannot convert to F32", as_dtype_name(t));
+    case AS_F8_E4M3:
+        table_loop(e4m3_table, s, dst, n);
+        return 0;
+    case AS_F8_E5M2:
+        table_loop(e5m2_table, s, dst, n);
+        return 0;
+    case AS_F8_E8M0:
+        table_loop(e8m0_table, s, dst, n);
+        return 0;
+    case AS_F4:
+        for (size_t i = 0; i < n; i++)
+            dst[i] = as_fp4_e2m1_to_f32((s[i / 2] >> (4 * (i & 1))) & 15);
+        return 0;
+    case AS_I8:
+        CONVERT_LOOP(int8_t, (float)v);
+        return 0;
+    case AS_U8:
+        CONVERT_LOOP(uint8_t, (float)v);
+        return 0;
+    case AS_BOOL:
+        CONVERT_LOOP(uint8_t, v ? 1.0f : 0.0f);
+        return 0;
+    case AS_I16:
+        CONVERT_LOOP(int16_t, (float)v);
+        return 0;
+    case AS_U16:
+        CONVERT_LOOP(uint16_t, (float)v);
+        return 0;
+    case AS_I32:
+        CONVERT_LOOP(int32_t, (float)v);
+        return 0;
+    case AS_U32:
+        CONVERT_LOOP(uint32_t, (float)v);
+        return 0;
+    case AS_I64:
+        CONVERT_LOOP(int64_t, (float)v);
+        return 0;
+    case AS_U64:
+        CONVERT_LOOP(uint64_t, (float)v);
+        return 0;
+    default:
+        return as_fail("dtype %s: cannot convert to F32", as_dtype_name(t));
     }
 }
 
@@ -358,8 +415,12 @@ int as_convert_from_f32(enum as_dtype t, const float *src, void *dst, size_t n) 
     uint8_t *d = dst;
     pthread_once(&tables_once, tables_init);
     switch (t) {
-    case AS_F32: memmove(dst, src, n * sizeof(float)); return 0;
-    case AS_BF16: f32_to_bf16_loop(src, d, n); return 0;
+    case AS_F32:
+        memmove(dst, src, n * sizeof(float));
+        return 0;
+    case AS_BF16:
+        f32_to_bf16_loop(src, d, n);
+        return 0;
     case AS_F16:
 #ifdef AS_HAVE_X86
         if (have_f16c) {
@@ -375,10 +436,15 @@ int as_convert_from_f32(enum as_dtype t, const float *src, void *dst, size_t n) 
             memcpy(d + 8 * i, &v, 8);
         }
         return 0;
-    case AS_F8_E4M3: f32_to_e4m3_loop(src, d, n); return 0;
-    case AS_F8_E5M2: f32_to_e5m2_loop(src, d, n); return 0;
+    case AS_F8_E4M3:
+        f32_to_e4m3_loop(src, d, n);
+        return 0;
+    case AS_F8_E5M2:
+        f32_to_e5m2_loop(src, d, n);
+        return 0;
     case AS_F8_E8M0:
-        for (size_t i = 0; i < n; i++) d[i] = as_f32_to_e8m0(src[i]);
+        for (size_t i = 0; i < n; i++)
+            d[i] = as_f32_to_e8m0(src[i]);
         return 0;
     case AS_F4:
         /* Element 2i in the low nibble; an odd count leaves the last high nibble zero. */
@@ -386,6 +452,7 @@ int as_convert_from_f32(enum as_dtype t, const float *src, void *dst, size_t n) 
             d[i / 2] = (uint8_t)(f32_to_fp4_inline(src[i]) | f32_to_fp4_inline(src[i + 1]) << 4);
         if (n & 1) d[n / 2] = f32_to_fp4_inline(src[n - 1]);
         return 0;
-    default: return as_fail("dtype %s: cannot convert from F32", as_dtype_name(t));
+    default:
+        return as_fail("dtype %s: cannot convert from F32", as_dtype_name(t));
     }
 }

@@ -44,7 +44,7 @@ extern const struct as_dtype_traits as_dtype_traits[AS_DTYPE_COUNT];
 /* Parse a safetensors dtype string; AS_DTYPE_INVALID if unknown. */
 enum as_dtype as_dtype_from_name(const char *name);
 const char *as_dtype_name(enum as_dtype t);
-/* Bytes for n elements (rounded up for sub-byte types); returns 0 and sets *overflow on overflow. */
+/* Bytes for n elements (rounded up for sub-byte types); 0 and *overflow = 1 on overflow. */
 uint64_t as_dtype_nbytes(enum as_dtype t, uint64_t numel, int *overflow);
 
 /* Scalar reference codecs. */

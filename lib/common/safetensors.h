@@ -35,8 +35,8 @@ struct as_st_file {
     uint64_t map_size;
     uint64_t header_len;
     int n_tensors;
-    struct as_st_tensor *tensors; /* in data-offset order */
-    char *metadata_json;          /* "__metadata__" object as JSON text, or NULL */
+    struct as_st_tensor *tensors;  /* in data-offset order */
+    char *metadata_json;           /* "__metadata__" object as JSON text, or NULL */
     struct as_st_tensor **by_name; /* internal: tensors sorted by name, for as_st_find */
 };
 

@@ -1,0 +1,191 @@
+/* atomic_file: crash-safe replacement of a file or a whole directory.
+ *
+ * The new content is written under a temporary name next to the target (same filesystem, so
+ * rename(2) is atomic), flushed to disk with fsync, renamed over the target, and the parent
+ * directory is fsynced so the rename itself survives a crash. A failure at any step removes the
+ * temporary: the target is either the old version or the complete new one, never half of one.
+ * Directories are replaced with renameat2(RENAME_EXCHANGE) where the filesystem supports it. */
+#include "atomic_file.h"
+
+#include "as_error.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char *tmp_name(const char *path) {
+    size_t n = strlen(path) + 32;
+    char *t = as_xmalloc(n);
+    snprintf(t, n, "%s.tmp.%ld", path, (long)getpid());
+    return t;
+}
+
+/* fsync the directory that holds `path`, so a rename into it is durable. */
+static int fsync_parent(const char *path) {
+    char *copy = as_xstrdup(path);
+    char *slash = strrchr(copy, '/');
+    const char *dir = ".";
+    if (slash == copy)
+        dir = "/";
+    else if (slash)
+        *slash = 0, dir = copy;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = 0;
+    if (fd < 0 || fsync(fd) != 0)
+        rc = as_fail("file %s: fsync of directory %s: %s", path, dir, strerror(errno));
+    if (fd >= 0) close(fd);
+    free(copy);
+    return rc;
+}
+
+int as_atomic_open(struct as_atomic_file *af, const char *path) {
+    memset(af, 0, sizeof *af);
+    af->tmp_path = tmp_name(path);
+    /* O_TRUNC, not O_EXCL: a leftover from a killed run with the same pid is ours to replace. */
+    int fd = open(af->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        as_fail("file %s: cannot create %s: %s", path, af->tmp_path, strerror(errno));
+        free(af->tmp_path), af->tmp_path = NULL;
+        return -1;
+    }
+    af->fp = fdopen(fd, "wb");
+    if (!af->fp) {
+        as_fail("file %s: fdopen: %s", path, strerror(errno));
+        close(fd), unlink(af->tmp_path);
+        free(af->tmp_path), af->tmp_path = NULL;
+        return -1;
+    }
+    af->path = as_xstrdup(path);
+    return 0;
+}
+
+static void atomic_free(struct as_atomic_file *af) {
+    free(af->path), free(af->tmp_path);
+    memset(af, 0, sizeof *af);
+}
+
+int as_atomic_commit(struct as_atomic_file *af) {
+    if (!af->fp)
+        return as_fail("file %s: commit of a file that is not open", af->path ? af->path : "?");
+    const char *step = "write";
+    int err = 0;
+    if (fflush(af->fp) != 0) err = errno;
+    if (!err && fsync(fileno(af->fp)) != 0) step = "fsync", err = errno;
+    int close_rc = fclose(af->fp);
+    af->fp = NULL;
+    if (!err && close_rc != 0) step = "close", err = errno;
+    if (!err && rename(af->tmp_path, af->path) != 0) step = "rename", err = errno;
+    if (err) {
+        as_fail("file %s: %s failed: %s", af->path, step, strerror(err));
+        unlink(af->tmp_path);
+        atomic_free(af);
+        return -1;
+    }
+    int rc = fsync_parent(af->path);
+    atomic_free(af);
+    return rc;
+}
+
+void as_atomic_abort(struct as_atomic_file *af) {
+    if (af->fp) fclose(af->fp);
+    if (af->tmp_path) unlink(af->tmp_path);
+    atomic_free(af);
+}
+
+int as_atomic_write_file(const char *path, const void *data, size_t n) {
+    struct as_atomic_file af;
+    if (as_atomic_open(&af, path) != 0) return -1;
+    if (n && fwrite(data, 1, n, af.fp) != n) {
+        as_fail("file %s: write failed: %s", path, strerror(errno));
+        as_atomic_abort(&af);
+        return -1;
+    }
+    return as_atomic_commit(&af);
+}
+
+/* ---- directories ---- */
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    return remove(path) != 0 && errno != ENOENT ? -1 : 0;
+}
+
+static int rm_tree(const char *path) {
+    struct stat st;
+    if (lstat(path, &st) != 0) return errno == ENOENT ? 0 : -1;
+    return nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static int fsync_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)ftw;
+    if (flag != FTW_F && flag != FTW_D && flag != FTW_DP) return 0; /* symlinks etc. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | (flag == FTW_F ? 0 : O_DIRECTORY));
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+char *as_atomic_dir_begin(const char *dir) {
+    char *tmp = tmp_name(dir);
+    if (rm_tree(tmp) != 0 || mkdir(tmp, 0777) != 0) {
+        as_fail("directory %s: cannot create %s: %s", dir, tmp, strerror(errno));
+        free(tmp);
+        return NULL;
+    }
+    return tmp;
+}
+
+int as_atomic_dir_commit(const char *tmp_dir, const char *dir) {
+    if (nftw(tmp_dir, fsync_entry, 16, FTW_PHYS) != 0) {
+        as_fail("directory %s: fsync of %s failed: %s", dir, tmp_dir, strerror(errno));
+        goto fail;
+    }
+    struct stat st;
+    if (lstat(dir, &st) != 0) { /* no old directory: a plain rename */
+        if (rename(tmp_dir, dir) != 0) {
+            as_fail("directory %s: rename from %s failed: %s", dir, tmp_dir, strerror(errno));
+            goto fail;
+        }
+        return fsync_parent(dir);
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        as_fail("directory %s: exists and is not a directory", dir);
+        goto fail;
+    }
+    /* Swap old and new in one step; the old tree then sits at tmp_dir and is deleted. */
+    if (renameat2(AT_FDCWD, tmp_dir, AT_FDCWD, dir, RENAME_EXCHANGE) == 0) {
+        int rc = fsync_parent(dir);
+        rm_tree(tmp_dir);
+        return rc;
+    }
+    /* Filesystems without RENAME_EXCHANGE: move the old one aside first (a short window where
+     * DIR is missing, but never a half-written DIR). */
+    size_t n = strlen(dir) + 32;
+    char *old = as_xmalloc(n);
+    snprintf(old, n, "%s.old.%ld", dir, (long)getpid());
+    rm_tree(old);
+    if (rename(dir, old) != 0 || rename(tmp_dir, dir) != 0) {
+        int err = errno;
+        rename(old, dir); /* best effort: put the old one back if it moved */
+        as_fail("directory %s: replace failed: %s", dir, strerror(err));
+        free(old);
+        goto fail;
+    }
+    int rc = fsync_parent(dir);
+    rm_tree(old);
+    free(old);
+    return rc;
+fail:
+    rm_tree(tmp_dir);
+    return -1;
+}
+
+void as_atomic_dir_abort(const char *tmp_dir) {
+    if (tmp_dir) rm_tree(tmp_dir);
+}
