@@ -49,8 +49,8 @@ int as_tokenizer_decode_piece(const struct as_tokenizer *t, int32_t prev_id, int
 char *as_tokenizer_decode(const struct as_tokenizer *t, const int32_t *ids, size_t n,
                           size_t *len_out);
 
-int32_t as_tokenizer_bos(const struct as_tokenizer *t); /* -1 if none */
-int32_t as_tokenizer_eos(const struct as_tokenizer *t); /* -1 if none */
+int32_t as_tokenizer_bos(const struct as_tokenizer *t);        /* -1 if none */
+int32_t as_tokenizer_eos(const struct as_tokenizer *t);        /* -1 if none */
 int32_t as_tokenizer_vocab_size(const struct as_tokenizer *t); /* max id + 1 (incl. added) */
 
 /* Vocabulary lookup: id of the token whose model text is `piece` (as in tokenizer.json, e.g.
