@@ -80,6 +80,10 @@ test: all
 bench: all
 	BINDIR=$(BINDIR) BUILD=$(BUILD) bench/run
 
+# The README's demo: import the bundled model, GPTQ it to W4A16, pack, evaluate, print the table.
+demo: tools
+	BIN=$(abspath $(BINDIR)) pipelines/demo.sh
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
