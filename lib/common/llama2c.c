@@ -17,8 +17,7 @@
 #include "dtype.h"
 #include "safetensors.h"
 
-static int read_all(const char *path, unsigned char **buf, size_t *n)
-{
+static int read_all(const char *path, unsigned char **buf, size_t *n) {
     FILE *f = fopen(path, "rb");
     if (!f) return as_fail("file %s: cannot open: %s", path, strerror(errno));
     if (fseek(f, 0, SEEK_END) != 0) {
@@ -42,8 +41,7 @@ static int read_all(const char *path, unsigned char **buf, size_t *n)
     return 0;
 }
 
-int as_l2c_load(const char *path, struct as_l2c_model *m)
-{
+int as_l2c_load(const char *path, struct as_l2c_model *m) {
     memset(m, 0, sizeof *m);
     unsigned char *buf;
     size_t n;
@@ -71,14 +69,14 @@ int as_l2c_load(const char *path, struct as_l2c_model *m)
     }
     size_t L = c->n_layers, D = c->dim, H = c->hidden_dim, V = c->vocab_size;
     size_t hs = D / c->n_heads, kvd = hs * c->n_kv_heads;
-    size_t nf = V * D + L * D + L * D * D + 2 * L * kvd * D + L * D * D + L * D + 3 * L * H * D + D +
-                (size_t)c->seq_len * hs; /* two legacy RoPE tables of [seq_len, hs/2] */
+    size_t nf = V * D + L * D + L * D * D + 2 * L * kvd * D + L * D * D + L * D + 3 * L * H * D +
+                D + (size_t)c->seq_len * hs; /* two legacy RoPE tables of [seq_len, hs/2] */
     if (!c->shared_classifier) nf += V * D;
     size_t need = 28 + nf * sizeof(float);
     if (n < need) {
         free(buf);
-        return as_fail("file %s: truncated llama2.c checkpoint: %zu bytes, header implies %zu", path,
-                       n, need);
+        return as_fail("file %s: truncated llama2.c checkpoint: %zu bytes, header implies %zu",
+                       path, n, need);
     }
     m->n_floats = nf;
     m->data = as_xmalloc(nf * sizeof(float));
@@ -102,22 +100,19 @@ int as_l2c_load(const char *path, struct as_l2c_model *m)
     return 0;
 }
 
-void as_l2c_free(struct as_l2c_model *m)
-{
+void as_l2c_free(struct as_l2c_model *m) {
     free(m->data);
     memset(m, 0, sizeof *m);
 }
 
 /* ---- tokenizer ---------------------------------------------------------------------------- */
 
-static const struct as_l2c_tokenizer *sort_ctx;
-static int cmp_piece(const void *a, const void *b)
-{
-    return strcmp(sort_ctx->vocab[*(const int *)a], sort_ctx->vocab[*(const int *)b]);
+static int cmp_piece(const void *a, const void *b, void *ctx) {
+    const struct as_l2c_tokenizer *t = ctx;
+    return strcmp(t->vocab[*(const int *)a], t->vocab[*(const int *)b]);
 }
 
-int as_l2c_tokenizer_load(const char *path, int vocab_size, struct as_l2c_tokenizer *t)
-{
+int as_l2c_tokenizer_load(const char *path, int vocab_size, struct as_l2c_tokenizer *t) {
     memset(t, 0, sizeof *t);
     unsigned char *buf;
     size_t n;
@@ -151,8 +146,7 @@ int as_l2c_tokenizer_load(const char *path, int vocab_size, struct as_l2c_tokeni
         t->sorted[i] = i;
     }
     free(buf);
-    sort_ctx = t;
-    qsort(t->sorted, vocab_size, sizeof(int), cmp_piece);
+    qsort_r(t->sorted, (size_t)vocab_size, sizeof(int), cmp_piece, t);
     return 0;
 trunc:
     free(buf);
@@ -161,10 +155,10 @@ trunc:
                    vocab_size);
 }
 
-void as_l2c_tokenizer_free(struct as_l2c_tokenizer *t)
-{
+void as_l2c_tokenizer_free(struct as_l2c_tokenizer *t) {
     if (t->vocab)
-        for (int i = 0; i < t->vocab_size; i++) free(t->vocab[i]);
+        for (int i = 0; i < t->vocab_size; i++)
+            free(t->vocab[i]);
     free(t->vocab);
     free(t->lens);
     free(t->scores);
@@ -172,31 +166,30 @@ void as_l2c_tokenizer_free(struct as_l2c_tokenizer *t)
     memset(t, 0, sizeof *t);
 }
 
-int as_l2c_lookup(const struct as_l2c_tokenizer *t, const char *s, int len)
-{
+int as_l2c_lookup(const struct as_l2c_tokenizer *t, const char *s, int len) {
     int lo = 0, hi = t->vocab_size - 1;
     while (lo <= hi) {
         int mid = (lo + hi) / 2, id = t->sorted[mid];
         int c = strncmp(t->vocab[id], s, (size_t)len);
         if (c == 0 && t->vocab[id][len] != 0) c = 1; /* piece is longer than s */
         if (c == 0) return id;
-        if (c < 0) lo = mid + 1;
-        else hi = mid - 1;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
     }
     return -1;
 }
 
 /* Id of the concatenation of pieces a and b, or -1. */
-static int merge_id(const struct as_l2c_tokenizer *t, int a, int b, char *buf)
-{
+static int merge_id(const struct as_l2c_tokenizer *t, int a, int b, char *buf) {
     int la = t->lens[a], lb = t->lens[b];
     memcpy(buf, t->vocab[a], (size_t)la);
     memcpy(buf + la, t->vocab[b], (size_t)lb);
     return as_l2c_lookup(t, buf, la + lb);
 }
 
-int as_l2c_encode(const struct as_l2c_tokenizer *t, const char *text, int bos, int eos, int *ids)
-{
+int as_l2c_encode(const struct as_l2c_tokenizer *t, const char *text, int bos, int eos, int *ids) {
     int n = 0;
     char buf[2 * 64 + 8];
     char *merged = as_xmalloc((size_t)t->max_token_length * 2 + 3);
@@ -213,14 +206,16 @@ int as_l2c_encode(const struct as_l2c_tokenizer *t, const char *text, int bos, i
         if (id != -1) {
             ids[n++] = id;
         } else {
-            for (size_t i = 0; i < blen; i++) ids[n++] = (unsigned char)buf[i] + 3;
+            for (size_t i = 0; i < blen; i++)
+                ids[n++] = (unsigned char)buf[i] + 3;
         }
         blen = 0;
     }
     /* Merge loop. Same choice as llama2.c (highest merged score, first on ties); the merged id
      * of each adjacent pair is cached and only the pairs next to a merge are looked up again. */
     int *pair = as_xmalloc(((size_t)n + 1) * sizeof(int));
-    for (int i = 0; i < n - 1; i++) pair[i] = merge_id(t, ids[i], ids[i + 1], merged);
+    for (int i = 0; i < n - 1; i++)
+        pair[i] = merge_id(t, ids[i], ids[i + 1], merged);
     for (;;) {
         float best = -1e10f;
         int best_i = -1;
@@ -240,8 +235,7 @@ int as_l2c_encode(const struct as_l2c_tokenizer *t, const char *text, int bos, i
     return n;
 }
 
-int as_l2c_decode(const struct as_l2c_tokenizer *t, int prev, int id, char *out)
-{
+int as_l2c_decode(const struct as_l2c_tokenizer *t, int prev, int id, char *out) {
     const char *piece = t->vocab[id];
     if (prev == 1 && piece[0] == ' ') piece++;
     unsigned int byte;
@@ -257,40 +251,42 @@ int as_l2c_decode(const struct as_l2c_tokenizer *t, int prev, int id, char *out)
 
 /* ---- reference forward pass (run.c) -------------------------------------------------------- */
 
-static void rmsnorm(float *o, const float *x, const float *w, int n)
-{
+static void rmsnorm(float *o, const float *x, const float *w, int n) {
     float ss = 0;
-    for (int j = 0; j < n; j++) ss += x[j] * x[j];
+    for (int j = 0; j < n; j++)
+        ss += x[j] * x[j];
     ss = 1.0f / sqrtf(ss / n + 1e-5f);
-    for (int j = 0; j < n; j++) o[j] = w[j] * (ss * x[j]);
+    for (int j = 0; j < n; j++)
+        o[j] = w[j] * (ss * x[j]);
 }
 
-static void matmul(float *xout, const float *x, const float *w, int n, int d)
-{
+static void matmul(float *xout, const float *x, const float *w, int n, int d) {
     for (int i = 0; i < d; i++) {
         float val = 0;
-        for (int j = 0; j < n; j++) val += w[(size_t)i * n + j] * x[j];
+        for (int j = 0; j < n; j++)
+            val += w[(size_t)i * n + j] * x[j];
         xout[i] = val;
     }
 }
 
-static void softmax(float *x, int n)
-{
+static void softmax(float *x, int n) {
     float mx = x[0];
     for (int i = 1; i < n; i++)
         if (x[i] > mx) mx = x[i];
     float s = 0;
-    for (int i = 0; i < n; i++) s += (x[i] = expf(x[i] - mx));
-    for (int i = 0; i < n; i++) x[i] /= s;
+    for (int i = 0; i < n; i++)
+        s += (x[i] = expf(x[i] - mx));
+    for (int i = 0; i < n; i++)
+        x[i] /= s;
 }
 
-int as_l2c_forward_ref(const struct as_l2c_model *m, const int *tokens, int T, float *logits)
-{
+int as_l2c_forward_ref(const struct as_l2c_model *m, const int *tokens, int T, float *logits) {
     const struct as_l2c_config *p = &m->cfg;
     const struct as_l2c_weights *w = &m->w;
     int D = p->dim, H = p->hidden_dim, hs = D / p->n_heads, kvd = hs * p->n_kv_heads;
     int kv_mul = p->n_heads / p->n_kv_heads;
-    if (T > p->seq_len) return as_fail("llama2.c reference: %d tokens exceed seq_len %d", T, p->seq_len);
+    if (T > p->seq_len)
+        return as_fail("llama2.c reference: %d tokens exceed seq_len %d", T, p->seq_len);
     float *x = as_xcalloc(D, 4), *xb = as_xcalloc(D, 4), *xb2 = as_xcalloc(D, 4);
     float *hb = as_xcalloc(H, 4), *hb2 = as_xcalloc(H, 4), *q = as_xcalloc(D, 4);
     float *att = as_xcalloc(T, 4);
@@ -299,7 +295,8 @@ int as_l2c_forward_ref(const struct as_l2c_model *m, const int *tokens, int T, f
     for (int pos = 0; pos < T; pos++) {
         int tok = tokens[pos];
         if (tok < 0 || tok >= p->vocab_size) {
-            free(x), free(xb), free(xb2), free(hb), free(hb2), free(q), free(att), free(kc), free(vc);
+            free(x), free(xb), free(xb2), free(hb), free(hb2), free(q), free(att), free(kc),
+                free(vc);
             return as_fail("llama2.c reference: token %d out of range", tok);
         }
         memcpy(x, w->token_embedding + (size_t)tok * D, D * sizeof(float));
@@ -327,7 +324,8 @@ int as_l2c_forward_ref(const struct as_l2c_model *m, const int *tokens, int T, f
                 for (int t = 0; t <= pos; t++) {
                     float *kt = kc + ((size_t)l * T + t) * kvd + (h / kv_mul) * hs;
                     float s = 0;
-                    for (int i = 0; i < hs; i++) s += qh[i] * kt[i];
+                    for (int i = 0; i < hs; i++)
+                        s += qh[i] * kt[i];
                     att[t] = s / sqrtf((float)hs);
                 }
                 softmax(att, pos + 1);
@@ -335,17 +333,21 @@ int as_l2c_forward_ref(const struct as_l2c_model *m, const int *tokens, int T, f
                 memset(o, 0, hs * sizeof(float));
                 for (int t = 0; t <= pos; t++) {
                     float *vt = vc + ((size_t)l * T + t) * kvd + (h / kv_mul) * hs;
-                    for (int i = 0; i < hs; i++) o[i] += att[t] * vt[i];
+                    for (int i = 0; i < hs; i++)
+                        o[i] += att[t] * vt[i];
                 }
             }
             matmul(xb2, xb, w->wo + (size_t)l * D * D, D, D);
-            for (int i = 0; i < D; i++) x[i] += xb2[i];
+            for (int i = 0; i < D; i++)
+                x[i] += xb2[i];
             rmsnorm(xb, x, w->rms_ffn + (size_t)l * D, D);
             matmul(hb, xb, w->w1 + (size_t)l * D * H, D, H);
             matmul(hb2, xb, w->w3 + (size_t)l * D * H, D, H);
-            for (int i = 0; i < H; i++) hb[i] = hb[i] * (1.0f / (1.0f + expf(-hb[i]))) * hb2[i];
+            for (int i = 0; i < H; i++)
+                hb[i] = hb[i] * (1.0f / (1.0f + expf(-hb[i]))) * hb2[i];
             matmul(xb, hb, w->w2 + (size_t)l * D * H, H, D);
-            for (int i = 0; i < D; i++) x[i] += xb[i];
+            for (int i = 0; i < D; i++)
+                x[i] += xb[i];
         }
         rmsnorm(x, x, w->rms_final, D);
         matmul(logits + (size_t)pos * p->vocab_size, x, w->wcls, D, p->vocab_size);
@@ -356,15 +358,13 @@ int as_l2c_forward_ref(const struct as_l2c_model *m, const int *tokens, int T, f
 
 /* ---- conversion to the Hugging Face layout -------------------------------------------------- */
 
-int as_l2c_hf_row(int hf_row, int head_dim)
-{
+int as_l2c_hf_row(int hf_row, int head_dim) {
     int h = hf_row / head_dim, i = hf_row % head_dim, half = head_dim / 2;
     return h * head_dim + (i < half ? 2 * i : 2 * (i - half) + 1);
 }
 
 /* The HF piece of id: specials by name, ' ' written as U+2581 (SentencePiece's meta space). */
-static char *hf_piece(const struct as_l2c_tokenizer *t, int id)
-{
+static char *hf_piece(const struct as_l2c_tokenizer *t, int id) {
     if (id == 0) return as_xstrdup("<unk>");
     if (id == 1) return as_xstrdup("<s>");
     if (id == 2) return as_xstrdup("</s>");
@@ -382,8 +382,7 @@ static char *hf_piece(const struct as_l2c_tokenizer *t, int id)
     return out;
 }
 
-static int is_byte_piece(const struct as_l2c_tokenizer *t, int id)
-{
+static int is_byte_piece(const struct as_l2c_tokenizer *t, int id) {
     unsigned b;
     return t->lens[id] == 6 && sscanf(t->vocab[id], "<0x%02X>", &b) == 1;
 }
@@ -393,8 +392,7 @@ struct merge {
     int id, split; /* split: byte offset of the boundary in the piece */
 };
 
-static int cmp_merge(const void *pa, const void *pb)
-{
+static int cmp_merge(const void *pa, const void *pb) {
     const struct merge *a = pa, *b = pb;
     if (a->score != b->score) return a->score > b->score ? -1 : 1; /* higher score first */
     if (a->id != b->id) return a->id < b->id ? -1 : 1;
@@ -404,8 +402,7 @@ static int cmp_merge(const void *pa, const void *pb)
 /* Merges from scores: every split t = a + b with a, b in the vocabulary, ranked by the score of t
  * (descending, ties by lower id). A BPE applying the lowest-rank merge first then reproduces
  * llama2.c's "merge the adjacent pair with the highest merged score". */
-static json_t *build_merges(const struct as_l2c_tokenizer *t)
-{
+static json_t *build_merges(const struct as_l2c_tokenizer *t) {
     size_t cap = 1024, n = 0;
     struct merge *ms = as_xmalloc(cap * sizeof *ms);
     for (int id = 3; id < t->vocab_size; id++) {
@@ -435,14 +432,12 @@ static json_t *build_merges(const struct as_l2c_tokenizer *t)
     return arr;
 }
 
-static json_t *jstr_pattern(const char *pattern, const char *content)
-{
+static json_t *jstr_pattern(const char *pattern, const char *content) {
     return json_pack("{s:s, s:{s:s}, s:s}", "type", "Replace", "pattern", "String", pattern,
                      "content", content);
 }
 
-int as_l2c_write_tokenizer_json(const struct as_l2c_tokenizer *t, const char *path)
-{
+int as_l2c_write_tokenizer_json(const struct as_l2c_tokenizer *t, const char *path) {
     const char *meta = "\xe2\x96\x81";
     json_t *vocab = json_object();
     for (int id = 0; id < t->vocab_size; id++) {
@@ -466,13 +461,12 @@ int as_l2c_write_tokenizer_json(const struct as_l2c_tokenizer *t, const char *pa
         json_array_append_new(added, json_pack("{s:i, s:s, s:b, s:b, s:b, s:b, s:b}", "id", i,
                                                "content", specials[i], "single_word", 0, "lstrip",
                                                0, "rstrip", 0, "normalized", 0, "special", 1));
-    json_t *normalizer = json_pack(
-        "{s:s, s:[{s:s, s:s}, o]}", "type", "Sequence", "normalizers", "type", "Prepend",
-        "prepend", meta, jstr_pattern(" ", meta));
-    json_t *decoder = json_pack("{s:s, s:[o, {s:s}, {s:s}, {s:s, s:s, s:i, s:i}]}", "type",
-                                "Sequence", "decoders", jstr_pattern(meta, " "), "type",
-                                "ByteFallback", "type", "Fuse", "type", "Strip", "content", " ",
-                                "start", 1, "stop", 0);
+    json_t *normalizer = json_pack("{s:s, s:[{s:s, s:s}, o]}", "type", "Sequence", "normalizers",
+                                   "type", "Prepend", "prepend", meta, jstr_pattern(" ", meta));
+    json_t *decoder =
+        json_pack("{s:s, s:[o, {s:s}, {s:s}, {s:s, s:s, s:i, s:i}]}", "type", "Sequence",
+                  "decoders", jstr_pattern(meta, " "), "type", "ByteFallback", "type", "Fuse",
+                  "type", "Strip", "content", " ", "start", 1, "stop", 0);
     json_t *post = json_pack(
         "{s:s, s:[{s:{s:s, s:i}}, {s:{s:s, s:i}}], s:[{s:{s:s, s:i}}, {s:{s:s, s:i}}, "
         "{s:{s:s, s:i}}, {s:{s:s, s:i}}], s:{s:{s:s, s:[i], s:[s]}}}",
@@ -484,10 +478,10 @@ int as_l2c_write_tokenizer_json(const struct as_l2c_tokenizer *t, const char *pa
                               "dropout", "unk_token", "<unk>", "continuing_subword_prefix",
                               "end_of_word_suffix", "fuse_unk", 1, "byte_fallback", 1,
                               "ignore_merges", 0, "vocab", vocab, "merges", build_merges(t));
-    json_t *root = json_pack("{s:s, s:n, s:n, s:o, s:o, s:n, s:o, s:o, s:o}", "version", "1.0",
-                             "truncation", "padding", "added_tokens", added, "normalizer",
-                             normalizer, "pre_tokenizer", "post_processor", post, "decoder",
-                             decoder, "model", model);
+    json_t *root =
+        json_pack("{s:s, s:n, s:n, s:o, s:o, s:n, s:o, s:o, s:o}", "version", "1.0", "truncation",
+                  "padding", "added_tokens", added, "normalizer", normalizer, "pre_tokenizer",
+                  "post_processor", post, "decoder", decoder, "model", model);
     if (!root) return as_fail("file %s: cannot build tokenizer JSON", path);
     int rc = json_dump_file(root, path, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
     json_decref(root);
@@ -495,8 +489,7 @@ int as_l2c_write_tokenizer_json(const struct as_l2c_tokenizer *t, const char *pa
     return 0;
 }
 
-static int dump_json(json_t *o, const char *dir, const char *name)
-{
+static int dump_json(json_t *o, const char *dir, const char *name) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     if (!o) return as_fail("file %s: cannot build JSON", path);
@@ -507,8 +500,7 @@ static int dump_json(json_t *o, const char *dir, const char *name)
 }
 
 /* q/k: rows reordered from llama2.c's interleaved pairs to HF's rotate-half halves. */
-static float *permute_rows(const float *w, int rows, int cols, int head_dim)
-{
+static float *permute_rows(const float *w, int rows, int cols, int head_dim) {
     float *out = as_xmalloc((size_t)rows * cols * sizeof(float));
     for (int r = 0; r < rows; r++)
         memcpy(out + (size_t)r * cols, w + (size_t)as_l2c_hf_row(r, head_dim) * cols,
@@ -516,8 +508,7 @@ static float *permute_rows(const float *w, int rows, int cols, int head_dim)
     return out;
 }
 
-static int write_weights(const struct as_l2c_model *m, const char *path)
-{
+static int write_weights(const struct as_l2c_model *m, const char *path) {
     const struct as_l2c_config *c = &m->cfg;
     const struct as_l2c_weights *w = &m->w;
     int64_t D = c->dim, H = c->hidden_dim, V = c->vocab_size, hs = D / c->n_heads;
@@ -529,12 +520,12 @@ static int write_weights(const struct as_l2c_model *m, const char *path)
 #define ADD2(nm, ptr, r, cc)                                                                       \
     do {                                                                                           \
         int64_t sh[2] = {(r), (cc)};                                                               \
-        rc |= as_st_writer_add(wr, nm, AS_F32, 2, sh, ptr, (uint64_t)(r) * (cc) * 4);              \
+        rc |= as_st_writer_add(wr, nm, AS_F32, 2, sh, ptr, (uint64_t)(r) * (cc)*4);                \
     } while (0)
 #define ADD1(nm, ptr, r)                                                                           \
     do {                                                                                           \
         int64_t sh[1] = {(r)};                                                                     \
-        rc |= as_st_writer_add(wr, nm, AS_F32, 1, sh, ptr, (uint64_t)(r) * 4);                     \
+        rc |= as_st_writer_add(wr, nm, AS_F32, 1, sh, ptr, (uint64_t)(r)*4);                       \
     } while (0)
     ADD2("model.embed_tokens.weight", w->token_embedding, V, D);
     for (int l = 0; l < c->n_layers && rc == 0; l++) {
@@ -574,8 +565,7 @@ static int write_weights(const struct as_l2c_model *m, const char *path)
 }
 
 int as_l2c_export_hf(const struct as_l2c_model *m, const struct as_l2c_tokenizer *tok,
-                     const char *out_dir)
-{
+                     const char *out_dir) {
     const struct as_l2c_config *c = &m->cfg;
     if (tok && tok->vocab_size != c->vocab_size)
         return as_fail("tokenizer vocab %d does not match checkpoint vocab %d", tok->vocab_size,
@@ -587,12 +577,11 @@ int as_l2c_export_hf(const struct as_l2c_model *m, const struct as_l2c_tokenizer
         "{s:[s], s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:b, s:s, s:s, s:i, s:i, "
         "s:b}",
         "architectures", "LlamaForCausalLM", "model_type", "llama", "hidden_size", c->dim,
-        "intermediate_size", c->hidden_dim, "num_hidden_layers", c->n_layers,
-        "num_attention_heads", c->n_heads, "num_key_value_heads", c->n_kv_heads, "head_dim",
-        c->dim / c->n_heads, "vocab_size", c->vocab_size, "max_position_embeddings", c->seq_len,
-        "rms_norm_eps", 1e-5, "rope_theta", 10000.0, "tie_word_embeddings", c->shared_classifier,
-        "hidden_act", "silu", "torch_dtype", "float32", "bos_token_id", 1, "eos_token_id", 2,
-        "attention_bias", 0);
+        "intermediate_size", c->hidden_dim, "num_hidden_layers", c->n_layers, "num_attention_heads",
+        c->n_heads, "num_key_value_heads", c->n_kv_heads, "head_dim", c->dim / c->n_heads,
+        "vocab_size", c->vocab_size, "max_position_embeddings", c->seq_len, "rms_norm_eps", 1e-5,
+        "rope_theta", 10000.0, "tie_word_embeddings", c->shared_classifier, "hidden_act", "silu",
+        "torch_dtype", "float32", "bos_token_id", 1, "eos_token_id", 2, "attention_bias", 0);
     json_t *gen = json_pack("{s:i, s:i, s:i, s:b}", "bos_token_id", 1, "eos_token_id", 2,
                             "max_length", c->seq_len, "_from_model_config", 1);
     snprintf(path, sizeof path, "%s/model.safetensors", tmp);
@@ -601,11 +590,11 @@ int as_l2c_export_hf(const struct as_l2c_model *m, const struct as_l2c_tokenizer
         goto fail;
     if (tok) {
         snprintf(path, sizeof path, "%s/tokenizer.json", tmp);
-        json_t *tc = json_pack(
-            "{s:b, s:b, s:s, s:s, s:s, s:n, s:i, s:s, s:b, s:b}", "add_bos_token", 1,
-            "add_eos_token", 0, "bos_token", "<s>", "eos_token", "</s>", "unk_token", "<unk>",
-            "pad_token", "model_max_length", c->seq_len, "tokenizer_class", "LlamaTokenizer",
-            "legacy", 1, "clean_up_tokenization_spaces", 0);
+        json_t *tc =
+            json_pack("{s:b, s:b, s:s, s:s, s:s, s:n, s:i, s:s, s:b, s:b}", "add_bos_token", 1,
+                      "add_eos_token", 0, "bos_token", "<s>", "eos_token", "</s>", "unk_token",
+                      "<unk>", "pad_token", "model_max_length", c->seq_len, "tokenizer_class",
+                      "LlamaTokenizer", "legacy", 1, "clean_up_tokenization_spaces", 0);
         if (as_l2c_write_tokenizer_json(tok, path) != 0 ||
             dump_json(tc, tmp, "tokenizer_config.json") != 0)
             goto fail;

@@ -1,5 +1,5 @@
-/* llama2c: reader for Karpathy's llama2.c checkpoints and tokenizer.bin, plus the llama2.c reference
- * encoder and reference forward pass.
+/* llama2c: reader for Karpathy's llama2.c checkpoints and tokenizer.bin, plus the llama2.c
+ * reference encoder and reference forward pass.
  *
  * Checkpoint (REFERENCE.md "llama2.c checkpoint format"): 7 int32 header, then fp32 arrays in the
  * llama2.c order, matrices [out, in] row-major, q/k rows in the interleaved-pair RoPE layout.
@@ -34,7 +34,8 @@ struct as_l2c_model {
     size_t n_floats;
 };
 
-/* Read a checkpoint; -1 with as_fail("file F: problem") for unreadable, truncated or bad headers. */
+/* Read a checkpoint; -1 with as_fail("file F: problem") for unreadable, truncated or bad headers.
+ */
 int as_l2c_load(const char *path, struct as_l2c_model *m);
 void as_l2c_free(struct as_l2c_model *m);
 

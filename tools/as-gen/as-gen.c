@@ -15,8 +15,7 @@
 #include "model.h"
 #include "tokenizer.h"
 
-static void usage(FILE *f)
-{
+static void usage(FILE *f) {
     fprintf(f,
             "usage: as-gen -m MODEL_DIR [-p PROMPT] [-n STEPS] [--temp T] [--seed S]\n"
             "Generate text; greedy (argmax) unless --temp > 0.\n"
@@ -29,8 +28,7 @@ static void usage(FILE *f)
 }
 
 static uint64_t rng_state;
-static float rng_f32(void)
-{
+static float rng_f32(void) {
     /* xorshift64* (as llama2.c's random_u32), uniform in [0, 1) */
     rng_state ^= rng_state >> 12;
     rng_state ^= rng_state << 25;
@@ -38,18 +36,17 @@ static float rng_f32(void)
     return (float)((rng_state * 0x2545F4914F6CDD1Dull) >> 40) / 16777216.0f;
 }
 
-static int argmax(const float *x, int n)
-{
+static int argmax(const float *x, int n) {
     int best = 0;
     for (int i = 1; i < n; i++)
         if (x[i] > x[best]) best = i;
     return best;
 }
 
-static int sample(float *logits, int n, float temp)
-{
+static int sample(float *logits, int n, float temp) {
     float mx = logits[argmax(logits, n)], sum = 0;
-    for (int i = 0; i < n; i++) sum += (logits[i] = expf((logits[i] - mx) / temp));
+    for (int i = 0; i < n; i++)
+        sum += (logits[i] = expf((logits[i] - mx) / temp));
     float r = rng_f32() * sum, cdf = 0;
     for (int i = 0; i < n; i++) {
         cdf += logits[i];
@@ -58,8 +55,7 @@ static int sample(float *logits, int n, float temp)
     return n - 1;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     as_set_progname(argv[0]);
     const char *dir = NULL, *prompt = "";
     int steps = 256, verbose = 0;
@@ -74,11 +70,16 @@ int main(int argc, char **argv)
     char *end;
     while ((c = getopt_long(argc, argv, "m:p:n:t:s:vh", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': dir = optarg; break;
-        case 'p': prompt = optarg; break;
+        case 'm':
+            dir = optarg;
+            break;
+        case 'p':
+            prompt = optarg;
+            break;
         case 'n':
             steps = (int)strtol(optarg, &end, 10);
-            if (*end || steps <= 0) as_die("--steps: expected a positive integer, got \"%s\"", optarg);
+            if (*end || steps <= 0)
+                as_die("--steps: expected a positive integer, got \"%s\"", optarg);
             break;
         case 't':
             temp = strtof(optarg, &end);
@@ -88,9 +89,15 @@ int main(int argc, char **argv)
             seed = strtoull(optarg, &end, 10);
             if (*end) as_die("--seed: expected an integer, got \"%s\"", optarg);
             break;
-        case 'v': verbose = 1; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'v':
+            verbose = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (!dir || optind != argc) {
@@ -110,7 +117,8 @@ int main(int argc, char **argv)
         as_die("prompt is %zu tokens, more than --steps %d", n_prompt - 1, steps);
     int32_t bos = as_tokenizer_bos(tok), eos = as_tokenizer_eos(tok);
     int *toks = as_xmalloc(((size_t)steps + 1) * sizeof(int));
-    for (size_t i = 0; i < n_prompt; i++) toks[i] = ids[i];
+    for (size_t i = 0; i < n_prompt; i++)
+        toks[i] = ids[i];
     free(ids);
     struct as_run_state *s = as_state_new(m, (int)n_prompt, steps + 1, 0);
     if (!s) as_die_last();
@@ -126,7 +134,8 @@ int main(int argc, char **argv)
     if (as_forward(m, s, toks, (int)n_prompt, AS_LOGITS_LAST, NULL) != 0) as_die_last();
     int n = (int)n_prompt, generated = 0;
     while (n <= steps) {
-        int next = temp > 0 ? sample(s->logits, m->cfg.vocab, temp) : argmax(s->logits, m->cfg.vocab);
+        int next =
+            temp > 0 ? sample(s->logits, m->cfg.vocab, temp) : argmax(s->logits, m->cfg.vocab);
         if (next == bos || next == eos) break;
         toks[n] = next;
         int len = as_tokenizer_decode_piece(tok, toks[n - 1], next, piece, sizeof piece);

@@ -9,16 +9,14 @@
 #include "as_error.h"
 #include "llama2c.h"
 
-static void usage(FILE *f)
-{
+static void usage(FILE *f) {
     fprintf(f, "usage: as-import [-t TOKENIZER.bin] CHECKPOINT.bin OUT_DIR\n"
                "Convert a llama2.c checkpoint into a Hugging Face checkpoint directory.\n"
                "  -t, --tokenizer FILE  llama2.c tokenizer.bin (writes tokenizer.json too)\n"
                "  -h, --help            this help\n");
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     as_set_progname(argv[0]);
     const char *tok_path = NULL;
     static const struct option opts[] = {
@@ -26,9 +24,15 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "t:h", opts, NULL)) != -1) {
         switch (c) {
-        case 't': tok_path = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 't':
+            tok_path = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (argc - optind != 2) {

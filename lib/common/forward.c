@@ -1,0 +1,271 @@
+/* forward: batched decoder forward pass (see forward.h). Equations follow HF modeling_llama /
+ * modeling_qwen3: RMSNorm y = w * x / sqrt(mean(x^2) + eps); rotate-half RoPE
+ * (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin) with x1 = x[:hd/2], x2 = x[hd/2:];
+ * softmax(q k^T / sqrt(hd)) v with causal mask, kv head = q head / (n_heads / n_kv_heads). */
+#include "forward.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "as_error.h"
+
+struct as_run_state *as_state_new(const struct as_model *m, int max_T, int max_seq, int flags) {
+    const struct as_model_config *c = &m->cfg;
+    if (max_T <= 0 || max_seq <= 0 || max_T > max_seq) {
+        as_fail("run state: bad sizes max_T=%d max_seq=%d", max_T, max_seq);
+        return NULL;
+    }
+    struct as_run_state *s = as_xcalloc(1, sizeof *s);
+    size_t T = (size_t)max_T, S = (size_t)max_seq;
+    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    size_t half = (size_t)c->head_dim / 2;
+    s->max_T = max_T, s->max_seq = max_seq;
+    s->x = as_xmalloc(T * c->hidden * sizeof(float));
+    s->xb = as_xmalloc(T * c->hidden * sizeof(float));
+    s->q = as_xmalloc(T * qd * sizeof(float));
+    s->k = as_xmalloc(T * kvd * sizeof(float));
+    s->v = as_xmalloc(T * kvd * sizeof(float));
+    s->att_out = as_xmalloc(T * qd * sizeof(float));
+    s->att = as_xmalloc(T * S * sizeof(float));
+    s->hb = as_xmalloc(T * c->intermediate * sizeof(float));
+    s->hb2 = as_xmalloc(T * c->intermediate * sizeof(float));
+    s->logits = as_xmalloc(T * c->vocab * sizeof(float));
+    s->key_cache = as_xcalloc((size_t)c->n_layers * S * kvd, sizeof(float));
+    s->value_cache = as_xcalloc((size_t)c->n_layers * S * kvd, sizeof(float));
+    s->rope_cos = as_xmalloc(S * half * sizeof(float));
+    s->rope_sin = as_xmalloc(S * half * sizeof(float));
+    for (size_t p = 0; p < S; p++)
+        for (size_t i = 0; i < half; i++) {
+            /* HF: emb = pos * inv_freq (f32), cos/sin scaled by the attention factor (yarn) */
+            float ang = (float)p * m->inv_freq[i];
+            s->rope_cos[p * half + i] = cosf(ang) * m->attn_factor;
+            s->rope_sin[p * half + i] = sinf(ang) * m->attn_factor;
+        }
+    if (flags & AS_STATE_KEEP_ACTS)
+        s->layer_acts = as_xmalloc(((size_t)c->n_layers + 1) * T * c->hidden * sizeof(float));
+    return s;
+}
+
+void as_state_free(struct as_run_state *s) {
+    if (!s) return;
+    free(s->x), free(s->xb), free(s->q), free(s->k), free(s->v), free(s->att_out), free(s->att);
+    free(s->hb), free(s->hb2), free(s->logits), free(s->key_cache), free(s->value_cache);
+    free(s->rope_cos), free(s->rope_sin), free(s->layer_acts);
+    free(s);
+}
+
+void as_state_reset(struct as_run_state *s) {
+    s->pos = 0;
+}
+
+/* ---- ops ------------------------------------------------------------------------------------ */
+
+void as_op_rmsnorm(float *out, const float *x, const float *w, int T, int dim, float eps) {
+    for (int t = 0; t < T; t++) {
+        const float *xr = x + (size_t)t * dim;
+        float *o = out + (size_t)t * dim;
+        double ss = 0;
+        for (int j = 0; j < dim; j++)
+            ss += (double)xr[j] * xr[j];
+        float r = 1.0f / sqrtf((float)(ss / dim) + eps);
+        for (int j = 0; j < dim; j++)
+            o[j] = w[j] * (xr[j] * r);
+    }
+}
+
+/* Dot product with 8 independent accumulators so the compiler can vectorise it without
+ * reassociation flags. */
+static inline float dot(const float *a, const float *b, int n) {
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            acc[j] += a[i + j] * b[i + j];
+    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+void as_op_linear(float *out, const float *x, const float *W, const float *bias, int T, int cols,
+                  int rows) {
+    if (T == 1 && (size_t)rows * cols <= (1u << 20)) {
+        /* small single-token matvec: BLAS call overhead dominates, loops are faster */
+        for (int r = 0; r < rows; r++)
+            out[r] = dot(W + (size_t)r * cols, x, cols) + (bias ? bias[r] : 0.0f);
+        return;
+    }
+    if (T == 1) {
+        if (bias) memcpy(out, bias, (size_t)rows * sizeof(float));
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, W, cols, x, 1,
+                    bias ? 1.0f : 0.0f, out, 1);
+        return;
+    }
+    if (bias)
+        for (int t = 0; t < T; t++)
+            memcpy(out + (size_t)t * rows, bias, (size_t)rows * sizeof(float));
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, rows, cols, 1.0f, x, cols, W, cols,
+                bias ? 1.0f : 0.0f, out, rows);
+}
+
+void as_op_rope(float *x, int T, int n_heads, int head_dim, int pos0, const float *cos,
+                const float *sin) {
+    int half = head_dim / 2;
+    for (int t = 0; t < T; t++) {
+        const float *c = cos + (size_t)(pos0 + t) * half, *s = sin + (size_t)(pos0 + t) * half;
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + ((size_t)t * n_heads + h) * head_dim;
+            for (int i = 0; i < half; i++) {
+                float x1 = v[i], x2 = v[i + half];
+                v[i] = x1 * c[i] - x2 * s[i];
+                v[i + half] = x2 * c[i] + x1 * s[i];
+            }
+        }
+    }
+}
+
+void as_op_swiglu(float *gate, const float *up, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+static void softmax_row(float *x, int n) {
+    float mx = x[0];
+    for (int i = 1; i < n; i++)
+        if (x[i] > mx) mx = x[i];
+    float sum = 0;
+    for (int i = 0; i < n; i++)
+        sum += (x[i] = expf(x[i] - mx));
+    float inv = 1.0f / sum;
+    for (int i = 0; i < n; i++)
+        x[i] *= inv;
+}
+
+/* Causal GQA attention of T new queries (positions pos0..) against cache rows 0..pos0+T-1.
+ * q, out: [T, n_heads*hd]; kc, vc: [max_seq, kv_dim] of this layer. */
+static void attention(const struct as_model_config *c, struct as_run_state *s, const float *kc,
+                      const float *vc, int T, int pos0) {
+    int hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    int kv_mul = c->n_heads / c->n_kv_heads, n_keys = pos0 + T, S = s->max_seq;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int h = 0; h < c->n_heads; h++) {
+        const float *kh = kc + (size_t)(h / kv_mul) * hd, *vh = vc + (size_t)(h / kv_mul) * hd;
+        const float *qh = s->q + (size_t)h * hd;
+        float *oh = s->att_out + (size_t)h * hd;
+        if (T == 1) {
+            /* decode: one pass for scores and max, one for exp and sum, one for P.V; the
+             * softmax normalisation is folded into the output */
+            float *a = s->att, mx = -INFINITY, sum = 0;
+            for (int j = 0; j < n_keys; j++) {
+                a[j] = dot(qh, kh + (size_t)j * kvd, hd) * scale;
+                mx = a[j] > mx ? a[j] : mx;
+            }
+            for (int j = 0; j < n_keys; j++)
+                sum += (a[j] = expf(a[j] - mx));
+            memset(oh, 0, (size_t)hd * sizeof(float));
+            for (int j = 0; j < n_keys; j++) {
+                const float *vr = vh + (size_t)j * kvd;
+                float w = a[j];
+                for (int i = 0; i < hd; i++)
+                    oh[i] += w * vr[i];
+            }
+            float inv = 1.0f / sum;
+            for (int i = 0; i < hd; i++)
+                oh[i] *= inv;
+            continue;
+        }
+        /* scores[T, n_keys] = Qh . Kh^T, then mask, softmax, O = P . Vh */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n_keys, hd, scale, qh, qd, kh, kvd,
+                    0.0f, s->att, S);
+        for (int t = 0; t < T; t++) {
+            float *a = s->att + (size_t)t * S;
+            int visible = pos0 + t + 1;
+            softmax_row(a, visible);
+            memset(a + visible, 0, (size_t)(n_keys - visible) * sizeof(float));
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, n_keys, 1.0f, s->att, S, vh,
+                    kvd, 0.0f, oh, qd);
+    }
+}
+
+static void hook(const struct as_hooks *hk, int l, enum as_linear_group g, const float *x, int T,
+                 int d) {
+    if (hk && hk->on_linear_input) hk->on_linear_input(hk->ctx, l, g, x, T, d);
+}
+
+/* One decoder layer on s->x[T, hidden]. */
+static void layer_forward(const struct as_model *m, struct as_run_state *s, int l, int T,
+                          const struct as_hooks *hk) {
+    const struct as_model_config *c = &m->cfg;
+    const struct as_layer_weights *L = &m->layers[l];
+    int D = c->hidden, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    int FF = c->intermediate, pos0 = s->pos;
+    size_t cache_off = (size_t)l * s->max_seq * kvd;
+    float *kc = s->key_cache + cache_off, *vc = s->value_cache + cache_off;
+
+    /* attention block */
+    as_op_rmsnorm(s->xb, s->x, L->attn_norm, T, D, c->rms_eps);
+    hook(hk, l, AS_GROUP_ATTN_QKV, s->xb, T, D);
+    as_op_linear(s->q, s->xb, L->w[AS_LIN_Q], L->bq, T, D, qd);
+    as_op_linear(s->k, s->xb, L->w[AS_LIN_K], L->bk, T, D, kvd);
+    as_op_linear(s->v, s->xb, L->w[AS_LIN_V], L->bv, T, D, kvd);
+    if (c->qk_norm) { /* qwen3: RMSNorm over each head's head_dim, before RoPE */
+        as_op_rmsnorm(s->q, s->q, L->q_norm, T * c->n_heads, hd, c->rms_eps);
+        as_op_rmsnorm(s->k, s->k, L->k_norm, T * c->n_kv_heads, hd, c->rms_eps);
+    }
+    as_op_rope(s->q, T, c->n_heads, hd, pos0, s->rope_cos, s->rope_sin);
+    as_op_rope(s->k, T, c->n_kv_heads, hd, pos0, s->rope_cos, s->rope_sin);
+    memcpy(kc + (size_t)pos0 * kvd, s->k, (size_t)T * kvd * sizeof(float));
+    memcpy(vc + (size_t)pos0 * kvd, s->v, (size_t)T * kvd * sizeof(float));
+    attention(c, s, kc, vc, T, pos0);
+    hook(hk, l, AS_GROUP_ATTN_O, s->att_out, T, qd);
+    as_op_linear(s->xb, s->att_out, L->w[AS_LIN_O], NULL, T, qd, D);
+    for (size_t i = 0; i < (size_t)T * D; i++)
+        s->x[i] += s->xb[i];
+
+    /* MLP block */
+    as_op_rmsnorm(s->xb, s->x, L->ffn_norm, T, D, c->rms_eps);
+    hook(hk, l, AS_GROUP_MLP_GATE_UP, s->xb, T, D);
+    as_op_linear(s->hb, s->xb, L->w[AS_LIN_GATE], NULL, T, D, FF);
+    as_op_linear(s->hb2, s->xb, L->w[AS_LIN_UP], NULL, T, D, FF);
+    as_op_swiglu(s->hb, s->hb2, (size_t)T * FF);
+    hook(hk, l, AS_GROUP_MLP_DOWN, s->hb, T, FF);
+    as_op_linear(s->xb, s->hb, L->w[AS_LIN_DOWN], NULL, T, FF, D);
+    for (size_t i = 0; i < (size_t)T * D; i++)
+        s->x[i] += s->xb[i];
+}
+
+int as_forward(const struct as_model *m, struct as_run_state *s, const int *tokens, int T,
+               enum as_logits_mode mode, const struct as_hooks *hooks) {
+    const struct as_model_config *c = &m->cfg;
+    int D = c->hidden;
+    if (T <= 0 || T > s->max_T)
+        return as_fail("forward: %d tokens per call, run state holds %d", T, s->max_T);
+    if (s->pos + T > s->max_seq)
+        return as_fail("forward: position %d exceeds the KV cache (%d)", s->pos + T, s->max_seq);
+    for (int t = 0; t < T; t++) {
+        if (tokens[t] < 0 || tokens[t] >= c->vocab)
+            return as_fail("forward: token id %d out of range (vocab %d)", tokens[t], c->vocab);
+        memcpy(s->x + (size_t)t * D, m->embed + (size_t)tokens[t] * D, (size_t)D * sizeof(float));
+    }
+    size_t act = (size_t)s->max_T * D;
+    for (int l = 0; l < c->n_layers; l++) {
+        if (s->layer_acts) memcpy(s->layer_acts + l * act, s->x, (size_t)T * D * sizeof(float));
+        layer_forward(m, s, l, T, hooks);
+    }
+    if (s->layer_acts)
+        memcpy(s->layer_acts + c->n_layers * act, s->x, (size_t)T * D * sizeof(float));
+    s->pos += T;
+    s->T = T;
+    if (mode == AS_LOGITS_NONE) return 0;
+    if (mode == AS_LOGITS_LAST) {
+        as_op_rmsnorm(s->xb, s->x + (size_t)(T - 1) * D, m->norm, 1, D, c->rms_eps);
+        as_op_linear(s->logits, s->xb, m->lm_head, NULL, 1, D, c->vocab);
+    } else {
+        as_op_rmsnorm(s->xb, s->x, m->norm, T, D, c->rms_eps);
+        as_op_linear(s->logits, s->xb, m->lm_head, NULL, T, D, c->vocab);
+    }
+    return 0;
+}

@@ -1,0 +1,64 @@
+/* forward: the decoder forward pass over a batch of T tokens, with a KV cache.
+ *
+ * Every step is an explicit op on [T, dim] row-major matrices held in a run state (llama2.c's
+ * RunState, batched): RMSNorm -> q/k/v linears (+bias, + per-head q/k norm) -> rotate-half RoPE
+ * (HF layout) -> causal GQA attention against the cache -> o linear -> residual -> RMSNorm ->
+ * SiLU(gate) * up -> down -> residual; final norm and lm_head. Linears over T > 1 rows use
+ * OpenBLAS sgemm (X[T,in] . W^T); single-token decode uses plain loops (small matrices).
+ * Tokens go at positions s->pos .. s->pos+T-1, so a prefill followed by one-token calls decodes.
+ * A hook sees each linear's input matrix before its matmul (calibration statistics). */
+#ifndef AS_FORWARD_H
+#define AS_FORWARD_H
+
+#include "model.h"
+
+struct as_hooks {
+    /* x is the [T, in_dim] input shared by the linears of `group` in `layer`. */
+    void (*on_linear_input)(void *ctx, int layer, enum as_linear_group group, const float *x, int T,
+                            int in_dim);
+    void *ctx;
+};
+
+enum as_logits_mode { AS_LOGITS_NONE, AS_LOGITS_LAST, AS_LOGITS_ALL };
+
+struct as_run_state {
+    int max_T;       /* tokens per forward call */
+    int max_seq;     /* KV cache length */
+    int pos;         /* positions already in the cache */
+    int T;           /* tokens of the last call */
+    float *x;        /* [T, hidden] residual stream */
+    float *xb;       /* [T, hidden] normed input */
+    float *q;        /* [T, n_heads*head_dim] */
+    float *k, *v;    /* [T, kv_dim] (the new rows, before they are copied into the cache) */
+    float *att_out;  /* [T, n_heads*head_dim] */
+    float *att;      /* [T, max_seq] scores of one head */
+    float *hb, *hb2; /* [T, intermediate] */
+    float *logits;   /* [T, vocab] (row 0 holds the last position in AS_LOGITS_LAST mode) */
+    float *key_cache, *value_cache; /* [n_layers, max_seq, kv_dim] */
+    float *rope_cos, *rope_sin;     /* [max_seq, head_dim/2], attn_factor applied */
+    /* optional: residual stream entering each layer and after the last, [n_layers+1][max_T*hidden]
+     */
+    float *layer_acts;
+};
+
+#define AS_STATE_KEEP_ACTS 1
+
+struct as_run_state *as_state_new(const struct as_model *m, int max_T, int max_seq, int flags);
+void as_state_free(struct as_run_state *s);
+void as_state_reset(struct as_run_state *s); /* empty the KV cache */
+
+/* Run T tokens at positions s->pos.., append them to the cache, compute logits per `mode`.
+ * Returns 0, or -1 with as_fail() (token out of range, cache full, T > max_T). */
+int as_forward(const struct as_model *m, struct as_run_state *s, const int *tokens, int T,
+               enum as_logits_mode mode, const struct as_hooks *hooks);
+
+/* The ops, exposed for tests and for a later backward pass. */
+void as_op_rmsnorm(float *out, const float *x, const float *w, int T, int dim, float eps);
+/* out[T, rows] = x[T, cols] . W[rows, cols]^T (+ bias) */
+void as_op_linear(float *out, const float *x, const float *W, const float *bias, int T, int cols,
+                  int rows);
+void as_op_rope(float *x, int T, int n_heads, int head_dim, int pos0, const float *cos,
+                const float *sin);
+void as_op_swiglu(float *gate, const float *up, size_t n); /* gate = silu(gate) * up */
+
+#endif
