@@ -4,7 +4,8 @@
  * Three hundred references into one 2 GiB checkpoint must map it once: as_mapped_file_get() looks
  * the file up by path and identity (device, inode) and hands out the shared mapping. Arena files
  * grow while a pipeline runs; a request beyond the current mapping re-maps the file at its new size
- * and keeps the old mapping alive until the last holder puts it (pointers handed out stay valid). */
+ * and keeps the old mapping alive until the last holder puts it (pointers handed out stay valid).
+ */
 #ifndef AS_MAPPED_FILE_H
 #define AS_MAPPED_FILE_H
 
@@ -12,8 +13,8 @@
 
 struct as_mapped_file {
     const char *path;
-    uint64_t size;     /* file size seen by the latest get (stat) */
-    int64_t mtime_ns;  /* modification time seen by the latest get */
+    uint64_t size;      /* file size seen by the latest get (stat) */
+    int64_t mtime_ns;   /* modification time seen by the latest get */
     const uint8_t *map; /* covers [0, map_size) of the file; NULL when map_size == 0 */
     uint64_t map_size;
 };

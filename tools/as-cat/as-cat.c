@@ -86,15 +86,33 @@ int main(int argc, char **argv) {
     const char *ref_dir = NULL, *role = NULL;
     while ((c = getopt_long(argc, argv, "n:x:l:r:iR:Vh", opts, NULL)) != -1) {
         switch (c) {
-        case 'n': keep_re = compile_regex(optarg); break;
-        case 'x': drop_re = compile_regex(optarg); break;
-        case 'l': parse_layers(optarg, &layer_lo, &layer_hi); break;
-        case 'r': role = optarg; break;
-        case 'i': to_inline = 1; break;
-        case 'R': ref_dir = optarg; break;
-        case 'V': verify = 1; break;
-        case 'h': usage(stdout); exit(0);
-        default: usage(stderr); exit(2);
+        case 'n':
+            keep_re = compile_regex(optarg);
+            break;
+        case 'x':
+            drop_re = compile_regex(optarg);
+            break;
+        case 'l':
+            parse_layers(optarg, &layer_lo, &layer_hi);
+            break;
+        case 'r':
+            role = optarg;
+            break;
+        case 'i':
+            to_inline = 1;
+            break;
+        case 'R':
+            ref_dir = optarg;
+            break;
+        case 'V':
+            verify = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            exit(2);
         }
     }
     if (to_inline && ref_dir) as_die("--inline and --ref exclude each other");

@@ -1,0 +1,528 @@
+/* gptq: GPTQ / GPTAQ column loop, blocked (lazy batch, one GEMM per block) and column-by-column.
+ *
+ * Order of operations = the reference fasterquant (docs/gptq.md has the line-by-line mapping):
+ *   per-channel params fitted on W as given; dead inputs (H[d,d] == 0 -> 1, W[:,d] = 0);
+ *   static group params on those weights; act-order permutation (stable argsort of diag H,
+ *   descending); damping percdamp * mean(diag H), retried with +damp_step on a failed
+ *   factorization; U = upper Cholesky of H^-1; column loop; codes back to the original order.
+ * Dynamic groups are fitted, like the reference, when their first column is reached, on the
+ * weights as they stand at the start of the current block (the reference slices W, not its
+ * in-block copy W1): so the group params of a block are all fitted at the block start.
+ * Rows are independent given U (each row has its own group params), which is why the in-block
+ * rank-1 updates are done row by row (one row's block stays in L1, the U block in L2) and split
+ * over threads; the update of the columns after the block is one sgemm. */
+#include "gptq.h"
+
+#include <cblas.h>
+#include <lapacke.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "as_error.h"
+#include "quant_int.h"
+
+void gptq_opts_default(struct gptq_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->bits = 4;
+    o->group_size = 128;
+    o->sym = 1;
+    o->percdamp = 0.01f;
+    o->blocksize = 128;
+    o->method = GPTQ_METHOD_GPTQ;
+    o->gptaq_alpha = 0.25f;
+    o->damp_step = 0.01f;
+    o->max_damp_retries = 30;
+}
+
+void gptq_result_free(struct gptq_result *r) {
+    free(r->q);
+    free(r->scale);
+    free(r->zero);
+    free(r->g_idx);
+    free(r->perm);
+    memset(r, 0, sizeof *r);
+}
+
+double gptq_flops(int N, int K, enum gptq_method m, enum gptq_factor fm) {
+    double k = K, n = N;
+    double f = (fm == GPTQ_FACTOR_REVERSE ? 2 * k * k * k / 3 : 4 * k * k * k / 3) + n * k * k;
+    if (m == GPTQ_METHOD_GPTAQ) f += 2 * k * k * k + n * k * k;
+    return f;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* State shared by the preparation and both kernels. Columns are in processing (permuted) order. */
+struct gq {
+    const struct gptq_opts *o;
+    int N, K, G, gs, maxq, B;
+    int gptaq;
+    float *W;          /* [N*K], columns permuted under act-order */
+    const float *U;    /* [K*K] row-major upper Cholesky factor of H^-1 */
+    const float *P;    /* [K*K] GPTAQ term, NULL for GPTQ */
+    int32_t *gcol;     /* [K] group (index into scale/zero) of processing position i */
+    const int32_t *perm;
+    struct gptq_result *r;
+};
+
+static int orig_col(const struct gq *s, int i) { return s->perm ? s->perm[i] : i; }
+
+/* Dynamic groups whose first column lies in [i1, i2): fit on the current W (block-start state). */
+static void fit_dynamic_groups(struct gq *s, int i1, int i2) {
+    if (s->o->group_size <= 0 || s->o->static_groups) return;
+    for (int c = ((i1 + s->gs - 1) / s->gs) * s->gs; c < i2; c += s->gs) {
+        int len = c + s->gs <= s->K ? s->gs : s->K - c, g = c / s->gs;
+        for (int n = 0; n < s->N; n++)
+            quant_int_fit_group(s->W + (long)n * s->K + c, len, s->o->bits, s->o->sym,
+                                &s->r->scale[(long)n * s->G + g], &s->r->zero[(long)n * s->G + g]);
+    }
+}
+
+/* ---- blocked kernel ---- */
+
+/* In-block work is done on tiles of RT rows stored transposed (tile[k][r], column k of the block,
+ * row r of the tile): the rank-1 update of column i is then, for each later column k, one
+ * RT-wide vector operation with U[i,k] broadcast, and the per-column quantization runs on RT
+ * rows at once. Every element sees exactly the same floating-point operations as the reference
+ * (w -= err*u; GPTAQ w -= err*u - w_i*p), so the result does not depend on the tiling. */
+enum { RT = 8 };
+
+/* GCC's -O2 does not vectorize these loops, so they ask for O3 (and an AVX2 clone picked at load
+ * time); ISO C mode keeps FMA contraction off, so every clone rounds exactly like scalar code. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define GPTQ_VEC __attribute__((optimize("O3"), target_clones("avx2", "default")))
+#else
+#define GPTQ_VEC
+#endif
+GPTQ_VEC static void tile_update(float *restrict t, const float *restrict u,
+                                 const float *restrict er, int from, int cnt) {
+    for (int k = from; k < cnt; k++) {
+        float uk = u[k];
+        for (int r = 0; r < RT; r++) t[k * RT + r] -= er[r] * uk;
+    }
+}
+GPTQ_VEC static void tile_update_gptaq(float *restrict t, const float *restrict u,
+                                       const float *restrict p, const float *restrict er,
+                                       const float *restrict wi, int from, int cnt) {
+    for (int k = from; k < cnt; k++) {
+        float uk = u[k], pk = p[k];
+        for (int r = 0; r < RT; r++) t[k * RT + r] -= er[r] * uk - wi[r] * pk;
+    }
+}
+
+/* Quantize column i of a tile (RT rows): same operations as quant_int_quantize/_dequantize. */
+GPTQ_VEC static void tile_quant(const float *restrict x, const float *restrict sc,
+                                const float *restrict zf, float maxq, float d,
+                                float *restrict code, float *restrict er, float *restrict loss) {
+    for (int r = 0; r < RT; r++) {
+        float q = __builtin_rintf(x[r] / sc[r]) + zf[r];
+        q = q < 0.0f ? 0.0f : q;
+        q = q > maxq ? maxq : q;
+        float diff = x[r] - sc[r] * (q - zf[r]);
+        code[r] = q;
+        er[r] = diff / d;
+        loss[r] = (diff * diff) / (d * d);
+    }
+}
+
+struct rows_job {
+    struct gq *s;
+    float *err;  /* [N*B] this block's scaled errors, row stride B */
+    float *tile; /* [B*RT] this job's tile */
+    int n0, n1, i1, cnt;
+    double loss;
+};
+
+/* In-block work for rows [n0, n1): quantize each column, then the rank-1 update of the rest of
+ * the block (REFERENCE.md step 7: W[:, i+1..] -= err * U[i, i+1..]). */
+static void *block_rows(void *arg) {
+    struct rows_job *j = arg;
+    struct gq *s = j->s;
+    const int K = s->K, G = s->G, i1 = j->i1, cnt = j->cnt;
+    float *t = j->tile, er[RT], wi[RT];
+    double loss = 0;
+    for (int n0 = j->n0; n0 < j->n1; n0 += RT) {
+        int nr = j->n1 - n0 < RT ? j->n1 - n0 : RT;
+        for (int r = 0; r < RT; r++) {
+            if (r >= nr) {
+                for (int k = 0; k < cnt; k++) t[k * RT + r] = 0.0f;
+                continue;
+            }
+            const float *w = s->W + (long)(n0 + r) * K + i1;
+            for (int k = 0; k < cnt; k++) t[k * RT + r] = w[k];
+        }
+        float sc[RT], zf[RT], code[RT], lv[RT];
+        int gprev = -1;
+        for (int i = 0; i < cnt; i++) {
+            int col = i1 + i, g = s->gcol[col], oc = orig_col(s, col);
+            const float *u = s->U + (long)col * K + i1;
+            float d = u[i];
+            if (g != gprev) { /* padding rows get scale 1, zero 0: harmless values */
+                for (int r = 0; r < RT; r++) {
+                    sc[r] = r < nr ? s->r->scale[(long)(n0 + r) * G + g] : 1.0f;
+                    zf[r] = r < nr ? (float)s->r->zero[(long)(n0 + r) * G + g] : 0.0f;
+                }
+                gprev = g;
+            }
+            memcpy(wi, t + (long)i * RT, sizeof wi);
+            tile_quant(wi, sc, zf, (float)s->maxq, d, code, er, lv);
+            for (int r = 0; r < nr; r++) {
+                long n = n0 + r;
+                s->r->q[n * K + oc] = (uint8_t)code[r];
+                loss += (double)lv[r];
+                j->err[n * s->B + i] = er[r];
+            }
+            if (s->gptaq) {
+                /* GPTAQ: W1[:, i:] -= err*U[i, i:] - w*P[i, i:]; column i itself becomes
+                 * w - err*d (~ q), which the lazy batch multiplies with P. */
+                tile_update_gptaq(t, u, s->P + (long)col * K + i1, er, wi, i, cnt);
+            } else {
+                tile_update(t, u, er, i + 1, cnt);
+            }
+        }
+        if (s->gptaq) /* the lazy batch reads the block back from W */
+            for (int r = 0; r < nr; r++) {
+                float *w = s->W + (long)(n0 + r) * K + i1;
+                for (int k = 0; k < cnt; k++) w[k] = t[k * RT + r];
+            }
+    }
+    j->loss = loss;
+    return NULL;
+}
+
+static int n_threads(const struct gptq_opts *o, int N) {
+    long t = o->threads > 0 ? o->threads : sysconf(_SC_NPROCESSORS_ONLN);
+    if (t < 1) t = 1;
+    if (t > 64) t = 64;
+    if (t > N / 16) t = N / 16 > 0 ? N / 16 : 1; /* not worth a thread for a few rows */
+    return (int)t;
+}
+
+static void run_blocked(struct gq *s) {
+    const int N = s->N, K = s->K, B = s->B;
+    int T = n_threads(s->o, N);
+    float *err = as_xmalloc(sizeof(float) * (size_t)N * (size_t)B);
+    float *tiles = as_xmalloc(sizeof(float) * (size_t)T * (size_t)B * RT);
+    struct rows_job jobs[64];
+    pthread_t tid[64];
+    for (int i1 = 0; i1 < K; i1 += B) {
+        int i2 = i1 + B < K ? i1 + B : K, cnt = i2 - i1;
+        double t0 = now_s();
+        fit_dynamic_groups(s, i1, i2);
+        for (int t = 0; t < T; t++) {
+            /* split on tile boundaries so that only the last job has a partial tile */
+            int n0 = (int)(((long)N / RT) * t / T) * RT, n1 = (int)(((long)N / RT) * (t + 1) / T) * RT;
+            if (t == T - 1) n1 = N;
+            jobs[t] = (struct rows_job){s, err, tiles + (size_t)t * B * RT, n0, n1, i1, cnt, 0};
+        }
+        int started = 0;
+        for (int t = 1; t < T; t++, started++)
+            if (pthread_create(&tid[t], NULL, block_rows, &jobs[t])) break;
+        block_rows(&jobs[0]);
+        for (int t = 1; t <= started; t++) pthread_join(tid[t], NULL);
+        for (int t = started + 1; t < T; t++) block_rows(&jobs[t]); /* thread creation failed */
+        for (int t = 0; t < T; t++) s->r->loss += jobs[t].loss;
+        s->r->t_inblock += now_s() - t0;
+        if (i2 < K) {
+            /* Lazy batch: W[:, i2:] -= Err1 . U[i1:i2, i2:] as one GEMM (BLAS-3). */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, K - i2, cnt, -1.0f, err, B,
+                        s->U + (long)i1 * K + i2, K, 1.0f, s->W + i2, K);
+            /* GPTAQ: ... + W1 . P[i1:i2, i2:], W1 = the block after its in-block updates. */
+            if (s->gptaq)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, K - i2, cnt, 1.0f,
+                            s->W + i1, K, s->P + (long)i1 * K + i2, K, 1.0f, s->W + i2, K);
+        }
+    }
+    free(err);
+    free(tiles);
+}
+
+/* ---- column-by-column kernel ---- */
+
+static void run_columnwise(struct gq *s) {
+    const int N = s->N, K = s->K, G = s->G, B = s->B;
+    float *errv = as_xmalloc(sizeof(float) * (size_t)N);
+    float *wv = as_xmalloc(sizeof(float) * (size_t)N), *wq = as_xmalloc(sizeof(float) * (size_t)N);
+    for (int i = 0; i < K; i++) {
+        /* The block structure only decides when dynamic groups are fitted and, for GPTAQ, which
+         * value of w multiplies P (see run_blocked); the updates themselves are immediate. */
+        if (i % B == 0) fit_dynamic_groups(s, i, i + B < K ? i + B : K);
+        int bend = (i / B + 1) * B < K ? (i / B + 1) * B : K;
+        float d = s->U[(long)i * K + i];
+        for (int n = 0; n < N; n++) {
+            int g = s->gcol[i];
+            float sc = s->r->scale[(long)n * G + g], wi = s->W[(long)n * K + i];
+            int32_t zp = s->r->zero[(long)n * G + g];
+            uint8_t c = quant_int_quantize(wi, sc, zp, s->maxq);
+            float diff = wi - quant_int_dequantize(c, sc, zp);
+            s->r->q[(long)n * K + orig_col(s, i)] = c;
+            s->r->loss += (double)((diff * diff) / (d * d));
+            errv[n] = diff / d;
+            wv[n] = wi;
+            wq[n] = wi - errv[n] * d;
+        }
+        if (i + 1 < K)
+            cblas_sger(CblasRowMajor, N, K - i - 1, -1.0f, errv, 1, s->U + (long)i * K + i + 1, 1,
+                       s->W + i + 1, K);
+        if (s->gptaq) {
+            const float *p = s->P + (long)i * K;
+            if (i + 1 < bend)
+                cblas_sger(CblasRowMajor, N, bend - i - 1, 1.0f, wv, 1, p + i + 1, 1, s->W + i + 1, K);
+            if (bend < K)
+                cblas_sger(CblasRowMajor, N, K - bend, 1.0f, wq, 1, p + bend, 1, s->W + bend, K);
+        }
+    }
+    free(errv);
+    free(wv);
+    free(wq);
+}
+
+/* ---- preparation ---- */
+
+static int check_opts(const struct gptq_opts *o, int N, int K) {
+    struct quant_int_params p = {o->bits, o->group_size, o->sym};
+    if (quant_int_check_params(&p, N, K)) return -1;
+    if (o->blocksize < 1) return as_fail("gptq: block size %d must be >= 1", o->blocksize);
+    if (!(o->percdamp >= 0.0f) || !isfinite(o->percdamp))
+        return as_fail("gptq: damping %g must be a finite value >= 0", (double)o->percdamp);
+    if (!(o->damp_step > 0.0f) || o->max_damp_retries < 0)
+        return as_fail("gptq: damping retry step %g / limit %d invalid", (double)o->damp_step,
+                       o->max_damp_retries);
+    if (o->factor != GPTQ_FACTOR_REFERENCE && o->factor != GPTQ_FACTOR_REVERSE)
+        return as_fail("gptq: unknown factorization %d", (int)o->factor);
+    if (o->method != GPTQ_METHOD_GPTQ && o->method != GPTQ_METHOD_GPTAQ)
+        return as_fail("gptq: unknown method %d", (int)o->method);
+    if (o->method == GPTQ_METHOD_GPTAQ && !o->dxxt)
+        return as_fail("gptq: GPTAQ needs the dXX^T matrix");
+    if ((long)K * K > (1L << 40) / 4 || (long)N * K > (1L << 40))
+        return as_fail("gptq: shape [%d, %d] too large", N, K);
+    return 0;
+}
+
+static int check_finite(const float *a, long rows, long cols, const char *what) {
+    for (long i = 0; i < rows * cols; i++)
+        if (!isfinite(a[i]))
+            return as_fail("%s: non-finite value %g at [%ld, %ld]", what, (double)a[i], i / cols,
+                           i % cols);
+    return 0;
+}
+
+static int cmp_diag_desc(const void *a, const void *b, void *ctx) {
+    const float *diag = ctx;
+    int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
+    if (diag[i] > diag[j]) return -1;
+    if (diag[i] < diag[j]) return 1;
+    return (i > j) - (i < j); /* ties keep the original column order: a stable argsort */
+}
+
+static void act_order_perm(const float *H, int K, int32_t *perm) {
+    float *diag = as_xmalloc(sizeof(float) * (size_t)K);
+    for (int k = 0; k < K; k++) diag[k] = H[(long)k * K + k], perm[k] = k;
+    qsort_r(perm, (size_t)K, sizeof *perm, cmp_diag_desc, diag);
+    free(diag);
+}
+
+/* dst[i][j] = src[perm[i]][perm[j]] */
+static void permute_sym(const float *src, float *dst, int K, const int32_t *perm) {
+    for (int i = 0; i < K; i++) {
+        const float *srow = src + (long)perm[i] * K;
+        float *drow = dst + (long)i * K;
+        for (int j = 0; j < K; j++) drow[j] = srow[perm[j]];
+    }
+}
+
+/* Zero the strict lower triangle and check U's diagonal. */
+static int finish_upper(float *U, int K) {
+    for (int i = 1; i < K; i++) memset(U + (long)i * K, 0, sizeof(float) * (size_t)i);
+    for (int i = 0; i < K; i++) {
+        float d = U[(long)i * K + i];
+        if (!(d > 0.0f) || !isfinite(d)) return -1;
+    }
+    return 0;
+}
+
+/* H (damped, row-major) -> row-major upper U with U^T U = H^-1, like the reference
+ * cholesky -> cholesky_inverse -> cholesky(upper). A row-major symmetric matrix is its own
+ * column-major image, so LAPACK works column-major on the 'U' triangle (= our lower one); the
+ * factor V of H^-1 = V^T V ends up transposed in our lower triangle and is moved up. */
+static int factor_reference(float *H, int K) {
+    if (LAPACKE_spotrf(LAPACK_COL_MAJOR, 'U', K, H, K) != 0) return -1;
+    if (LAPACKE_spotri(LAPACK_COL_MAJOR, 'U', K, H, K) != 0) return -1;
+    if (LAPACKE_spotrf(LAPACK_COL_MAJOR, 'U', K, H, K) != 0) return -1;
+    const int T = 64;
+    for (int i0 = 0; i0 < K; i0 += T)
+        for (int j0 = i0; j0 < K; j0 += T)
+            for (int i = i0; i < i0 + T && i < K; i++)
+                for (int j = j0 > i ? j0 : i + 1; j < j0 + T && j < K; j++)
+                    H[(long)i * K + j] = H[(long)j * K + i];
+    return finish_upper(H, K);
+}
+
+/* Reversing a row-major K x K array end to end maps [i][j] to [K-1-i][K-1-j] (J A J). */
+static void reverse_all(float *a, long n) {
+    for (long i = 0, j = n - 1; i < j; i++, j--) {
+        float t = a[i];
+        a[i] = a[j], a[j] = t;
+    }
+}
+
+/* GPTQ_FACTOR_REVERSE (gptq.h): J H J = L' L'^T, so H = U~ U~^T with U~ = J L' J upper and
+ * U = U~^-1 = J L'^-1 J. Column-major 'U' on our buffer is L'^T, so trtri('U') leaves L'^-1 in
+ * our lower triangle; reversing the array moves it, flipped, to the upper one. */
+static int factor_reverse(float *H, int K) {
+    reverse_all(H, (long)K * K);
+    if (LAPACKE_spotrf(LAPACK_COL_MAJOR, 'U', K, H, K) != 0) return -1;
+    if (LAPACKE_strtri(LAPACK_COL_MAJOR, 'U', 'N', K, H, K) != 0) return -1;
+    reverse_all(H, (long)K * K);
+    return finish_upper(H, K);
+}
+
+static int gptq_run(const struct gptq_opts *o, float *W, int N, int K, float *H,
+                    struct gptq_result *r, int columnwise) {
+    memset(r, 0, sizeof *r);
+    if (check_opts(o, N, K)) return -1;
+    if (check_finite(W, N, K, "weight") || check_finite(H, K, K, "hessian")) return -1;
+    const int gptaq = o->method == GPTQ_METHOD_GPTAQ;
+    if (gptaq && check_finite(o->dxxt, K, K, "dXXT")) return -1;
+
+    const int gs = o->group_size <= 0 ? K : o->group_size;
+    const int G = quant_int_n_groups(K, o->group_size);
+    const int static_groups = o->static_groups && o->group_size > 0;
+    r->N = N, r->K = K, r->G = G;
+    r->q = as_xcalloc((size_t)N * K, 1);
+    r->scale = as_xcalloc((size_t)N * G, sizeof(float));
+    r->zero = as_xcalloc((size_t)N * G, sizeof(int32_t));
+    r->g_idx = as_xcalloc((size_t)K, sizeof(int32_t));
+    int32_t *gcol = as_xmalloc(sizeof(int32_t) * (size_t)K);
+    float *Hsave = as_xmalloc(sizeof(float) * (size_t)K * K);
+    int rc = -1;
+    double t0 = now_s();
+
+    /* Per-channel params: the reference calls find_params(W) before zeroing dead columns. */
+    if (o->group_size <= 0)
+        for (int n = 0; n < N; n++)
+            quant_int_fit_group(W + (long)n * K, K, o->bits, o->sym, &r->scale[n], &r->zero[n]);
+
+    /* Dead inputs (step 2). GPTAQ zeroes the matching columns of dXX^T. */
+    for (int d = 0; d < K; d++) {
+        if (H[(long)d * K + d] != 0.0f) continue;
+        r->n_dead++;
+        H[(long)d * K + d] = 1.0f;
+        for (int n = 0; n < N; n++) W[(long)n * K + d] = 0.0f;
+        if (gptaq)
+            for (int a = 0; a < K; a++) o->dxxt[(long)a * K + d] = 0.0f;
+    }
+
+    /* Static groups (step 3): original column order, weights before any update. */
+    if (static_groups)
+        for (int n = 0; n < N; n++)
+            for (int g = 0; g < G; g++) {
+                int k0 = g * gs, len = k0 + gs <= K ? gs : K - k0;
+                quant_int_fit_group(W + (long)n * K + k0, len, o->bits, o->sym,
+                                    &r->scale[(long)n * G + g], &r->zero[(long)n * G + g]);
+            }
+
+    /* Act-order (step 4). g_idx is the group of each original column: with dynamic groups the
+     * groups follow the processing order (g_idx[perm[i]] = i / gs), with static ones the original
+     * order (g_idx[k] = k / gs), exactly as AutoGPTQ builds it. */
+    if (o->act_order) {
+        r->perm = as_xmalloc(sizeof(int32_t) * (size_t)K);
+        act_order_perm(H, K, r->perm);
+        float *row = as_xmalloc(sizeof(float) * (size_t)K);
+        for (int n = 0; n < N; n++) {
+            float *w = W + (long)n * K;
+            for (int i = 0; i < K; i++) row[i] = w[r->perm[i]];
+            memcpy(w, row, sizeof(float) * (size_t)K);
+        }
+        free(row);
+        if (gptaq) {
+            permute_sym(o->dxxt, Hsave, K, r->perm);
+            memcpy(o->dxxt, Hsave, sizeof(float) * (size_t)K * K);
+        }
+        permute_sym(H, Hsave, K, r->perm);
+    } else {
+        memcpy(Hsave, H, sizeof(float) * (size_t)K * K);
+    }
+    for (int i = 0; i < K; i++) {
+        int k = r->perm ? r->perm[i] : i;
+        if (o->group_size <= 0) gcol[i] = 0, r->g_idx[k] = 0;
+        else if (static_groups) gcol[i] = k / gs, r->g_idx[k] = k / gs;
+        else gcol[i] = i / gs, r->g_idx[k] = i / gs;
+    }
+
+    /* Damping (step 5) and U (step 6); a failed factorization restarts from the saved H with
+     * more damping. */
+    double dsum = 0;
+    for (int i = 0; i < K; i++) dsum += Hsave[(long)i * K + i];
+    float mean_diag = (float)(dsum / K);
+    for (int retry = 0;; retry++) {
+        if (retry > o->max_damp_retries) {
+            as_fail("hessian: not positive definite even with damping %g of mean diag %g (%d "
+                    "retries)",
+                    (double)r->percdamp, (double)mean_diag, o->max_damp_retries);
+            goto out;
+        }
+        r->percdamp = o->percdamp + (float)retry * o->damp_step;
+        r->damp = r->percdamp * mean_diag;
+        r->damp_retries = retry;
+        memcpy(H, Hsave, sizeof(float) * (size_t)K * K);
+        for (int i = 0; i < K; i++) H[(long)i * K + i] += r->damp;
+        int ok = o->factor == GPTQ_FACTOR_REVERSE ? factor_reverse(H, K) : factor_reference(H, K);
+        if (ok == 0) break;
+    }
+    free(Hsave);
+    Hsave = NULL;
+
+    /* GPTAQ: P = alpha * triu(dXX^T U^T, 1) U, with two triangular products. */
+    if (gptaq) {
+        float *P = o->dxxt;
+        cblas_strmm(CblasRowMajor, CblasRight, CblasUpper, CblasTrans, CblasNonUnit, K, K, 1.0f,
+                    H, K, P, K);
+        for (int i = 0; i < K; i++) memset(P + (long)i * K, 0, sizeof(float) * (size_t)(i + 1));
+        cblas_strmm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, K, K,
+                    o->gptaq_alpha, H, K, P, K);
+    }
+    r->t_factor = now_s() - t0;
+
+    t0 = now_s();
+    struct gq s = {o, N, K, G, gs, quant_int_maxq(o->bits), o->blocksize, gptaq, W, H,
+                   gptaq ? o->dxxt : NULL, gcol, r->perm, r};
+    if (columnwise) run_columnwise(&s);
+    else run_blocked(&s);
+    r->loss /= 2;
+
+    /* Step 8: W_hat in the original column order, from the codes and their group params. */
+    for (int n = 0; n < N; n++) {
+        float *w = W + (long)n * K;
+        const uint8_t *q = r->q + (long)n * K;
+        for (int k = 0; k < K; k++) {
+            long g = (long)n * G + r->g_idx[k];
+            w[k] = quant_int_dequantize(q[k], r->scale[g], r->zero[g]);
+        }
+    }
+    r->t_update = now_s() - t0;
+    rc = 0;
+out:
+    free(Hsave);
+    free(gcol);
+    if (rc) gptq_result_free(r);
+    return rc;
+}
+
+int gptq_quantize(const struct gptq_opts *o, float *W, int N, int K, float *H,
+                  struct gptq_result *r) {
+    return gptq_run(o, W, N, K, H, r, 0);
+}
+
+int gptq_quantize_columnwise(const struct gptq_opts *o, float *W, int N, int K, float *H,
+                             struct gptq_result *r) {
+    return gptq_run(o, W, N, K, H, r, 1);
+}

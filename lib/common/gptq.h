@@ -1,0 +1,81 @@
+/* gptq: GPTQ and GPTAQ weight quantization of one linear layer from its Hessian.
+ *
+ * Follows the reference fasterquant (IST-DASLab/gptq, AutoGPTQ) step by step; REFERENCE.md "GPTQ
+ * (order of operations of the reference)" and docs/gptq.md say what is done and in which order:
+ * dead inputs, static groups, act-order, relative damping (retried when Cholesky fails),
+ * U = upper Cholesky of H^-1, then columns in blocks with rank-1 updates inside a block and one
+ * GEMM (the "lazy batch") after it. Output uses the project layout of quant_int.h (codes, scale,
+ * integer zero, g_idx). GPTAQ (Li et al. 2025) adds the asymmetric-calibration term
+ * P = alpha * triu(dXX^T U^T, 1) U to both updates.
+ * gptq_quantize_columnwise is the plain column-by-column version (every column immediately
+ * updates all later ones with a rank-1 BLAS-2 update): same result up to fp rounding, used by the
+ * tests as the reference kernel and by the benchmark to show what blocking buys. */
+#ifndef AS_GPTQ_H
+#define AS_GPTQ_H
+
+#include <stdint.h>
+
+enum gptq_method { GPTQ_METHOD_GPTQ = 0, GPTQ_METHOD_GPTAQ = 1 };
+/* How U (upper Cholesky factor of H^-1) is computed. REFERENCE: the reference's three steps,
+ * Cholesky of H, its inverse (potri), Cholesky of H^-1: 4K^3/3 flops. REVERSE: the same U in
+ * 2K^3/3 flops and without forming H^-1: factor H = U~ U~^T with U~ upper (a Cholesky of H with
+ * rows/columns reversed), then U = U~^-1 (trtri); U^T U = (U~ U~^T)^-1 = H^-1 and a Cholesky
+ * factor is unique, so only the fp rounding differs. */
+enum gptq_factor { GPTQ_FACTOR_REFERENCE = 0, GPTQ_FACTOR_REVERSE = 1 };
+
+struct gptq_opts {
+    int bits;          /* 2, 3, 4, 8 (anything in 2..8 works) */
+    int group_size;    /* -1 = per row; otherwise input columns per group (last one may be ragged) */
+    int sym;           /* symmetric quantizer */
+    int act_order;     /* desc_act: process columns by decreasing diag(H) */
+    int static_groups; /* fit all group params on the original weights before any update */
+    float percdamp;    /* relative damping, default 0.01 (of mean diag H) */
+    int blocksize;     /* columns per lazy-batch block, default 128 */
+    enum gptq_method method;
+    /* GPTAQ only: dXX^T = (X_fp - X_q) X_q^T, K x K, accumulated with the same scale as H (e.g.
+     * 2/n); entry [a,b] = sum_t dX[t,a] X_q[t,b]. Overwritten (used as workspace for P). */
+    float *dxxt;
+    float gptaq_alpha;     /* GPTAQ scale of the asymmetric term, default 0.25 as in the paper's code */
+    float damp_step;       /* added to percdamp at each Cholesky retry, default 0.01 */
+    int max_damp_retries;  /* default 30; beyond it the Hessian is rejected */
+    int threads;           /* row-parallel threads for the in-block updates; 0 = online CPUs (max 64) */
+    enum gptq_factor factor; /* default GPTQ_FACTOR_REFERENCE */
+};
+
+struct gptq_result {
+    int N, K, G;
+    uint8_t *q;      /* [N*K] codes 0..maxq, original column order */
+    float *scale;    /* [N*G] */
+    int32_t *zero;   /* [N*G] integer zero points */
+    int32_t *g_idx;  /* [K] group of each input column (non-monotonic with act-order, dynamic groups) */
+    int32_t *perm;   /* [K] act-order processing order (perm[i] = original column), NULL without */
+    double loss;     /* sum over all weights of (w - q)^2 / U[i,i]^2 / 2 (reference "Losses") */
+    float damp;      /* absolute damping finally added to diag(H) */
+    float percdamp;  /* relative damping finally used (opts.percdamp + retries * damp_step) */
+    int damp_retries;/* number of failed Cholesky attempts before the one that worked */
+    int n_dead;      /* inputs with H[d,d] == 0 (their weights were zeroed) */
+    double t_factor; /* seconds in damping + Cholesky + inverse (+ P for GPTAQ) */
+    double t_update; /* seconds in the column loop (+ the final dequantization) */
+    double t_inblock;/* part of t_update outside the lazy-batch GEMMs (blocked kernel) */
+};
+
+void gptq_opts_default(struct gptq_opts *o);
+
+/* Quantize W [N out, K in] (row-major f32) with Hessian H [K, K] (symmetric; overwritten: it
+ * becomes workspace). On success W holds the dequantized weights W_hat (original column order)
+ * and r owns freshly allocated arrays (gptq_result_free). Returns 0, or -1 with as_fail naming the
+ * problem ("weight: non-finite value at [n, k]", "hessian: not positive definite ...") -- the
+ * caller prefixes the tensor name. */
+int gptq_quantize(const struct gptq_opts *o, float *W, int N, int K, float *H,
+                  struct gptq_result *r);
+/* Same contract, column-by-column kernel (no lazy batch). */
+int gptq_quantize_columnwise(const struct gptq_opts *o, float *W, int N, int K, float *H,
+                             struct gptq_result *r);
+void gptq_result_free(struct gptq_result *r);
+
+/* Flop count used by the benchmark: Cholesky K^3/3, inverse (potri) 2K^3/3, Cholesky of the
+ * inverse K^3/3 (REVERSE: Cholesky K^3/3 + trtri K^3/3), column updates N*K^2 (one multiply-add per weight pair i < j). GPTAQ adds the two
+ * triangular products for P (K^3 each) and a second update term (N*K^2). */
+double gptq_flops(int N, int K, enum gptq_method m, enum gptq_factor f);
+
+#endif
