@@ -27,6 +27,44 @@
 
 enum pack_format { FMT_GPTQ, FMT_CT, FMT_FAKEQUANT };
 
+/* Tensors the stream replaces (role "weight" records for a tensor of the model, e.g. norms that
+ * as-awq rescaled), kept as f32 and written in the model tensor's dtype. */
+struct override {
+    char *name;
+    int64_t numel;
+    float *data;
+};
+
+static int take_override(struct as_stream_reader *r, const struct as_rec *rec,
+                         const struct as_ckpt *ck, struct override **ov, int *n_ov) {
+    const struct as_st_tensor *t = as_ckpt_find(ck, rec->name);
+    if (!t) return 0; /* not a tensor of the model: nothing to replace */
+    if (rec->kind == AS_PAYLOAD_REF && rec->offset == t->offset) {
+        /* a reference to the model's own bytes is not a replacement */
+        const char *f = as_ckpt_file_of(ck, t);
+        char a[4096], b[4096];
+        if (f && realpath(f, a) && realpath(rec->file, b) && !strcmp(a, b)) return 0;
+    }
+    uint64_t numel = as_rec_numel(rec);
+    if (numel != t->numel)
+        return as_fail("stream %s: tensor %s: %llu elements, the model's has %llu",
+                       as_stream_name(r), rec->name, (unsigned long long)numel,
+                       (unsigned long long)t->numel);
+    const void *data = as_stream_payload(r);
+    if (!data) return -1;
+    for (int i = 0; i < *n_ov; i++)
+        if (!strcmp((*ov)[i].name, rec->name))
+            return as_fail("stream %s: tensor %s appears twice", as_stream_name(r), rec->name);
+    float *f = as_xmalloc(sizeof(float) * numel);
+    if (as_convert_to_f32(rec->dtype, data, f, numel)) {
+        free(f);
+        return as_fail_prefix("stream %s: tensor %s: ", as_stream_name(r), rec->name);
+    }
+    *ov = as_xrealloc(*ov, (*n_ov + 1) * sizeof **ov);
+    (*ov)[(*n_ov)++] = (struct override){as_xstrdup(rec->name), (int64_t)numel, f};
+    return 1;
+}
+
 static void usage(FILE *f) {
     fprintf(f,
             "usage: as-pack -m MODEL -f FORMAT -o OUT [options] [STREAM...]\n"
@@ -136,24 +174,34 @@ int main(int argc, char **argv) {
 
     /* Gather the quantized layers. */
     struct as_qcollect *qc = as_qcollect_new();
+    struct override *ov = NULL;
+    int n_ov = 0;
     int n_inputs = optind < argc ? argc - optind : 1;
     for (int i = 0; i < n_inputs; i++) {
         struct as_stream_reader *r = as_stream_open(optind < argc ? argv[optind + i] : "-");
         if (!r) as_die_last();
         const struct as_rec *rec;
         int rc;
-        while ((rc = as_stream_next(r, &rec)) == 1)
-            if (as_qcollect_offer(qc, r, rec) < 0) as_die_last();
+        while ((rc = as_stream_next(r, &rec)) == 1) {
+            int took = as_qcollect_offer(qc, r, rec);
+            if (took == 0 && rec->role && !strcmp(rec->role, "weight"))
+                took = take_override(r, rec, ck, &ov, &n_ov);
+            if (took < 0) as_die_last();
+        }
         if (rc < 0) as_die_last();
         as_stream_close(r);
     }
     if (as_qcollect_check_complete(qc)) as_die_last();
     int nq = as_qcollect_count(qc);
-    if (!nq) as_die("no quantized layers in the input stream (expected qweight/scale/zero/g_idx records from as-gptq)");
+    if (!nq && !n_ov) as_die("no quantized layers in the input stream (expected qweight/scale/zero/g_idx records from as-gptq)");
 
     /* All layers must share one scheme: these formats describe one config group. */
-    const json_t *a0;
-    const struct as_qlinear *l0 = as_qcollect_get(qc, 0, NULL, &a0);
+    const json_t *a0 = NULL;
+    static const struct as_qlinear no_layer = {0};
+    const struct as_qlinear *l0 = nq ? as_qcollect_get(qc, 0, NULL, &a0) : &no_layer;
+    if (!nq && fmt != FMT_FAKEQUANT)
+        as_die("no quantized layers in the input stream: only -f fakequant writes a model whose "
+               "tensors the stream merely replaces");
     for (int i = 1; i < nq; i++) {
         const char *pfx;
         const struct as_qlinear *l = as_qcollect_get(qc, i, &pfx, NULL);
@@ -185,6 +233,17 @@ int main(int argc, char **argv) {
         if (len > 7 && !strcmp(t->name + len - 7, ".weight") && len - 7 < sizeof prefix) {
             snprintf(prefix, sizeof prefix, "%.*s", (int)(len - 7), t->name);
             l = as_qcollect_find(qc, prefix);
+        }
+        const struct override *o = NULL;
+        for (int j = 0; !l && j < n_ov; j++)
+            if (!strcmp(ov[j].name, t->name)) o = &ov[j];
+        if (o) { /* replaced by the stream, stored in the model tensor's dtype */
+            void *buf = as_xmalloc(t->nbytes);
+            int rc = as_convert_from_f32(t->dtype, o->data, buf, (size_t)o->numel);
+            if (!rc) rc = as_st_writer_add_copy(w, t->name, t->dtype, t->ndim, t->shape, buf, t->nbytes);
+            free(buf);
+            if (rc) goto fail_w;
+            continue;
         }
         if (!l) { /* copied through, straight from the mapping */
             if (as_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data, t->nbytes))
@@ -340,6 +399,11 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s: wrote %s (%s): %d linears quantized, %d packed, %d kept dequantized%s\n",
                 as_progname(), out_dir, fmt_name, nq, n_packed, n_skipped,
                 verify && fmt != FMT_FAKEQUANT ? ", verified" : "");
+    for (int i = 0; i < n_ov; i++) {
+        free(ov[i].name);
+        free(ov[i].data);
+    }
+    free(ov);
     for (int i = 0; i < n_skipped; i++) free((void *)skipped[i]);
     free(skipped);
     free(tmp);
