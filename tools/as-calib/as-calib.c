@@ -456,15 +456,24 @@ int main(int argc, char **argv) {
         free(c.dxx);
     }
     as_progress_done();
+    /* The sequential mode's arena only serves the coprocess: remove it. A --arena given for the
+     * output stream must outlive us (its consumers read it later). */
+    int private_arena = seq_cmd && !arena_dir;
     if (rc) {
-        if (arena) as_arena_close(arena);
+        if (arena) {
+            if (seq_cmd) unlink(as_arena_path(arena));
+            as_arena_close(arena);
+        }
         as_die_last();
     }
     if (as_stream_write_end(out)) as_die_last();
     fprintf(stderr, "%s: %d samples x %d tokens, layers %d-%d, %.2f s\n", as_progname(), samples,
             seqlen, c.layer_lo, c.layer_hi, now_s() - t0);
     as_stream_writer_free(out);
-    if (arena) as_arena_close(arena);
+    if (arena) {
+        if (private_arena) unlink(as_arena_path(arena));
+        as_arena_close(arena);
+    }
     for (int i = 0; i < n_layers_sel * AS_GROUP_COUNT; i++) as_act_stats_free(&c.st[i]);
     free(c.st);
     free(tokens);
