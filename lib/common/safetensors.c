@@ -204,6 +204,25 @@ out:
     return rc;
 }
 
+/* Validate a whole file image f->map[0, size): the 8-byte length, the header bounds and the header
+ * itself. Shared by the file reader (a mapping) and as_st_open_mem (a caller's buffer). */
+static int validate_image(struct as_st_file *f, uint64_t size) {
+    const char *path = f->path;
+    if (size < 8)
+        return as_fail("%s: truncated: %" PRIu64
+                       " bytes, too short for the 8-byte header length",
+                       path, size);
+    uint64_t hlen = load_le64(f->map);
+    if (hlen > AS_ST_MAX_HEADER)
+        return as_fail("%s: header length %" PRIu64 " exceeds the 100 MB limit", path, hlen);
+    if (hlen > size - 8)
+        return as_fail("%s: header length %" PRIu64 " larger than the file allows (file is %" PRIu64
+                       " bytes; truncated?)",
+                       path, hlen, size);
+    f->header_len = hlen;
+    return parse_header(f, (const char *)f->map + 8, hlen, size - 8 - hlen);
+}
+
 struct as_st_file *as_st_open(const char *path) {
     struct as_st_file *f = as_xcalloc(1, sizeof *f);
     f->path = as_xstrdup(path);
@@ -230,28 +249,35 @@ struct as_st_file *as_st_open(const char *path) {
         goto fail;
     }
     f->map_size = size;
-    uint64_t hlen = load_le64(f->map);
-    if (hlen > AS_ST_MAX_HEADER) {
-        as_fail("%s: header length %" PRIu64 " exceeds the 100 MB limit", path, hlen);
-        goto fail;
-    }
-    if (hlen > size - 8) {
-        as_fail("%s: header length %" PRIu64 " larger than the file allows (file is %" PRIu64
-                " bytes; truncated?)",
-                path, hlen, size);
-        goto fail;
-    }
-    f->header_len = hlen;
-    if (parse_header(f, (const char *)f->map + 8, hlen, size - 8 - hlen)) goto fail;
+    if (validate_image(f, size)) goto fail;
     return f;
 fail:
     as_st_close(f);
     return NULL;
 }
 
+struct as_st_file *as_st_open_mem(const void *buf, uint64_t size, const char *name) {
+    struct as_st_file *f = as_xcalloc(1, sizeof *f);
+    f->path = as_xstrdup(name ? name : "(memory)");
+    f->fd = -1; /* marks a borrowed buffer: as_st_close does not unmap it */
+    f->map = (void *)buf;
+    f->map_size = size;
+    if (!buf && size) {
+        as_fail("%s: no buffer", f->path);
+        f->map = NULL;
+        goto fail;
+    }
+    if (validate_image(f, size)) goto fail;
+    return f;
+fail:
+    f->map = NULL;
+    as_st_close(f);
+    return NULL;
+}
+
 void as_st_close(struct as_st_file *f) {
     if (!f) return;
-    if (f->map) munmap(f->map, f->map_size);
+    if (f->map && f->fd >= 0) munmap(f->map, f->map_size); /* fd < 0: as_st_open_mem's buffer */
     if (f->fd >= 0) close(f->fd);
     for (int i = 0; i < f->n_tensors; i++)
         free(f->tensors[i].name);

@@ -42,6 +42,10 @@ struct as_st_file {
 
 /* Open and validate; NULL with as_fail("FILE: problem") on error. */
 struct as_st_file *as_st_open(const char *path);
+/* Validate a whole file image held in memory (header and data buffer, `size` bytes) with the same
+ * rules as as_st_open; `name` stands for the path in messages. The buffer is borrowed: it must
+ * outlive the result, and as_st_close does not free it (fd is -1). For fuzzing and tests. */
+struct as_st_file *as_st_open_mem(const void *buf, uint64_t size, const char *name);
 void as_st_close(struct as_st_file *f);
 const struct as_st_tensor *as_st_find(const struct as_st_file *f, const char *name);
 

@@ -456,12 +456,12 @@ int main(int argc, char **argv) {
         free(c.dxx);
     }
     as_progress_done();
-    /* The sequential mode's arena only serves the coprocess: remove it. A --arena given for the
-     * output stream must outlive us (its consumers read it later). */
-    int private_arena = seq_cmd && !arena_dir;
+    /* In sequential mode the arena only carries statistics to the coprocess (our own output is
+     * inline): remove it. A --arena of the statistics stream must outlive us for its readers. */
+    int private_arena = seq_cmd != NULL;
     if (rc) {
         if (arena) {
-            if (seq_cmd) unlink(as_arena_path(arena));
+            if (private_arena) unlink(as_arena_path(arena));
             as_arena_close(arena);
         }
         as_die_last();
