@@ -8,9 +8,9 @@
  * Dynamic groups are fitted, like the reference, when their first column is reached, on the
  * weights as they stand at the start of the current block (the reference slices W, not its
  * in-block copy W1): so the group params of a block are all fitted at the block start.
- * Rows are independent given U (each row has its own group params), which is why the in-block
- * rank-1 updates are done row by row (one row's block stays in L1, the U block in L2) and split
- * over threads; the update of the columns after the block is one sgemm. */
+ * Rows are independent given U (each row has its own group params), so the in-block work runs on
+ * tiles of 8 rows (a tile's block stays in L1, the U block in L2), split over threads; the update
+ * of the columns after the block is one sgemm (two for GPTAQ). */
 #include "gptq.h"
 
 #include <cblas.h>
@@ -65,15 +65,17 @@ struct gq {
     const struct gptq_opts *o;
     int N, K, G, gs, maxq, B;
     int gptaq;
-    float *W;          /* [N*K], columns permuted under act-order */
-    const float *U;    /* [K*K] row-major upper Cholesky factor of H^-1 */
-    const float *P;    /* [K*K] GPTAQ term, NULL for GPTQ */
-    int32_t *gcol;     /* [K] group (index into scale/zero) of processing position i */
+    float *W;       /* [N*K], columns permuted under act-order */
+    const float *U; /* [K*K] row-major upper Cholesky factor of H^-1 */
+    const float *P; /* [K*K] GPTAQ term, NULL for GPTQ */
+    int32_t *gcol;  /* [K] group (index into scale/zero) of processing position i */
     const int32_t *perm;
     struct gptq_result *r;
 };
 
-static int orig_col(const struct gq *s, int i) { return s->perm ? s->perm[i] : i; }
+static int orig_col(const struct gq *s, int i) {
+    return s->perm ? s->perm[i] : i;
+}
 
 /* Dynamic groups whose first column lies in [i1, i2): fit on the current W (block-start state). */
 static void fit_dynamic_groups(struct gq *s, int i1, int i2) {
@@ -102,26 +104,34 @@ enum { RT = 8 };
 #else
 #define GPTQ_VEC
 #endif
+/* One tile row (RT floats) as a GCC vector, so the loop over k stays scalar and each step is one
+ * vector operation (left alone, GCC vectorizes across k with permutes). aligned(4): no alignment
+ * assumption on the buffer. */
+typedef float tile_vec __attribute__((vector_size(RT * sizeof(float)), aligned(4)));
+
 GPTQ_VEC static void tile_update(float *restrict t, const float *restrict u,
                                  const float *restrict er, int from, int cnt) {
-    for (int k = from; k < cnt; k++) {
-        float uk = u[k];
-        for (int r = 0; r < RT; r++) t[k * RT + r] -= er[r] * uk;
-    }
+    tile_vec e;
+    memcpy(&e, er, sizeof e);
+    tile_vec *tv = (tile_vec *)t;
+    for (int k = from; k < cnt; k++)
+        tv[k] -= e * u[k];
 }
 GPTQ_VEC static void tile_update_gptaq(float *restrict t, const float *restrict u,
                                        const float *restrict p, const float *restrict er,
                                        const float *restrict wi, int from, int cnt) {
-    for (int k = from; k < cnt; k++) {
-        float uk = u[k], pk = p[k];
-        for (int r = 0; r < RT; r++) t[k * RT + r] -= er[r] * uk - wi[r] * pk;
-    }
+    tile_vec e, w;
+    memcpy(&e, er, sizeof e);
+    memcpy(&w, wi, sizeof w);
+    tile_vec *tv = (tile_vec *)t;
+    for (int k = from; k < cnt; k++)
+        tv[k] -= e * u[k] - w * p[k];
 }
 
 /* Quantize column i of a tile (RT rows): same operations as quant_int_quantize/_dequantize. */
 GPTQ_VEC static void tile_quant(const float *restrict x, const float *restrict sc,
-                                const float *restrict zf, float maxq, float d,
-                                float *restrict code, float *restrict er, float *restrict loss) {
+                                const float *restrict zf, float maxq, float d, float *restrict code,
+                                float *restrict er, float *restrict loss) {
     for (int r = 0; r < RT; r++) {
         float q = __builtin_rintf(x[r] / sc[r]) + zf[r];
         q = q < 0.0f ? 0.0f : q;
@@ -153,11 +163,13 @@ static void *block_rows(void *arg) {
         int nr = j->n1 - n0 < RT ? j->n1 - n0 : RT;
         for (int r = 0; r < RT; r++) {
             if (r >= nr) {
-                for (int k = 0; k < cnt; k++) t[k * RT + r] = 0.0f;
+                for (int k = 0; k < cnt; k++)
+                    t[k * RT + r] = 0.0f;
                 continue;
             }
             const float *w = s->W + (long)(n0 + r) * K + i1;
-            for (int k = 0; k < cnt; k++) t[k * RT + r] = w[k];
+            for (int k = 0; k < cnt; k++)
+                t[k * RT + r] = w[k];
         }
         float sc[RT], zf[RT], code[RT], lv[RT];
         int gprev = -1;
@@ -191,7 +203,8 @@ static void *block_rows(void *arg) {
         if (s->gptaq) /* the lazy batch reads the block back from W */
             for (int r = 0; r < nr; r++) {
                 float *w = s->W + (long)(n0 + r) * K + i1;
-                for (int k = 0; k < cnt; k++) w[k] = t[k * RT + r];
+                for (int k = 0; k < cnt; k++)
+                    w[k] = t[k * RT + r];
             }
     }
     j->loss = loss;
@@ -219,7 +232,8 @@ static void run_blocked(struct gq *s) {
         fit_dynamic_groups(s, i1, i2);
         for (int t = 0; t < T; t++) {
             /* split on tile boundaries so that only the last job has a partial tile */
-            int n0 = (int)(((long)N / RT) * t / T) * RT, n1 = (int)(((long)N / RT) * (t + 1) / T) * RT;
+            int n0 = (int)(((long)N / RT) * t / T) * RT,
+                n1 = (int)(((long)N / RT) * (t + 1) / T) * RT;
             if (t == T - 1) n1 = N;
             jobs[t] = (struct rows_job){s, err, tiles + (size_t)t * B * RT, n0, n1, i1, cnt, 0};
         }
@@ -227,9 +241,12 @@ static void run_blocked(struct gq *s) {
         for (int t = 1; t < T; t++, started++)
             if (pthread_create(&tid[t], NULL, block_rows, &jobs[t])) break;
         block_rows(&jobs[0]);
-        for (int t = 1; t <= started; t++) pthread_join(tid[t], NULL);
-        for (int t = started + 1; t < T; t++) block_rows(&jobs[t]); /* thread creation failed */
-        for (int t = 0; t < T; t++) s->r->loss += jobs[t].loss;
+        for (int t = 1; t <= started; t++)
+            pthread_join(tid[t], NULL);
+        for (int t = started + 1; t < T; t++)
+            block_rows(&jobs[t]); /* thread creation failed */
+        for (int t = 0; t < T; t++)
+            s->r->loss += jobs[t].loss;
         s->r->t_inblock += now_s() - t0;
         if (i2 < K) {
             /* Lazy batch: W[:, i2:] -= Err1 . U[i1:i2, i2:] as one GEMM (BLAS-3). */
@@ -275,7 +292,8 @@ static void run_columnwise(struct gq *s) {
         if (s->gptaq) {
             const float *p = s->P + (long)i * K;
             if (i + 1 < bend)
-                cblas_sger(CblasRowMajor, N, bend - i - 1, 1.0f, wv, 1, p + i + 1, 1, s->W + i + 1, K);
+                cblas_sger(CblasRowMajor, N, bend - i - 1, 1.0f, wv, 1, p + i + 1, 1, s->W + i + 1,
+                           K);
             if (bend < K)
                 cblas_sger(CblasRowMajor, N, K - bend, 1.0f, wq, 1, p + bend, 1, s->W + bend, K);
         }
@@ -325,7 +343,8 @@ static int cmp_diag_desc(const void *a, const void *b, void *ctx) {
 
 static void act_order_perm(const float *H, int K, int32_t *perm) {
     float *diag = as_xmalloc(sizeof(float) * (size_t)K);
-    for (int k = 0; k < K; k++) diag[k] = H[(long)k * K + k], perm[k] = k;
+    for (int k = 0; k < K; k++)
+        diag[k] = H[(long)k * K + k], perm[k] = k;
     qsort_r(perm, (size_t)K, sizeof *perm, cmp_diag_desc, diag);
     free(diag);
 }
@@ -335,13 +354,15 @@ static void permute_sym(const float *src, float *dst, int K, const int32_t *perm
     for (int i = 0; i < K; i++) {
         const float *srow = src + (long)perm[i] * K;
         float *drow = dst + (long)i * K;
-        for (int j = 0; j < K; j++) drow[j] = srow[perm[j]];
+        for (int j = 0; j < K; j++)
+            drow[j] = srow[perm[j]];
     }
 }
 
 /* Zero the strict lower triangle and check U's diagonal. */
 static int finish_upper(float *U, int K) {
-    for (int i = 1; i < K; i++) memset(U + (long)i * K, 0, sizeof(float) * (size_t)i);
+    for (int i = 1; i < K; i++)
+        memset(U + (long)i * K, 0, sizeof(float) * (size_t)i);
     for (int i = 0; i < K; i++) {
         float d = U[(long)i * K + i];
         if (!(d > 0.0f) || !isfinite(d)) return -1;
@@ -416,9 +437,11 @@ static int gptq_run(const struct gptq_opts *o, float *W, int N, int K, float *H,
         if (H[(long)d * K + d] != 0.0f) continue;
         r->n_dead++;
         H[(long)d * K + d] = 1.0f;
-        for (int n = 0; n < N; n++) W[(long)n * K + d] = 0.0f;
+        for (int n = 0; n < N; n++)
+            W[(long)n * K + d] = 0.0f;
         if (gptaq)
-            for (int a = 0; a < K; a++) o->dxxt[(long)a * K + d] = 0.0f;
+            for (int a = 0; a < K; a++)
+                o->dxxt[(long)a * K + d] = 0.0f;
     }
 
     /* Static groups (step 3): original column order, weights before any update. */
@@ -439,7 +462,8 @@ static int gptq_run(const struct gptq_opts *o, float *W, int N, int K, float *H,
         float *row = as_xmalloc(sizeof(float) * (size_t)K);
         for (int n = 0; n < N; n++) {
             float *w = W + (long)n * K;
-            for (int i = 0; i < K; i++) row[i] = w[r->perm[i]];
+            for (int i = 0; i < K; i++)
+                row[i] = w[r->perm[i]];
             memcpy(w, row, sizeof(float) * (size_t)K);
         }
         free(row);
@@ -453,15 +477,19 @@ static int gptq_run(const struct gptq_opts *o, float *W, int N, int K, float *H,
     }
     for (int i = 0; i < K; i++) {
         int k = r->perm ? r->perm[i] : i;
-        if (o->group_size <= 0) gcol[i] = 0, r->g_idx[k] = 0;
-        else if (static_groups) gcol[i] = k / gs, r->g_idx[k] = k / gs;
-        else gcol[i] = i / gs, r->g_idx[k] = i / gs;
+        if (o->group_size <= 0)
+            gcol[i] = 0, r->g_idx[k] = 0;
+        else if (static_groups)
+            gcol[i] = k / gs, r->g_idx[k] = k / gs;
+        else
+            gcol[i] = i / gs, r->g_idx[k] = i / gs;
     }
 
     /* Damping (step 5) and U (step 6); a failed factorization restarts from the saved H with
      * more damping. */
     double dsum = 0;
-    for (int i = 0; i < K; i++) dsum += Hsave[(long)i * K + i];
+    for (int i = 0; i < K; i++)
+        dsum += Hsave[(long)i * K + i];
     float mean_diag = (float)(dsum / K);
     for (int retry = 0;; retry++) {
         if (retry > o->max_damp_retries) {
@@ -474,7 +502,8 @@ static int gptq_run(const struct gptq_opts *o, float *W, int N, int K, float *H,
         r->damp = r->percdamp * mean_diag;
         r->damp_retries = retry;
         memcpy(H, Hsave, sizeof(float) * (size_t)K * K);
-        for (int i = 0; i < K; i++) H[(long)i * K + i] += r->damp;
+        for (int i = 0; i < K; i++)
+            H[(long)i * K + i] += r->damp;
         int ok = o->factor == GPTQ_FACTOR_REVERSE ? factor_reverse(H, K) : factor_reference(H, K);
         if (ok == 0) break;
     }
@@ -484,19 +513,34 @@ static int gptq_run(const struct gptq_opts *o, float *W, int N, int K, float *H,
     /* GPTAQ: P = alpha * triu(dXX^T U^T, 1) U, with two triangular products. */
     if (gptaq) {
         float *P = o->dxxt;
-        cblas_strmm(CblasRowMajor, CblasRight, CblasUpper, CblasTrans, CblasNonUnit, K, K, 1.0f,
-                    H, K, P, K);
-        for (int i = 0; i < K; i++) memset(P + (long)i * K, 0, sizeof(float) * (size_t)(i + 1));
+        cblas_strmm(CblasRowMajor, CblasRight, CblasUpper, CblasTrans, CblasNonUnit, K, K, 1.0f, H,
+                    K, P, K);
+        for (int i = 0; i < K; i++)
+            memset(P + (long)i * K, 0, sizeof(float) * (size_t)(i + 1));
         cblas_strmm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, K, K,
                     o->gptaq_alpha, H, K, P, K);
     }
     r->t_factor = now_s() - t0;
 
     t0 = now_s();
-    struct gq s = {o, N, K, G, gs, quant_int_maxq(o->bits), o->blocksize, gptaq, W, H,
-                   gptaq ? o->dxxt : NULL, gcol, r->perm, r};
-    if (columnwise) run_columnwise(&s);
-    else run_blocked(&s);
+    struct gq s = {o,
+                   N,
+                   K,
+                   G,
+                   gs,
+                   quant_int_maxq(o->bits),
+                   o->blocksize,
+                   gptaq,
+                   W,
+                   H,
+                   gptaq ? o->dxxt : NULL,
+                   gcol,
+                   r->perm,
+                   r};
+    if (columnwise)
+        run_columnwise(&s);
+    else
+        run_blocked(&s);
     r->loss /= 2;
 
     /* Step 8: W_hat in the original column order, from the codes and their group params. */

@@ -24,10 +24,10 @@ enum gptq_method { GPTQ_METHOD_GPTQ = 0, GPTQ_METHOD_GPTAQ = 1 };
 enum gptq_factor { GPTQ_FACTOR_REFERENCE = 0, GPTQ_FACTOR_REVERSE = 1 };
 
 struct gptq_opts {
-    int bits;          /* 2, 3, 4, 8 (anything in 2..8 works) */
-    int group_size;    /* -1 = per row; otherwise input columns per group (last one may be ragged) */
-    int sym;           /* symmetric quantizer */
-    int act_order;     /* desc_act: process columns by decreasing diag(H) */
+    int bits;       /* 2, 3, 4, 8 (anything in 2..8 works) */
+    int group_size; /* -1 = per row; otherwise input columns per group (last one may be ragged) */
+    int sym;        /* symmetric quantizer */
+    int act_order;  /* desc_act: process columns by decreasing diag(H) */
     int static_groups; /* fit all group params on the original weights before any update */
     float percdamp;    /* relative damping, default 0.01 (of mean diag H) */
     int blocksize;     /* columns per lazy-batch block, default 128 */
@@ -35,28 +35,29 @@ struct gptq_opts {
     /* GPTAQ only: dXX^T = (X_fp - X_q) X_q^T, K x K, accumulated with the same scale as H (e.g.
      * 2/n); entry [a,b] = sum_t dX[t,a] X_q[t,b]. Overwritten (used as workspace for P). */
     float *dxxt;
-    float gptaq_alpha;     /* GPTAQ scale of the asymmetric term, default 0.25 as in the paper's code */
-    float damp_step;       /* added to percdamp at each Cholesky retry, default 0.01 */
-    int max_damp_retries;  /* default 30; beyond it the Hessian is rejected */
-    int threads;           /* row-parallel threads for the in-block updates; 0 = online CPUs (max 64) */
+    float gptaq_alpha; /* GPTAQ scale of the asymmetric term, default 0.25 as in the paper's code */
+    float damp_step;   /* added to percdamp at each Cholesky retry, default 0.01 */
+    int max_damp_retries; /* default 30; beyond it the Hessian is rejected */
+    int threads; /* row-parallel threads for the in-block updates; 0 = online CPUs (max 64) */
     enum gptq_factor factor; /* default GPTQ_FACTOR_REFERENCE */
 };
 
 struct gptq_result {
     int N, K, G;
-    uint8_t *q;      /* [N*K] codes 0..maxq, original column order */
-    float *scale;    /* [N*G] */
-    int32_t *zero;   /* [N*G] integer zero points */
-    int32_t *g_idx;  /* [K] group of each input column (non-monotonic with act-order, dynamic groups) */
-    int32_t *perm;   /* [K] act-order processing order (perm[i] = original column), NULL without */
-    double loss;     /* sum over all weights of (w - q)^2 / U[i,i]^2 / 2 (reference "Losses") */
-    float damp;      /* absolute damping finally added to diag(H) */
-    float percdamp;  /* relative damping finally used (opts.percdamp + retries * damp_step) */
-    int damp_retries;/* number of failed Cholesky attempts before the one that worked */
-    int n_dead;      /* inputs with H[d,d] == 0 (their weights were zeroed) */
-    double t_factor; /* seconds in damping + Cholesky + inverse (+ P for GPTAQ) */
-    double t_update; /* seconds in the column loop (+ the final dequantization) */
-    double t_inblock;/* part of t_update outside the lazy-batch GEMMs (blocked kernel) */
+    uint8_t *q;    /* [N*K] codes 0..maxq, original column order */
+    float *scale;  /* [N*G] */
+    int32_t *zero; /* [N*G] integer zero points */
+    int32_t
+        *g_idx; /* [K] group of each input column (non-monotonic with act-order, dynamic groups) */
+    int32_t *perm;    /* [K] act-order processing order (perm[i] = original column), NULL without */
+    double loss;      /* sum over all weights of (w - q)^2 / U[i,i]^2 / 2 (reference "Losses") */
+    float damp;       /* absolute damping finally added to diag(H) */
+    float percdamp;   /* relative damping finally used (opts.percdamp + retries * damp_step) */
+    int damp_retries; /* number of failed Cholesky attempts before the one that worked */
+    int n_dead;       /* inputs with H[d,d] == 0 (their weights were zeroed) */
+    double t_factor;  /* seconds in damping + Cholesky + inverse (+ P for GPTAQ) */
+    double t_update;  /* seconds in the column loop (+ the final dequantization) */
+    double t_inblock; /* part of t_update outside the lazy-batch GEMMs (blocked kernel) */
 };
 
 void gptq_opts_default(struct gptq_opts *o);
@@ -74,8 +75,9 @@ int gptq_quantize_columnwise(const struct gptq_opts *o, float *W, int N, int K, 
 void gptq_result_free(struct gptq_result *r);
 
 /* Flop count used by the benchmark: Cholesky K^3/3, inverse (potri) 2K^3/3, Cholesky of the
- * inverse K^3/3 (REVERSE: Cholesky K^3/3 + trtri K^3/3), column updates N*K^2 (one multiply-add per weight pair i < j). GPTAQ adds the two
- * triangular products for P (K^3 each) and a second update term (N*K^2). */
+ * inverse K^3/3 (REVERSE: Cholesky K^3/3 + trtri K^3/3), column updates N*K^2 (one multiply-add per
+ * weight pair i < j). GPTAQ adds the two triangular products for P (K^3 each) and a second update
+ * term (N*K^2). */
 double gptq_flops(int N, int K, enum gptq_method m, enum gptq_factor f);
 
 #endif

@@ -54,13 +54,15 @@ void quant_int_fit_group_awq(const float *x, int n, int bits, int sym, float *sc
     int maxq = quant_int_maxq(bits);
     if (sym) {
         float amax = 0.0f;
-        for (int i = 0; i < n; i++) amax = fmaxf(amax, fabsf(x[i]));
+        for (int i = 0; i < n; i++)
+            amax = fmaxf(amax, fabsf(x[i]));
         *scale = fmaxf(amax, 1e-5f) / (float)((1 << (bits - 1)) - 1);
         *zero = 1 << (bits - 1);
         return;
     }
     float mn = x[0], mx = x[0];
-    for (int i = 1; i < n; i++) mn = fminf(mn, x[i]), mx = fmaxf(mx, x[i]);
+    for (int i = 1; i < n; i++)
+        mn = fminf(mn, x[i]), mx = fmaxf(mx, x[i]);
     float s = fmaxf(mx - mn, 1e-5f) / (float)maxq;
     float z = -rintf(mn / s);
     z = z < 0.0f ? 0.0f : (z > (float)maxq ? (float)maxq : z);
@@ -74,9 +76,9 @@ int quant_int_rtn(const float *W, int N, int K, const struct quant_int_params *p
     int gs = p->group_size <= 0 ? K : p->group_size;
     int G = quant_int_n_groups(K, p->group_size), maxq = quant_int_maxq(p->bits);
     for (long i = 0; i < (long)N * K; i++)
-        if (!isfinite(W[i]))
-            return as_fail("weight: non-finite value at [%ld, %ld]", i / K, i % K);
-    for (int k = 0; k < K; k++) g_idx[k] = k / gs;
+        if (!isfinite(W[i])) return as_fail("weight: non-finite value at [%ld, %ld]", i / K, i % K);
+    for (int k = 0; k < K; k++)
+        g_idx[k] = k / gs;
     for (int n = 0; n < N; n++) {
         const float *w = W + (long)n * K;
         for (int g = 0; g < G; g++) {

@@ -17,7 +17,9 @@ struct quant_int_params {
     int sym;        /* 1 = symmetric (zero fixed at (maxq+1)/2) */
 };
 
-static inline int quant_int_maxq(int bits) { return (1 << bits) - 1; }
+static inline int quant_int_maxq(int bits) {
+    return (1 << bits) - 1;
+}
 /* G = ceil(K / group_size), or 1 for group_size <= 0 (also when group_size >= K). */
 static inline int quant_int_n_groups(int K, int group_size) {
     return group_size <= 0 ? 1 : (K + group_size - 1) / group_size;
@@ -36,8 +38,7 @@ void quant_int_fit_group_strided(const float *x, int n, long stride, int bits, i
  * asym: scale = max(max - min, 1e-5)/maxq, zero = clamp(-round(min/scale), 0, maxq).
  * sym:  scale = max(max|x|, 1e-5)/(2^(bits-1) - 1), zero = 2^(bits-1) (AWQ's signed
  *       clamp(round(x/s), -2^(b-1), 2^(b-1)-1) expressed with unsigned codes). */
-void quant_int_fit_group_awq(const float *x, int n, int bits, int sym, float *scale,
-                             int32_t *zero);
+void quant_int_fit_group_awq(const float *x, int n, int bits, int sym, float *scale, int32_t *zero);
 
 /* q = clamp(round(x/scale) + zero, 0, maxq); x/scale is a true division, as in the reference. */
 static inline uint8_t quant_int_quantize(float x, float scale, int32_t zero, int maxq) {

@@ -43,13 +43,18 @@ static float *make_x(int T, int K, uint64_t seed) {
     uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
     float *X = malloc(sizeof(float) * (size_t)T * K), *F = malloc(sizeof(float) * (size_t)T * 8),
           *A = malloc(sizeof(float) * 8 * (size_t)K), *cs = malloc(sizeof(float) * (size_t)K);
-    for (int i = 0; i < T * 8; i++) F[i] = randn(&s);
-    for (int i = 0; i < 8 * K; i++) A[i] = randn(&s);
-    for (int k = 0; k < K; k++) cs[k] = expf(2.0f * randn(&s) / 2.0f);
-    for (int i = 0; i < T * K; i++) X[i] = 0.5f * randn(&s);
+    for (int i = 0; i < T * 8; i++)
+        F[i] = randn(&s);
+    for (int i = 0; i < 8 * K; i++)
+        A[i] = randn(&s);
+    for (int k = 0; k < K; k++)
+        cs[k] = expf(2.0f * randn(&s) / 2.0f);
+    for (int i = 0; i < T * K; i++)
+        X[i] = 0.5f * randn(&s);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, K, 8, 1.0f, F, 8, A, K, 1.0f, X, K);
     for (int t = 0; t < T; t++)
-        for (int k = 0; k < K; k++) X[(long)t * K + k] *= cs[k];
+        for (int k = 0; k < K; k++)
+            X[(long)t * K + k] *= cs[k];
     free(F), free(A), free(cs);
     return X;
 }
@@ -58,14 +63,17 @@ static float *make_h(const float *X, int T, int K) {
     float *H = calloc((size_t)K * K, sizeof(float));
     cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, K, T, 2.0f / (float)T, X, K, 0.0f, H, K);
     for (int i = 0; i < K; i++)
-        for (int j = 0; j < i; j++) H[(long)i * K + j] = H[(long)j * K + i];
+        for (int j = 0; j < i; j++)
+            H[(long)i * K + j] = H[(long)j * K + i];
     return H;
 }
 static float *make_w(int N, int K, uint64_t seed) {
     uint64_t s = seed * 0xBF58476D1CE4E5B9ull + 7;
     float *W = malloc(sizeof(float) * (size_t)N * K);
-    for (int i = 0; i < N * K; i++) W[i] = 0.02f * randn(&s);
-    for (int i = 0; i < N * K / 97; i++) W[rng_next(&s) % ((uint64_t)N * K)] *= 8.0f; /* outliers */
+    for (int i = 0; i < N * K; i++)
+        W[i] = 0.02f * randn(&s);
+    for (int i = 0; i < N * K / 97; i++)
+        W[rng_next(&s) % ((uint64_t)N * K)] *= 8.0f; /* outliers */
     return W;
 }
 static float *fdup(const float *a, size_t n) {
@@ -81,7 +89,8 @@ static double out_err(const float *Xa, const float *Wa, const float *Xb, const f
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, N, K, 1.0f, Xa, K, Wa, K, 0.0f, Ya, N);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, N, K, 1.0f, Xb, K, Wb, K, 0.0f, Yb, N);
     double e = 0;
-    for (long i = 0; i < (long)T * N; i++) e += (double)(Ya[i] - Yb[i]) * (Ya[i] - Yb[i]);
+    for (long i = 0; i < (long)T * N; i++)
+        e += (double)(Ya[i] - Yb[i]) * (Ya[i] - Yb[i]);
     free(Ya), free(Yb);
     return e;
 }
@@ -102,8 +111,10 @@ static struct gptq_opts opts_of(const struct cfg *c) {
 
 static void test_diag_h_is_rtn(void **state) {
     (void)state;
-    const struct cfg cs[] = {{16, 172, 4, 32, 1, 0, 0}, {16, 172, 3, 32, 0, 0, 0},
-                             {8, 100, 4, -1, 0, 0, 0},  {8, 100, 2, 64, 1, 1, 1},
+    const struct cfg cs[] = {{16, 172, 4, 32, 1, 0, 0},
+                             {16, 172, 3, 32, 0, 0, 0},
+                             {8, 100, 4, -1, 0, 0, 0},
+                             {8, 100, 2, 64, 1, 1, 1},
                              {8, 96, 8, 32, 0, 1, 1}};
     for (size_t t = 0; t < sizeof cs / sizeof cs[0]; t++) {
         const struct cfg *c = &cs[t];
@@ -111,13 +122,16 @@ static void test_diag_h_is_rtn(void **state) {
         float *W = make_w(N, K, 11 + t), *W0 = fdup(W, (size_t)N * K);
         float *H = calloc((size_t)K * K, sizeof(float));
         uint64_t s = 5;
-        for (int k = 0; k < K; k++) H[(long)k * K + k] = 0.1f + fabsf(randn(&s));
+        for (int k = 0; k < K; k++)
+            H[(long)k * K + k] = 0.1f + fabsf(randn(&s));
         struct gptq_opts o = opts_of(c);
         struct gptq_result r;
         assert_int_equal(gptq_quantize(&o, W, N, K, H, &r), 0);
         uint8_t *q = malloc((size_t)N * K);
-        float *sc = malloc(sizeof(float) * (size_t)N * G), *wh = malloc(sizeof(float) * (size_t)N * K);
-        int32_t *zp = malloc(sizeof(int32_t) * (size_t)N * G), *gi = malloc(sizeof(int32_t) * (size_t)K);
+        float *sc = malloc(sizeof(float) * (size_t)N * G),
+              *wh = malloc(sizeof(float) * (size_t)N * K);
+        int32_t *zp = malloc(sizeof(int32_t) * (size_t)N * G),
+                *gi = malloc(sizeof(int32_t) * (size_t)K);
         struct quant_int_params p = {c->bits, c->gs, c->sym};
         assert_int_equal(quant_int_rtn(W0, N, K, &p, q, sc, zp, gi, wh), 0);
         assert_memory_equal(r.q, q, (size_t)N * K);
@@ -139,13 +153,15 @@ static void test_diag_h_actorder_dynamic(void **state) {
     float *W = make_w(N, K, 3), *Wp = malloc(sizeof(float) * (size_t)N * K);
     float *H = calloc((size_t)K * K, sizeof(float));
     int32_t perm[96];
-    for (int k = 0; k < K; k++) H[(long)k * K + k] = (float)((k * 37) % K + 1); /* distinct */
+    for (int k = 0; k < K; k++)
+        H[(long)k * K + k] = (float)((k * 37) % K + 1); /* distinct */
     /* expected order: decreasing diag */
     for (int i = 0; i < K; i++)
         for (int k = 0; k < K; k++)
             if ((k * 37) % K + 1 == K - i) perm[i] = k;
     for (int n = 0; n < N; n++)
-        for (int i = 0; i < K; i++) Wp[n * K + i] = W[n * K + perm[i]];
+        for (int i = 0; i < K; i++)
+            Wp[n * K + i] = W[n * K + perm[i]];
     struct cfg c = {N, K, 4, gs, 0, 1, 0};
     struct gptq_opts o = opts_of(&c);
     struct gptq_result r;
@@ -157,9 +173,11 @@ static void test_diag_h_actorder_dynamic(void **state) {
     struct quant_int_params p = {4, gs, 0};
     assert_int_equal(quant_int_rtn(Wp, N, K, &p, q, sc, zp, gi, NULL), 0);
     for (int n = 0; n < N; n++)
-        for (int i = 0; i < K; i++) assert_int_equal(r.q[n * K + perm[i]], q[n * K + i]);
+        for (int i = 0; i < K; i++)
+            assert_int_equal(r.q[n * K + perm[i]], q[n * K + i]);
     assert_memory_equal(r.scale, sc, sizeof(float) * (size_t)N * G);
-    for (int i = 0; i < K; i++) assert_int_equal(r.g_idx[perm[i]], i / gs);
+    for (int i = 0; i < K; i++)
+        assert_int_equal(r.g_idx[perm[i]], i / gs);
     gptq_result_free(&r);
     free(W), free(Wp), free(H);
 }
@@ -178,7 +196,8 @@ static void compare_kernels_f(const struct cfg *c, int method, int blocksize, ui
     if (method == GPTQ_METHOD_GPTAQ) {
         uint64_t s = seed;
         D = malloc(sizeof(float) * (size_t)K * K);
-        for (long i = 0; i < (long)K * K; i++) D[i] = 0.05f * H[i] + 0.01f * randn(&s);
+        for (long i = 0; i < (long)K * K; i++)
+            D[i] = 0.05f * H[i] + 0.01f * randn(&s);
         D2 = fdup(D, (size_t)K * K);
         o.dxxt = D;
     }
@@ -194,7 +213,8 @@ static void compare_kernels_f(const struct cfg *c, int method, int blocksize, ui
     long same = 0, rows_diff = 0;
     for (int n = 0; n < N; n++) {
         long rs = 0;
-        for (int k = 0; k < K; k++) rs += a.q[(long)n * K + k] == b.q[(long)n * K + k];
+        for (int k = 0; k < K; k++)
+            rs += a.q[(long)n * K + k] == b.q[(long)n * K + k];
         same += rs;
         rows_diff += rs != K;
     }
@@ -239,8 +259,10 @@ static void test_blocked_equals_columnwise(void **state) {
 
 static void test_gptaq_blocked_equals_columnwise(void **state) {
     (void)state;
-    const struct cfg cs[] = {{40, 172, 4, 32, 1, 0, 0}, {40, 172, 4, 32, 0, 1, 0},
-                             {32, 256, 3, -1, 1, 1, 0}, {32, 200, 4, 64, 0, 1, 1}};
+    const struct cfg cs[] = {{40, 172, 4, 32, 1, 0, 0},
+                             {40, 172, 4, 32, 0, 1, 0},
+                             {32, 256, 3, -1, 1, 1, 0},
+                             {32, 200, 4, 64, 0, 1, 1}};
     for (size_t t = 0; t < sizeof cs / sizeof cs[0]; t++) {
         compare_kernels(&cs[t], GPTQ_METHOD_GPTAQ, 128, 300 + t);
         compare_kernels(&cs[t], GPTQ_METHOD_GPTAQ, 64, 400 + t);
@@ -251,8 +273,8 @@ static void test_gptaq_blocked_equals_columnwise(void **state) {
  * (checked through the columnwise kernel, so both the kernel and the factorization vary). */
 static void test_factor_reverse(void **state) {
     (void)state;
-    const struct cfg cs[] = {{40, 172, 4, 32, 1, 0, 0}, {40, 256, 4, 128, 0, 1, 0},
-                             {32, 200, 3, -1, 1, 1, 0}};
+    const struct cfg cs[] = {
+        {40, 172, 4, 32, 1, 0, 0}, {40, 256, 4, 128, 0, 1, 0}, {32, 200, 3, -1, 1, 1, 0}};
     for (size_t t = 0; t < sizeof cs / sizeof cs[0]; t++) {
         compare_kernels_f(&cs[t], GPTQ_METHOD_GPTQ, 128, 600 + t, GPTQ_FACTOR_REVERSE);
         compare_kernels_f(&cs[t], GPTQ_METHOD_GPTAQ, 128, 700 + t, GPTQ_FACTOR_REVERSE);
@@ -260,7 +282,8 @@ static void test_factor_reverse(void **state) {
     /* diagonal H: U is exactly diag(1/sqrt(h)) either way, so REVERSE is still exactly RTN */
     int N = 8, K = 40;
     float *W = make_w(N, K, 1), *W0 = fdup(W, (size_t)N * K), *H = calloc((size_t)K * K, 4);
-    for (int k = 0; k < K; k++) H[k * K + k] = 1.0f + (float)k;
+    for (int k = 0; k < K; k++)
+        H[k * K + k] = 1.0f + (float)k;
     struct cfg c = {N, K, 4, 16, 0, 0, 0};
     struct gptq_opts o = opts_of(&c);
     o.factor = GPTQ_FACTOR_REVERSE;
@@ -299,8 +322,10 @@ static void test_threads_bitwise(void **state) {
 
 static void test_gptq_beats_rtn(void **state) {
     (void)state;
-    const struct cfg cs[] = {{64, 192, 4, 64, 1, 0, 0}, {64, 192, 3, -1, 0, 1, 0},
-                             {64, 192, 4, 32, 0, 1, 1}, {64, 192, 2, 64, 1, 1, 0}};
+    const struct cfg cs[] = {{64, 192, 4, 64, 1, 0, 0},
+                             {64, 192, 3, -1, 0, 1, 0},
+                             {64, 192, 4, 32, 0, 1, 1},
+                             {64, 192, 2, 64, 1, 1, 0}};
     for (int seed = 1; seed <= 3; seed++)
         for (size_t t = 0; t < sizeof cs / sizeof cs[0]; t++) {
             const struct cfg *c = &cs[t];
@@ -309,7 +334,8 @@ static void test_gptq_beats_rtn(void **state) {
             float *W0 = fdup(W, (size_t)N * K), *wr = malloc(sizeof(float) * (size_t)N * K);
             uint8_t *q = malloc((size_t)N * K);
             float *sc = malloc(sizeof(float) * (size_t)N * G);
-            int32_t *zp = malloc(sizeof(int32_t) * (size_t)N * G), *gi = malloc(sizeof(int32_t) * K);
+            int32_t *zp = malloc(sizeof(int32_t) * (size_t)N * G),
+                    *gi = malloc(sizeof(int32_t) * K);
             struct quant_int_params p = {c->bits, c->gs, c->sym};
             assert_int_equal(quant_int_rtn(W0, N, K, &p, q, sc, zp, gi, wr), 0);
             struct gptq_opts o = opts_of(c);
@@ -357,11 +383,14 @@ static void test_gptaq_lowers_asymmetric_error(void **state) {
         int N = 64, K = 160, T = 640;
         float *Xf = make_x(T, K, 500 + seed), *Xq = fdup(Xf, (size_t)T * K);
         uint64_t s = 900 + seed;
-        for (long i = 0; i < (long)T * K; i++) Xq[i] += 0.3f * fabsf(Xf[i]) * randn(&s);
+        for (long i = 0; i < (long)T * K; i++)
+            Xq[i] += 0.3f * fabsf(Xf[i]) * randn(&s);
         float *H = make_h(Xq, T, K), *H2 = fdup(H, (size_t)K * K), *W = make_w(N, K, seed);
         float *W0 = fdup(W, (size_t)N * K), *W2 = fdup(W, (size_t)N * K);
-        float *dX = malloc(sizeof(float) * (size_t)T * K), *D = malloc(sizeof(float) * (size_t)K * K);
-        for (long i = 0; i < (long)T * K; i++) dX[i] = Xf[i] - Xq[i];
+        float *dX = malloc(sizeof(float) * (size_t)T * K),
+              *D = malloc(sizeof(float) * (size_t)K * K);
+        for (long i = 0; i < (long)T * K; i++)
+            dX[i] = Xf[i] - Xq[i];
         /* D[a,b] = (2/T) sum_t dX[t,a] Xq[t,b] */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, K, T, 2.0f / (float)T, dX, K, Xq, K,
                     0.0f, D, K);
@@ -388,9 +417,11 @@ static void test_indefinite_retried(void **state) {
     int N = 16, K = 64, T = 8;
     float *X = make_x(T, K, 4), *H = make_h(X, T, K), *W = make_w(N, K, 4);
     double m = 0;
-    for (int k = 0; k < K; k++) m += H[(long)k * K + k];
+    for (int k = 0; k < K; k++)
+        m += H[(long)k * K + k];
     m /= K;
-    for (int k = 0; k < K; k++) H[(long)k * K + k] -= (float)(0.03 * m);
+    for (int k = 0; k < K; k++)
+        H[(long)k * K + k] -= (float)(0.03 * m);
     struct cfg c = {N, K, 4, 32, 1, 1, 0};
     struct gptq_opts o = opts_of(&c);
     struct gptq_result r;
@@ -398,7 +429,8 @@ static void test_indefinite_retried(void **state) {
     assert_true(r.damp_retries >= 2 && r.damp_retries <= 4);
     assert_true(fabsf(r.percdamp - (0.01f + 0.01f * (float)r.damp_retries)) < 1e-6f);
     assert_true(r.percdamp > 0.03f);
-    for (long i = 0; i < (long)N * K; i++) assert_true(isfinite(W[i]));
+    for (long i = 0; i < (long)N * K; i++)
+        assert_true(isfinite(W[i]));
     gptq_result_free(&r);
     free(X), free(H), free(W);
 
@@ -439,7 +471,8 @@ static void test_bad_input(void **state) {
     (void)state;
     int N = 4, K = 8;
     float *W = make_w(N, K, 2), *H = calloc(64, sizeof(float));
-    for (int k = 0; k < K; k++) H[k * K + k] = 1.0f;
+    for (int k = 0; k < K; k++)
+        H[k * K + k] = 1.0f;
     struct cfg c = {N, K, 4, -1, 1, 0, 0};
     struct gptq_opts o = opts_of(&c);
     struct gptq_result r;
@@ -473,8 +506,7 @@ static void test_bad_input(void **state) {
 static int oracle_ok(void) {
     static int ok = -1;
     if (ok < 0)
-        ok = access(ORACLE, R_OK) == 0 &&
-             system("python3 -c 'import numpy' >/dev/null 2>&1") == 0;
+        ok = access(ORACLE, R_OK) == 0 && system("python3 -c 'import numpy' >/dev/null 2>&1") == 0;
     return ok;
 }
 
@@ -502,7 +534,8 @@ static void oracle_case(const struct cfg *c, int method, uint64_t seed) {
     if (method == GPTQ_METHOD_GPTAQ) {
         uint64_t s = seed;
         D = malloc(sizeof(float) * (size_t)K * K);
-        for (long i = 0; i < (long)K * K; i++) D[i] = 0.05f * H[i] + 0.01f * randn(&s);
+        for (long i = 0; i < (long)K * K; i++)
+            D[i] = 0.05f * H[i] + 0.01f * randn(&s);
     }
     char dir[] = "/tmp/gptq_oracle_XXXXXX";
     assert_non_null(mkdtemp(dir));
@@ -525,7 +558,8 @@ static void oracle_case(const struct cfg *c, int method, uint64_t seed) {
     assert_int_equal(gptq_quantize(&o, W, N, K, H, &r), 0);
     uint8_t *q = malloc((size_t)N * K);
     float *sc = malloc(sizeof(float) * (size_t)N * G), *wh = malloc(sizeof(float) * (size_t)N * K);
-    int32_t *zp = malloc(sizeof(int32_t) * (size_t)N * G), *gi = malloc(sizeof(int32_t) * (size_t)K);
+    int32_t *zp = malloc(sizeof(int32_t) * (size_t)N * G),
+            *gi = malloc(sizeof(int32_t) * (size_t)K);
     read_file(dir, "q.u8", q, (size_t)N * K);
     read_file(dir, "scale.f32", sc, sizeof(float) * (size_t)N * G);
     read_file(dir, "zero.i32", zp, sizeof(int32_t) * (size_t)N * G);
@@ -583,7 +617,8 @@ static void test_oracle_gptq(void **state) {
         {32, 256, 4, 128, 1, 0, 0}, {32, 172, 4, 32, 0, 1, 0}, {32, 172, 3, 32, 1, 1, 1},
         {24, 200, 2, -1, 0, 1, 0},  {24, 192, 8, 64, 1, 0, 0}, {24, 150, 4, 50, 0, 0, 1},
     };
-    for (size_t t = 0; t < sizeof cs / sizeof cs[0]; t++) oracle_case(&cs[t], GPTQ_METHOD_GPTQ, 60 + t);
+    for (size_t t = 0; t < sizeof cs / sizeof cs[0]; t++)
+        oracle_case(&cs[t], GPTQ_METHOD_GPTQ, 60 + t);
 }
 
 static void test_oracle_gptaq(void **state) {
@@ -593,7 +628,8 @@ static void test_oracle_gptaq(void **state) {
         skip();
     }
     const struct cfg cs[] = {{32, 172, 4, 32, 1, 0, 0}, {24, 200, 4, 64, 0, 1, 0}};
-    for (size_t t = 0; t < 2; t++) oracle_case(&cs[t], GPTQ_METHOD_GPTAQ, 80 + t);
+    for (size_t t = 0; t < 2; t++)
+        oracle_case(&cs[t], GPTQ_METHOD_GPTAQ, 80 + t);
 }
 
 int main(void) {

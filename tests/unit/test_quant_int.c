@@ -44,7 +44,8 @@ static void test_asym4_hand(void **state) {
     assert_true(s == 0.5f);
     assert_int_equal(z, 3);
     const uint8_t want[4] = {0, 15, 5, 7};
-    for (int i = 0; i < 4; i++) assert_int_equal(quant_int_quantize(x[i], s, z, 15), want[i]);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(quant_int_quantize(x[i], s, z, 15), want[i]);
     /* positive-only group: xmin forced to 0 -> scale 3/15, zero 0 */
     const float y[3] = {1.0f, 2.0f, 3.0f};
     quant_int_fit_group(y, 3, 4, 0, &s, &z);
@@ -107,7 +108,8 @@ static void test_code_roundtrip(void **state) {
             int maxq = quant_int_maxq(bits);
             assert_true(z >= 0 && z <= maxq);
             for (int c = 0; c <= maxq; c++)
-                assert_int_equal(quant_int_quantize(quant_int_dequantize((uint8_t)c, s, z), s, z, maxq), c);
+                assert_int_equal(
+                    quant_int_quantize(quant_int_dequantize((uint8_t)c, s, z), s, z, maxq), c);
         }
 }
 
@@ -125,7 +127,8 @@ static void test_rtn_ragged(void **state) {
     uint8_t q[N * K];
     int32_t zp[N * G], gi[K];
     uint64_t st = 42;
-    for (int i = 0; i < N * K; i++) W[i] = frand(&st);
+    for (int i = 0; i < N * K; i++)
+        W[i] = frand(&st);
     struct quant_int_params p = {4, 4, 0};
     assert_int_equal(quant_int_n_groups(K, 4), G);
     assert_int_equal(quant_int_rtn(W, N, K, &p, q, sc, zp, gi, what), 0);
@@ -140,13 +143,15 @@ static void test_rtn_ragged(void **state) {
         for (int k = 0; k < K; k++) {
             float sg = sc[n * G + gi[k]];
             assert_true(fabsf(W[n * K + k] - what[n * K + k]) <= sg * 0.5f * (1 + 1e-5f));
-            assert_true(what[n * K + k] == quant_int_dequantize(q[n * K + k], sg, zp[n * G + gi[k]]));
+            assert_true(what[n * K + k] ==
+                        quant_int_dequantize(q[n * K + k], sg, zp[n * G + gi[k]]));
         }
     }
     /* per channel: one group, g_idx all 0 */
     struct quant_int_params pc = {4, -1, 1};
     assert_int_equal(quant_int_rtn(W, N, K, &pc, q, sc, zp, gi, NULL), 0);
-    for (int k = 0; k < K; k++) assert_int_equal(gi[k], 0);
+    for (int k = 0; k < K; k++)
+        assert_int_equal(gi[k], 0);
     assert_int_equal(zp[0], 8);
 }
 
@@ -197,10 +202,10 @@ static void test_awq_fit(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sym4_hand),          cmocka_unit_test(test_asym4_hand),
-        cmocka_unit_test(test_all_zero),           cmocka_unit_test(test_sym_nonnegative_quirk),
-        cmocka_unit_test(test_sym_zero_points),    cmocka_unit_test(test_code_roundtrip),
-        cmocka_unit_test(test_rtn_ragged),         cmocka_unit_test(test_rtn_bad_input),
+        cmocka_unit_test(test_sym4_hand),       cmocka_unit_test(test_asym4_hand),
+        cmocka_unit_test(test_all_zero),        cmocka_unit_test(test_sym_nonnegative_quirk),
+        cmocka_unit_test(test_sym_zero_points), cmocka_unit_test(test_code_roundtrip),
+        cmocka_unit_test(test_rtn_ragged),      cmocka_unit_test(test_rtn_bad_input),
         cmocka_unit_test(test_awq_fit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
