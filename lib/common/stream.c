@@ -19,6 +19,7 @@
 
 #include "as_error.h"
 #include "mapped_file.h"
+#include "ref_policy.h"
 
 #define READ_BUF_BYTES (1u << 20) /* reader's buffer for prefixes and headers */
 #define IO_CHUNK (1u << 30)       /* Linux moves at most ~2 GiB per read()/write() */
@@ -305,13 +306,17 @@ int as_stream_write_tensor(struct as_stream_writer *w, const char *name, const c
     return as_stream_write(w, &r, data);
 }
 
-int as_stream_write_end(struct as_stream_writer *w) {
-    char json[96];
-    snprintf(json, sizeof json, "{\"end\":true,\"records\":%" PRIu64 "}", w->seg_records);
+static int write_end(struct as_stream_writer *w, int flush) {
+    char json[128];
+    snprintf(json, sizeof json, "{\"end\":true,\"records\":%" PRIu64 "%s}", w->seg_records,
+             flush ? ",\"flush\":true" : "");
     if (emit_record(w, AS_REC_END, json, 0, NULL)) return -1;
     w->seg_records = 0;
     return 0;
 }
+
+int as_stream_write_end(struct as_stream_writer *w) { return write_end(w, 0); }
+int as_stream_write_end_flush(struct as_stream_writer *w) { return write_end(w, 1); }
 
 /* ---------------------------------------------------------------- reader */
 
@@ -326,6 +331,7 @@ struct as_stream_reader {
 
     uint64_t n_records, seg_records;
     int last_was_end, started;
+    int last_end_flush; /* the last end record asked for a response ("flush": true) */
 
     /* current record */
     int have_rec;
@@ -598,7 +604,19 @@ static int parse_header(struct as_stream_reader *r, uint64_t idx, uint64_t paylo
     return 0;
 }
 
+static int stream_next(struct as_stream_reader *r, const struct as_rec **out, int stop_at_end);
+
 int as_stream_next(struct as_stream_reader *r, const struct as_rec **out) {
+    return stream_next(r, out, 0);
+}
+
+int as_stream_next_segmented(struct as_stream_reader *r, const struct as_rec **out) {
+    return stream_next(r, out, 1);
+}
+
+int as_stream_end_flush(const struct as_stream_reader *r) { return r->last_end_flush; }
+
+static int stream_next(struct as_stream_reader *r, const struct as_rec **out, int stop_at_end) {
     *out = NULL;
     if (r->have_rec && r->inline_left) {
         uint64_t left = r->inline_left;
@@ -679,10 +697,12 @@ int as_stream_next(struct as_stream_reader *r, const struct as_rec **out) {
                 return as_fail("stream %s: end record says %" PRIu64
                                " records, segment has %" PRIu64 " (records lost)",
                                r->name, n, r->seg_records);
+            r->last_end_flush = json_is_true(json_object_get(r->hdr, "flush"));
             json_decref(r->hdr);
             r->hdr = NULL;
             r->seg_records = 0;
             r->last_was_end = 1;
+            if (stop_at_end) return 2;
             continue;
         }
         if (kind != AS_REC_TENSOR)
@@ -709,6 +729,17 @@ static const void *load_inline(struct as_stream_reader *r) {
         as_fail("stream %s: record %" PRIu64 " (%s): payload already skipped", r->name,
                 r->n_records, rec->name);
         return NULL;
+    }
+    struct stat fst; /* a regular file tells how much is left: a damaged length is truncation,
+                      * found before allocating what it claims */
+    if (r->seekable && fstat(r->fd, &fst) == 0) {
+        uint64_t size = (uint64_t)fst.st_size, left = size > r->consumed ? size - r->consumed : 0;
+        if (n > left) {
+            as_fail("stream %s: record %" PRIu64 " (%s): truncated in payload (got %" PRIu64
+                    " of %" PRIu64 " bytes)",
+                    r->name, r->n_records, rec->name, left, n);
+            return NULL;
+        }
     }
     if (n > r->pbuf_cap) {
         free(r->pbuf);
@@ -774,7 +805,14 @@ static void hold_map(struct as_stream_reader *r, struct as_mapped_file *m) {
 static const void *load_ref(struct as_stream_reader *r) {
     struct as_rec *rec = &r->rec;
     uint64_t end = rec->offset + rec->nbytes;
-    struct as_mapped_file *m = as_mapped_file_get(rec->file, end);
+    /* Only files the user allowed (ref_policy.h); map the resolved path that was checked. */
+    char *real = NULL;
+    if (as_stream_ref_allowed(rec->file, rec->offset, rec->nbytes, &real)) {
+        as_fail_prefix("stream %s: record %" PRIu64 " (%s): ", r->name, r->n_records, rec->name);
+        return NULL;
+    }
+    struct as_mapped_file *m = as_mapped_file_get(real, end);
+    free(real);
 #define REF_FAIL(...)                                                                              \
     (as_fail(__VA_ARGS__),                                                                         \
      as_fail_prefix("stream %s: record %" PRIu64 " (%s): ", r->name, r->n_records, rec->name))

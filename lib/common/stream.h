@@ -75,6 +75,15 @@ struct as_stream_reader *as_stream_open(const char *path);
  * an end record); -1 with as_fail() on any error (truncation, corruption, I/O). End records
  * between segments are consumed silently. An unread inline payload is skipped (not verified). */
 int as_stream_next(struct as_stream_reader *r, const struct as_rec **rec);
+/* Same, but an end record is reported instead of consumed silently: returns 2 at each segment
+ * boundary, so a consumer in a request/response protocol (as-calib's quantizer coprocess) can act
+ * at the end of each segment without blocking for the next one. */
+int as_stream_next_segmented(struct as_stream_reader *r, const struct as_rec **rec);
+/* 1 if the end record just reported by as_stream_next_segmented asked for a response: a
+ * request/response producer (as-calib --sequential) marks the end of each request so, and a
+ * filter (as-gptq) must then finish all it can, fail on what it cannot, and answer with an end
+ * record of its own (as_stream_write_end_flush). */
+int as_stream_end_flush(const struct as_stream_reader *r);
 /* The current record's payload, verified: inline bytes are read into a reusable 64-byte aligned
  * buffer (valid until the next as_stream_next) and checked against their XXH3; references are
  * mapped (valid until as_stream_close), checked against the recorded file size/mtime and bounds,
@@ -103,6 +112,8 @@ int as_stream_write_tensor(struct as_stream_writer *w, const char *name, const c
 /* End the segment: an end record carrying the number of records written since the last one.
  * A producer that fails must NOT call this, so that consumers detect the incomplete stream. */
 int as_stream_write_end(struct as_stream_writer *w);
+/* An end record marked {"flush": true}: "answer everything up to here now" (see above). */
+int as_stream_write_end_flush(struct as_stream_writer *w);
 uint64_t as_stream_writer_count(const struct as_stream_writer *w); /* records written in total */
 void as_stream_writer_free(struct as_stream_writer *w);
 

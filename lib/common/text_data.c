@@ -65,9 +65,9 @@ static int list_inputs(const char *path, char ***files_out, int *n_out) {
             files[n++] = p;
         }
         closedir(d);
+        if (!n) return as_fail("%s: no text files", path);
         qsort(files, n, sizeof *files, cmp_str);
     }
-    if (!n) return as_fail("%s: no text files", path);
     *files_out = files;
     *n_out = n;
     return 0;

@@ -44,6 +44,9 @@ static void usage(FILE *f) {
             "      --seed S          window selection seed (default 0)\n"
             "      --layers A[-B]    only these decoder layers (default all)\n"
             "      --keep-inputs N   also emit a sample of N input rows per group\n"
+            "      --keep-seqs S     also emit the residual stream entering each layer for the\n"
+            "                        first S windows (role layer-input, F32 [S*seqlen, hidden];\n"
+            "                        for as-awq)\n"
             "      --no-weights      do not emit the weights by reference\n"
             "      --arena DIR       write payloads to an arena file in DIR and send references\n"
             "      --sequential CMD  true-sequential quantization with quantizer coprocess CMD;\n"
@@ -83,6 +86,9 @@ struct calib {
     double *dxx;
     float *dxx_chunk;
     int capture_fp;
+    /* --keep-seqs: the layer inputs of the first keep_seqs windows, [layer - lo][S*seqlen*D] */
+    int keep_seqs;
+    float *seq_inputs;
 };
 
 static struct as_act_stats *stats_for(struct calib *c, int layer, enum as_linear_group g) {
@@ -131,6 +137,12 @@ static int run_samples(struct calib *c, const int32_t *tokens, int samples, int 
         }
         as_state_reset(s);
         if (as_forward(c->m, s, win, seqlen, AS_LOGITS_NONE, &hk) || c->hook_error) goto fail;
+        if (c->seq_inputs && i < c->keep_seqs) { /* s->layer_acts: [n_layers+1][max_T*D] */
+            size_t D = (size_t)c->m->cfg.hidden, per = (size_t)c->keep_seqs * seqlen * D;
+            for (int l = c->layer_lo; l <= c->layer_hi; l++)
+                memcpy(c->seq_inputs + (l - c->layer_lo) * per + (size_t)i * seqlen * D,
+                       s->layer_acts + (size_t)l * s->max_T * D, sizeof(float) * seqlen * D);
+        }
         as_progress("sample %d/%d", i + 1, samples);
     }
     free(win);
@@ -222,6 +234,21 @@ static int emit_group(struct calib *c, struct as_stream_writer *w, struct as_are
     return rc ? -1 : 0;
 }
 
+/* --keep-seqs: "model.layers.N.input", the residual stream entering layer N (kept windows). */
+static int emit_layer_input(struct calib *c, struct as_stream_writer *w, struct as_arena *arena,
+                            int layer, int seqlen) {
+    size_t D = (size_t)c->m->cfg.hidden, per = (size_t)c->keep_seqs * seqlen * D;
+    char name[128];
+    snprintf(name, sizeof name, "model.layers.%d.input", layer);
+    int64_t shape[2] = {(int64_t)c->keep_seqs * seqlen, (int64_t)D};
+    struct as_rec rec;
+    as_rec_init(&rec, name, "layer-input", layer, AS_F32, 2, shape);
+    rec.attrs = json_pack("{s:i, s:i}", "seqs", c->keep_seqs, "seqlen", seqlen);
+    int rc = write_payload(w, arena, &rec, c->seq_inputs + (layer - c->layer_lo) * per);
+    json_decref(rec.attrs);
+    return rc;
+}
+
 struct coproc {
     pid_t pid;
     struct as_stream_writer *to;
@@ -269,8 +296,13 @@ static int coproc_finish(struct coproc *cp, const char *cmd) {
     }
     close(cp->from_fd);
     int status;
-    if (waitpid(cp->pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status))
-        if (!rc) rc = as_fail("--sequential: quantizer '%s' failed (status %d)", cmd, status);
+    if (waitpid(cp->pid, &status, 0) < 0)
+        return as_fail("--sequential: quantizer '%s': %s", cmd, strerror(errno));
+    if (WIFSIGNALED(status))
+        return as_fail("--sequential: quantizer '%s' killed by signal %d", cmd, WTERMSIG(status));
+    if (WEXITSTATUS(status))
+        return as_fail("--sequential: quantizer '%s' failed (exit status %d)", cmd,
+                       WEXITSTATUS(status));
     return rc;
 }
 
@@ -279,14 +311,15 @@ static int coproc_finish(struct coproc *cp, const char *cmd) {
 static int sequential_group(struct calib *c, struct coproc *cp, struct as_arena *arena,
                             struct as_stream_writer *out, int layer, enum as_linear_group g) {
     if (emit_group(c, cp->to, arena, layer, g, 1, c->dxx)) return -1;
-    if (as_stream_write_end(cp->to)) return -1; /* segment boundary: nothing more for now */
+    if (as_stream_write_end_flush(cp->to)) return -1; /* "answer this group now" */
     struct as_qcollect *qc = as_qcollect_new();
     int need = 0;
     while (group_members[g][need] != AS_LIN_COUNT) need++;
     const struct as_rec *rec;
     int rc = 0;
     while (as_qcollect_count(qc) < need) {
-        int r = as_stream_next(cp->from, &rec);
+        int r = as_stream_next_segmented(cp->from, &rec);
+        if (r == 2) continue; /* an answer's end; the check below catches a short answer */
         if (r <= 0) {
             rc = r < 0 ? -1 : as_fail("quantizer ended before layer %d %s was quantized", layer,
                                       as_group_names[g]);
@@ -322,6 +355,13 @@ static int sequential_group(struct calib *c, struct coproc *cp, struct as_arena 
         rc = as_qlinear_write(out, pfx, layer, l, a);
         json_decref(a);
     }
+    if (!rc) { /* the answer ends with the quantizer's own flush end record */
+        int r = as_stream_next_segmented(cp->from, &rec);
+        if (r != 2)
+            rc = r < 0 ? -1
+                       : as_fail("quantizer answered layer %d %s with extra records", layer,
+                                 as_group_names[g]);
+    }
     as_qcollect_free(qc);
     return rc;
 }
@@ -330,6 +370,7 @@ int main(int argc, char **argv) {
     as_set_progname(argv[0]);
     const char *model_dir = NULL, *data = NULL, *layers = NULL, *arena_dir = NULL, *seq_cmd = NULL;
     int samples = 128, seqlen = 512, keep = 0, with_weights = 1, gptaq = 0, threads = 0;
+    int keep_seqs = 0;
     uint64_t seed = 0;
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'},  {"data", required_argument, 0, 'd'},
@@ -338,6 +379,7 @@ int main(int argc, char **argv) {
         {"keep-inputs", required_argument, 0, 3}, {"no-weights", no_argument, 0, 4},
         {"arena", required_argument, 0, 5},     {"sequential", required_argument, 0, 6},
         {"gptaq", no_argument, 0, 7},           {"threads", required_argument, 0, 8},
+        {"keep-seqs", required_argument, 0, 9},
         {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "m:d:n:l:h", longopts, NULL)) != -1) {
@@ -354,6 +396,7 @@ int main(int argc, char **argv) {
         case 6: seq_cmd = optarg; break;
         case 7: gptaq = 1; break;
         case 8: threads = atoi(optarg); break;
+        case 9: keep_seqs = atoi(optarg); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -364,6 +407,11 @@ int main(int argc, char **argv) {
     }
     if (samples < 1 || seqlen < 2) as_die("--samples and --seqlen must be >= 1 and >= 2");
     if (gptaq && !seq_cmd) as_die("--gptaq needs --sequential (it compares fp and quantized inputs)");
+    if (keep_seqs < 0 || keep_seqs > samples)
+        as_die("--keep-seqs %d: expected 0..%d (the number of windows)", keep_seqs, samples);
+    if (keep_seqs && seq_cmd)
+        as_die("--keep-seqs keeps full-precision layer inputs; it does not combine with "
+               "--sequential");
     if (threads > 0) openblas_set_num_threads(threads);
     signal(SIGPIPE, SIG_IGN);
 
@@ -398,7 +446,13 @@ int main(int argc, char **argv) {
 
     int n_layers_sel = c.layer_hi - c.layer_lo + 1;
     c.st = as_xcalloc((size_t)n_layers_sel * AS_GROUP_COUNT, sizeof *c.st);
-    struct as_run_state *s = as_state_new(c.m, seqlen, seqlen, 0);
+    struct as_run_state *s =
+        as_state_new(c.m, seqlen, seqlen, keep_seqs ? AS_STATE_KEEP_ACTS : 0);
+    if (keep_seqs) {
+        c.keep_seqs = keep_seqs;
+        c.seq_inputs =
+            as_xmalloc(sizeof(float) * n_layers_sel * keep_seqs * seqlen * c.m->cfg.hidden);
+    }
     if (!s) as_die_last();
     struct as_stream_writer *out = as_stream_writer_fd(1, "stdout");
     if (!out) as_die_last();
@@ -411,9 +465,11 @@ int main(int argc, char **argv) {
     int rc = 0;
     if (!seq_cmd) {
         rc = run_samples(&c, tokens, samples, seqlen, s, NULL);
-        for (int l = c.layer_lo; !rc && l <= c.layer_hi; l++)
+        for (int l = c.layer_lo; !rc && l <= c.layer_hi; l++) {
+            if (c.seq_inputs) rc = emit_layer_input(&c, out, arena, l, seqlen);
             for (int g = 0; !rc && g < AS_GROUP_COUNT; g++)
                 rc = emit_group(&c, out, arena, l, (enum as_linear_group)g, with_weights, NULL);
+        }
     } else {
         struct as_run_state *sfp = NULL;
         int maxd = c.m->cfg.intermediate > c.m->cfg.hidden ? c.m->cfg.intermediate : c.m->cfg.hidden;
@@ -443,11 +499,13 @@ int main(int argc, char **argv) {
         c.layer_lo = lo;
         c.layer_hi = hi;
         if (cp.pid > 0) {
+            /* When the quantizer failed, its own one-line error (on the shared stderr) says why;
+             * ours names the command rather than the broken pipe it left behind. */
             char msg[4096];
             snprintf(msg, sizeof msg, "%s", as_last_error());
             int prc = coproc_finish(&cp, seq_cmd);
-            if (rc) as_fail("%s", msg);
-            else rc = prc;
+            if (rc && !prc) as_fail("%s", msg);
+            rc = rc || prc ? -1 : 0;
         }
         as_state_free(sfp);
         as_model_free(c.fp);
@@ -476,6 +534,7 @@ int main(int argc, char **argv) {
     }
     for (int i = 0; i < n_layers_sel * AS_GROUP_COUNT; i++) as_act_stats_free(&c.st[i]);
     free(c.st);
+    free(c.seq_inputs);
     free(tokens);
     as_state_free(s);
     as_ckpt_refs_free(c.refs);

@@ -18,6 +18,7 @@
 #include "as_error.h"
 #include "eval_metrics.h"
 #include "forward.h"
+#include "gguf.h"
 #include "model.h"
 #include "model_loaders.h"
 #include "text_data.h"
@@ -28,7 +29,7 @@ static void usage(FILE *f) {
             "usage: as-eval -m MODEL -f TEXT [options]\n"
             "Perplexity (and KL divergence vs --base) of a Hugging Face checkpoint directory,\n"
             "dense or quantized (GPTQ v1, compressed-tensors), llama.cpp's conventions.\n"
-            "  -m, --model DIR     checkpoint to evaluate\n"
+            "  -m, --model DIR     checkpoint to evaluate (or a llama.cpp FILE.gguf)\n"
             "  -b, --base DIR      base (full-precision) checkpoint for KL divergence\n"
             "  -f, --file TEXT     evaluation text (e.g. wiki.test.raw)\n"
             "      --bytes N       use only the first N bytes of TEXT (default: all)\n"
@@ -39,6 +40,11 @@ static void usage(FILE *f) {
             "      --threads N     OpenBLAS threads (default: OpenBLAS's choice)\n"
             "      --json          JSON report on stdout instead of the table\n"
             "  -h, --help          this help\n");
+}
+
+/* A checkpoint directory, or a llama.cpp FILE.gguf (model and tokenizer from its metadata). */
+static struct as_model *load_model(const char *path) {
+    return as_path_is_gguf(path) ? as_model_load_gguf(path) : as_model_load(path);
 }
 
 static double now_s(void) {
@@ -117,11 +123,11 @@ int main(int argc, char **argv) {
     as_register_model_loaders();
 
     double t_load = now_s();
-    struct as_model *m = as_model_load(o.model);
+    struct as_model *m = load_model(o.model);
     if (!m) as_die_last();
     struct as_model *base = NULL;
     if (o.base) {
-        base = as_model_load(o.base);
+        base = load_model(o.base);
         if (!base) as_die_last();
         if (base->cfg.vocab != m->cfg.vocab)
             as_die("%s: vocabulary size %d differs from the base model's %d (%s)", o.model,
@@ -142,7 +148,8 @@ int main(int argc, char **argv) {
                    o.ctx, m->cfg.max_pos, o.model);
         char tok_path[4096];
         snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", o.model);
-        struct as_tokenizer *tok = as_tokenizer_load(tok_path);
+        struct as_tokenizer *tok = as_path_is_gguf(o.model) ? as_tokenizer_load_gguf(o.model)
+                                                            : as_tokenizer_load(tok_path);
         if (!tok) as_die_last();
         char *text;
         size_t len;
@@ -182,9 +189,15 @@ int main(int argc, char **argv) {
             for (int j = first; j < o.ctx - 1; j++) {
                 int target = ids[(size_t)ch * o.ctx + j + 1];
                 as_log_softmax(s->logits + (size_t)j * V, V, lp);
+                if (!isfinite(lp[target]))
+                    as_die("%s: non-finite logits in window %d at position %d (NaN or Inf "
+                           "weights?)", o.model, ch, j);
                 as_nll_add(&nll, -lp[target]);
                 if (sb) {
                     as_log_softmax(sb->logits + (size_t)j * V, V, lpb);
+                    if (!isfinite(lpb[target]))
+                        as_die("%s: non-finite logits in window %d at position %d (NaN or Inf "
+                               "weights?)", o.base, ch, j);
                     as_nll_add(&nll_base, -lpb[target]);
                     as_kld_add(&kld, lpb, lp, V, target);
                 }

@@ -246,6 +246,15 @@ static int take_weight(struct gptq_tool *t, struct as_stream_reader *r, const st
     return 0;
 }
 
+/* A weight still waiting for its statistics when no more can come. */
+static int fail_pending(struct gptq_tool *t) {
+    return as_fail("tensor %s.weight: no %s for it in the stream (run as-calib%s, or use "
+                   "--method rtn)",
+                   t->pend[0].prefix,
+                   find_stat(t, "hessian", t->pend[0].prefix) ? "gptaq-dxx record" : "Hessian",
+                   t->o.method == GPTQ_METHOD_GPTAQ ? " --gptaq" : "");
+}
+
 int main(int argc, char **argv) {
     as_set_progname(argv[0]);
     struct gptq_tool t = {0};
@@ -300,7 +309,14 @@ int main(int argc, char **argv) {
         if (!r) as_die_last();
         const struct as_rec *rec;
         int rc;
-        while ((rc = as_stream_next(r, &rec)) == 1) {
+        while ((rc = as_stream_next_segmented(r, &rec)) > 0) {
+            if (rc == 2) { /* segment end: a flush request must be answered now */
+                if (!as_stream_end_flush(r)) continue;
+                if (flush_ready(&t) || (t.n_pend && fail_pending(&t)) ||
+                    as_stream_write_end_flush(t.out))
+                    as_die_last();
+                continue;
+            }
             int err = 0;
             if (rec->role && (!strcmp(rec->role, "hessian") || !strcmp(rec->role, "gptaq-dxx"))) {
                 if (!t.rtn) err = take_stat(&t, r, rec);
@@ -312,11 +328,10 @@ int main(int argc, char **argv) {
         if (rc < 0) as_die_last();
         as_stream_close(r);
     }
-    if (t.n_pend)
-        as_die("tensor %s.weight: no %s for it in the stream (run as-calib%s, or use --method rtn)",
-               t.pend[0].prefix,
-               find_stat(&t, "hessian", t.pend[0].prefix) ? "gptaq-dxx record" : "Hessian",
-               t.o.method == GPTQ_METHOD_GPTAQ ? " --gptaq" : "");
+    if (t.n_pend) {
+        fail_pending(&t);
+        as_die_last();
+    }
     if (as_stream_write_end(t.out)) as_die_last();
     as_progress_done();
     as_stream_writer_free(t.out);

@@ -6,7 +6,9 @@
  * Every tensor of the model that is not a quantized linear is copied through unchanged;
  * config.json gains the format's quantization_config; tokenizer files are copied. A layer a
  * format cannot store faithfully (docs/formats.md) is written as W_hat in the model dtype and
- * reported. The output directory appears atomically (staged, fsynced, renamed). */
+ * reported. The output directory appears atomically (staged, fsynced, renamed).
+ * gguf writes one llama.cpp FILE.gguf instead (gguf_pack.c, docs/gguf.md): group-32 codes as
+ * Q4_0 / Q4_1 / Q8_0 blocks, everything else as floats, written and verified atomically. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -19,13 +21,14 @@
 #include "as_error.h"
 #include "atomic_file.h"
 #include "dtype.h"
+#include "gguf.h"
 #include "pack_formats.h"
 #include "qstream.h"
 #include "quant_load.h"
 #include "safetensors.h"
 #include "stream.h"
 
-enum pack_format { FMT_GPTQ, FMT_CT, FMT_FAKEQUANT };
+enum pack_format { FMT_GPTQ, FMT_CT, FMT_FAKEQUANT, FMT_GGUF, FMT_AWQ };
 
 /* Tensors the stream replaces (role "weight" records for a tensor of the model, e.g. norms that
  * as-awq rescaled), kept as f32 and written in the model tensor's dtype. */
@@ -70,8 +73,13 @@ static void usage(FILE *f) {
             "usage: as-pack -m MODEL -f FORMAT -o OUT [options] [STREAM...]\n"
             "Gather quantized linears from the stream(s) (default stdin) into a checkpoint.\n"
             "  -m, --model DIR        the original checkpoint (unquantized tensors, config, tokenizer)\n"
-            "  -f, --format F         gptq | compressed-tensors | fakequant\n"
-            "  -o, --out DIR          output checkpoint directory (replaced atomically)\n"
+            "  -f, --format F         gptq | compressed-tensors | fakequant | gguf | awq\n"
+            "  -o, --out DIR          output checkpoint directory (replaced atomically);\n"
+            "                         for gguf the output FILE.gguf\n"
+            "      --gguf-float T     gguf: type of unquantized matrices: f32 (default), f16, bf16\n"
+            "      --gguf-q4-1        gguf: store 4-bit symmetric layers as Q4_1 (default Q4_0)\n"
+            "      --gguf-fallback S  gguf: layers that fit no block type: dequant (default, the\n"
+            "                         quantizer's W_hat) or original (the checkpoint's weights)\n"
             "      --scale-dtype T    compressed-tensors scale dtype: model (default), f32, f16, bf16\n"
             "      --no-verify        skip reading the written checkpoint back\n"
             "      --json             JSON report on stdout\n"
@@ -95,6 +103,19 @@ static int copy_file(const char *src, const char *dst) {
     fclose(in);
     if (fclose(out)) rc = as_fail("%s: write failed", dst);
     return rc;
+}
+
+/* What main holds, freed at exit on every path (as_die included), so a failed run leaks nothing. */
+static struct {
+    json_t *config;
+    struct as_ckpt *ck;
+    struct as_qcollect *qc;
+} held;
+
+static void free_held(void) {
+    json_decref(held.config);
+    as_ckpt_close(held.ck);
+    as_qcollect_free(held.qc);
 }
 
 static enum as_dtype model_dtype(const json_t *config) {
@@ -126,10 +147,13 @@ int main(int argc, char **argv) {
     as_set_progname(argv[0]);
     const char *model_dir = NULL, *out_dir = NULL, *fmt_name = NULL, *scale_name = "model";
     int verify = 1, json = 0;
+    struct as_gguf_pack_opts gopt = {.float_type = AS_GGML_F32};
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'}, {"format", required_argument, 0, 'f'},
         {"out", required_argument, 0, 'o'},   {"scale-dtype", required_argument, 0, 1},
         {"no-verify", no_argument, 0, 2},     {"json", no_argument, 0, 3},
+        {"gguf-float", required_argument, 0, 4}, {"gguf-q4-1", no_argument, 0, 5},
+        {"gguf-fallback", required_argument, 0, 6},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "m:f:o:h", longopts, NULL)) != -1) {
@@ -140,6 +164,17 @@ int main(int argc, char **argv) {
         case 1: scale_name = optarg; break;
         case 2: verify = 0; break;
         case 3: json = 1; break;
+        case 4:
+            if (!strcmp(optarg, "f32")) gopt.float_type = AS_GGML_F32;
+            else if (!strcmp(optarg, "f16")) gopt.float_type = AS_GGML_F16;
+            else if (!strcmp(optarg, "bf16")) gopt.float_type = AS_GGML_BF16;
+            else as_die("--gguf-float '%s': expected f32, f16 or bf16", optarg);
+            break;
+        case 5: gopt.prefer_q4_1 = 1; break;
+        case 6:
+            if (!strcmp(optarg, "original")) gopt.fallback_original = 1;
+            else if (strcmp(optarg, "dequant")) as_die("--gguf-fallback '%s': expected dequant or original", optarg);
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -152,12 +187,15 @@ int main(int argc, char **argv) {
     if (!strcmp(fmt_name, "gptq")) fmt = FMT_GPTQ;
     else if (!strcmp(fmt_name, "compressed-tensors")) fmt = FMT_CT;
     else if (!strcmp(fmt_name, "fakequant")) fmt = FMT_FAKEQUANT;
-    else as_die("--format '%s': expected gptq, compressed-tensors or fakequant", fmt_name);
+    else if (!strcmp(fmt_name, "gguf")) fmt = FMT_GGUF;
+    else if (!strcmp(fmt_name, "awq")) fmt = FMT_AWQ; /* AutoAWQ GEMM layout, pack_awq.c */
+    else as_die("--format '%s': expected gptq, compressed-tensors, fakequant, gguf or awq", fmt_name);
 
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", model_dir);
     json_error_t jerr;
-    json_t *config = json_load_file(path, 0, &jerr);
+    atexit(free_held);
+    json_t *config = held.config = json_load_file(path, 0, &jerr);
     if (!config) as_die("%s: line %d: %s", path, jerr.line, jerr.text);
     if (json_object_get(config, "quantization_config"))
         as_die("%s: the model is already quantized; as-pack needs the original checkpoint", path);
@@ -167,13 +205,13 @@ int main(int argc, char **argv) {
     else if (!strcmp(scale_name, "f16")) scale_dtype = AS_F16;
     else if (!strcmp(scale_name, "bf16")) scale_dtype = AS_BF16;
     else if (strcmp(scale_name, "model")) as_die("--scale-dtype '%s': expected model, f32, f16 or bf16", scale_name);
-    if (fmt == FMT_GPTQ) scale_dtype = AS_F16; /* GPTQ v1 stores fp16 scales, always */
+    if (fmt == FMT_GPTQ || fmt == FMT_AWQ) scale_dtype = AS_F16; /* both store fp16 scales */
 
-    struct as_ckpt *ck = as_ckpt_open(model_dir);
+    struct as_ckpt *ck = held.ck = as_ckpt_open(model_dir);
     if (!ck) as_die_last();
 
     /* Gather the quantized layers. */
-    struct as_qcollect *qc = as_qcollect_new();
+    struct as_qcollect *qc = held.qc = as_qcollect_new();
     struct override *ov = NULL;
     int n_ov = 0;
     int n_inputs = optind < argc ? argc - optind : 1;
@@ -194,6 +232,32 @@ int main(int argc, char **argv) {
     if (as_qcollect_check_complete(qc)) as_die_last();
     int nq = as_qcollect_count(qc);
     if (!nq && !n_ov) as_die("no quantized layers in the input stream (expected qweight/scale/zero/g_idx records from as-gptq)");
+
+    if (fmt == FMT_GGUF) { /* one file, per-tensor types: no common scheme needed */
+        gopt.verify = verify;
+        gopt.n_override = n_ov;
+        const char **ov_name = as_xcalloc(n_ov + 1, sizeof *ov_name);
+        const float **ov_data = as_xcalloc(n_ov + 1, sizeof *ov_data);
+        for (int i = 0; i < n_ov; i++) ov_name[i] = ov[i].name, ov_data[i] = ov[i].data;
+        gopt.override_name = ov_name, gopt.override_data = ov_data;
+        struct as_gguf_pack_report rep;
+        if (as_gguf_pack(model_dir, qc, out_dir, &gopt, &rep)) as_die_last();
+        if (json)
+            printf("{\"out\":\"%s\",\"format\":\"gguf\",\"quantized\":%d,\"packed\":%d,"
+                   "\"fallback\":%d,\"tensors\":%d,\"bytes\":%llu,\"file_type\":%d,"
+                   "\"verified\":%s}\n",
+                   out_dir, rep.n_quant, rep.n_blocks, rep.n_fallback, rep.n_tensors,
+                   (unsigned long long)rep.file_bytes, rep.file_type, verify ? "true" : "false");
+        else
+            fprintf(stderr, "%s: wrote %s (gguf, %llu bytes): %d linears quantized, %d as blocks, "
+                    "%d as floats%s\n",
+                    as_progname(), out_dir, (unsigned long long)rep.file_bytes, rep.n_quant,
+                    rep.n_blocks, rep.n_fallback, verify ? ", verified" : "");
+        for (int i = 0; i < n_ov; i++) free(ov[i].name), free(ov[i].data);
+        free(ov), free(ov_name), free(ov_data);
+        (void)config;
+        return 0;
+    }
 
     /* All layers must share one scheme: these formats describe one config group. */
     const json_t *a0 = NULL;
@@ -258,9 +322,11 @@ int main(int argc, char **argv) {
         }
         int packable = fmt == FMT_GPTQ ? as_gptq_packable(l, why, sizeof why)
                        : fmt == FMT_CT ? as_ct_packable(l, why, sizeof why)
+                       : fmt == FMT_AWQ ? as_awq_packable(l, why, sizeof why)
                                        : 0;
         if (packable) {
             int rc = fmt == FMT_GPTQ ? as_gptq_write(w, prefix, l)
+                     : fmt == FMT_AWQ ? as_awq_write(w, prefix, l)
                                      : as_ct_write(w, prefix, l, scale_dtype, any_perm);
             if (rc) goto fail_w;
             n_packed++;
@@ -309,6 +375,8 @@ int main(int argc, char **argv) {
                                 ? json_number_value(json_object_get(a0, "percdamp"))
                                 : 0.01};
         qcfg = as_gptq_quant_config(&p, skipped, n_skipped);
+    } else if (fmt == FMT_AWQ) {
+        qcfg = as_awq_quant_config(l0->group_size, skipped, n_skipped);
     } else if (fmt == FMT_CT) {
         const char **ignore = as_xcalloc(n_skipped + 1, sizeof *ignore);
         ignore[0] = "lm_head";
@@ -407,9 +475,7 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n_skipped; i++) free((void *)skipped[i]);
     free(skipped);
     free(tmp);
-    json_decref(config);
-    as_qcollect_free(qc);
-    as_ckpt_close(ck);
+    (void)config;
     return 0;
 
 fail_w:

@@ -1,0 +1,231 @@
+#!/usr/bin/env bats
+# Bad input across the pipeline: each case must exit non-zero with exactly one line on stderr
+# naming the file / tensor / problem, and as-pack / as-import must leave no output directory (nor
+# staging directory) behind, and leave an existing output directory intact.
+# Damaged checkpoints are made in plain bash (helpers.bash: safetensors header rewrites with jq,
+# byte patches with dd at offsets taken from the header).
+
+load helpers
+
+setup_file() {
+    import_model
+    export CAL=$BATS_FILE_TMPDIR/calib.astr Q=$BATS_FILE_TMPDIR/rtn.astr
+    as-calib -m "$M" -d "$AUSTEN" -n 4 -l 64 >"$CAL" 2>/dev/null
+    as-cat "$M" | as-gptq --method rtn -b 4 -g 32 >"$Q"
+}
+
+setup() {
+    T=$BATS_TEST_TMPDIR
+}
+
+@test "config.json missing num_attention_heads: as-eval names the file and the field" {
+    clone_model "$T/C"
+    jq 'del(.num_attention_heads)' "$M/config.json" >"$T/C/config.json"
+    run --separate-stderr as-eval -m "$T/C" -f "$WIKI" --bytes 2000 --ctx 256
+    assert_error "$T/C/config.json" num_attention_heads missing
+    [ -z "$output" ]
+}
+
+@test "unsupported model_type: named with the file" {
+    clone_model "$T/C"
+    jq '.model_type = "gpt2"' "$M/config.json" >"$T/C/config.json"
+    run --separate-stderr as-eval -m "$T/C" -f "$WIKI" --bytes 2000 --ctx 256
+    assert_error "$T/C/config.json" '"gpt2"' "not supported"
+}
+
+@test "tensor missing from model.safetensors (model.norm.weight dropped): named" {
+    clone_model "$T/C"
+    st_rewrite "$M/model.safetensors" "$T/C/model.safetensors" 'del(.["model.norm.weight"])'
+    # the rewritten file is still a valid safetensors file: only that tensor is gone
+    [ "$(as-ls "$T/C" | jq -s length)" -eq $(($(as-ls "$M" | jq -s length) - 1)) ]
+    run --separate-stderr as-eval -m "$T/C" -f "$WIKI" --bytes 2000 --ctx 256
+    assert_error model.norm.weight
+    [[ "$stderr" == *missing* || "$stderr" == *"not found"* ]]
+    run --separate-stderr bash -c "as-calib -m '$T/C' -d '$AUSTEN' -n 2 -l 64 >/dev/null"
+    assert_error model.norm.weight
+}
+
+@test "tensor with the wrong shape (k_proj stored as [64,32]): names tensor and both shapes" {
+    clone_model "$T/C"
+    st_rewrite "$M/model.safetensors" "$T/C/model.safetensors" \
+        '.["model.layers.1.self_attn.k_proj.weight"].shape = [64, 32]'
+    run --separate-stderr as-eval -m "$T/C" -f "$WIKI" --bytes 2000 --ctx 256
+    assert_error "$T/C/model.safetensors" model.layers.1.self_attn.k_proj.weight "[64, 32]" "[32, 64]"
+    # config that disagrees with the tensors: the same check from the other side
+    clone_model "$T/D"
+    jq '.hidden_size = 32' "$M/config.json" >"$T/D/config.json"
+    run --separate-stderr as-eval -m "$T/D" -f "$WIKI" --bytes 2000 --ctx 256
+    assert_error "$T/D/model.safetensors" model.embed_tokens.weight shape
+}
+
+@test "tokenizer.json unreadable (invalid JSON, missing, a directory): names the file" {
+    clone_model "$T/C"
+    printf '{"model": {"type": "BPE", "vocab": ' >"$T/C/tokenizer.json"
+    run --separate-stderr as-eval -m "$T/C" -f "$WIKI" --bytes 2000 --ctx 256
+    assert_error "$T/C/tokenizer.json"
+    rm "$T/C/tokenizer.json"
+    run --separate-stderr as-eval -m "$T/C" -f "$WIKI" --bytes 2000 --ctx 256
+    assert_error "$T/C/tokenizer.json"
+    mkdir "$T/C/tokenizer.json" # a directory where the file should be
+    run --separate-stderr as-eval -m "$T/C" -f "$WIKI" --bytes 2000 --ctx 256
+    assert_error "$T/C/tokenizer.json"
+}
+
+@test "evaluation text empty, missing, or shorter than one window" {
+    : >"$T/empty.txt"
+    run --separate-stderr as-eval -m "$M" -f "$T/empty.txt" --ctx 256
+    assert_error "$T/empty.txt" empty
+    run --separate-stderr as-eval -m "$M" -f "$T/nope.txt" --ctx 256
+    assert_error "$T/nope.txt"
+    head -c 300 "$WIKI" >"$T/short.txt"
+    run --separate-stderr as-eval -m "$M" -f "$T/short.txt" --ctx 256
+    assert_error "$T/short.txt" "--ctx 256" shorter
+}
+
+@test "--ctx larger than max_position_embeddings (512)" {
+    run --separate-stderr as-eval -m "$M" -f "$WIKI" --bytes 20000 --ctx 1024
+    assert_error "--ctx 1024" 512 max_position_embeddings
+    # 512 itself is allowed
+    run as-eval -m "$M" -f "$WIKI" --bytes 5000 --ctx 512 --json
+    [ "$status" -eq 0 ]
+}
+
+@test "as-gptq: a weight without a Hessian (no --method rtn) names the tensor" {
+    run --separate-stderr bash -c "as-cat '$M' | as-gptq -b 4 -g 32 >/dev/null"
+    assert_error "model.layers." ".weight" Hessian
+    # one group's Hessian removed: exactly its target is named
+    run --separate-stderr bash -c "as-cat -x 'layers\\.3\\.attn_o\\.' '$CAL' | as-gptq -b 4 -g 32 >/dev/null"
+    assert_error model.layers.3.self_attn.o_proj.weight Hessian
+}
+
+@test "as-gptq on a truncated stream (head -c): truncation error, no end record written" {
+    size=$(stat -c %s "$CAL")
+    for cut in 100 $((size / 2)) $((size - 1)); do
+        run --separate-stderr bash -c "head -c $cut '$CAL' | as-gptq -b 4 -g 32 >'$T/out.astr'"
+        assert_error truncated
+        # its own output must not look complete either
+        run --separate-stderr bash -c "as-ls '$T/out.astr' >/dev/null"
+        [ "$status" -ne 0 ] || [ ! -s "$T/out.astr" ]
+    done
+}
+
+@test "as-pack: an incomplete quantized layer (.zero record dropped) names it, no output dir" {
+    run --separate-stderr bash -c "as-cat -x 'layers\\.2\\.self_attn\\.q_proj\\.zero\$' '$Q' | as-pack -m '$M' -f gptq -o '$T/out'"
+    assert_error model.layers.2.self_attn.q_proj zero
+    no_leftovers "$T" out
+    # each of the four parts is required
+    for part in qweight scale g_idx; do
+        run --separate-stderr bash -c "as-cat -x 'layers\\.0\\.mlp\\.up_proj\\.$part\$' '$Q' | as-pack -m '$M' -f fakequant -o '$T/out'"
+        assert_error model.layers.0.mlp.up_proj
+        no_leftovers "$T" out
+    done
+}
+
+@test "as-pack: no quantized layers (the plain model piped in), no output dir" {
+    run --separate-stderr bash -c "as-cat '$M' | as-pack -m '$M' -f compressed-tensors -o '$T/out'"
+    assert_error "no quantized layers"
+    no_leftovers "$T" out
+    run --separate-stderr bash -c "as-pack -m '$M' -f gptq -o '$T/out' </dev/null"
+    [ "$status" -ne 0 ]
+    no_leftovers "$T" out
+}
+
+@test "as-pack into an existing directory that fails midway leaves the old directory intact" {
+    as-pack -m "$M" -f fakequant -o "$T/out" <"$Q" 2>/dev/null
+    before=$(cd "$T/out" && sha256sum * | sha256sum)
+    # a model whose k_proj has another shape than the stream's: the failure comes while writing
+    clone_model "$T/C"
+    st_rewrite "$M/model.safetensors" "$T/C/model.safetensors" \
+        '.["model.layers.3.self_attn.k_proj.weight"].shape = [64, 32]'
+    run --separate-stderr as-pack -m "$T/C" -f fakequant -o "$T/out" "$Q"
+    assert_error model.layers.3.self_attn.k_proj "[64,32]" "[32,64]"
+    [ "$(cd "$T/out" && sha256sum * | sha256sum)" = "$before" ]
+    [ "$(cd "$T" && ls -Ad out.* .out* 2>/dev/null || true)" = "" ]
+    # the stream ends early: also fails before replacing anything
+    run --separate-stderr bash -c "head -c 5000 '$Q' | as-pack -m '$M' -f fakequant -o '$T/out'"
+    assert_error truncated
+    [ "$(cd "$T/out" && sha256sum * | sha256sum)" = "$before" ]
+}
+
+@test "NaN weight: as-gptq (rtn and gptq) rejects it naming the tensor" {
+    clone_model "$T/N"
+    # F32 quiet NaN 0x7fc00000, little-endian, at element 10 of layer 2's v_proj
+    st_patch "$T/N/model.safetensors" model.layers.2.self_attn.v_proj.weight 40 '\x00\x00\xc0\x7f'
+    run --separate-stderr bash -c "as-cat '$T/N' | as-gptq --method rtn -b 4 -g 32 >/dev/null"
+    assert_error model.layers.2.self_attn.v_proj.weight non-finite
+    # Hessians from the clean model, weights from the damaged one
+    as-cat -r hessian "$CAL" >"$T/h.astr"
+    run --separate-stderr bash -c "as-cat '$T/h.astr' '$T/N' | as-gptq -b 4 -g 32 >/dev/null"
+    assert_error model.layers.2.self_attn.v_proj.weight non-finite
+    # +Inf too
+    st_patch "$T/N/model.safetensors" model.layers.2.self_attn.v_proj.weight 40 '\x00\x00\x80\x7f'
+    run --separate-stderr bash -c "as-cat '$T/N' | as-gptq --method rtn -b 4 -g 32 >/dev/null"
+    assert_error model.layers.2.self_attn.v_proj.weight non-finite
+}
+
+@test "NaN weight: as-calib fails naming the layer; as-eval does not report a perplexity" {
+    clone_model "$T/N"
+    st_patch "$T/N/model.safetensors" model.layers.2.self_attn.v_proj.weight 40 '\x00\x00\xc0\x7f'
+    run --separate-stderr bash -c "as-calib -m '$T/N' -d '$AUSTEN' -n 2 -l 64 >/dev/null"
+    assert_error "layer 2" non-finite
+    # a NaN perplexity must be an error (or at least be printed), never silently dropped
+    run --separate-stderr as-eval -m "$T/N" -f "$WIKI" --bytes 3000 --ctx 256 --json
+    echo "status $status stdout $output stderr $stderr"
+    [ "$status" -ne 0 ]
+    [ "${#stderr_lines[@]}" -eq 1 ]
+}
+
+@test "as-calib: --seqlen larger than the model's 512 positions" {
+    run --separate-stderr bash -c "as-calib -m '$M' -d '$AUSTEN' -n 2 -l 1024 >/dev/null"
+    assert_error "--seqlen 1024" 512
+}
+
+@test "as-calib: empty text directory, and a directory of empty files" {
+    mkdir "$T/none"
+    run --separate-stderr bash -c "as-calib -m '$M' -d '$T/none' -n 2 -l 64 >/dev/null"
+    assert_error "$T/none" "no text files"
+    mkdir "$T/empty" && : >"$T/empty/a.txt"
+    run --separate-stderr bash -c "as-calib -m '$M' -d '$T/empty' -n 2 -l 64 >/dev/null"
+    assert_error "$T/empty" "0 tokens"
+    run --separate-stderr bash -c "as-calib -m '$M' -d '$T/nope' -n 2 -l 64 >/dev/null"
+    assert_error "$T/nope"
+}
+
+@test "as-import: a truncated checkpoint leaves no output directory" {
+    head -c 100000 "$L2C/stories260K.bin" >"$T/cut.bin"
+    run --separate-stderr as-import -t "$L2C/tok512.bin" "$T/cut.bin" "$T/out"
+    assert_error "$T/cut.bin"
+    no_leftovers "$T" out
+    head -c 1000 "$L2C/tok512.bin" >"$T/cut.tok"
+    run --separate-stderr as-import -t "$T/cut.tok" "$L2C/stories260K.bin" "$T/out"
+    assert_error "$T/cut.tok"
+    no_leftovers "$T" out
+}
+
+@test "as-pack: a layer twice in the stream, and two schemes in one checkpoint, no output dir" {
+    run --separate-stderr bash -c "as-cat '$Q' '$Q' | as-pack -m '$M' -f fakequant -o '$T/out'"
+    assert_error "model.layers.0." twice
+    no_leftovers "$T" out
+    as-cat -l 1 "$M" | as-gptq --method rtn -b 3 -g 32 >"$T/w3.astr"
+    run --separate-stderr bash -c "as-cat -x 'layers\\.1\\.' '$Q' | as-cat - '$T/w3.astr' | as-pack -m '$M' -f gptq -o '$T/out'"
+    assert_error "model.layers.1." 3-bit 4-bit
+    no_leftovers "$T" out
+}
+
+@test "as-calib --sequential: a quantizer that exits with an error is named in as-calib's message" {
+    run --separate-stderr bash -c "as-calib -m '$M' -d '$AUSTEN' -n 2 -l 64 --sequential 'as-gptq -b 9' >'$T/o.astr'"
+    echo "$stderr"
+    [ "$status" -ne 0 ]
+    # the quantizer's own line, then as-calib's: which must say the quantizer failed, not only
+    # that a pipe broke
+    [[ "${stderr_lines[0]}" == "as-gptq: --bits 9"* ]]
+    [[ "${stderr_lines[-1]}" == "as-calib: "*"as-gptq -b 9"* ]]
+}
+
+@test "as-calib --sequential with a GPTAQ quantizer but without --gptaq fails instead of hanging" {
+    run --separate-stderr timeout 5 bash -c "as-calib -m '$M' -d '$AUSTEN' -n 2 -l 64 --sequential 'as-gptq -m gptaq -b 4 -g 32' >'$T/o.astr'"
+    echo "status $status: $stderr"
+    [ "$status" -ne 124 ] # 124: killed by timeout, i.e. as-calib and as-gptq wait on each other
+    [ "$status" -ne 0 ]
+    [[ "$stderr" == *gptaq-dxx* ]]
+}
