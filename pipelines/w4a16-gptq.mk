@@ -18,6 +18,12 @@
 #   SAMPLES SEQLEN SEED   calibration windows                                (128, 512, 0)
 #   EVAL_BYTES EVAL_CTX   evaluation: first N bytes, window length            (all, 512)
 #   BIN        directory of the as-* programs (default: bin/ of this checkout)
+#
+# Targets for fan-out drivers (pipelines/parallel.sh, pipelines/slurm/, docs/cluster.md):
+#   calib                 only the statistics stream $(OUT)/calib.stream
+#   $(OUT)/layers/quant.N.stream   one layer (what each parallel job / Slurm array task runs)
+#   quant                 all layers gathered into $(OUT)/quant.stream
+#   print-VAR             the value of a variable (print-LAYERS, print-GPTQ_OPTS, print-OUT, print-BIN)
 
 PIPE_DIR   := $(dir $(lastword $(MAKEFILE_LIST)))
 BIN        ?= $(abspath $(PIPE_DIR)../bin)
@@ -55,16 +61,20 @@ GPTQ_OPTS := -b $(BITS) -g $(GROUP) -m $(METHOD) $(if $(filter 1,$(ACT_ORDER)),-
              $(if $(filter 0,$(SYM)),--asym,--sym)
 CALIB_OPTS := -m $(MODEL) -d $(DATA) -n $(SAMPLES) -l $(SEQLEN) --seed $(SEED) --threads $(THREADS)
 
-.PHONY: all checkpoint eval clean
+.PHONY: all checkpoint eval clean calib quant
 .DELETE_ON_ERROR:
 all: checkpoint $(if $(EVAL_TEXT),eval)
 checkpoint: $(OUT)/checkpoint/config.json
 eval: $(OUT)/eval.json
+quant: $(OUT)/quant.stream
+print-%:
+	@echo $($*)
 
 $(OUT)/.dir:
 	mkdir -p $(OUT)/layers && touch $@
 
 ifeq ($(SEQUENTIAL),1)
+calib: $(OUT)/quant.stream
 # True-sequential: one as-calib run drives the quantizer coprocess through all layers.
 $(OUT)/quant.stream: | $(OUT)/.dir
 	$(BIN)/as-calib $(CALIB_OPTS) $(if $(filter gptaq,$(METHOD)),--gptaq) \
@@ -72,6 +82,7 @@ $(OUT)/quant.stream: | $(OUT)/.dir
 	mv $@.tmp $@
 else
 # Statistics from the full-precision model: every layer is independent.
+calib: $(OUT)/calib.stream
 ifeq ($(METHOD),rtn)
 $(OUT)/calib.stream: | $(OUT)/.dir
 	$(BIN)/as-cat $(MODEL) > $@.tmp && mv $@.tmp $@
@@ -82,12 +93,16 @@ endif
 $(OUT)/layers/quant.%.stream: $(OUT)/calib.stream
 	$(BIN)/as-cat --layer $* $< | $(BIN)/as-gptq $(GPTQ_OPTS) \
 	  --report $(OUT)/layers/report.$*.jsonl > $@.tmp && mv $@.tmp $@
+# The report goes first: once quant.stream exists, a killed run must not miss it.
 $(OUT)/quant.stream: $(foreach l,$(LAYERS),$(OUT)/layers/quant.$(l).stream)
+	cat $(foreach l,$(LAYERS),$(OUT)/layers/report.$(l).jsonl) > $(OUT)/gptq-report.jsonl.tmp
+	mv $(OUT)/gptq-report.jsonl.tmp $(OUT)/gptq-report.jsonl
 	$(BIN)/as-cat $^ > $@.tmp && mv $@.tmp $@
-	cat $(foreach l,$(LAYERS),$(OUT)/layers/report.$(l).jsonl) > $(OUT)/gptq-report.jsonl
 endif
 
+# as-pack stages the directory as checkpoint.tmp.<pid>: drop those of killed runs first.
 $(OUT)/checkpoint/config.json: $(OUT)/quant.stream
+	rm -rf $(OUT)/checkpoint.tmp.*
 	$(BIN)/as-pack -m $(MODEL) -f $(FORMAT) -o $(OUT)/checkpoint < $<
 
 $(OUT)/eval.json: $(OUT)/checkpoint/config.json

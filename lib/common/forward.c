@@ -195,22 +195,19 @@ static void hook(const struct as_hooks *hk, int l, enum as_linear_group g, const
     if (hk && hk->on_linear_input) hk->on_linear_input(hk->ctx, l, g, x, T, d);
 }
 
-/* One decoder layer on s->x[T, hidden]. */
-static void layer_forward(const struct as_model *m, struct as_run_state *s, int l, int T,
-                          const struct as_hooks *hk) {
+void as_layer_attention(const struct as_model *m, const struct as_layer_weights *L,
+                        struct as_run_state *s, int l, const float *xn, int T, float *out,
+                        const struct as_hooks *hk) {
     const struct as_model_config *c = &m->cfg;
-    const struct as_layer_weights *L = &m->layers[l];
     int D = c->hidden, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
-    int FF = c->intermediate, pos0 = s->pos;
+    int pos0 = s->pos;
     size_t cache_off = (size_t)l * s->max_seq * kvd;
     float *kc = s->key_cache + cache_off, *vc = s->value_cache + cache_off;
 
-    /* attention block */
-    as_op_rmsnorm(s->xb, s->x, L->attn_norm, T, D, c->rms_eps);
-    hook(hk, l, AS_GROUP_ATTN_QKV, s->xb, T, D);
-    as_op_linear(s->q, s->xb, L->w[AS_LIN_Q], L->bq, T, D, qd);
-    as_op_linear(s->k, s->xb, L->w[AS_LIN_K], L->bk, T, D, kvd);
-    as_op_linear(s->v, s->xb, L->w[AS_LIN_V], L->bv, T, D, kvd);
+    hook(hk, l, AS_GROUP_ATTN_QKV, xn, T, D);
+    as_op_linear(s->q, xn, L->w[AS_LIN_Q], L->bq, T, D, qd);
+    as_op_linear(s->k, xn, L->w[AS_LIN_K], L->bk, T, D, kvd);
+    as_op_linear(s->v, xn, L->w[AS_LIN_V], L->bv, T, D, kvd);
     if (c->qk_norm) { /* qwen3: RMSNorm over each head's head_dim, before RoPE */
         as_op_rmsnorm(s->q, s->q, L->q_norm, T * c->n_heads, hd, c->rms_eps);
         as_op_rmsnorm(s->k, s->k, L->k_norm, T * c->n_kv_heads, hd, c->rms_eps);
@@ -221,18 +218,38 @@ static void layer_forward(const struct as_model *m, struct as_run_state *s, int 
     memcpy(vc + (size_t)pos0 * kvd, s->v, (size_t)T * kvd * sizeof(float));
     attention(c, s, kc, vc, T, pos0);
     hook(hk, l, AS_GROUP_ATTN_O, s->att_out, T, qd);
-    as_op_linear(s->xb, s->att_out, L->w[AS_LIN_O], NULL, T, qd, D);
+    as_op_linear(out, s->att_out, L->w[AS_LIN_O], NULL, T, qd, D);
+}
+
+void as_layer_mlp(const struct as_model *m, const struct as_layer_weights *L,
+                  struct as_run_state *s, int l, const float *xn, int T, float *out,
+                  const struct as_hooks *hk) {
+    const struct as_model_config *c = &m->cfg;
+    int D = c->hidden, FF = c->intermediate;
+    hook(hk, l, AS_GROUP_MLP_GATE_UP, xn, T, D);
+    as_op_linear(s->hb, xn, L->w[AS_LIN_GATE], NULL, T, D, FF);
+    as_op_linear(s->hb2, xn, L->w[AS_LIN_UP], NULL, T, D, FF);
+    as_op_swiglu(s->hb, s->hb2, (size_t)T * FF);
+    hook(hk, l, AS_GROUP_MLP_DOWN, s->hb, T, FF);
+    as_op_linear(out, s->hb, L->w[AS_LIN_DOWN], NULL, T, FF, D);
+}
+
+/* One decoder layer on s->x[T, hidden]. */
+static void layer_forward(const struct as_model *m, struct as_run_state *s, int l, int T,
+                          const struct as_hooks *hk) {
+    const struct as_model_config *c = &m->cfg;
+    const struct as_layer_weights *L = &m->layers[l];
+    int D = c->hidden;
+
+    /* attention block */
+    as_op_rmsnorm(s->xb, s->x, L->attn_norm, T, D, c->rms_eps);
+    as_layer_attention(m, L, s, l, s->xb, T, s->xb, hk);
     for (size_t i = 0; i < (size_t)T * D; i++)
         s->x[i] += s->xb[i];
 
     /* MLP block */
     as_op_rmsnorm(s->xb, s->x, L->ffn_norm, T, D, c->rms_eps);
-    hook(hk, l, AS_GROUP_MLP_GATE_UP, s->xb, T, D);
-    as_op_linear(s->hb, s->xb, L->w[AS_LIN_GATE], NULL, T, D, FF);
-    as_op_linear(s->hb2, s->xb, L->w[AS_LIN_UP], NULL, T, D, FF);
-    as_op_swiglu(s->hb, s->hb2, (size_t)T * FF);
-    hook(hk, l, AS_GROUP_MLP_DOWN, s->hb, T, FF);
-    as_op_linear(s->xb, s->hb, L->w[AS_LIN_DOWN], NULL, T, FF, D);
+    as_layer_mlp(m, L, s, l, s->xb, T, s->xb, hk);
     for (size_t i = 0; i < (size_t)T * D; i++)
         s->x[i] += s->xb[i];
 }

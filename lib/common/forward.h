@@ -52,6 +52,20 @@ void as_state_reset(struct as_run_state *s); /* empty the KV cache */
 int as_forward(const struct as_model *m, struct as_run_state *s, const int *tokens, int T,
                enum as_logits_mode mode, const struct as_hooks *hooks);
 
+/* The two halves of decoder layer l, for callers that evaluate a layer piece by piece with
+ * their own weights (AWQ's scale search): L is m->layers[l] or a modified copy. xn [T, hidden]
+ * is the block's normed input (RMSNorm of the residual stream), out [T, hidden] receives the
+ * block's output before the residual add (out may alias xn). Tokens sit at positions
+ * s->pos..s->pos+T-1 (s->pos is not advanced); attention writes their k/v into layer l's cache
+ * and attends to cache rows 0..s->pos+T-1. Scratch: s->q/k/v/att/att_out, s->hb/hb2 (T <=
+ * s->max_T). The hooks see xn, the attention output and the SwiGLU output as in as_forward. */
+void as_layer_attention(const struct as_model *m, const struct as_layer_weights *L,
+                        struct as_run_state *s, int l, const float *xn, int T, float *out,
+                        const struct as_hooks *hk);
+void as_layer_mlp(const struct as_model *m, const struct as_layer_weights *L,
+                  struct as_run_state *s, int l, const float *xn, int T, float *out,
+                  const struct as_hooks *hk);
+
 /* The ops, exposed for tests and for a later backward pass. */
 void as_op_rmsnorm(float *out, const float *x, const float *w, int T, int dim, float eps);
 /* out[T, rows] = x[T, cols] . W[rows, cols]^T (+ bias) */

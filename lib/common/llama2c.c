@@ -55,7 +55,7 @@ int as_l2c_load(const char *path, struct as_l2c_model *m) {
     struct as_l2c_config *c = &m->cfg;
     c->dim = h[0], c->hidden_dim = h[1], c->n_layers = h[2], c->n_heads = h[3];
     c->n_kv_heads = h[4], c->shared_classifier = h[5] > 0;
-    c->vocab_size = h[5] > 0 ? h[5] : -h[5];
+    c->vocab_size = h[5] > 0 ? h[5] : h[5] == INT32_MIN ? 0 : -h[5]; /* -INT32_MIN overflows */
     c->seq_len = h[6];
     if (c->dim <= 0 || c->hidden_dim <= 0 || c->n_layers <= 0 || c->n_heads <= 0 ||
         c->n_kv_heads <= 0 || c->vocab_size <= 0 || c->seq_len <= 0 || c->dim % c->n_heads != 0 ||
@@ -107,9 +107,12 @@ void as_l2c_free(struct as_l2c_model *m) {
 
 /* ---- tokenizer ---------------------------------------------------------------------------- */
 
+/* The order as_l2c_lookup searches in: bytes, then length (strcmp's order for NUL-free pieces). */
 static int cmp_piece(const void *a, const void *b, void *ctx) {
     const struct as_l2c_tokenizer *t = ctx;
-    return strcmp(t->vocab[*(const int *)a], t->vocab[*(const int *)b]);
+    int x = *(const int *)a, y = *(const int *)b, lx = t->lens[x], ly = t->lens[y];
+    int c = memcmp(t->vocab[x], t->vocab[y], (size_t)(lx < ly ? lx : ly));
+    return c ? c : lx < ly ? -1 : lx > ly;
 }
 
 int as_l2c_tokenizer_load(const char *path, int vocab_size, struct as_l2c_tokenizer *t) {
@@ -125,6 +128,14 @@ int as_l2c_tokenizer_load(const char *path, int vocab_size, struct as_l2c_tokeni
     int32_t mx;
     memcpy(&mx, buf, 4);
     off = 4;
+    /* llama2.c's encoder sends raw bytes to ids 3..258 (<0xXX> byte fallback after <unk>, <s>,
+     * </s>): a smaller vocabulary would make it emit ids outside the table. */
+    if (vocab_size < 259 || mx < 0) {
+        free(buf);
+        return as_fail("file %s: vocab size %d / max token length %d: a llama2.c tokenizer needs "
+                       "at least 259 tokens (3 specials, 256 bytes) and a non-negative length",
+                       path, vocab_size, (int)mx);
+    }
     t->vocab_size = vocab_size;
     t->max_token_length = mx;
     t->vocab = as_xcalloc(vocab_size, sizeof(char *));
@@ -170,8 +181,10 @@ int as_l2c_lookup(const struct as_l2c_tokenizer *t, const char *s, int len) {
     int lo = 0, hi = t->vocab_size - 1;
     while (lo <= hi) {
         int mid = (lo + hi) / 2, id = t->sorted[mid];
-        int c = strncmp(t->vocab[id], s, (size_t)len);
-        if (c == 0 && t->vocab[id][len] != 0) c = 1; /* piece is longer than s */
+        /* by bytes and length, never past the piece's end: pieces may hold NUL bytes */
+        int lp = t->lens[id];
+        int c = memcmp(t->vocab[id], s, (size_t)(lp < len ? lp : len));
+        if (c == 0) c = lp < len ? -1 : lp > len; /* a shorter piece sorts first */
         if (c == 0) return id;
         if (c < 0)
             lo = mid + 1;
@@ -192,9 +205,15 @@ static int merge_id(const struct as_l2c_tokenizer *t, int a, int b, char *buf) {
 int as_l2c_encode(const struct as_l2c_tokenizer *t, const char *text, int bos, int eos, int *ids) {
     int n = 0;
     char buf[2 * 64 + 8];
-    char *merged = as_xmalloc((size_t)t->max_token_length * 2 + 3);
+    /* Sized by the longest piece present, not by the header's max_token_length, which a
+     * damaged file may set to 2^31 - 1. */
+    size_t longest = 0;
+    for (int i = 0; i < t->vocab_size; i++)
+        if ((size_t)t->lens[i] > longest) longest = (size_t)t->lens[i];
+    char *merged = as_xmalloc(longest * 2 + 3);
     if (bos) ids[n++] = 1;
-    if (text[0] != 0) ids[n++] = as_l2c_lookup(t, " ", 1); /* dummy prefix */
+    int space = text[0] != 0 ? as_l2c_lookup(t, " ", 1) : -1;
+    if (space >= 0) ids[n++] = space; /* dummy prefix (none if the vocabulary lacks " ") */
     size_t blen = 0;
     for (const char *c = text; *c; c++) {
         /* a new character starts unless this is a continuation byte (10xxxxxx) */

@@ -56,4 +56,5 @@ void as_register_model_loaders(void) {
     done = 1;
     as_weight_loader_register("gptq", load_quantized_or_dense);
     as_weight_loader_register("compressed-tensors", load_quantized_or_dense);
+    as_weight_loader_register("awq", load_quantized_or_dense);
 }

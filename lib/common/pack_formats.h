@@ -119,4 +119,19 @@ int as_ct_write(struct as_st_writer *w, const char *prefix, const struct as_qlin
                 enum as_dtype scale_dtype, int with_g_idx);
 json_t *as_ct_quant_config(const struct as_ct_params *p);
 
+/* ---- AWQ GEMM (pack_awq.c; AutoAWQ / transformers / vLLM quant_method "awq") ----
+ * qweight int32 [K, N/8]: nibble i of word (k, c) = q[8c + as_awq_order[i]][k] (our q is [N,K]);
+ * qzeros int32 [K/gs, N/8], same interleave, zeros stored as they are; scales fp16 [K/gs, N]. */
+extern const int as_awq_order[8]; /* {0, 2, 4, 6, 1, 3, 5, 7} */
+/* 1 if storable, else 0 with the reason: bits != 4; per channel (no group); K % group_size;
+ * N % 8; non-trivial g_idx (act-order); scale not finite in fp16. */
+int as_awq_packable(const struct as_qlinear *l, char *why, size_t why_len);
+void as_awq_pack_qweight(const struct as_qlinear *l, uint32_t *qweight); /* [K, N/8] */
+void as_awq_pack_qzeros(const struct as_qlinear *l, uint32_t *qzeros);   /* [K/gs, N/8] */
+/* Adds PREFIX.qweight (I32), PREFIX.qzeros (I32), PREFIX.scales (F16). -1 on error. */
+int as_awq_write(struct as_st_writer *w, const char *prefix, const struct as_qlinear *l);
+/* {"quant_method":"awq","zero_point":true,"group_size":gs,"bits":4,"version":"gemm",
+ *  "modules_to_not_convert": null or the fallback modules}. New reference. */
+json_t *as_awq_quant_config(int group_size, const char *const *skip, int n_skip);
+
 #endif

@@ -5,7 +5,9 @@
  * "gptq_v2"), scales [G, N], g_idx [K] (optional: k / group_size when absent).
  * compressed-tensors pack-quantized: weight_packed int32 [N, ceil(K*bits/32)], weight_scale
  * [N, G], weight_shape [2], weight_zero_point int32 [ceil(N*bits/32), G] when asymmetric,
- * weight_g_idx [K] optional. W_hat[n,k] = scale[n,g] * (q[n,k] - zero[n,g]), g = g_idx[k],
+ * weight_g_idx [K] optional. AWQ GEMM (version "gemm"): qweight int32 [K, N/8] and qzeros
+ * int32 [K/gs, N/8] with the [0,2,4,6,1,3,5,7] nibble order, scales [K/gs, N], zeros stored as
+ * they are. W_hat[n,k] = scale[n,g] * (q[n,k] - zero[n,g]), g = g_idx[k] (AWQ: k / gs),
  * one f32 multiply of an exactly representable difference, so the result is bitwise defined. */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -362,6 +364,76 @@ static int load_ct(const struct as_ckpt *c, const json_t *qc, const char *prefix
     return 1;
 }
 
+/* ---- AWQ GEMM (REFERENCE.md "AWQ GEMM"; writer in pack_awq.c) ---- */
+static int load_awq(const struct as_ckpt *c, const json_t *qc, const char *prefix, int64_t N,
+                    int64_t K, float *dst) {
+    /* transformers/vLLM keep a module unquantized when a listed name is a substring of its name */
+    const json_t *skip = json_object_get(qc, "modules_to_not_convert"), *v;
+    size_t i;
+    json_array_foreach(skip, i, v) {
+        const char *s = json_string_value(v);
+        if (s && strstr(prefix, s)) return 0;
+    }
+    char name[600];
+    snprintf(name, sizeof name, "%s.qweight", prefix);
+    if (!as_ckpt_find(c, name)) {
+        snprintf(name, sizeof name, "%s.weight", prefix);
+        if (as_ckpt_find(c, name)) return 0; /* fallback layer */
+    }
+    const char *version = json_string_value(json_object_get(qc, "version"));
+    if (version && strcasecmp(version, "gemm"))
+        return as_fail("file %s: quantization_config: AWQ version \"%s\" not supported (gemm "
+                       "only)",
+                       file_of(c, NULL), version);
+    int64_t bits, group;
+    if (json_int(qc, "bits", &bits) || bits != 4)
+        return as_fail("file %s: quantization_config: AWQ bits missing or not 4", file_of(c, NULL));
+    if (json_int(qc, "group_size", &group) || group <= 0 || K % group != 0)
+        return as_fail("file %s: quantization_config: AWQ group_size missing, not positive or "
+                       "not dividing %lld in features of %s",
+                       file_of(c, NULL), (long long)K, prefix);
+    if (json_is_false(json_object_get(qc, "zero_point")))
+        return as_fail("file %s: quantization_config: AWQ without zero_point not supported",
+                       file_of(c, NULL));
+    if (N % 8 != 0)
+        return as_fail("file %s: layer %s: %lld out features, AWQ GEMM needs a multiple of 8",
+                       file_of(c, NULL), prefix, (long long)N);
+    int64_t G = K / group, C = N / 8;
+    const struct as_st_tensor *tq, *tz, *ts;
+    int64_t sq[2] = {K, C}, sz[2] = {G, C}, ss[2] = {G, N};
+    if (get_tensor(c, prefix, "qweight", 1, DT_INT32, 2, sq, &tq)) return -1;
+    if (get_tensor(c, prefix, "qzeros", 1, DT_INT32, 2, sz, &tz)) return -1;
+    if (get_tensor(c, prefix, "scales", 1, DT_FLOAT, 2, ss, &ts)) return -1;
+    float *scale = as_xmalloc((size_t)(G * N) * sizeof *scale);
+    if (as_ckpt_read_f32(c, ts, scale)) {
+        free(scale);
+        return -1;
+    }
+    uint32_t *qw = read_u32(tq), *qz = read_u32(tz);
+    int32_t *zero = as_xmalloc((size_t)(G * N) * sizeof *zero); /* [G, N] */
+    for (int64_t g = 0; g < G; g++)
+        for (int64_t cc = 0; cc < C; cc++)
+            for (int j = 0; j < 8; j++)
+                zero[g * N + 8 * cc + as_awq_order[j]] =
+                    (int32_t)((qz[g * C + cc] >> (4 * j)) & 15u);
+    for (int64_t k = 0; k < K; k++) {
+        int64_t g = k / group;
+        for (int64_t cc = 0; cc < C; cc++) {
+            uint32_t w = qw[k * C + cc];
+            for (int j = 0; j < 8; j++) {
+                int64_t n = 8 * cc + as_awq_order[j];
+                int32_t q = (int32_t)((w >> (4 * j)) & 15u);
+                dst[n * K + k] = scale[g * N + n] * (float)(q - zero[g * N + n]);
+            }
+        }
+    }
+    free(qw);
+    free(qz);
+    free(zero);
+    free(scale);
+    return 1;
+}
+
 int as_quant_load_linear(const struct as_ckpt *c, const json_t *quant_config, const char *prefix,
                          int64_t N, int64_t K, float *dst) {
     if (!quant_config) return 0;
@@ -373,5 +445,6 @@ int as_quant_load_linear(const struct as_ckpt *c, const json_t *quant_config, co
         return as_fail("layer %s: bad shape [%lld, %lld]", prefix, (long long)N, (long long)K);
     if (!strcmp(method, "gptq")) return load_gptq(c, quant_config, prefix, N, K, dst);
     if (!strcmp(method, "compressed-tensors")) return load_ct(c, quant_config, prefix, N, K, dst);
+    if (!strcmp(method, "awq")) return load_awq(c, quant_config, prefix, N, K, dst);
     return 0;
 }

@@ -11,6 +11,7 @@
 
 #include "as_error.h"
 #include "atomic_file.h"
+#include "ref_policy.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -492,6 +493,8 @@ done:
         as_ckpt_close(c);
         return NULL;
     }
+    /* A checkpoint this process opened itself may be referred to by the streams it reads. */
+    if (as_ref_root_add(c->dir)) as_clear_error();
     return c;
 }
 

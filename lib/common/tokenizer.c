@@ -1226,3 +1226,20 @@ const char *as_tokenizer_id_to_piece(const struct as_tokenizer *t, int32_t id) {
 int as_tokenizer_is_special(const struct as_tokenizer *t, int32_t id) {
     return id >= 0 && id < t->n_ids && (t->flags[id] & TF_SPECIAL);
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* tokenizers rebuilt from other formats (GGUF metadata, gguf_load.c) */
+
+struct as_tokenizer *as_tokenizer_from_json(const char *label, const struct json_t *root,
+                                            int32_t bos, int32_t eos) {
+    struct as_tokenizer *t = load_json(label, (json_t *)root);
+    if (!t) {
+        as_fail_prefix("%s: ", label);
+        return NULL;
+    }
+    /* the caller's ids win over find_bos_eos's guesses (which may read a stray
+     * tokenizer_config.json next to `label`) */
+    if (bos >= -1) t->bos = bos < t->n_ids ? bos : -1;
+    if (eos >= -1) t->eos = eos < t->n_ids ? eos : -1;
+    return t;
+}

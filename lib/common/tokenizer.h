@@ -62,4 +62,11 @@ const char *as_tokenizer_id_to_piece(const struct as_tokenizer *t, int32_t id);
 /* Non-zero if id is an added token marked special (BOS, EOS, <|endoftext|>, ...). */
 int as_tokenizer_is_special(const struct as_tokenizer *t, int32_t id);
 
+/* Build a tokenizer from an in-memory tokenizer.json object (jansson json_t), e.g. one rebuilt
+ * from GGUF metadata (gguf_load.c). `label` names it in errors. bos/eos set the special ids
+ * (-1 = none; -2 = detect as as_tokenizer_load does). NULL with as_fail on error. */
+struct json_t;
+struct as_tokenizer *as_tokenizer_from_json(const char *label, const struct json_t *root,
+                                            int32_t bos, int32_t eos);
+
 #endif
