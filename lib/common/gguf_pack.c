@@ -412,8 +412,7 @@ int as_gguf_pack(const char *model_dir, const struct as_qcollect *qc, const char
                 int rescaled = o->fallback_original && layer_rescaled(qc, pfx);
                 fprintf(stderr, "%s: note: tensor %s: %s; written as %s %s\n", as_progname(), name,
                         why, as_ggml_type_name(ft),
-                        o->fallback_original && !rescaled
-                            ? "(the checkpoint's unquantized weights)"
+                        o->fallback_original && !rescaled ? "(the checkpoint's unquantized weights)"
                         : rescaled ? "(dequantized quantizer output: AWQ rescaled this layer, the "
                                      "checkpoint's weights would not fit)"
                                    : "(dequantized quantizer output)");
