@@ -235,8 +235,8 @@ void as_layer_mlp(const struct as_model *m, const struct as_layer_weights *L,
 }
 
 /* One decoder layer on s->x[T, hidden]. */
-static void layer_forward(const struct as_model *m, struct as_run_state *s, int l, int T,
-                          const struct as_hooks *hk) {
+void as_forward_layer(const struct as_model *m, struct as_run_state *s, int l, int T,
+                      const struct as_hooks *hk) {
     const struct as_model_config *c = &m->cfg;
     const struct as_layer_weights *L = &m->layers[l];
     int D = c->hidden;
@@ -270,7 +270,7 @@ int as_forward(const struct as_model *m, struct as_run_state *s, const int *toke
     size_t act = (size_t)s->max_T * D;
     for (int l = 0; l < c->n_layers; l++) {
         if (s->layer_acts) memcpy(s->layer_acts + l * act, s->x, (size_t)T * D * sizeof(float));
-        layer_forward(m, s, l, T, hooks);
+        as_forward_layer(m, s, l, T, hooks);
     }
     if (s->layer_acts)
         memcpy(s->layer_acts + c->n_layers * act, s->x, (size_t)T * D * sizeof(float));

@@ -52,6 +52,12 @@ void as_state_reset(struct as_run_state *s); /* empty the KV cache */
 int as_forward(const struct as_model *m, struct as_run_state *s, const int *tokens, int T,
                enum as_logits_mode mode, const struct as_hooks *hooks);
 
+/* One whole decoder layer l on the residual stream s->x [T, hidden], in place: what as_forward
+ * does per layer. For callers that carry each layer's input themselves (as-calib's
+ * true-sequential mode): tokens sit at positions s->pos.. (not advanced). */
+void as_forward_layer(const struct as_model *m, struct as_run_state *s, int l, int T,
+                      const struct as_hooks *hk);
+
 /* The two halves of decoder layer l, for callers that evaluate a layer piece by piece with
  * their own weights (AWQ's scale search): L is m->layers[l] or a modified copy. xn [T, hidden]
  * is the block's normed input (RMSNorm of the residual stream), out [T, hidden] receives the

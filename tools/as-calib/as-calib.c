@@ -249,6 +249,40 @@ static int emit_layer_input(struct calib *c, struct as_stream_writer *w, struct 
     return rc;
 }
 
+/* X [samples, seqlen, hidden] := layer l applied to X (the model's current weights). */
+static void advance_layer(const struct as_model *m, struct as_run_state *s, int l, float *X,
+                          int samples, int seqlen) {
+    size_t win = (size_t)seqlen * m->cfg.hidden;
+    for (int i = 0; i < samples; i++) {
+        as_state_reset(s);
+        memcpy(s->x, X + i * win, sizeof(float) * win);
+        as_forward_layer(m, s, l, seqlen, NULL);
+        memcpy(X + i * win, s->x, sizeof(float) * win);
+    }
+}
+
+/* Runs layer l on every window's carried input with the statistics hook (GPTAQ: the
+ * full-precision twin first, on its own carried input, to capture X_fp of the same window). */
+static int measure_layer(struct calib *c, int l, const float *X, const float *Xfp, int samples,
+                         int seqlen, struct as_run_state *s, struct as_run_state *sfp) {
+    struct as_hooks hk = {on_input, c};
+    size_t win = (size_t)seqlen * c->m->cfg.hidden;
+    for (int i = 0; i < samples; i++) {
+        if (Xfp) {
+            c->capture_fp = 1;
+            as_state_reset(sfp);
+            memcpy(sfp->x, Xfp + i * win, sizeof(float) * win);
+            as_forward_layer(c->fp, sfp, l, seqlen, &hk);
+            c->capture_fp = 0;
+        }
+        as_state_reset(s);
+        memcpy(s->x, X + i * win, sizeof(float) * win);
+        as_forward_layer(c->m, s, l, seqlen, &hk);
+        if (c->hook_error) return -1;
+    }
+    return 0;
+}
+
 struct coproc {
     pid_t pid;
     struct as_stream_writer *to;
@@ -484,18 +518,41 @@ int main(int argc, char **argv) {
         }
         struct coproc cp = {0};
         rc = coproc_start(&cp, seq_cmd);
-        int lo = c.layer_lo, hi = c.layer_hi;
-        for (int l = lo; !rc && l <= hi; l++)
+        /* Each layer's input for every window is carried from layer to layer (through the
+         * quantized layers; GPTAQ also through the full-precision ones), so every group costs one
+         * pass of one layer: 5 layer passes per layer in all, not a forward per group. */
+        int D = c.m->cfg.hidden, lo = c.layer_lo, hi = c.layer_hi;
+        size_t win = (size_t)seqlen * D;
+        float *X = as_xmalloc(sizeof(float) * win * samples);
+        float *Xfp = gptaq ? as_xmalloc(sizeof(float) * win * samples) : NULL;
+        for (int i = 0; i < samples; i++)
+            for (int t = 0; t < seqlen; t++) {
+                int tok = tokens[(size_t)i * seqlen + t];
+                if (tok < 0 || tok >= c.m->cfg.vocab) {
+                    rc = as_fail("token id %d out of range (vocab %d)", tok, c.m->cfg.vocab);
+                    break;
+                }
+                memcpy(X + i * win + (size_t)t * D, c.m->embed + (size_t)tok * D, sizeof(float) * D);
+            }
+        for (int l = 0; !rc && l < lo; l++) /* layers before the range: as they are */
+            advance_layer(c.m, s, l, X, samples, seqlen);
+        if (Xfp) memcpy(Xfp, X, sizeof(float) * win * samples);
+        for (int l = lo; !rc && l <= hi; l++) {
             for (int g = 0; !rc && g < AS_GROUP_COUNT; g++) {
-                /* measure only this group of this layer: c.st[0] is its accumulator */
+                /* measure only this group of this layer: its accumulator is c.st[g] */
                 c.layer_lo = c.layer_hi = l;
                 c.only_group = g;
                 if (c.dxx) memset(c.dxx, 0, sizeof(double) * maxd * maxd);
-                rc = run_samples(&c, tokens, samples, seqlen, s, sfp);
+                rc = measure_layer(&c, l, X, Xfp, samples, seqlen, s, sfp);
                 if (!rc) rc = sequential_group(&c, &cp, arena, out, l, (enum as_linear_group)g);
                 as_act_stats_free(stats_for(&c, l, (enum as_linear_group)g));
                 as_progress("layer %d %s quantized", l, as_group_names[g]);
             }
+            if (!rc) advance_layer(c.m, s, l, X, samples, seqlen);
+            if (!rc && Xfp) advance_layer(c.fp, sfp, l, Xfp, samples, seqlen);
+        }
+        free(X);
+        free(Xfp);
         c.layer_lo = lo;
         c.layer_hi = hi;
         if (cp.pid > 0) {
