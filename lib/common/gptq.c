@@ -248,14 +248,20 @@ static void run_blocked(struct gq *s) {
         for (int t = 0; t < T; t++)
             s->r->loss += jobs[t].loss;
         s->r->t_inblock += now_s() - t0;
-        if (i2 < K) {
-            /* Lazy batch: W[:, i2:] -= Err1 . U[i1:i2, i2:] as one GEMM (BLAS-3). */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, K - i2, cnt, -1.0f, err, B,
-                        s->U + (long)i1 * K + i2, K, 1.0f, s->W + i2, K);
+        /* Lazy batch: W[:, i2:] -= Err1 . U[i1:i2, i2:] as GEMMs (BLAS-3) over fixed tiles of
+         * GPTQ_ROW_TILE rows: a BLAS may round a row differently depending on how many rows a
+         * call has (OpenBLAS sends one-row calls to GEMV), so fixed tiles make every row's result
+         * independent of the total row count, and row blocks (gptq_plan_rows) bit-identical. */
+        for (int t0 = 0; i2 < K && t0 < N; t0 += GPTQ_ROW_TILE) {
+            int m = N - t0 < GPTQ_ROW_TILE ? N - t0 : GPTQ_ROW_TILE;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, K - i2, cnt, -1.0f,
+                        err + (long)t0 * B, B, s->U + (long)i1 * K + i2, K, 1.0f,
+                        s->W + (long)t0 * K + i2, K);
             /* GPTAQ: ... + W1 . P[i1:i2, i2:], W1 = the block after its in-block updates. */
             if (s->gptaq)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, K - i2, cnt, 1.0f,
-                            s->W + i1, K, s->P + (long)i1 * K + i2, K, 1.0f, s->W + i2, K);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, K - i2, cnt, 1.0f,
+                            s->W + (long)t0 * K + i1, K, s->P + (long)i1 * K + i2, K, 1.0f,
+                            s->W + (long)t0 * K + i2, K);
         }
     }
     free(err);
@@ -349,42 +355,82 @@ static void act_order_perm(const float *H, int K, int32_t *perm) {
     free(diag);
 }
 
-/* dst[i][j] = src[perm[i]][perm[j]] */
-static void permute_sym(const float *src, float *dst, int K, const int32_t *perm) {
+/* A = P A P^T in place (A[i][j] <- A[perm[i]][perm[j]]) with two K-float buffers instead of a
+ * second K x K matrix: rows follow the permutation's cycles, then each row's columns. */
+static void permute_sym_inplace(float *A, int K, const int32_t *perm) {
+    float *tmp = as_xmalloc(sizeof(float) * (size_t)K);
+    uint8_t *done = as_xcalloc((size_t)K, 1);
+    const size_t row = sizeof(float) * (size_t)K;
+    for (int start = 0; start < K; start++) {
+        if (done[start]) continue;
+        memcpy(tmp, A + (long)start * K, row);
+        for (int i = start;;) {
+            done[i] = 1;
+            int j = perm[i];
+            if (j == start) {
+                memcpy(A + (long)i * K, tmp, row);
+                break;
+            }
+            memcpy(A + (long)i * K, A + (long)j * K, row);
+            i = j;
+        }
+    }
     for (int i = 0; i < K; i++) {
-        const float *srow = src + (long)perm[i] * K;
-        float *drow = dst + (long)i * K;
+        float *r = A + (long)i * K;
         for (int j = 0; j < K; j++)
-            drow[j] = srow[perm[j]];
+            tmp[j] = r[perm[j]];
+        memcpy(r, tmp, row);
     }
+    free(done);
+    free(tmp);
 }
 
-/* Zero the strict lower triangle and check U's diagonal. */
-static int finish_upper(float *U, int K) {
-    for (int i = 1; i < K; i++)
-        memset(U + (long)i * K, 0, sizeof(float) * (size_t)i);
-    for (int i = 0; i < K; i++) {
-        float d = U[(long)i * K + i];
-        if (!(d > 0.0f) || !isfinite(d)) return -1;
-    }
-    return 0;
-}
-
-/* H (damped, row-major) -> row-major upper U with U^T U = H^-1, like the reference
- * cholesky -> cholesky_inverse -> cholesky(upper). A row-major symmetric matrix is its own
- * column-major image, so LAPACK works column-major on the 'U' triangle (= our lower one); the
- * factor V of H^-1 = V^T V ends up transposed in our lower triangle and is moved up. */
-static int factor_reference(float *H, int K) {
-    if (LAPACKE_spotrf(LAPACK_COL_MAJOR, 'U', K, H, K) != 0) return -1;
-    if (LAPACKE_spotri(LAPACK_COL_MAJOR, 'U', K, H, K) != 0) return -1;
-    if (LAPACKE_spotrf(LAPACK_COL_MAJOR, 'U', K, H, K) != 0) return -1;
+/* Copy one strict triangle of a row-major K x K matrix onto the other, in 64 x 64 tiles.
+ * lower_to_upper: A[i][j] = A[j][i] for j > i; otherwise A[j][i] = A[i][j]. */
+static void mirror_triangle(float *A, int K, int lower_to_upper) {
     const int T = 64;
     for (int i0 = 0; i0 < K; i0 += T)
         for (int j0 = i0; j0 < K; j0 += T)
             for (int i = i0; i < i0 + T && i < K; i++)
-                for (int j = j0 > i ? j0 : i + 1; j < j0 + T && j < K; j++)
-                    H[(long)i * K + j] = H[(long)j * K + i];
-    return finish_upper(H, K);
+                for (int j = j0 > i ? j0 : i + 1; j < j0 + T && j < K; j++) {
+                    if (lower_to_upper)
+                        A[(long)i * K + j] = A[(long)j * K + i];
+                    else
+                        A[(long)j * K + i] = A[(long)i * K + j];
+                }
+}
+
+static int diag_ok(const float *U, int K) {
+    for (int i = 0; i < K; i++) {
+        float d = U[(long)i * K + i];
+        if (!(d > 0.0f) || !isfinite(d)) return 0;
+    }
+    return 1;
+}
+
+/* Zero the strict lower triangle of U (its diagonal was checked). */
+static void finish_upper(float *U, int K) {
+    for (int i = 1; i < K; i++)
+        memset(U + (long)i * K, 0, sizeof(float) * (size_t)i);
+}
+
+/* The factorizations read and write one triangle only (LAPACK on a symmetric matrix), so after a
+ * failure the other strict triangle still holds H: a damping retry restores H from it and a saved
+ * diagonal instead of from a K x K copy (the memory of one Hessian, not two).
+ *
+ * H (damped, row-major) -> row-major upper U with U^T U = H^-1, like the reference
+ * cholesky -> cholesky_inverse -> cholesky(upper). A row-major symmetric matrix is its own
+ * column-major image, so LAPACK works column-major on the 'U' triangle (= our lower one); the
+ * factor V of H^-1 = V^T V ends up transposed in our lower triangle and is moved up. Our strict
+ * upper triangle is untouched until the factor is known to be good. */
+static int factor_reference(float *H, int K) {
+    if (LAPACKE_spotrf(LAPACK_COL_MAJOR, 'U', K, H, K) != 0) return -1;
+    if (LAPACKE_spotri(LAPACK_COL_MAJOR, 'U', K, H, K) != 0) return -1;
+    if (LAPACKE_spotrf(LAPACK_COL_MAJOR, 'U', K, H, K) != 0) return -1;
+    if (!diag_ok(H, K)) return -1;
+    mirror_triangle(H, K, 1);
+    finish_upper(H, K);
+    return 0;
 }
 
 /* Reversing a row-major K x K array end to end maps [i][j] to [K-1-i][K-1-j] (J A J). */
@@ -397,118 +443,100 @@ static void reverse_all(float *a, long n) {
 
 /* GPTQ_FACTOR_REVERSE (gptq.h): J H J = L' L'^T, so H = U~ U~^T with U~ = J L' J upper and
  * U = U~^-1 = J L'^-1 J. Column-major 'U' on our buffer is L'^T, so trtri('U') leaves L'^-1 in
- * our lower triangle; reversing the array moves it, flipped, to the upper one. */
+ * our lower triangle; reversing the array moves it, flipped, to the upper one. The strict lower
+ * triangle of H is never touched (on failure the array is reversed back). */
 static int factor_reverse(float *H, int K) {
     reverse_all(H, (long)K * K);
-    if (LAPACKE_spotrf(LAPACK_COL_MAJOR, 'U', K, H, K) != 0) return -1;
-    if (LAPACKE_strtri(LAPACK_COL_MAJOR, 'U', 'N', K, H, K) != 0) return -1;
+    int rc = LAPACKE_spotrf(LAPACK_COL_MAJOR, 'U', K, H, K) != 0 ||
+                     LAPACKE_strtri(LAPACK_COL_MAJOR, 'U', 'N', K, H, K) != 0
+                 ? -1
+                 : 0;
     reverse_all(H, (long)K * K);
-    return finish_upper(H, K);
+    if (rc || !diag_ok(H, K)) return -1;
+    finish_upper(H, K);
+    return 0;
 }
 
-static int gptq_run(const struct gptq_opts *o, float *W, int N, int K, float *H,
-                    struct gptq_result *r, int columnwise) {
-    memset(r, 0, sizeof *r);
+/* ---- the plan: everything that depends on H only ---- */
+
+int gptq_plan_init(struct gptq_plan *p, const struct gptq_opts *o, int N, int K, float *H) {
+    memset(p, 0, sizeof *p);
     if (check_opts(o, N, K)) return -1;
-    if (check_finite(W, N, K, "weight") || check_finite(H, K, K, "hessian")) return -1;
+    if (check_finite(H, K, K, "hessian")) return -1;
     const int gptaq = o->method == GPTQ_METHOD_GPTAQ;
     if (gptaq && check_finite(o->dxxt, K, K, "dXXT")) return -1;
-
-    const int gs = o->group_size <= 0 ? K : o->group_size;
-    const int G = quant_int_n_groups(K, o->group_size);
-    const int static_groups = o->static_groups && o->group_size > 0;
-    r->N = N, r->K = K, r->G = G;
-    r->q = as_xcalloc((size_t)N * K, 1);
-    r->scale = as_xcalloc((size_t)N * G, sizeof(float));
-    r->zero = as_xcalloc((size_t)N * G, sizeof(int32_t));
-    r->g_idx = as_xcalloc((size_t)K, sizeof(int32_t));
-    int32_t *gcol = as_xmalloc(sizeof(int32_t) * (size_t)K);
-    float *Hsave = as_xmalloc(sizeof(float) * (size_t)K * K);
-    int rc = -1;
     double t0 = now_s();
+    p->o = *o;
+    p->K = K;
+    p->gs = o->group_size <= 0 ? K : o->group_size;
+    p->G = quant_int_n_groups(K, o->group_size);
+    p->U = H;
+    p->P = gptaq ? o->dxxt : NULL;
+    p->dead = as_xcalloc((size_t)K, 1);
+    p->gcol = as_xmalloc(sizeof(int32_t) * (size_t)K);
+    p->g_idx = as_xcalloc((size_t)K, sizeof(int32_t));
+    float *hdiag = as_xmalloc(sizeof(float) * (size_t)K);
+    const int static_groups = o->static_groups && o->group_size > 0;
 
-    /* Per-channel params: the reference calls find_params(W) before zeroing dead columns. */
-    if (o->group_size <= 0)
-        for (int n = 0; n < N; n++)
-            quant_int_fit_group(W + (long)n * K, K, o->bits, o->sym, &r->scale[n], &r->zero[n]);
+    /* The factorization reads the lower triangle; make the upper one equal to it, so that a
+     * damping retry (which restores H from the untouched triangle) sees the same matrix. */
+    mirror_triangle(H, K, 1);
 
-    /* Dead inputs (step 2). GPTAQ zeroes the matching columns of dXX^T. */
+    /* Dead inputs (step 2). GPTAQ zeroes the matching columns of dXX^T. The weight columns are
+     * zeroed row by row (gptq_plan_rows). */
     for (int d = 0; d < K; d++) {
         if (H[(long)d * K + d] != 0.0f) continue;
-        r->n_dead++;
+        p->dead[d] = 1;
+        p->n_dead++;
         H[(long)d * K + d] = 1.0f;
-        for (int n = 0; n < N; n++)
-            W[(long)n * K + d] = 0.0f;
         if (gptaq)
             for (int a = 0; a < K; a++)
                 o->dxxt[(long)a * K + d] = 0.0f;
     }
 
-    /* Static groups (step 3): original column order, weights before any update. */
-    if (static_groups)
-        for (int n = 0; n < N; n++)
-            for (int g = 0; g < G; g++) {
-                int k0 = g * gs, len = k0 + gs <= K ? gs : K - k0;
-                quant_int_fit_group(W + (long)n * K + k0, len, o->bits, o->sym,
-                                    &r->scale[(long)n * G + g], &r->zero[(long)n * G + g]);
-            }
-
     /* Act-order (step 4). g_idx is the group of each original column: with dynamic groups the
      * groups follow the processing order (g_idx[perm[i]] = i / gs), with static ones the original
      * order (g_idx[k] = k / gs), exactly as AutoGPTQ builds it. */
     if (o->act_order) {
-        r->perm = as_xmalloc(sizeof(int32_t) * (size_t)K);
-        act_order_perm(H, K, r->perm);
-        float *row = as_xmalloc(sizeof(float) * (size_t)K);
-        for (int n = 0; n < N; n++) {
-            float *w = W + (long)n * K;
-            for (int i = 0; i < K; i++)
-                row[i] = w[r->perm[i]];
-            memcpy(w, row, sizeof(float) * (size_t)K);
-        }
-        free(row);
-        if (gptaq) {
-            permute_sym(o->dxxt, Hsave, K, r->perm);
-            memcpy(o->dxxt, Hsave, sizeof(float) * (size_t)K * K);
-        }
-        permute_sym(H, Hsave, K, r->perm);
-    } else {
-        memcpy(Hsave, H, sizeof(float) * (size_t)K * K);
+        p->perm = as_xmalloc(sizeof(int32_t) * (size_t)K);
+        act_order_perm(H, K, p->perm);
+        if (gptaq) permute_sym_inplace(o->dxxt, K, p->perm);
+        permute_sym_inplace(H, K, p->perm);
     }
     for (int i = 0; i < K; i++) {
-        int k = r->perm ? r->perm[i] : i;
+        int k = p->perm ? p->perm[i] : i;
         if (o->group_size <= 0)
-            gcol[i] = 0, r->g_idx[k] = 0;
+            p->gcol[i] = 0, p->g_idx[k] = 0;
         else if (static_groups)
-            gcol[i] = k / gs, r->g_idx[k] = k / gs;
+            p->gcol[i] = k / p->gs, p->g_idx[k] = k / p->gs;
         else
-            gcol[i] = i / gs, r->g_idx[k] = i / gs;
+            p->gcol[i] = i / p->gs, p->g_idx[k] = i / p->gs;
     }
 
-    /* Damping (step 5) and U (step 6); a failed factorization restarts from the saved H with
-     * more damping. */
+    /* Damping (step 5) and U (step 6); a failed factorization restarts from H restored out of
+     * the triangle the factorization did not touch, with more damping. */
     double dsum = 0;
     for (int i = 0; i < K; i++)
-        dsum += Hsave[(long)i * K + i];
+        hdiag[i] = H[(long)i * K + i], dsum += hdiag[i];
     float mean_diag = (float)(dsum / K);
+    int rc = -1;
     for (int retry = 0;; retry++) {
         if (retry > o->max_damp_retries) {
             as_fail("hessian: not positive definite even with damping %g of mean diag %g (%d "
                     "retries)",
-                    (double)r->percdamp, (double)mean_diag, o->max_damp_retries);
+                    (double)p->percdamp, (double)mean_diag, o->max_damp_retries);
             goto out;
         }
-        r->percdamp = o->percdamp + (float)retry * o->damp_step;
-        r->damp = r->percdamp * mean_diag;
-        r->damp_retries = retry;
-        memcpy(H, Hsave, sizeof(float) * (size_t)K * K);
+        p->percdamp = o->percdamp + (float)retry * o->damp_step;
+        p->damp = p->percdamp * mean_diag;
+        p->damp_retries = retry;
+        if (retry > 0) /* reference: upper intact; reverse: lower intact */
+            mirror_triangle(H, K, o->factor == GPTQ_FACTOR_REVERSE);
         for (int i = 0; i < K; i++)
-            H[(long)i * K + i] += r->damp;
+            H[(long)i * K + i] = hdiag[i] + p->damp;
         int ok = o->factor == GPTQ_FACTOR_REVERSE ? factor_reverse(H, K) : factor_reference(H, K);
         if (ok == 0) break;
     }
-    free(Hsave);
-    Hsave = NULL;
 
     /* GPTAQ: P = alpha * triu(dXX^T U^T, 1) U, with two triangular products. */
     if (gptaq) {
@@ -520,43 +548,116 @@ static int gptq_run(const struct gptq_opts *o, float *W, int N, int K, float *H,
         cblas_strmm(CblasRowMajor, CblasRight, CblasUpper, CblasNoTrans, CblasNonUnit, K, K,
                     o->gptaq_alpha, H, K, P, K);
     }
-    r->t_factor = now_s() - t0;
+    p->t_factor = now_s() - t0;
+    rc = 0;
+out:
+    free(hdiag);
+    if (rc) gptq_plan_free(p);
+    return rc;
+}
 
-    t0 = now_s();
-    struct gq s = {o,
-                   N,
-                   K,
-                   G,
-                   gs,
-                   quant_int_maxq(o->bits),
-                   o->blocksize,
-                   gptaq,
-                   W,
-                   H,
-                   gptaq ? o->dxxt : NULL,
-                   gcol,
-                   r->perm,
-                   r};
+void gptq_plan_free(struct gptq_plan *p) {
+    free(p->dead);
+    free(p->gcol);
+    free(p->g_idx);
+    free(p->perm);
+    memset(p, 0, sizeof *p);
+}
+
+static int plan_rows(const struct gptq_plan *p, float *W, int rows, int row0, uint8_t *q,
+                     float *scale, int32_t *zero, double *loss, double *t_inblock,
+                     int columnwise) {
+    const struct gptq_opts *o = &p->o;
+    const int K = p->K, G = p->G, gs = p->gs;
+    for (long i = 0; i < (long)rows * K; i++)
+        if (!isfinite(W[i]))
+            return as_fail("weight: non-finite value %g at [%ld, %ld]", (double)W[i],
+                           row0 + i / K, i % K);
+    memset(scale, 0, sizeof(float) * (size_t)rows * G);
+    memset(zero, 0, sizeof(int32_t) * (size_t)rows * G);
+
+    /* Per-channel params: the reference calls find_params(W) before zeroing dead columns. */
+    if (o->group_size <= 0)
+        for (int n = 0; n < rows; n++)
+            quant_int_fit_group(W + (long)n * K, K, o->bits, o->sym, &scale[n], &zero[n]);
+    if (p->n_dead)
+        for (int d = 0; d < K; d++)
+            if (p->dead[d])
+                for (int n = 0; n < rows; n++)
+                    W[(long)n * K + d] = 0.0f;
+    /* Static groups (step 3): original column order, weights before any update. */
+    if (o->static_groups && o->group_size > 0)
+        for (int n = 0; n < rows; n++)
+            for (int g = 0; g < G; g++) {
+                int k0 = g * gs, len = k0 + gs <= K ? gs : K - k0;
+                quant_int_fit_group(W + (long)n * K + k0, len, o->bits, o->sym,
+                                    &scale[(long)n * G + g], &zero[(long)n * G + g]);
+            }
+    if (p->perm) {
+        float *row = as_xmalloc(sizeof(float) * (size_t)K);
+        for (int n = 0; n < rows; n++) {
+            float *w = W + (long)n * K;
+            for (int i = 0; i < K; i++)
+                row[i] = w[p->perm[i]];
+            memcpy(w, row, sizeof(float) * (size_t)K);
+        }
+        free(row);
+    }
+
+    /* The kernels write codes/params of rows [0, rows) through a result view of this block. */
+    struct gptq_result r = {.N = rows, .K = K, .G = G, .q = q, .scale = scale, .zero = zero,
+                            .g_idx = p->g_idx, .perm = p->perm};
+    struct gq s = {o,           rows,    K,       G,
+                   gs,          quant_int_maxq(o->bits),   o->blocksize,
+                   o->method == GPTQ_METHOD_GPTAQ, W, p->U, p->P,
+                   p->gcol,     p->perm, &r};
     if (columnwise)
         run_columnwise(&s);
     else
         run_blocked(&s);
-    r->loss /= 2;
+    *loss += r.loss / 2;
+    if (t_inblock) *t_inblock += r.t_inblock;
 
     /* Step 8: W_hat in the original column order, from the codes and their group params. */
-    for (int n = 0; n < N; n++) {
+    for (int n = 0; n < rows; n++) {
         float *w = W + (long)n * K;
-        const uint8_t *q = r->q + (long)n * K;
+        const uint8_t *qr = q + (long)n * K;
         for (int k = 0; k < K; k++) {
-            long g = (long)n * G + r->g_idx[k];
-            w[k] = quant_int_dequantize(q[k], r->scale[g], r->zero[g]);
+            long g = (long)n * G + p->g_idx[k];
+            w[k] = quant_int_dequantize(qr[k], scale[g], zero[g]);
         }
     }
+    return 0;
+}
+
+int gptq_plan_rows(const struct gptq_plan *p, float *W, int rows, int row0, uint8_t *q,
+                   float *scale, int32_t *zero, double *loss) {
+    return plan_rows(p, W, rows, row0, q, scale, zero, loss, NULL, 0);
+}
+
+static int gptq_run(const struct gptq_opts *o, float *W, int N, int K, float *H,
+                    struct gptq_result *r, int columnwise) {
+    memset(r, 0, sizeof *r);
+    if (check_opts(o, N, K)) return -1;
+    if (check_finite(W, N, K, "weight")) return -1;
+    struct gptq_plan p;
+    if (gptq_plan_init(&p, o, N, K, H)) return -1;
+    const int G = p.G;
+    r->N = N, r->K = K, r->G = G;
+    r->q = as_xcalloc((size_t)N * K, 1);
+    r->scale = as_xcalloc((size_t)N * G, sizeof(float));
+    r->zero = as_xcalloc((size_t)N * G, sizeof(int32_t));
+    r->g_idx = p.g_idx, p.g_idx = NULL; /* the result takes them over */
+    r->perm = p.perm, p.perm = NULL;
+    struct gptq_plan view = p;
+    view.g_idx = r->g_idx, view.perm = r->perm;
+    r->damp = p.damp, r->percdamp = p.percdamp, r->damp_retries = p.damp_retries;
+    r->n_dead = p.n_dead, r->t_factor = p.t_factor;
+    double t0 = now_s();
+    int rc = plan_rows(&view, W, N, 0, r->q, r->scale, r->zero, &r->loss, &r->t_inblock,
+                       columnwise);
     r->t_update = now_s() - t0;
-    rc = 0;
-out:
-    free(Hsave);
-    free(gcol);
+    gptq_plan_free(&p);
     if (rc) gptq_result_free(r);
     return rc;
 }

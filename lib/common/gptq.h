@@ -74,6 +74,40 @@ int gptq_quantize_columnwise(const struct gptq_opts *o, float *W, int N, int K, 
                              struct gptq_result *r);
 void gptq_result_free(struct gptq_result *r);
 
+/* ---- row blocks: factor once, then quantize the rows of W in blocks (bounded memory) ----
+ * Rows of W are independent given U (each row has its own group params), so a caller that cannot
+ * hold W in f32 (a 28672 x 8192 weight is 940 MB) converts and quantizes it a block of rows at a
+ * time. gptq_plan_init does everything that depends on H only (dead inputs, act-order, damping
+ * with retries, U) in place: the plan's U *is* the caller's H buffer, and no second K x K matrix
+ * is allocated (a retry restores H from the triangle LAPACK did not touch). gptq_quantize is
+ * gptq_plan_init + gptq_plan_rows over all rows: codes, scales and zeros are bit-identical when
+ * every block but the last has a multiple of GPTQ_ROW_TILE rows (the kernel's GEMMs work on
+ * tiles of that many rows, tests/unit/test_gptq_rows.c); only the loss sum may round differently.
+ * Peak memory: H (K^2 floats) + one block of rows + the outputs (codes are 1 byte per weight). */
+#define GPTQ_ROW_TILE 256
+struct gptq_plan {
+    struct gptq_opts o;
+    int K, G, gs;
+    float *U;       /* the caller's H buffer, now U (row-major upper); borrowed */
+    float *P;       /* GPTAQ term (the caller's dxxt buffer), NULL for GPTQ; borrowed */
+    uint8_t *dead;  /* [K] 1 where H[d,d] == 0 */
+    int32_t *gcol;  /* [K] group of processing position i */
+    int32_t *g_idx; /* [K] group of each original input column (as gptq_result.g_idx) */
+    int32_t *perm;  /* [K] act-order processing order, NULL without */
+    int n_dead, damp_retries;
+    float damp, percdamp;
+    double t_factor;
+};
+/* Validate (N, K only for the shape checks), symmetrize H from its lower triangle, factor it. 0,
+ * or -1 with as_fail (the plan then owns nothing). H (and o->dxxt) must outlive the plan. */
+int gptq_plan_init(struct gptq_plan *p, const struct gptq_opts *o, int N, int K, float *H);
+/* Quantize `rows` rows of W (row-major f32 [rows, K], overwritten with W_hat) whose first row is
+ * row `row0` of the weight (for error messages): codes q [rows*K], scale and zero [rows*G] of
+ * these rows; adds their loss to *loss. 0, or -1 with as_fail ("weight: non-finite value ..."). */
+int gptq_plan_rows(const struct gptq_plan *p, float *W, int rows, int row0, uint8_t *q,
+                   float *scale, int32_t *zero, double *loss);
+void gptq_plan_free(struct gptq_plan *p);
+
 /* Flop count used by the benchmark: Cholesky K^3/3, inverse (potri) 2K^3/3, Cholesky of the
  * inverse K^3/3 (REVERSE: Cholesky K^3/3 + trtri K^3/3), column updates N*K^2 (one multiply-add per
  * weight pair i < j). GPTAQ adds the two triangular products for P (K^3 each) and a second update
