@@ -195,6 +195,12 @@ static void hook(const struct as_hooks *hk, int l, enum as_linear_group g, const
     if (hk && hk->on_linear_input) hk->on_linear_input(hk->ctx, l, g, x, T, d);
 }
 
+/* The input the group's linears multiply: x, or its activation-quantized copy. */
+static const float *qin(const struct as_hooks *hk, int l, enum as_linear_group g, const float *x,
+                        int T, int d) {
+    return hk && hk->quant_linear_input ? hk->quant_linear_input(hk->qctx, l, g, x, T, d) : x;
+}
+
 void as_layer_attention(const struct as_model *m, const struct as_layer_weights *L,
                         struct as_run_state *s, int l, const float *xn, int T, float *out,
                         const struct as_hooks *hk) {
@@ -205,9 +211,10 @@ void as_layer_attention(const struct as_model *m, const struct as_layer_weights 
     float *kc = s->key_cache + cache_off, *vc = s->value_cache + cache_off;
 
     hook(hk, l, AS_GROUP_ATTN_QKV, xn, T, D);
-    as_op_linear(s->q, xn, L->w[AS_LIN_Q], L->bq, T, D, qd);
-    as_op_linear(s->k, xn, L->w[AS_LIN_K], L->bk, T, D, kvd);
-    as_op_linear(s->v, xn, L->w[AS_LIN_V], L->bv, T, D, kvd);
+    const float *xq = qin(hk, l, AS_GROUP_ATTN_QKV, xn, T, D);
+    as_op_linear(s->q, xq, L->w[AS_LIN_Q], L->bq, T, D, qd);
+    as_op_linear(s->k, xq, L->w[AS_LIN_K], L->bk, T, D, kvd);
+    as_op_linear(s->v, xq, L->w[AS_LIN_V], L->bv, T, D, kvd);
     if (c->qk_norm) { /* qwen3: RMSNorm over each head's head_dim, before RoPE */
         as_op_rmsnorm(s->q, s->q, L->q_norm, T * c->n_heads, hd, c->rms_eps);
         as_op_rmsnorm(s->k, s->k, L->k_norm, T * c->n_kv_heads, hd, c->rms_eps);
@@ -218,7 +225,8 @@ void as_layer_attention(const struct as_model *m, const struct as_layer_weights 
     memcpy(vc + (size_t)pos0 * kvd, s->v, (size_t)T * kvd * sizeof(float));
     attention(c, s, kc, vc, T, pos0);
     hook(hk, l, AS_GROUP_ATTN_O, s->att_out, T, qd);
-    as_op_linear(out, s->att_out, L->w[AS_LIN_O], NULL, T, qd, D);
+    as_op_linear(out, qin(hk, l, AS_GROUP_ATTN_O, s->att_out, T, qd), L->w[AS_LIN_O], NULL, T, qd,
+                 D);
 }
 
 void as_layer_mlp(const struct as_model *m, const struct as_layer_weights *L,
@@ -227,11 +235,13 @@ void as_layer_mlp(const struct as_model *m, const struct as_layer_weights *L,
     const struct as_model_config *c = &m->cfg;
     int D = c->hidden, FF = c->intermediate;
     hook(hk, l, AS_GROUP_MLP_GATE_UP, xn, T, D);
-    as_op_linear(s->hb, xn, L->w[AS_LIN_GATE], NULL, T, D, FF);
-    as_op_linear(s->hb2, xn, L->w[AS_LIN_UP], NULL, T, D, FF);
+    const float *xq = qin(hk, l, AS_GROUP_MLP_GATE_UP, xn, T, D);
+    as_op_linear(s->hb, xq, L->w[AS_LIN_GATE], NULL, T, D, FF);
+    as_op_linear(s->hb2, xq, L->w[AS_LIN_UP], NULL, T, D, FF);
     as_op_swiglu(s->hb, s->hb2, (size_t)T * FF);
     hook(hk, l, AS_GROUP_MLP_DOWN, s->hb, T, FF);
-    as_op_linear(out, s->hb, L->w[AS_LIN_DOWN], NULL, T, FF, D);
+    as_op_linear(out, qin(hk, l, AS_GROUP_MLP_DOWN, s->hb, T, FF), L->w[AS_LIN_DOWN], NULL, T, FF,
+                 D);
 }
 
 /* One decoder layer on s->x[T, hidden]. */

@@ -125,7 +125,7 @@ static void on_input(void *ctx, int layer, enum as_linear_group g, const float *
 /* Runs every calibration window through the model (and the fp twin when GPTAQ needs it). */
 static int run_samples(struct calib *c, const int32_t *tokens, int samples, int seqlen,
                        struct as_run_state *s, struct as_run_state *sfp) {
-    struct as_hooks hk = {on_input, c};
+    struct as_hooks hk = {.on_linear_input = on_input, .ctx = c};
     int *win = as_xmalloc(sizeof(int) * seqlen);
     for (int i = 0; i < samples; i++) {
         for (int j = 0; j < seqlen; j++) win[j] = tokens[(size_t)i * seqlen + j];
@@ -265,7 +265,7 @@ static void advance_layer(const struct as_model *m, struct as_run_state *s, int 
  * full-precision twin first, on its own carried input, to capture X_fp of the same window). */
 static int measure_layer(struct calib *c, int l, const float *X, const float *Xfp, int samples,
                          int seqlen, struct as_run_state *s, struct as_run_state *sfp) {
-    struct as_hooks hk = {on_input, c};
+    struct as_hooks hk = {.on_linear_input = on_input, .ctx = c};
     size_t win = (size_t)seqlen * c->m->cfg.hidden;
     for (int i = 0; i < samples; i++) {
         if (Xfp) {

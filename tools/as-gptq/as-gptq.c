@@ -2,8 +2,9 @@
  *
  * Reads weights (usually by reference into the checkpoint) and the Hessian records of as-calib,
  * quantizes each decoder linear as soon as both its weight and its Hessian have arrived, and
- * writes its codes, scales, zeros and g_idx (qstream.h) to stdout. Other records are dropped:
- * as-pack takes the unquantized tensors from the model itself. --method rtn needs no Hessian. */
+ * writes its codes, scales, zeros and g_idx (qstream.h) to stdout. Weights that are not decoder
+ * linears (norms, embeddings) pass through unchanged; statistics are consumed.
+ * --method rtn needs no Hessian. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -226,7 +227,12 @@ static int take_stat(struct gptq_tool *t, struct as_stream_reader *r, const stru
 static int take_weight(struct gptq_tool *t, struct as_stream_reader *r, const struct as_rec *rec) {
     int layer;
     enum as_linear which;
-    if (as_linear_parse(rec->name, &layer, &which)) return 0; /* embeddings, norms: not ours */
+    if (as_linear_parse(rec->name, &layer, &which)) {
+        /* Embeddings, norms: not ours, passed on (as-awq's rescaled norms reach as-pack so). */
+        const void *data = rec->kind == AS_PAYLOAD_INLINE ? as_stream_payload(r) : NULL;
+        if (rec->kind == AS_PAYLOAD_INLINE && !data) return -1;
+        return as_stream_write(t->out, rec, data);
+    }
     if (rec->ndim != 2)
         return as_fail("stream %s: tensor %s: a linear weight must be 2-D", as_stream_name(r),
                        rec->name);

@@ -1,0 +1,421 @@
+/* fpquant: weight encoders and activation fake-quantization for FP8 / INT8 / FP4 (fpquant.h).
+ *
+ * The E4M3 and E2M1 encoders are branchless (the same bit tricks as dtype.c's reference codecs,
+ * which the unit tests compare them with), so the per-row loops vectorise: encoding a weight
+ * matrix runs near memory bandwidth (bench/lepto.sh). */
+#include "fpquant.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "as_error.h"
+#include "dtype.h"
+
+static inline uint32_t fbits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static inline float ffrom(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* E4M3FN (REFERENCE.md): saturate to 448 first, subnormals m*2^-9 rounded by adding 2^14 (the
+ * f32 ulp becomes 2^-9), normals by RNE on the top 3 mantissa bits. */
+static inline uint8_t e4m3(float f) {
+    uint32_t x = fbits(f);
+    uint32_t sign = (x >> 24) & 0x80, ax = x & 0x7FFFFFFF;
+    uint32_t ab = ax > 0x43E00000u ? 0x43E00000u : ax;
+    uint32_t sub = fbits(ffrom(ab) + 16384.0f) - 0x46800000u;
+    uint32_t norm = (ab + ((uint32_t)(7 - 127) << 23) + 0x7FFFF + ((ab >> 20) & 1)) >> 20;
+    uint32_t r = ab < 0x3C800000u ? sub : norm;
+    r = ax > 0x7F800000u ? 0x7F : r;
+    return (uint8_t)(sign | r);
+}
+
+/* E2M1: count the midpoints below |f|; ties to the even code (> before an odd index, >= before
+ * an even one); beyond 5 saturates to 6. */
+static inline uint8_t e2m1(float f) {
+    uint32_t x = fbits(f);
+    float a = ffrom(x & 0x7FFFFFFF);
+    uint8_t idx = (uint8_t)((a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) + (a > 2.5f) +
+                            (a >= 3.5f) + (a > 5.0f));
+    return (uint8_t)(((x >> 28) & 8) | idx);
+}
+
+static const float fp4_vals[16] = {0, 0.5f, 1, 1.5f, 2, 3, 4, 6, -0.0f, -0.5f, -1, -1.5f, -2, -3, -4, -6};
+static float e4m3_tab[256];
+static pthread_once_t tab_once = PTHREAD_ONCE_INIT;
+static void tab_init(void) {
+    for (int c = 0; c < 256; c++) e4m3_tab[c] = as_fp8_e4m3_to_f32((uint8_t)c);
+}
+static inline const float *e4m3_table(void) {
+    pthread_once(&tab_once, tab_init);
+    return e4m3_tab;
+}
+
+uint8_t as_fp8_enc(float x) {
+    return e4m3(x);
+}
+float as_fp8_dec(uint8_t c) {
+    return e4m3_table()[c];
+}
+uint8_t as_fp4_enc(float x) {
+    return e2m1(x);
+}
+float as_fp4_dec(uint8_t c) {
+    return fp4_vals[c & 15];
+}
+
+float as_absmax(const float *x, size_t n) {
+    float m[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) m[j] = fmaxf(m[j], fabsf(x[i + j]));
+    for (; i < n; i++) m[0] = fmaxf(m[0], fabsf(x[i]));
+    float r = 0;
+    for (int j = 0; j < 8; j++) r = fmaxf(r, m[j]);
+    return r;
+}
+
+float as_absmax_bf16(const uint16_t *x, size_t n) {
+    /* |bf16| is a monotone function of its low 15 bits (finite values): integer max */
+    uint16_t m[16] = {0};
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) {
+            uint16_t a = x[i + j] & 0x7FFF;
+            m[j] = a > m[j] ? a : m[j];
+        }
+    for (; i < n; i++) {
+        uint16_t a = x[i] & 0x7FFF;
+        m[0] = a > m[0] ? a : m[0];
+    }
+    uint16_t r = 0;
+    for (int j = 0; j < 16; j++) r = m[j] > r ? m[j] : r;
+    return ffrom((uint32_t)r << 16);
+}
+
+void as_fp8_encode(const float *x, size_t n, float scale, uint8_t *codes) {
+    for (size_t i = 0; i < n; i++) codes[i] = e4m3(x[i] / scale);
+}
+
+void as_fp8_encode_bf16(const uint16_t *x, size_t n, float scale, uint8_t *codes) {
+    for (size_t i = 0; i < n; i++) codes[i] = e4m3(ffrom((uint32_t)x[i] << 16) / scale);
+}
+
+void as_fp8_qdq(const float *x, size_t n, float scale, float *y) {
+    const float *t = e4m3_table();
+    for (size_t i = 0; i < n; i++) y[i] = t[e4m3(x[i] / scale)] * scale;
+}
+
+float as_scale_for(float amax, float qmax) {
+    float s = amax / qmax;
+    return s > AS_SCALE_EPS ? s : AS_SCALE_EPS;
+}
+
+/* OCP MX v1.0: shared exponent floor(log2(amax)) - emax_elem, emax_elem = 2 for E2M1, clamped to
+ * E8M0's range; amax == 0 gives the smallest scale (every code is then 0). */
+uint8_t as_mx_scale_e8m0(float amax) {
+    if (!(amax > 0)) return 0;
+    int e;
+    frexpf(amax, &e); /* amax = m 2^e, m in [0.5, 1): floor(log2 amax) = e - 1 */
+    int code = e - 1 - 2 + 127;
+    return (uint8_t)(code < 0 ? 0 : code > 254 ? 254 : code);
+}
+
+float as_nvfp4_global_scale(float amax) {
+    return amax > 0 ? AS_FP8_MAX * AS_FP4_MAX / amax : 1.0f;
+}
+
+/* ---- weights ---- */
+
+const char *const as_wq_names[AS_WQ_COUNT] = {"fp8-tensor", "fp8-channel", "fp8-block",
+                                              "int8-channel", "nvfp4", "mxfp4", "int4-group"};
+
+int as_wq_from_name(const char *name) {
+    for (int i = 0; i < AS_WQ_COUNT; i++)
+        if (!strcmp(name, as_wq_names[i])) return i;
+    return -1;
+}
+
+static inline int8_t int8_round(float v) {
+    float r = rintf(v);
+    r = r > 127.0f ? 127.0f : r < -128.0f ? -128.0f : r;
+    return (int8_t)r;
+}
+
+/* NVFP4 block scale (E4M3 of g * amax16 / 6) and its f32 effective scale DEC(bs) / g. */
+static inline uint8_t nvfp4_block_scale(float g, float amax, float *eff) {
+    uint8_t bs = e4m3(g * amax / AS_FP4_MAX);
+    *eff = e4m3_table()[bs] / g;
+    return bs;
+}
+
+/* FP4 codes of one block: q = E2M1(w / s); s == 0 (all-zero block) gives zeros. */
+static inline void fp4_block(const float *w, int n, float s, uint8_t *codes4) {
+    for (int i = 0; i < n; i++) codes4[i] = s > 0 ? e2m1(w[i] / s) : 0;
+}
+
+int as_fpq_quantize(const float *w, int N, int K, enum as_wq_kind kind, int block,
+                    float nvfp4_global, const char *name, struct as_fpq_weight *q) {
+    memset(q, 0, sizeof *q);
+    if (N <= 0 || K <= 0) return as_fail("tensor %s: bad shape [%d, %d]", name, N, K);
+    for (size_t i = 0; i < (size_t)N * K; i++)
+        if (!isfinite(w[i]))
+            return as_fail("tensor %s: non-finite weight at [%zu, %zu]", name, i / (size_t)K,
+                           i % (size_t)K);
+    q->kind = kind, q->N = N, q->K = K;
+    size_t nk = (size_t)N * K;
+    switch (kind) {
+    case AS_WQ_FP8_TENSOR: {
+        q->block_n = N, q->block_k = K, q->sn = 1, q->sk = 1;
+        q->scale = as_xmalloc(sizeof(float));
+        q->scale[0] = as_scale_for(as_absmax(w, nk), AS_FP8_MAX);
+        q->codes_bytes = nk;
+        q->codes = as_xmalloc(nk);
+        as_fp8_encode(w, nk, q->scale[0], q->codes);
+        return 0;
+    }
+    case AS_WQ_FP8_CHANNEL:
+    case AS_WQ_INT8_CHANNEL: {
+        q->block_n = 1, q->block_k = K, q->sn = N, q->sk = 1;
+        q->scale = as_xmalloc(sizeof(float) * N);
+        q->codes_bytes = nk;
+        q->codes = as_xmalloc(nk);
+        for (int n = 0; n < N; n++) {
+            const float *r = w + (size_t)n * K;
+            uint8_t *c = q->codes + (size_t)n * K;
+            if (kind == AS_WQ_FP8_CHANNEL) {
+                float s = q->scale[n] = as_scale_for(as_absmax(r, K), AS_FP8_MAX);
+                as_fp8_encode(r, K, s, c);
+            } else {
+                float s = q->scale[n] = as_scale_for(as_absmax(r, K), 127.0f);
+                for (int k = 0; k < K; k++) c[k] = (uint8_t)int8_round(r[k] / s);
+            }
+        }
+        return 0;
+    }
+    case AS_WQ_FP8_BLOCK: {
+        int bs = block > 0 ? block : 128;
+        q->block_n = bs, q->block_k = bs;
+        q->sn = (N + bs - 1) / bs, q->sk = (K + bs - 1) / bs;
+        q->scale = as_xmalloc(sizeof(float) * q->sn * q->sk);
+        q->codes_bytes = nk;
+        q->codes = as_xmalloc(nk);
+        for (int bi = 0; bi < q->sn; bi++)
+            for (int bj = 0; bj < q->sk; bj++) {
+                int n0 = bi * bs, n1 = n0 + bs < N ? n0 + bs : N;
+                int k0 = bj * bs, k1 = k0 + bs < K ? k0 + bs : K;
+                float amax = 0;
+                for (int n = n0; n < n1; n++)
+                    amax = fmaxf(amax, as_absmax(w + (size_t)n * K + k0, (size_t)(k1 - k0)));
+                float s = q->scale[bi * q->sk + bj] = as_scale_for(amax, AS_FP8_MAX);
+                for (int n = n0; n < n1; n++)
+                    as_fp8_encode(w + (size_t)n * K + k0, (size_t)(k1 - k0), s,
+                                  q->codes + (size_t)n * K + k0);
+            }
+        return 0;
+    }
+    case AS_WQ_NVFP4:
+    case AS_WQ_MXFP4: {
+        int g = kind == AS_WQ_NVFP4 ? 16 : 32;
+        if (K % 2)
+            return as_fail("tensor %s: %s needs an even number of input columns, got %d", name,
+                           as_wq_names[kind], K);
+        q->block_n = 1, q->block_k = g, q->sn = N, q->sk = (K + g - 1) / g;
+        q->scale8 = as_xmalloc((size_t)q->sn * q->sk);
+        q->codes_bytes = nk / 2;
+        q->codes = as_xcalloc(nk / 2, 1);
+        if (kind == AS_WQ_NVFP4)
+            q->global_scale =
+                nvfp4_global > 0 ? nvfp4_global : as_nvfp4_global_scale(as_absmax(w, nk));
+        uint8_t c4[32];
+        for (int n = 0; n < N; n++)
+            for (int j = 0; j < q->sk; j++) {
+                int k0 = j * g, len = k0 + g <= K ? g : K - k0;
+                const float *r = w + (size_t)n * K + k0;
+                float amax = as_absmax(r, (size_t)len), s;
+                if (kind == AS_WQ_NVFP4) {
+                    q->scale8[n * q->sk + j] = nvfp4_block_scale(q->global_scale, amax, &s);
+                } else {
+                    uint8_t e = q->scale8[n * q->sk + j] = as_mx_scale_e8m0(amax);
+                    s = as_e8m0_to_f32(e);
+                }
+                fp4_block(r, len, s, c4);
+                uint8_t *dst = q->codes + ((size_t)n * K + k0) / 2;
+                for (int i = 0; i < len; i += 2)
+                    dst[i / 2] = (uint8_t)(c4[i] | (i + 1 < len ? c4[i + 1] << 4 : 0));
+            }
+        return 0;
+    }
+    case AS_WQ_INT4_GROUP: {
+        int g = block > 0 ? block : 128;
+        q->block_n = 1, q->block_k = g, q->sn = N, q->sk = (K + g - 1) / g;
+        q->scale = as_xmalloc(sizeof(float) * q->sn * q->sk);
+        q->codes_bytes = nk;
+        q->codes = as_xmalloc(nk);
+        for (int n = 0; n < N; n++)
+            for (int j = 0; j < q->sk; j++) {
+                int k0 = j * g, len = k0 + g <= K ? g : K - k0;
+                const float *r = w + (size_t)n * K + k0;
+                /* REFERENCE "Integer quantizer", symmetric: xmax = absmax (±1 if 0),
+                 * scale = 2 xmax / 15, zero 8 */
+                float xmax = as_absmax(r, (size_t)len);
+                if (xmax == 0) xmax = 1;
+                float s = q->scale[n * q->sk + j] = 2 * xmax / 15.0f;
+                for (int i = 0; i < len; i++) {
+                    float v = rintf(r[i] / s) + 8.0f;
+                    q->codes[(size_t)n * K + k0 + i] = (uint8_t)(v < 0 ? 0 : v > 15 ? 15 : v);
+                }
+            }
+        return 0;
+    }
+    default:
+        return as_fail("tensor %s: unknown weight scheme %d", name, (int)kind);
+    }
+}
+
+void as_fpq_dequant(const struct as_fpq_weight *q, float *w_hat) {
+    const float *t = e4m3_table();
+    int N = q->N, K = q->K;
+    for (int n = 0; n < N; n++)
+        for (int k = 0; k < K; k++) {
+            size_t i = (size_t)n * K + k;
+            int si = (n / q->block_n) * q->sk + k / q->block_k;
+            float v;
+            switch (q->kind) {
+            case AS_WQ_FP8_TENSOR:
+            case AS_WQ_FP8_CHANNEL:
+            case AS_WQ_FP8_BLOCK: v = t[q->codes[i]] * q->scale[si]; break;
+            case AS_WQ_INT8_CHANNEL: v = (float)(int8_t)q->codes[i] * q->scale[si]; break;
+            case AS_WQ_INT4_GROUP: v = q->scale[si] * (float)((int)q->codes[i] - 8); break;
+            case AS_WQ_NVFP4:
+            case AS_WQ_MXFP4: {
+                uint8_t c = (q->codes[i / 2] >> (4 * (i & 1))) & 15;
+                float s = q->kind == AS_WQ_NVFP4 ? t[q->scale8[si]] / q->global_scale
+                                                 : as_e8m0_to_f32(q->scale8[si]);
+                v = fp4_vals[c] * s;
+                break;
+            }
+            default: v = 0;
+            }
+            w_hat[i] = v;
+        }
+}
+
+void as_fpq_free(struct as_fpq_weight *q) {
+    if (!q) return;
+    free(q->codes), free(q->scale), free(q->scale8);
+    memset(q, 0, sizeof *q);
+}
+
+/* ---- activations ---- */
+
+const char *const as_aq_names[AS_AQ_COUNT] = {"none",        "fp8-static",  "fp8-dynamic",
+                                              "fp8-tensor-dynamic", "int8-static",
+                                              "int8-dynamic", "nvfp4",       "mxfp4"};
+
+int as_aq_from_name(const char *name) {
+    for (int i = 0; i < AS_AQ_COUNT; i++)
+        if (!strcmp(name, as_aq_names[i])) return i;
+    return -1;
+}
+
+static void int8_qdq(const float *x, float *y, size_t n, float s) {
+    for (size_t i = 0; i < n; i++) y[i] = (float)int8_round(x[i] / s) * s;
+}
+
+/* FP4 fake quant of one block with effective scale s. */
+static void fp4_qdq(const float *x, float *y, int n, float s) {
+    for (int i = 0; i < n; i++) y[i] = s > 0 ? fp4_vals[e2m1(x[i] / s)] * s : 0.0f;
+}
+
+void as_act_fake_quant(enum as_aq_kind kind, float scale, const float *x, float *y, int T,
+                       int dim) {
+    size_t n = (size_t)T * dim;
+    switch (kind) {
+    case AS_AQ_FP8_STATIC: as_fp8_qdq(x, n, scale, y); return;
+    case AS_AQ_FP8_TENSOR_DYN: as_fp8_qdq(x, n, as_scale_for(as_absmax(x, n), AS_FP8_MAX), y); return;
+    case AS_AQ_INT8_STATIC: int8_qdq(x, y, n, scale); return;
+    case AS_AQ_FP8_TOKEN:
+    case AS_AQ_INT8_TOKEN:
+        for (int t = 0; t < T; t++) {
+            const float *r = x + (size_t)t * dim;
+            float *o = y + (size_t)t * dim;
+            float amax = as_absmax(r, (size_t)dim);
+            if (kind == AS_AQ_FP8_TOKEN) as_fp8_qdq(r, (size_t)dim, as_scale_for(amax, AS_FP8_MAX), o);
+            else int8_qdq(r, o, (size_t)dim, as_scale_for(amax, 127.0f));
+        }
+        return;
+    case AS_AQ_NVFP4:
+    case AS_AQ_MXFP4: {
+        int g = kind == AS_AQ_NVFP4 ? 16 : 32;
+        for (int t = 0; t < T; t++)
+            for (int k0 = 0; k0 < dim; k0 += g) {
+                int len = k0 + g <= dim ? g : dim - k0;
+                const float *r = x + (size_t)t * dim + k0;
+                float amax = as_absmax(r, (size_t)len), s;
+                if (kind == AS_AQ_NVFP4) nvfp4_block_scale(scale, amax, &s);
+                else s = as_e8m0_to_f32(as_mx_scale_e8m0(amax));
+                fp4_qdq(r, y + (size_t)t * dim + k0, len, s);
+            }
+        return;
+    }
+    default:
+        if (y != x) memcpy(y, x, n * sizeof(float));
+        return;
+    }
+}
+
+struct as_act_quant *as_act_quant_new(int n_layers) {
+    struct as_act_quant *aq = as_xcalloc(1, sizeof *aq);
+    aq->n_layers = n_layers;
+    aq->kind = as_xcalloc((size_t)n_layers * AS_GROUP_COUNT, sizeof *aq->kind);
+    aq->scale = as_xcalloc((size_t)n_layers * AS_GROUP_COUNT, sizeof *aq->scale);
+    return aq;
+}
+
+void as_act_quant_free(struct as_act_quant *aq) {
+    if (!aq) return;
+    free(aq->kind), free(aq->scale), free(aq->buf);
+    free(aq);
+}
+
+void as_act_quant_set_all(struct as_act_quant *aq, enum as_aq_kind kind) {
+    for (int i = 0; i < aq->n_layers * AS_GROUP_COUNT; i++) aq->kind[i] = kind, aq->scale[i] = 0;
+}
+
+int as_act_quant_active(const struct as_act_quant *aq) {
+    for (int i = 0; aq && i < aq->n_layers * AS_GROUP_COUNT; i++)
+        if (aq->kind[i] != AS_AQ_NONE) return 1;
+    return 0;
+}
+
+const float *as_act_quant_apply(void *ctx, int layer, enum as_linear_group g, const float *x,
+                                int T, int dim) {
+    struct as_act_quant *aq = ctx;
+    if (layer < 0 || layer >= aq->n_layers) return x;
+    int i = layer * AS_GROUP_COUNT + (int)g;
+    if (aq->kind[i] == AS_AQ_NONE) return x;
+    size_t n = (size_t)T * dim;
+    if (n > aq->cap) {
+        free(aq->buf);
+        aq->buf = as_xmalloc(n * sizeof(float));
+        aq->cap = n;
+    }
+    as_act_fake_quant(aq->kind[i], aq->scale[i], x, aq->buf, T, dim);
+    return aq->buf;
+}
+
+const struct as_hooks *as_act_quant_hooks(struct as_act_quant *aq, struct as_hooks *hk) {
+    if (!as_act_quant_active(aq)) return NULL;
+    memset(hk, 0, sizeof *hk);
+    hk->quant_linear_input = as_act_quant_apply;
+    hk->qctx = aq;
+    return hk;
+}
