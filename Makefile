@@ -73,6 +73,11 @@ deps:
 	@[ -x .venv/bin/python3 ] || /usr/bin/python3 -m venv .venv
 	@.venv/bin/python3 -c 'import numpy, safetensors, tokenizers, xxhash' 2>/dev/null || \
 	  .venv/bin/pip install -q -r tests/requirements.txt
+	@# Optional (CONSUMER=1): transformers + torch, the real consumer of our checkpoints
+	@# (tests/tools/consumer.bats; about 3 GB from PyPI, so not installed by default).
+	@if [ "$(CONSUMER)" = 1 ]; then \
+	  [ -x .venv-consumer/bin/python3 ] || /usr/bin/python3 -m venv .venv-consumer; \
+	  .venv-consumer/bin/pip install -q -r tests/requirements-consumer.txt; fi
 
 test: all
 	SAN=$(SAN) BINDIR=$(BINDIR) BUILD=$(BUILD) tests/run

@@ -613,7 +613,7 @@ int as_l2c_export_hf(const struct as_l2c_model *m, const struct as_l2c_tokenizer
             json_pack("{s:b, s:b, s:s, s:s, s:s, s:n, s:i, s:s, s:b, s:b}", "add_bos_token", 1,
                       "add_eos_token", 0, "bos_token", "<s>", "eos_token", "</s>", "unk_token",
                       "<unk>", "pad_token", "model_max_length", c->seq_len, "tokenizer_class",
-                      "LlamaTokenizer", "legacy", 1, "clean_up_tokenization_spaces", 0);
+                      "PreTrainedTokenizerFast", "legacy", 1, "clean_up_tokenization_spaces", 0);
         if (as_l2c_write_tokenizer_json(tok, path) != 0 ||
             dump_json(tc, tmp, "tokenizer_config.json") != 0)
             goto fail;

@@ -144,7 +144,9 @@ static int quantize_one(struct gptq_tool *t, struct pending_weight *pw) {
         json_object_set_new(attrs, "method",
                             json_string(t->o.method == GPTQ_METHOD_GPTAQ ? "gptaq" : "gptq"));
         json_object_set_new(attrs, "loss", json_real(r.loss));
-        json_object_set_new(attrs, "percdamp", json_real(r.percdamp));
+        char damp[32]; /* the float as its shortest decimal, so configs read 0.01, not 0.0099999998 */
+        snprintf(damp, sizeof damp, "%.6g", r.percdamp);
+        json_object_set_new(attrs, "percdamp", json_real(strtod(damp, NULL)));
         json_object_set_new(attrs, "damp_retries", json_integer(r.damp_retries));
         json_object_set_new(attrs, "dead_inputs", json_integer(r.n_dead));
         json_object_set_new(attrs, "static_groups", json_boolean(t->o.static_groups));

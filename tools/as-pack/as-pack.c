@@ -118,6 +118,37 @@ static void free_held(void) {
     as_qcollect_free(held.qc);
 }
 
+/* optimum (what transformers uses to load GPTQ) ignores the "dynamic" exclusions; it takes
+ * "modules_in_block_to_quantize" instead. That can only say "these modules in every block", so
+ * it is written when every block packed the same modules. */
+static void add_modules_in_block(json_t *qcfg, const struct as_qcollect *qc,
+                                 const char *const *skipped, int n_skipped) {
+    enum { MAXL = 4096 };
+    static unsigned char packed[MAXL]; /* bit i: linear i of the layer was packed */
+    int max_layer = -1;
+    memset(packed, 0, sizeof packed);
+    for (int i = 0; i < as_qcollect_count(qc); i++) {
+        const char *pfx;
+        as_qcollect_get(qc, i, &pfx, NULL);
+        int layer, skip = 0;
+        enum as_linear which;
+        if (as_linear_parse(pfx, &layer, &which) || layer >= MAXL) return;
+        for (int j = 0; j < n_skipped; j++) skip |= !strcmp(skipped[j], pfx);
+        if (!skip) packed[layer] |= (unsigned char)(1u << which);
+        if (layer > max_layer) max_layer = layer;
+    }
+    for (int l = 1; l <= max_layer; l++)
+        if (packed[l] != packed[0]) return;
+    json_t *block = json_array();
+    for (int i = 0; i < AS_LIN_COUNT; i++)
+        if (packed[0] & (1u << i)) {
+            char name[256];
+            as_linear_prefix(0, (enum as_linear)i, name, sizeof name);
+            json_array_append_new(block, json_string(name + strlen("model.layers.0.")));
+        }
+    json_object_set_new(qcfg, "modules_in_block_to_quantize", json_pack("[o]", block));
+}
+
 static enum as_dtype model_dtype(const json_t *config) {
     const char *td = json_string_value(json_object_get(config, "torch_dtype"));
     if (td && !strcmp(td, "bfloat16")) return AS_BF16;
@@ -375,6 +406,7 @@ int main(int argc, char **argv) {
                                 ? json_number_value(json_object_get(a0, "percdamp"))
                                 : 0.01};
         qcfg = as_gptq_quant_config(&p, skipped, n_skipped);
+        if (n_skipped) add_modules_in_block(qcfg, qc, skipped, n_skipped);
     } else if (fmt == FMT_AWQ) {
         qcfg = as_awq_quant_config(l0->group_size, skipped, n_skipped);
     } else if (fmt == FMT_CT) {
