@@ -71,7 +71,7 @@ deps:
 	fi
 	@# Python oracles for the tests live in a private venv (PyPI), never used by the tools.
 	@[ -x .venv/bin/python3 ] || /usr/bin/python3 -m venv .venv
-	@.venv/bin/python3 -c 'import numpy, safetensors, tokenizers, xxhash' 2>/dev/null || \
+	@.venv/bin/python3 -c 'import numpy, safetensors, tokenizers, xxhash, gguf' 2>/dev/null || \
 	  .venv/bin/pip install -q -r tests/requirements.txt
 	@# Optional (CONSUMER=1): transformers + torch, the real consumer of our checkpoints
 	@# (tests/tools/consumer.bats; about 3 GB from PyPI, so not installed by default).
