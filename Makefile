@@ -33,7 +33,7 @@ TEST_BINS := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BINS:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps test bench demo format clean tools tests
+.PHONY: all deps test bench demo fuzz format clean tools tests
 all: $(TOOL_BINS) $(TEST_BINS) $(BENCH_BINS)
 tools: $(TOOL_BINS)
 tests: $(TEST_BINS)
@@ -62,7 +62,8 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
 
 # Debian packages needed to build, test and run (idempotent; needs root or sudo).
 DEB_PKGS := build-essential pkg-config libopenblas-dev liblapacke-dev libjansson-dev libxxhash-dev libpcre2-dev \
-            libcmocka-dev bats jq parallel time python3 python3-venv
+            libcmocka-dev bats jq parallel time python3 python3-venv \
+            clang libclang-rt-14-dev xxhash
 deps:
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	missing=$$(for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -88,6 +89,10 @@ bench: all
 # The README's demo: import the bundled model, GPTQ it to W4A16, pack, evaluate, print the table.
 demo: tools
 	BIN=$(abspath $(BINDIR)) pipelines/demo.sh
+
+# libFuzzer targets for every parser (tests/fuzz/): FUZZ_SECONDS per target (default 60).
+fuzz:
+	$(MAKE) -f tests/fuzz/Makefile run FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

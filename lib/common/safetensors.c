@@ -210,8 +210,7 @@ out:
 static int validate_image(struct as_st_file *f, uint64_t size) {
     const char *path = f->path;
     if (size < 8)
-        return as_fail("%s: truncated: %" PRIu64
-                       " bytes, too short for the 8-byte header length",
+        return as_fail("%s: truncated: %" PRIu64 " bytes, too short for the 8-byte header length",
                        path, size);
     uint64_t hlen = load_le64(f->map);
     if (hlen > AS_ST_MAX_HEADER)
