@@ -41,7 +41,7 @@ for cfg in "8 -1 W8-per-channel" "4 -1 W4-per-channel" "4 32 W4-g32" "3 32 W3-g3
         "$BIN/as-pack" -m "$W/model" -f fakequant -o "$d" < "$d.stream" 2>/dev/null
         read -r ppl kld top <<< "$(evaluate "$d")"
         printf '| %s | %s | %.4f | %.5f | %.2f%% |\n' "$name" "$method" "$ppl" "$kld" \
-            "$(echo "$top * 100" | bc -l)" | tee -a "$out.tmp"
+            "$(awk -v t="$top" 'BEGIN{print t * 100}')" | tee -a "$out.tmp"
         rm -rf "$d" "$d.stream"
     done
 done
