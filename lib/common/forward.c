@@ -196,9 +196,9 @@ static void hook(const struct as_hooks *hk, int l, enum as_linear_group g, const
 }
 
 /* The input the group's linears multiply: x, or its activation-quantized copy. */
-static const float *qin(const struct as_hooks *hk, int l, enum as_linear_group g, const float *x,
-                        int T, int d) {
-    return hk && hk->quant_linear_input ? hk->quant_linear_input(hk->qctx, l, g, x, T, d) : x;
+static const float *qin(const struct as_run_state *s, int l, enum as_linear_group g,
+                        const float *x, int T, int d) {
+    return s->quant_linear_input ? s->quant_linear_input(s->qctx, l, g, x, T, d) : x;
 }
 
 void as_layer_attention(const struct as_model *m, const struct as_layer_weights *L,
@@ -211,7 +211,7 @@ void as_layer_attention(const struct as_model *m, const struct as_layer_weights 
     float *kc = s->key_cache + cache_off, *vc = s->value_cache + cache_off;
 
     hook(hk, l, AS_GROUP_ATTN_QKV, xn, T, D);
-    const float *xq = qin(hk, l, AS_GROUP_ATTN_QKV, xn, T, D);
+    const float *xq = qin(s, l, AS_GROUP_ATTN_QKV, xn, T, D);
     as_op_linear(s->q, xq, L->w[AS_LIN_Q], L->bq, T, D, qd);
     as_op_linear(s->k, xq, L->w[AS_LIN_K], L->bk, T, D, kvd);
     as_op_linear(s->v, xq, L->w[AS_LIN_V], L->bv, T, D, kvd);
@@ -225,7 +225,7 @@ void as_layer_attention(const struct as_model *m, const struct as_layer_weights 
     memcpy(vc + (size_t)pos0 * kvd, s->v, (size_t)T * kvd * sizeof(float));
     attention(c, s, kc, vc, T, pos0);
     hook(hk, l, AS_GROUP_ATTN_O, s->att_out, T, qd);
-    as_op_linear(out, qin(hk, l, AS_GROUP_ATTN_O, s->att_out, T, qd), L->w[AS_LIN_O], NULL, T, qd,
+    as_op_linear(out, qin(s, l, AS_GROUP_ATTN_O, s->att_out, T, qd), L->w[AS_LIN_O], NULL, T, qd,
                  D);
 }
 
@@ -235,12 +235,12 @@ void as_layer_mlp(const struct as_model *m, const struct as_layer_weights *L,
     const struct as_model_config *c = &m->cfg;
     int D = c->hidden, FF = c->intermediate;
     hook(hk, l, AS_GROUP_MLP_GATE_UP, xn, T, D);
-    const float *xq = qin(hk, l, AS_GROUP_MLP_GATE_UP, xn, T, D);
+    const float *xq = qin(s, l, AS_GROUP_MLP_GATE_UP, xn, T, D);
     as_op_linear(s->hb, xq, L->w[AS_LIN_GATE], NULL, T, D, FF);
     as_op_linear(s->hb2, xq, L->w[AS_LIN_UP], NULL, T, D, FF);
     as_op_swiglu(s->hb, s->hb2, (size_t)T * FF);
     hook(hk, l, AS_GROUP_MLP_DOWN, s->hb, T, FF);
-    as_op_linear(out, qin(hk, l, AS_GROUP_MLP_DOWN, s->hb, T, FF), L->w[AS_LIN_DOWN], NULL, T, FF,
+    as_op_linear(out, qin(s, l, AS_GROUP_MLP_DOWN, s->hb, T, FF), L->w[AS_LIN_DOWN], NULL, T, FF,
                  D);
 }
 

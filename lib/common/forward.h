@@ -17,12 +17,6 @@ struct as_hooks {
     void (*on_linear_input)(void *ctx, int layer, enum as_linear_group group, const float *x, int T,
                             int in_dim);
     void *ctx;
-    /* Optional activation quantization (fpquant.h): returns the matrix the group's linears
-     * multiply instead of x, e.g. an FP8 fake-quantized copy; NULL leaves the pass unchanged.
-     * Called after on_linear_input, which always sees the unquantized x. */
-    const float *(*quant_linear_input)(void *qctx, int layer, enum as_linear_group group,
-                                       const float *x, int T, int in_dim);
-    void *qctx;
 };
 
 enum as_logits_mode { AS_LOGITS_NONE, AS_LOGITS_LAST, AS_LOGITS_ALL };
@@ -45,6 +39,12 @@ struct as_run_state {
     /* optional: residual stream entering each layer and after the last, [n_layers+1][max_T*hidden]
      */
     float *layer_acts;
+    /* optional activation quantization (fpquant.h): returns the matrix a group's linears multiply
+     * instead of x, e.g. an FP8 fake-quantized copy; NULL (as_state_new's default) leaves the
+     * pass unchanged. Called after the hooks' on_linear_input, which sees the unquantized x. */
+    const float *(*quant_linear_input)(void *qctx, int layer, enum as_linear_group group,
+                                       const float *x, int T, int in_dim);
+    void *qctx;
 };
 
 #define AS_STATE_KEEP_ACTS 1

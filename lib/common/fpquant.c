@@ -47,11 +47,105 @@ static inline uint8_t e2m1(float f) {
     return (uint8_t)(((x >> 28) & 8) | idx);
 }
 
-static const float fp4_vals[16] = {0, 0.5f, 1, 1.5f, 2, 3, 4, 6, -0.0f, -0.5f, -1, -1.5f, -2, -3, -4, -6};
+/* The same two encoders on 4 lanes (GCC/Clang vector extensions: one SSE2 / NEON register, the
+ * baseline of x86-64 and AArch64; comparisons give -1/0 lane masks). Values stay below 2^31 once
+ * the sign is masked off, so signed lanes are safe. */
+typedef float v8f __attribute__((vector_size(16)));
+typedef int32_t v8i __attribute__((vector_size(16)));
+typedef uint32_t v8u __attribute__((vector_size(16)));
+typedef uint16_t v8h __attribute__((vector_size(8)));
+typedef uint8_t v8b __attribute__((vector_size(4)));
+#define VL 4
+
+static inline v8i vsel(v8i m, v8i a, v8i b) {
+    return (m & a) | (~m & b);
+}
+
+static inline v8b e4m3_v8(v8f f) {
+    v8u x = (v8u)f;
+    v8i sign = (v8i)((x >> 24) & 0x80), ax = (v8i)(x & 0x7FFFFFFF);
+    v8i ab = vsel(ax > 0x43E00000, (v8i){0} + 0x43E00000, ax);
+    v8i sub = (v8i)((v8f)ab + 16384.0f) - 0x46800000;
+    v8i norm = (v8i)(((v8u)ab - (120u << 23) + 0x7FFFFu + (((v8u)ab >> 20) & 1)) >> 20);
+    v8i r = vsel(ab < 0x3C800000, sub, norm);
+    r = vsel(ax > 0x7F800000, (v8i){0} + 0x7F, r);
+    return __builtin_convertvector(sign | r, v8b);
+}
+
+static inline v8b e2m1_v8(v8f f) {
+    v8u x = (v8u)f;
+    v8f a = (v8f)(x & 0x7FFFFFFF);
+    v8i idx = -((a > 0.25f) + (a >= 0.75f) + (a > 1.25f) + (a >= 1.75f) + (a > 2.5f) + (a >= 3.5f) +
+                (a > 5.0f));
+    return __builtin_convertvector((v8i)((x >> 28) & 8) | idx, v8b);
+}
+
+/* AVX2 builds of the same lane code (8 lanes), chosen at run time when the CPU has AVX2; the
+ * operations and their order are identical, so results are bit-identical to the 4-lane path. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define AS_FPQ_AVX2 1
+#define AVX2 __attribute__((target("avx2")))
+typedef float w8f __attribute__((vector_size(32)));
+typedef int32_t w8i __attribute__((vector_size(32)));
+typedef uint32_t w8u __attribute__((vector_size(32)));
+typedef uint16_t w8h __attribute__((vector_size(16)));
+typedef uint8_t w8b __attribute__((vector_size(8)));
+
+AVX2 static inline w8i wsel(w8i m, w8i a, w8i b) {
+    return (m & a) | (~m & b);
+}
+
+AVX2 static inline w8b e4m3_w8(w8f f) {
+    w8u x = (w8u)f;
+    w8i sign = (w8i)((x >> 24) & 0x80), ax = (w8i)(x & 0x7FFFFFFF);
+    w8i ab = wsel(ax > 0x43E00000, (w8i){0} + 0x43E00000, ax);
+    w8i sub = (w8i)((w8f)ab + 16384.0f) - 0x46800000;
+    w8i norm = (w8i)(((w8u)ab - (120u << 23) + 0x7FFFFu + (((w8u)ab >> 20) & 1)) >> 20);
+    w8i r = wsel(ab < 0x3C800000, sub, norm);
+    r = wsel(ax > 0x7F800000, (w8i){0} + 0x7F, r);
+    return __builtin_convertvector(sign | r, w8b);
+}
+
+AVX2 static size_t fp8_encode_avx2(const float *x, size_t n, float scale, uint8_t *codes) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        w8f v;
+        memcpy(&v, x + i, sizeof v);
+        w8b c = e4m3_w8(v / scale);
+        memcpy(codes + i, &c, 8);
+    }
+    return i;
+}
+
+AVX2 static size_t fp8_encode_bf16_avx2(const uint16_t *x, size_t n, float scale, uint8_t *codes) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        w8h h;
+        memcpy(&h, x + i, sizeof h);
+        w8f v = (w8f)(__builtin_convertvector(h, w8u) << 16);
+        w8b c = e4m3_w8(v / scale);
+        memcpy(codes + i, &c, 8);
+    }
+    return i;
+}
+
+static int have_avx2(void) {
+    static int v = -1; /* benign race: every thread computes the same value */
+    if (v < 0) {
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("avx2") ? 1 : 0;
+    }
+    return v;
+}
+#endif
+
+static const float fp4_vals[16] = {0,     0.5f,  1,  1.5f,  2,  3,  4,  6,
+                                   -0.0f, -0.5f, -1, -1.5f, -2, -3, -4, -6};
 static float e4m3_tab[256];
 static pthread_once_t tab_once = PTHREAD_ONCE_INIT;
 static void tab_init(void) {
-    for (int c = 0; c < 256; c++) e4m3_tab[c] = as_fp8_e4m3_to_f32((uint8_t)c);
+    for (int c = 0; c < 256; c++)
+        e4m3_tab[c] = as_fp8_e4m3_to_f32((uint8_t)c);
 }
 static inline const float *e4m3_table(void) {
     pthread_once(&tab_once, tab_init);
@@ -72,14 +166,22 @@ float as_fp4_dec(uint8_t c) {
 }
 
 float as_absmax(const float *x, size_t n) {
-    float m[8] = {0};
+    /* |x| as the low 31 bits: for finite values an integer max is the float max */
+    v8i m = {0};
     size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) m[j] = fmaxf(m[j], fabsf(x[i + j]));
-    for (; i < n; i++) m[0] = fmaxf(m[0], fabsf(x[i]));
-    float r = 0;
-    for (int j = 0; j < 8; j++) r = fmaxf(r, m[j]);
-    return r;
+    for (; i + VL <= n; i += VL) {
+        v8i v;
+        memcpy(&v, x + i, sizeof v);
+        v &= 0x7FFFFFFF;
+        m = vsel(v > m, v, m);
+    }
+    int32_t r = 0;
+    for (int j = 0; j < VL; j++)
+        r = m[j] > r ? m[j] : r;
+    float f = ffrom((uint32_t)r);
+    for (; i < n; i++)
+        f = fmaxf(f, fabsf(x[i]));
+    return f;
 }
 
 float as_absmax_bf16(const uint16_t *x, size_t n) {
@@ -96,21 +198,46 @@ float as_absmax_bf16(const uint16_t *x, size_t n) {
         m[0] = a > m[0] ? a : m[0];
     }
     uint16_t r = 0;
-    for (int j = 0; j < 16; j++) r = m[j] > r ? m[j] : r;
+    for (int j = 0; j < 16; j++)
+        r = m[j] > r ? m[j] : r;
     return ffrom((uint32_t)r << 16);
 }
 
 void as_fp8_encode(const float *x, size_t n, float scale, uint8_t *codes) {
-    for (size_t i = 0; i < n; i++) codes[i] = e4m3(x[i] / scale);
+    size_t i = 0;
+#ifdef AS_FPQ_AVX2
+    if (have_avx2()) i = fp8_encode_avx2(x, n, scale, codes);
+#endif
+    for (; i + VL <= n; i += VL) {
+        v8f v;
+        memcpy(&v, x + i, sizeof v);
+        v8b c = e4m3_v8(v / scale);
+        memcpy(codes + i, &c, VL);
+    }
+    for (; i < n; i++)
+        codes[i] = e4m3(x[i] / scale);
 }
 
 void as_fp8_encode_bf16(const uint16_t *x, size_t n, float scale, uint8_t *codes) {
-    for (size_t i = 0; i < n; i++) codes[i] = e4m3(ffrom((uint32_t)x[i] << 16) / scale);
+    size_t i = 0;
+#ifdef AS_FPQ_AVX2
+    if (have_avx2()) i = fp8_encode_bf16_avx2(x, n, scale, codes);
+#endif
+    for (; i + VL <= n; i += VL) {
+        v8h h;
+        memcpy(&h, x + i, sizeof h);
+        v8f v = (v8f)(__builtin_convertvector(h, v8u) << 16);
+        v8b c = e4m3_v8(v / scale);
+        memcpy(codes + i, &c, VL);
+    }
+    for (; i < n; i++)
+        codes[i] = e4m3(ffrom((uint32_t)x[i] << 16) / scale);
 }
 
 void as_fp8_qdq(const float *x, size_t n, float scale, float *y) {
     const float *t = e4m3_table();
-    for (size_t i = 0; i < n; i++) y[i] = t[e4m3(x[i] / scale)] * scale;
+    for (size_t i = 0; i < n; i++)
+        y[i] = t[e4m3(x[i] / scale)] * scale;
 }
 
 float as_scale_for(float amax, float qmax) {
@@ -134,8 +261,8 @@ float as_nvfp4_global_scale(float amax) {
 
 /* ---- weights ---- */
 
-const char *const as_wq_names[AS_WQ_COUNT] = {"fp8-tensor", "fp8-channel", "fp8-block",
-                                              "int8-channel", "nvfp4", "mxfp4", "int4-group"};
+const char *const as_wq_names[AS_WQ_COUNT] = {
+    "fp8-tensor", "fp8-channel", "fp8-block", "int8-channel", "nvfp4", "mxfp4", "int4-group"};
 
 int as_wq_from_name(const char *name) {
     for (int i = 0; i < AS_WQ_COUNT; i++)
@@ -158,7 +285,49 @@ static inline uint8_t nvfp4_block_scale(float g, float amax, float *eff) {
 
 /* FP4 codes of one block: q = E2M1(w / s); s == 0 (all-zero block) gives zeros. */
 static inline void fp4_block(const float *w, int n, float s, uint8_t *codes4) {
-    for (int i = 0; i < n; i++) codes4[i] = s > 0 ? e2m1(w[i] / s) : 0;
+    if (!(s > 0)) {
+        memset(codes4, 0, (size_t)n);
+        return;
+    }
+    int i = 0;
+    for (; i + VL <= n; i += VL) {
+        v8f v;
+        memcpy(&v, w + i, sizeof v);
+        v8b c = e2m1_v8(v / s);
+        memcpy(codes4 + i, &c, VL);
+    }
+    for (; i < n; i++)
+        codes4[i] = e2m1(w[i] / s);
+}
+
+/* FP4 rows with block g: NVFP4 (E4M3 block scales of 16 under global scale gs) or MXFP4 (E8M0
+ * block scales of 32). codes: [N, K/2] zeroed by the caller; scale8: [N, ceil(K/g)]. */
+static void fp4_rows(const float *w, int N, int K, int nv, float gs, uint8_t *codes,
+                     uint8_t *scale8) {
+    int g = nv ? 16 : 32, sk = (K + g - 1) / g;
+    uint8_t c4[32];
+    for (int n = 0; n < N; n++)
+        for (int j = 0; j < sk; j++) {
+            int k0 = j * g, len = k0 + g <= K ? g : K - k0;
+            const float *r = w + (size_t)n * K + k0;
+            float amax = as_absmax(r, (size_t)len), s;
+            if (nv) {
+                scale8[n * sk + j] = nvfp4_block_scale(gs, amax, &s);
+            } else {
+                uint8_t e = scale8[n * sk + j] = as_mx_scale_e8m0(amax);
+                s = as_e8m0_to_f32(e);
+            }
+            fp4_block(r, len, s, c4);
+            uint8_t *dst = codes + ((size_t)n * K + k0) / 2;
+            for (int i = 0; i < len; i += 2)
+                dst[i / 2] = (uint8_t)(c4[i] | (i + 1 < len ? c4[i + 1] << 4 : 0));
+        }
+}
+
+void as_nvfp4_encode(const float *w, int N, int K, float global_scale, uint8_t *codes,
+                     uint8_t *scale8) {
+    memset(codes, 0, (size_t)N * K / 2);
+    fp4_rows(w, N, K, 1, global_scale, codes, scale8);
 }
 
 int as_fpq_quantize(const float *w, int N, int K, enum as_wq_kind kind, int block,
@@ -195,7 +364,8 @@ int as_fpq_quantize(const float *w, int N, int K, enum as_wq_kind kind, int bloc
                 as_fp8_encode(r, K, s, c);
             } else {
                 float s = q->scale[n] = as_scale_for(as_absmax(r, K), 127.0f);
-                for (int k = 0; k < K; k++) c[k] = (uint8_t)int8_round(r[k] / s);
+                for (int k = 0; k < K; k++)
+                    c[k] = (uint8_t)int8_round(r[k] / s);
             }
         }
         return 0;
@@ -234,23 +404,7 @@ int as_fpq_quantize(const float *w, int N, int K, enum as_wq_kind kind, int bloc
         if (kind == AS_WQ_NVFP4)
             q->global_scale =
                 nvfp4_global > 0 ? nvfp4_global : as_nvfp4_global_scale(as_absmax(w, nk));
-        uint8_t c4[32];
-        for (int n = 0; n < N; n++)
-            for (int j = 0; j < q->sk; j++) {
-                int k0 = j * g, len = k0 + g <= K ? g : K - k0;
-                const float *r = w + (size_t)n * K + k0;
-                float amax = as_absmax(r, (size_t)len), s;
-                if (kind == AS_WQ_NVFP4) {
-                    q->scale8[n * q->sk + j] = nvfp4_block_scale(q->global_scale, amax, &s);
-                } else {
-                    uint8_t e = q->scale8[n * q->sk + j] = as_mx_scale_e8m0(amax);
-                    s = as_e8m0_to_f32(e);
-                }
-                fp4_block(r, len, s, c4);
-                uint8_t *dst = q->codes + ((size_t)n * K + k0) / 2;
-                for (int i = 0; i < len; i += 2)
-                    dst[i / 2] = (uint8_t)(c4[i] | (i + 1 < len ? c4[i + 1] << 4 : 0));
-            }
+        fp4_rows(w, N, K, kind == AS_WQ_NVFP4, q->global_scale, q->codes, q->scale8);
         return 0;
     }
     case AS_WQ_INT4_GROUP: {
@@ -291,9 +445,15 @@ void as_fpq_dequant(const struct as_fpq_weight *q, float *w_hat) {
             switch (q->kind) {
             case AS_WQ_FP8_TENSOR:
             case AS_WQ_FP8_CHANNEL:
-            case AS_WQ_FP8_BLOCK: v = t[q->codes[i]] * q->scale[si]; break;
-            case AS_WQ_INT8_CHANNEL: v = (float)(int8_t)q->codes[i] * q->scale[si]; break;
-            case AS_WQ_INT4_GROUP: v = q->scale[si] * (float)((int)q->codes[i] - 8); break;
+            case AS_WQ_FP8_BLOCK:
+                v = t[q->codes[i]] * q->scale[si];
+                break;
+            case AS_WQ_INT8_CHANNEL:
+                v = (float)(int8_t)q->codes[i] * q->scale[si];
+                break;
+            case AS_WQ_INT4_GROUP:
+                v = q->scale[si] * (float)((int)q->codes[i] - 8);
+                break;
             case AS_WQ_NVFP4:
             case AS_WQ_MXFP4: {
                 uint8_t c = (q->codes[i / 2] >> (4 * (i & 1))) & 15;
@@ -302,7 +462,8 @@ void as_fpq_dequant(const struct as_fpq_weight *q, float *w_hat) {
                 v = fp4_vals[c] * s;
                 break;
             }
-            default: v = 0;
+            default:
+                v = 0;
             }
             w_hat[i] = v;
         }
@@ -316,9 +477,10 @@ void as_fpq_free(struct as_fpq_weight *q) {
 
 /* ---- activations ---- */
 
-const char *const as_aq_names[AS_AQ_COUNT] = {"none",        "fp8-static",  "fp8-dynamic",
-                                              "fp8-tensor-dynamic", "int8-static",
-                                              "int8-dynamic", "nvfp4",       "mxfp4"};
+const char *const as_aq_names[AS_AQ_COUNT] = {
+    "none",         "fp8-static",  "fp8-dynamic",  "fp8-tensor-dynamic",
+    "fp8-group128", "int8-static", "int8-dynamic", "nvfp4",
+    "mxfp4"};
 
 int as_aq_from_name(const char *name) {
     for (int i = 0; i < AS_AQ_COUNT; i++)
@@ -327,30 +489,48 @@ int as_aq_from_name(const char *name) {
 }
 
 static void int8_qdq(const float *x, float *y, size_t n, float s) {
-    for (size_t i = 0; i < n; i++) y[i] = (float)int8_round(x[i] / s) * s;
+    for (size_t i = 0; i < n; i++)
+        y[i] = (float)int8_round(x[i] / s) * s;
 }
 
 /* FP4 fake quant of one block with effective scale s. */
 static void fp4_qdq(const float *x, float *y, int n, float s) {
-    for (int i = 0; i < n; i++) y[i] = s > 0 ? fp4_vals[e2m1(x[i] / s)] * s : 0.0f;
+    for (int i = 0; i < n; i++)
+        y[i] = s > 0 ? fp4_vals[e2m1(x[i] / s)] * s : 0.0f;
 }
 
 void as_act_fake_quant(enum as_aq_kind kind, float scale, const float *x, float *y, int T,
                        int dim) {
     size_t n = (size_t)T * dim;
     switch (kind) {
-    case AS_AQ_FP8_STATIC: as_fp8_qdq(x, n, scale, y); return;
-    case AS_AQ_FP8_TENSOR_DYN: as_fp8_qdq(x, n, as_scale_for(as_absmax(x, n), AS_FP8_MAX), y); return;
-    case AS_AQ_INT8_STATIC: int8_qdq(x, y, n, scale); return;
+    case AS_AQ_FP8_STATIC:
+        as_fp8_qdq(x, n, scale, y);
+        return;
+    case AS_AQ_FP8_TENSOR_DYN:
+        as_fp8_qdq(x, n, as_scale_for(as_absmax(x, n), AS_FP8_MAX), y);
+        return;
+    case AS_AQ_INT8_STATIC:
+        int8_qdq(x, y, n, scale);
+        return;
     case AS_AQ_FP8_TOKEN:
     case AS_AQ_INT8_TOKEN:
         for (int t = 0; t < T; t++) {
             const float *r = x + (size_t)t * dim;
             float *o = y + (size_t)t * dim;
             float amax = as_absmax(r, (size_t)dim);
-            if (kind == AS_AQ_FP8_TOKEN) as_fp8_qdq(r, (size_t)dim, as_scale_for(amax, AS_FP8_MAX), o);
-            else int8_qdq(r, o, (size_t)dim, as_scale_for(amax, 127.0f));
+            if (kind == AS_AQ_FP8_TOKEN)
+                as_fp8_qdq(r, (size_t)dim, as_scale_for(amax, AS_FP8_MAX), o);
+            else
+                int8_qdq(r, o, (size_t)dim, as_scale_for(amax, 127.0f));
         }
+        return;
+    case AS_AQ_FP8_GROUP128:
+        for (int t = 0; t < T; t++)
+            for (int k0 = 0; k0 < dim; k0 += 128) {
+                size_t len = (size_t)(k0 + 128 <= dim ? 128 : dim - k0), off = (size_t)t * dim + k0;
+                as_fp8_qdq(x + off, len, as_scale_for(as_absmax(x + off, len), AS_FP8_MAX),
+                           y + off);
+            }
         return;
     case AS_AQ_NVFP4:
     case AS_AQ_MXFP4: {
@@ -360,8 +540,10 @@ void as_act_fake_quant(enum as_aq_kind kind, float scale, const float *x, float 
                 int len = k0 + g <= dim ? g : dim - k0;
                 const float *r = x + (size_t)t * dim + k0;
                 float amax = as_absmax(r, (size_t)len), s;
-                if (kind == AS_AQ_NVFP4) nvfp4_block_scale(scale, amax, &s);
-                else s = as_e8m0_to_f32(as_mx_scale_e8m0(amax));
+                if (kind == AS_AQ_NVFP4)
+                    nvfp4_block_scale(scale, amax, &s);
+                else
+                    s = as_e8m0_to_f32(as_mx_scale_e8m0(amax));
                 fp4_qdq(r, y + (size_t)t * dim + k0, len, s);
             }
         return;
@@ -387,7 +569,8 @@ void as_act_quant_free(struct as_act_quant *aq) {
 }
 
 void as_act_quant_set_all(struct as_act_quant *aq, enum as_aq_kind kind) {
-    for (int i = 0; i < aq->n_layers * AS_GROUP_COUNT; i++) aq->kind[i] = kind, aq->scale[i] = 0;
+    for (int i = 0; i < aq->n_layers * AS_GROUP_COUNT; i++)
+        aq->kind[i] = kind, aq->scale[i] = 0;
 }
 
 int as_act_quant_active(const struct as_act_quant *aq) {
@@ -396,8 +579,8 @@ int as_act_quant_active(const struct as_act_quant *aq) {
     return 0;
 }
 
-const float *as_act_quant_apply(void *ctx, int layer, enum as_linear_group g, const float *x,
-                                int T, int dim) {
+const float *as_act_quant_apply(void *ctx, int layer, enum as_linear_group g, const float *x, int T,
+                                int dim) {
     struct as_act_quant *aq = ctx;
     if (layer < 0 || layer >= aq->n_layers) return x;
     int i = layer * AS_GROUP_COUNT + (int)g;
@@ -412,10 +595,9 @@ const float *as_act_quant_apply(void *ctx, int layer, enum as_linear_group g, co
     return aq->buf;
 }
 
-const struct as_hooks *as_act_quant_hooks(struct as_act_quant *aq, struct as_hooks *hk) {
-    if (!as_act_quant_active(aq)) return NULL;
-    memset(hk, 0, sizeof *hk);
-    hk->quant_linear_input = as_act_quant_apply;
-    hk->qctx = aq;
-    return hk;
+int as_act_quant_attach(struct as_act_quant *aq, struct as_run_state *s) {
+    int on = as_act_quant_active(aq);
+    s->quant_linear_input = on ? as_act_quant_apply : NULL;
+    s->qctx = on ? aq : NULL;
+    return on;
 }

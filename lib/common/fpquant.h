@@ -16,7 +16,7 @@
  * Activations: as_act_fake_quant() applies the deployment's input quantization to X [T, dim]
  * (static per-tensor FP8/INT8, dynamic per-token FP8/INT8, NVFP4, MXFP4), and struct
  * as_act_quant holds one such quantizer per decoder layer and group of linears sharing an input;
- * as_act_quant_hooks() plugs it into the forward pass (forward.h quant_linear_input). */
+ * as_act_quant_attach() plugs it into a run state's forward passes (forward.h). */
 #ifndef AS_FPQUANT_H
 #define AS_FPQUANT_H
 
@@ -30,10 +30,10 @@
 #define AS_SCALE_EPS 0x1p-23f
 
 /* ---- scalar and array codecs (bit-identical to dtype.h's reference codecs) ---- */
-uint8_t as_fp8_enc(float x);  /* E4M3FN, saturating to +-448, RNE; NaN -> 0x7F */
-float as_fp8_dec(uint8_t c);  /* table lookup */
-uint8_t as_fp4_enc(float x);  /* E2M1 code, RNE, saturating to +-6 */
-float as_fp4_dec(uint8_t c);  /* c in 0..15 */
+uint8_t as_fp8_enc(float x); /* E4M3FN, saturating to +-448, RNE; NaN -> 0x7F */
+float as_fp8_dec(uint8_t c); /* table lookup */
+uint8_t as_fp4_enc(float x); /* E2M1 code, RNE, saturating to +-6 */
+float as_fp4_dec(uint8_t c); /* c in 0..15 */
 float as_absmax(const float *x, size_t n);
 float as_absmax_bf16(const uint16_t *x, size_t n);
 /* codes[i] = E4M3(clamp(x[i] / scale)); the bf16 variant reads bf16 weights directly. */
@@ -63,14 +63,14 @@ int as_wq_from_name(const char *name);             /* -1 if unknown */
 struct as_fpq_weight {
     enum as_wq_kind kind;
     int N, K;
-    int block_n, block_k;  /* FP8 block: 128 x 128; groups (nvfp4 16, mxfp4 32, int4 g): 1 x g */
-    int sn, sk;            /* scale grid: [sn, sk] (tensor 1x1, channel Nx1, block ceil x ceil) */
-    uint8_t *codes;        /* fp8: E4M3 [N,K]; int8: two's complement [N,K]; fp4: [N, K/2]
-                              (element 2i in the low nibble); int4: codes 0..15 [N,K] */
+    int block_n, block_k; /* FP8 block: 128 x 128; groups (nvfp4 16, mxfp4 32, int4 g): 1 x g */
+    int sn, sk;           /* scale grid: [sn, sk] (tensor 1x1, channel Nx1, block ceil x ceil) */
+    uint8_t *codes;       /* fp8: E4M3 [N,K]; int8: two's complement [N,K]; fp4: [N, K/2]
+                             (element 2i in the low nibble); int4: codes 0..15 [N,K] */
     size_t codes_bytes;
-    float *scale;          /* f32 [sn*sk] (fp8, int8, int4) */
-    uint8_t *scale8;       /* nvfp4: E4M3 [sn*sk]; mxfp4: E8M0 [sn*sk] */
-    float global_scale;    /* nvfp4 weight_global_scale */
+    float *scale;       /* f32 [sn*sk] (fp8, int8, int4) */
+    uint8_t *scale8;    /* nvfp4: E4M3 [sn*sk]; mxfp4: E8M0 [sn*sk] */
+    float global_scale; /* nvfp4 weight_global_scale */
 };
 
 /* Quantize W [N,K] (finite values, checked: -1 with as_fail naming `name`). block: FP8 block
@@ -81,19 +81,24 @@ int as_fpq_quantize(const float *w, int N, int K, enum as_wq_kind kind, int bloc
 /* W_hat [N,K] = DEC(code) * scale, the same f32 expression every reader uses. */
 void as_fpq_dequant(const struct as_fpq_weight *q, float *w_hat);
 void as_fpq_free(struct as_fpq_weight *q);
+/* NVFP4 rows of W [N,K] (K even) under global scale g: codes [N, K/2] (even column in the low
+ * nibble), E4M3 block scales [N, ceil(K/16)]. The kernel of as_fpq_quantize, for streaming use. */
+void as_nvfp4_encode(const float *w, int N, int K, float global_scale, uint8_t *codes,
+                     uint8_t *scale8);
 /* Global NVFP4 scale 448*6/amax (1 when amax == 0). */
 float as_nvfp4_global_scale(float amax);
 
 /* ---- activations ---- */
 enum as_aq_kind {
     AS_AQ_NONE,
-    AS_AQ_FP8_STATIC,  /* per-tensor, scale = input_scale */
-    AS_AQ_FP8_TOKEN,   /* dynamic per token: s = max(absmax(row)/448, eps) */
+    AS_AQ_FP8_STATIC,     /* per-tensor, scale = input_scale */
+    AS_AQ_FP8_TOKEN,      /* dynamic per token: s = max(absmax(row)/448, eps) */
     AS_AQ_FP8_TENSOR_DYN, /* dynamic per tensor (the whole [T, dim] call) */
-    AS_AQ_INT8_STATIC, /* per-tensor, scale = input_scale, rint, clamp -128..127 */
-    AS_AQ_INT8_TOKEN,  /* dynamic per token: s = absmax(row)/127 */
-    AS_AQ_NVFP4,       /* scale = input_global_scale; dynamic E4M3 block scales of 16 */
-    AS_AQ_MXFP4,       /* dynamic E8M0 block scales of 32 */
+    AS_AQ_FP8_GROUP128,   /* dynamic per token and 128 columns (DeepSeek block FP8) */
+    AS_AQ_INT8_STATIC,    /* per-tensor, scale = input_scale, rint, clamp -128..127 */
+    AS_AQ_INT8_TOKEN,     /* dynamic per token: s = absmax(row)/127 */
+    AS_AQ_NVFP4,          /* scale = input_global_scale; dynamic E4M3 block scales of 16 */
+    AS_AQ_MXFP4,          /* dynamic E8M0 block scales of 32 */
     AS_AQ_COUNT
 };
 extern const char *const as_aq_names[AS_AQ_COUNT]; /* "none", "fp8-static", ... */
@@ -101,8 +106,7 @@ int as_aq_from_name(const char *name);
 
 /* y[T, dim] = fake-quantized x (y may alias x). `scale` is the static scale (FP8/INT8 static) or
  * the NVFP4 input global scale; ignored by the dynamic kinds. */
-void as_act_fake_quant(enum as_aq_kind kind, float scale, const float *x, float *y, int T,
-                       int dim);
+void as_act_fake_quant(enum as_aq_kind kind, float scale, const float *x, float *y, int T, int dim);
 
 /* One quantizer per (layer, group of linears sharing an input). Linears of one group with
  * different static scales share their maximum, as vLLM does for its fused qkv/gate_up layers. */
@@ -120,9 +124,11 @@ void as_act_quant_set_all(struct as_act_quant *aq, enum as_aq_kind kind);
 /* 1 if any group quantizes. */
 int as_act_quant_active(const struct as_act_quant *aq);
 /* The forward.h callback: returns x unchanged for unquantized groups, else a quantized copy. */
-const float *as_act_quant_apply(void *aq, int layer, enum as_linear_group g, const float *x,
-                                int T, int dim);
-/* Hooks for as_forward that only quantize inputs (NULL-safe: aq NULL or inactive -> NULL). */
-const struct as_hooks *as_act_quant_hooks(struct as_act_quant *aq, struct as_hooks *hk);
+const float *as_act_quant_apply(void *aq, int layer, enum as_linear_group g, const float *x, int T,
+                                int dim);
+/* Make s's forward passes quantize linear inputs with aq (forward.h quant_linear_input); aq NULL
+ * or inactive detaches (the pass is then bit-identical to an unquantized one). Returns 1 if
+ * attached. */
+int as_act_quant_attach(struct as_act_quant *aq, struct as_run_state *s);
 
 #endif

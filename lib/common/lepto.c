@@ -31,8 +31,10 @@ static void select_nth(float *v, size_t n, size_t k) {
         float piv = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
         size_t i = lo, j = hi;
         while (i <= j) {
-            while (v[i] < piv) i++;
-            while (v[j] > piv) j--;
+            while (v[i] < piv)
+                i++;
+            while (v[j] > piv)
+                j--;
             if (i <= j) {
                 float t = v[i];
                 v[i] = v[j], v[j] = t;
@@ -41,9 +43,12 @@ static void select_nth(float *v, size_t n, size_t k) {
                 j--;
             }
         }
-        if (k <= j) hi = j;
-        else if (k >= i) lo = i;
-        else return;
+        if (k <= j)
+            hi = j;
+        else if (k >= i)
+            lo = i;
+        else
+            return;
     }
 }
 
@@ -111,9 +116,8 @@ struct layer_data {
 
 static double block_loss(struct layer_data *ld, enum as_linear_group g, float scale) {
     struct fq_ctx fq = {.group = g, .scale = scale};
-    struct as_hooks hk = {0};
-    hk.quant_linear_input = fq_apply;
-    hk.qctx = &fq;
+    ld->st->quant_linear_input = fq_apply;
+    ld->st->qctx = &fq;
     const struct as_layer_weights *L = &ld->m->layers[ld->l];
     size_t per = (size_t)ld->T * ld->D;
     double sum = 0;
@@ -122,10 +126,10 @@ static double block_loss(struct layer_data *ld, enum as_linear_group g, float sc
         ld->st->pos = 0;
         const float *ref;
         if (attn) {
-            as_layer_attention(ld->m, L, ld->st, ld->l, ld->xn1 + s * per, ld->T, ld->y, &hk);
+            as_layer_attention(ld->m, L, ld->st, ld->l, ld->xn1 + s * per, ld->T, ld->y, NULL);
             ref = ld->yatt + s * per;
         } else {
-            as_layer_mlp(ld->m, L, ld->st, ld->l, ld->xn2 + s * per, ld->T, ld->y, &hk);
+            as_layer_mlp(ld->m, L, ld->st, ld->l, ld->xn2 + s * per, ld->T, ld->y, NULL);
             ref = ld->ymlp + s * per;
         }
         for (size_t i = 0; i < per; i++) {
@@ -133,6 +137,8 @@ static double block_loss(struct layer_data *ld, enum as_linear_group g, float sc
             sum += e * e;
         }
     }
+    ld->st->quant_linear_input = NULL;
+    ld->st->qctx = NULL;
     free(fq.buf);
     return sum / ((double)per * ld->S);
 }
@@ -161,13 +167,14 @@ int as_lepto_search_layer(const struct as_model *m, int l, const float *X, int S
     /* Full-precision pass: the block inputs, reference outputs and the group inputs. */
     for (int s = 0; s < S; s++) {
         struct cap_ctx cc = {ld.in_o + (size_t)s * T * qd, ld.in_down + (size_t)s * T * FF};
-        struct as_hooks hk = {cap_input, &cc, NULL, NULL};
+        struct as_hooks hk = {.on_linear_input = cap_input, .ctx = &cc};
         const float *xs = X + s * per;
         float *xn1 = ld.xn1 + s * per, *xn2 = ld.xn2 + s * per;
         as_op_rmsnorm(xn1, xs, L->attn_norm, T, D, c->rms_eps);
         ld.st->pos = 0;
         as_layer_attention(m, L, ld.st, l, xn1, T, ld.yatt + s * per, &hk);
-        for (size_t i = 0; i < per; i++) ld.y[i] = xs[i] + ld.yatt[s * per + i];
+        for (size_t i = 0; i < per; i++)
+            ld.y[i] = xs[i] + ld.yatt[s * per + i];
         as_op_rmsnorm(xn2, ld.y, L->ffn_norm, T, D, c->rms_eps);
         as_layer_mlp(m, L, ld.st, l, xn2, T, ld.ymlp + s * per, &hk);
     }
@@ -177,10 +184,10 @@ int as_lepto_search_layer(const struct as_model *m, int l, const float *X, int S
         double t0 = now_s();
         struct as_lepto_result *r = &res[g];
         memset(r, 0, sizeof *r);
-        const float *in = g == AS_GROUP_ATTN_QKV ? ld.xn1
-                          : g == AS_GROUP_ATTN_O ? ld.in_o
+        const float *in = g == AS_GROUP_ATTN_QKV      ? ld.xn1
+                          : g == AS_GROUP_ATTN_O      ? ld.in_o
                           : g == AS_GROUP_MLP_GATE_UP ? ld.xn2
-                                                        : ld.in_down;
+                                                      : ld.in_down;
         int dim = g == AS_GROUP_ATTN_O ? qd : g == AS_GROUP_MLP_DOWN ? FF : D;
         size_t N = (size_t)S * T * dim;
         float *vals = as_xmalloc(sizeof(float) * N);
@@ -189,7 +196,10 @@ int as_lepto_search_layer(const struct as_model *m, int l, const float *X, int S
             if (!isfinite(vals[i])) {
                 free(vals);
                 rc = as_fail("lepto: layer %d %s input: non-finite activation", l,
-                             g == 0 ? "q/k/v" : g == 1 ? "o" : g == 2 ? "gate/up" : "down");
+                             g == 0   ? "q/k/v"
+                             : g == 1 ? "o"
+                             : g == 2 ? "gate/up"
+                                      : "down");
                 goto out;
             }
         }
@@ -204,10 +214,14 @@ int as_lepto_search_layer(const struct as_model *m, int l, const float *X, int S
         for (int i = 0; i < AS_LEPTO_NCAND; i++) {
             /* equal scales give equal losses: evaluate each distinct scale once */
             int j = 0;
-            while (j < i && r->cand_scale[j] != r->cand_scale[i]) j++;
-            if (j < i) r->cand_loss[i] = r->cand_loss[j];
-            else if (r->cand_scale[i] == r->absmax_scale) r->cand_loss[i] = r->loss_absmax;
-            else r->cand_loss[i] = block_loss(&ld, (enum as_linear_group)g, r->cand_scale[i]);
+            while (j < i && r->cand_scale[j] != r->cand_scale[i])
+                j++;
+            if (j < i)
+                r->cand_loss[i] = r->cand_loss[j];
+            else if (r->cand_scale[i] == r->absmax_scale)
+                r->cand_loss[i] = r->loss_absmax;
+            else
+                r->cand_loss[i] = block_loss(&ld, (enum as_linear_group)g, r->cand_scale[i]);
             if (r->cand_loss[i] < r->loss_best) {
                 r->loss_best = r->cand_loss[i];
                 r->best_scale = r->cand_scale[i];
@@ -275,7 +289,8 @@ int as_fp8_histogram_svg(const float *x, size_t n, float scale, int bins, const 
     }
     double hmax = 1;
     for (int k = 0; k < 2; k++)
-        for (int b = 0; b < bins; b++) hmax = fmax(hmax, h[k][b]);
+        for (int b = 0; b < bins; b++)
+            hmax = fmax(hmax, h[k][b]);
     const int W = 720, H = 360, ml = 60, mr = 20, mt = 40, mb = 50;
     double pw = W - ml - mr, ph = H - mt - mb, lmax = log10(hmax + 1);
     fprintf(out,
@@ -285,7 +300,10 @@ int as_fp8_histogram_svg(const float *x, size_t n, float scale, int bins, const 
             "<text x=\"%d\" y=\"20\" font-size=\"14\">",
             W, H, ml);
     for (const char *p = title ? title : ""; *p; p++) /* escape the title for XML */
-        fputs(*p == '<' ? "&lt;" : *p == '>' ? "&gt;" : *p == '&' ? "&amp;" : (char[2]){*p, 0},
+        fputs(*p == '<'   ? "&lt;"
+              : *p == '>' ? "&gt;"
+              : *p == '&' ? "&amp;"
+                          : (char[2]){*p, 0},
               out);
     fprintf(out, "</text>\n");
     static const char *const color[2] = {"#1f77b4", "#d62728"};
@@ -301,17 +319,18 @@ int as_fp8_histogram_svg(const float *x, size_t n, float scale, int bins, const 
         fprintf(out, "\"/>\n<text x=\"%d\" y=\"%d\" fill=\"%s\">%s</text>\n", W - 260,
                 mt + 16 * (k + 1), color[k], label[k]);
     }
-    fprintf(out,
-            "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>\n"
-            "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>\n"
-            "<text x=\"%d\" y=\"%d\">%.4g</text><text x=\"%d\" y=\"%d\" "
-            "text-anchor=\"end\">%.4g</text>\n"
-            "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">value (%d bins, FP8 scale %.4g)</text>\n"
-            "<text x=\"14\" y=\"%d\" transform=\"rotate(-90 14 %d)\" text-anchor=\"middle\">"
-            "log10(count + 1), max %.0f</text>\n</svg>\n",
-            ml, H - mb, W - mr, H - mb, ml, mt, ml, H - mb, ml, H - mb + 16, (double)-amax,
-            W - mr, H - mb + 16, (double)amax, ml + (int)pw / 2, H - 12, bins, (double)scale,
-            mt + (int)ph / 2, mt + (int)ph / 2, hmax);
+    fprintf(
+        out,
+        "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>\n"
+        "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"black\"/>\n"
+        "<text x=\"%d\" y=\"%d\">%.4g</text><text x=\"%d\" y=\"%d\" "
+        "text-anchor=\"end\">%.4g</text>\n"
+        "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">value (%d bins, FP8 scale %.4g)</text>\n"
+        "<text x=\"14\" y=\"%d\" transform=\"rotate(-90 14 %d)\" text-anchor=\"middle\">"
+        "log10(count + 1), max %.0f</text>\n</svg>\n",
+        ml, H - mb, W - mr, H - mb, ml, mt, ml, H - mb, ml, H - mb + 16, (double)-amax, W - mr,
+        H - mb + 16, (double)amax, ml + (int)pw / 2, H - 12, bins, (double)scale, mt + (int)ph / 2,
+        mt + (int)ph / 2, hmax);
     free(h[0]), free(h[1]);
     return ferror(out) ? as_fail("histogram: write failed") : 0;
 }

@@ -24,12 +24,12 @@
 #define AS_LEPTO_NCAND 13
 
 struct as_lepto_result {
-    float absmax_scale;  /* the baseline's scale */
-    float best_scale;    /* chosen */
-    double loss_absmax;  /* block-output MSE with the baseline scale */
+    float absmax_scale; /* the baseline's scale */
+    float best_scale;   /* chosen */
+    double loss_absmax; /* block-output MSE with the baseline scale */
     double loss_best;
-    int best_r;          /* 8..20, or -1 when the baseline stayed best */
-    double best_p;       /* 0.999 + 0.00005 r, or 1 for the baseline */
+    int best_r;    /* 8..20, or -1 when the baseline stayed best */
+    double best_p; /* 0.999 + 0.00005 r, or 1 for the baseline */
     float cand_scale[AS_LEPTO_NCAND];
     double cand_loss[AS_LEPTO_NCAND];
     float sample_absmax; /* absmax of the sample */
@@ -51,8 +51,8 @@ int as_lepto_search_layer(const struct as_model *m, int l, const float *X, int S
 struct as_tensor_diag {
     size_t n;
     double absmax, absmean, kurtosis; /* kurtosis: Pearson m4 / m2^2 (3 for a normal) */
-    double frac_zero;      /* nonzero values that FP8 with `scale` encodes as ±0 */
-    double frac_saturated; /* values with |x / scale| > 448 */
+    double frac_zero;                 /* nonzero values that FP8 with `scale` encodes as ±0 */
+    double frac_saturated;            /* values with |x / scale| > 448 */
     double frac_subnormal; /* nonzero values in FP8's subnormal range (|x / scale| < 2^-6) */
     float scale;
 };

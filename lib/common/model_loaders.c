@@ -7,6 +7,7 @@
 
 #include "as_error.h"
 #include "model.h"
+#include "pack_fp.h"
 #include "quant_load.h"
 #include "safetensors.h"
 
@@ -57,4 +58,5 @@ void as_register_model_loaders(void) {
     as_weight_loader_register("gptq", load_quantized_or_dense);
     as_weight_loader_register("compressed-tensors", load_quantized_or_dense);
     as_weight_loader_register("awq", load_quantized_or_dense);
+    as_register_fp_loaders(); /* FP8/INT8/FP4 (pack_fp.h); wraps the compressed-tensors loader */
 }

@@ -18,9 +18,11 @@
 #include "as_error.h"
 #include "eval_metrics.h"
 #include "forward.h"
+#include "fpquant.h"
 #include "gguf.h"
 #include "model.h"
 #include "model_loaders.h"
+#include "pack_fp.h"
 #include "text_data.h"
 #include "tokenizer.h"
 
@@ -38,6 +40,10 @@ static void usage(FILE *f) {
             "      --chunks N      evaluate at most N windows\n"
             "      --gen N         also time greedy generation of N tokens (default 0)\n"
             "      --threads N     OpenBLAS threads (default: OpenBLAS's choice)\n"
+            "      --act-quant A   activation quantization of MODEL's linear inputs: auto\n"
+            "                      (default: what the checkpoint declares, e.g. FP8 input_scale),\n"
+            "                      none, or a dynamic scheme for every linear: fp8-dynamic,\n"
+            "                      fp8-tensor-dynamic, fp8-group128, int8-dynamic, mxfp4\n"
             "      --json          JSON report on stdout instead of the table\n"
             "  -h, --help          this help\n");
 }
@@ -59,6 +65,7 @@ struct eval_opts {
     const char *model, *base, *file;
     size_t bytes;
     int ctx, score_all, chunks, gen, json;
+    const char *act_quant;
 };
 
 /* Generation speed: greedy decode of n tokens after BOS, one token per forward call. */
@@ -94,6 +101,7 @@ int main(int argc, char **argv) {
         {"ctx", required_argument, 0, 'c'},   {"score", required_argument, 0, 2},
         {"chunks", required_argument, 0, 3},  {"gen", required_argument, 0, 4},
         {"json", no_argument, 0, 5},          {"threads", required_argument, 0, 6},
+        {"act-quant", required_argument, 0, 7},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "m:b:f:c:h", longopts, NULL)) != -1) {
@@ -111,6 +119,7 @@ int main(int argc, char **argv) {
         case 4: o.gen = atoi(optarg); break;
         case 5: o.json = 1; break;
         case 6: threads = atoi(optarg); break;
+        case 7: o.act_quant = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -135,10 +144,39 @@ int main(int argc, char **argv) {
     }
     t_load = now_s() - t_load;
 
+    /* Activation quantization (fpquant.h): what the checkpoint declares, or --act-quant. */
+    struct as_act_quant *aq = NULL;
+    const char *aq_name = o.act_quant ? o.act_quant : "auto";
+    if (!strcmp(aq_name, "auto")) {
+        if (!as_path_is_gguf(o.model) && as_act_quant_from_checkpoint(m, o.model, &aq))
+            as_die_last();
+    } else if (strcmp(aq_name, "none")) {
+        int k = as_aq_from_name(aq_name);
+        if (k != AS_AQ_FP8_TOKEN && k != AS_AQ_FP8_TENSOR_DYN && k != AS_AQ_FP8_GROUP128 &&
+            k != AS_AQ_INT8_TOKEN && k != AS_AQ_MXFP4)
+            as_die("--act-quant '%s': expected auto, none, fp8-dynamic, fp8-tensor-dynamic, "
+                   "fp8-group128, int8-dynamic or mxfp4 (static schemes take their scales from "
+                   "the checkpoint: auto)", aq_name);
+        aq = as_act_quant_new(m->cfg.n_layers);
+        as_act_quant_set_all(aq, (enum as_aq_kind)k);
+    }
+    int aq_on = as_act_quant_active(aq);
+
     json_t *rep = json_object();
     json_object_set_new(rep, "model", json_string(o.model));
     if (o.base) json_object_set_new(rep, "base", json_string(o.base));
     json_object_set_new(rep, "load_s", json_real(t_load));
+    if (aq_on) {
+        json_t *kinds = json_array(); /* the distinct activation quantizers in use */
+        for (int i = 0; i < aq->n_layers * AS_GROUP_COUNT; i++) {
+            const char *nm = as_aq_names[aq->kind[i]];
+            int seen = 0;
+            for (size_t j = 0; j < json_array_size(kinds); j++)
+                seen |= !strcmp(json_string_value(json_array_get(kinds, j)), nm);
+            if (!seen) json_array_append_new(kinds, json_string(nm));
+        }
+        json_object_set_new(rep, "act_quant", kinds);
+    }
 
     if (o.file) {
         if (o.ctx < 4) as_die("--ctx %d: need at least 4 tokens", o.ctx);
@@ -169,6 +207,7 @@ int main(int argc, char **argv) {
         struct as_run_state *s = as_state_new(m, o.ctx, o.ctx, 0);
         struct as_run_state *sb = base ? as_state_new(base, o.ctx, o.ctx, 0) : NULL;
         if (!s || (base && !sb)) as_die_last();
+        as_act_quant_attach(aq, s); /* the candidate only; the base stays full precision */
         int V = m->cfg.vocab;
         double *lp = as_xmalloc(sizeof(double) * V), *lpb = as_xmalloc(sizeof(double) * V);
         struct as_nll_acc nll = {0}, nll_base = {0};
@@ -250,6 +289,12 @@ int main(int argc, char **argv) {
     } else {
         printf("model        %s\n", o.model);
         json_t *v;
+        if ((v = json_object_get(rep, "act_quant"))) {
+            printf("activations ");
+            for (size_t j = 0; j < json_array_size(v); j++)
+                printf(" %s", json_string_value(json_array_get(v, j)));
+            printf(" (simulated)\n");
+        }
         if ((v = json_object_get(rep, "ppl"))) {
             printf("text         %s: %lld tokens, ctx %d, %lld windows, %lld scored (%s)\n", o.file,
                    json_integer_value(json_object_get(rep, "tokens")), o.ctx,
@@ -279,6 +324,7 @@ int main(int argc, char **argv) {
             printf("generation   %.0f tokens/s\n", json_real_value(v));
     }
     json_decref(rep);
+    as_act_quant_free(aq);
     as_model_free(m);
     as_model_free(base);
     return 0;

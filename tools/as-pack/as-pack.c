@@ -23,6 +23,7 @@
 #include "dtype.h"
 #include "gguf.h"
 #include "pack_formats.h"
+#include "pack_fp.h"
 #include "qstream.h"
 #include "quant_load.h"
 #include "safetensors.h"
@@ -74,6 +75,9 @@ static void usage(FILE *f) {
             "Gather quantized linears from the stream(s) (default stdin) into a checkpoint.\n"
             "  -m, --model DIR        the original checkpoint (unquantized tensors, config, tokenizer)\n"
             "  -f, --format F         gptq | compressed-tensors | fakequant | gguf | awq\n"
+            "                         as-lepto records: ct-fp (by scheme) | float-quantized |\n"
+            "                         int-quantized | nvfp4-pack-quantized | mxfp4-pack-quantized\n"
+            "                         | w4a8 | fp8 (DeepSeek block) | fakequant-fp (docs/lepto.md)\n"
             "  -o, --out DIR          output checkpoint directory (replaced atomically);\n"
             "                         for gguf the output FILE.gguf\n"
             "      --gguf-float T     gguf: type of unquantized matrices: f32 (default), f16, bf16\n"
@@ -213,6 +217,12 @@ int main(int argc, char **argv) {
     if (!model_dir || !out_dir || !fmt_name) {
         usage(stderr);
         return 2;
+    }
+    if (as_pack_fp_handles(fmt_name)) { /* FP8/INT8/FP4/W4A8 records from as-lepto: pack_fp.c */
+        struct as_pack_fp_opts po = {model_dir, out_dir, fmt_name, scale_name, verify, json,
+                                     argc - optind, argv + optind};
+        if (as_pack_fp(&po)) as_die_last();
+        return 0;
     }
     enum pack_format fmt;
     if (!strcmp(fmt_name, "gptq")) fmt = FMT_GPTQ;

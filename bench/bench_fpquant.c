@@ -1,0 +1,154 @@
+/* bench_fpquant: FP8 and NVFP4 encoding throughput of bf16 weights against a plain copy of the
+ * same bytes (the memory bandwidth bound), and LeptoQuant's search time per decoder layer.
+ *
+ * Weights: synthetic bf16 with the shapes of a Llama-2-7B layer's q_proj [4096, 4096] and
+ * gate_proj [11008, 4096] (AS_BENCH_ROWS overrides the row count of both). Single thread, best of
+ * AS_BENCH_REPS (default 3) runs. Throughput counts input bytes (bf16) per second.
+ * LeptoQuant: a random model (hidden AS_BENCH_HIDDEN, default 256) with AS_BENCH_SEQS x
+ * AS_BENCH_SEQLEN (default 128 x 512) calibration tokens entering one layer. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "as_error.h"
+#include "dtype.h"
+#include "fpquant.h"
+#include "lepto.h"
+#include "model.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int env_int(const char *name, int def) {
+    const char *v = getenv(name);
+    return v && atoi(v) > 0 ? atoi(v) : def;
+}
+
+static uint64_t rng = 0x853C49E6748FEA9Bull;
+static float gauss(void) {
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    double u1 = ((rng >> 11) + 1.0) / 9007199254740993.0;
+    rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+    double u2 = (rng >> 11) / 9007199254740992.0;
+    return (float)(sqrt(-2 * log(u1)) * cos(2 * M_PI * u2));
+}
+
+/* fp8 per channel straight from bf16: row absmax, then encode while the row is in cache. */
+static void fp8_channel_bf16(const uint16_t *w, int N, int K, uint8_t *codes, float *scale) {
+    for (int n = 0; n < N; n++) {
+        const uint16_t *r = w + (size_t)n * K;
+        scale[n] = as_scale_for(as_absmax_bf16(r, (size_t)K), AS_FP8_MAX);
+        as_fp8_encode_bf16(r, (size_t)K, scale[n], codes + (size_t)n * K);
+    }
+}
+
+/* fp8 per tensor: one absmax pass, one encode pass. */
+static void fp8_tensor_bf16(const uint16_t *w, int N, int K, uint8_t *codes, float *scale) {
+    size_t n = (size_t)N * K;
+    scale[0] = as_scale_for(as_absmax_bf16(w, n), AS_FP8_MAX);
+    as_fp8_encode_bf16(w, n, scale[0], codes);
+}
+
+/* nvfp4: global amax pass, then rows converted to f32 in chunks of 8 and encoded. */
+static void nvfp4_bf16(const uint16_t *w, int N, int K, uint8_t *codes, uint8_t *scale8,
+                       float *tmp) {
+    float g = as_nvfp4_global_scale(as_absmax_bf16(w, (size_t)N * K));
+    for (int n0 = 0; n0 < N; n0 += 8) {
+        int rows = n0 + 8 <= N ? 8 : N - n0;
+        as_convert_to_f32(AS_BF16, w + (size_t)n0 * K, tmp, (size_t)rows * K);
+        as_nvfp4_encode(tmp, rows, K, g, codes + (size_t)n0 * K / 2,
+                        scale8 + (size_t)n0 * (K / 16));
+    }
+}
+
+int main(void) {
+    int reps = env_int("AS_BENCH_REPS", 3);
+    int K = 4096, rows_q = env_int("AS_BENCH_ROWS", 4096), rows_g = env_int("AS_BENCH_ROWS", 11008);
+    printf("# FP8 / NVFP4 encoding of bf16 weights, single thread, best of %d\n", reps);
+    printf("%-28s %-14s %10s %10s %8s\n", "tensor", "kernel", "GB/s(in)", "Gelem/s", "vs copy");
+    int shapes[2] = {rows_q, rows_g};
+    const char *names[2] = {"q_proj [4096, 4096]", "gate_proj [11008, 4096]"};
+    for (int si = 0; si < 2; si++) {
+        int N = shapes[si];
+        size_t n = (size_t)N * K;
+        uint16_t *w = malloc(n * 2), *copy = malloc(n * 2);
+        uint8_t *codes = malloc(n), *s8 = malloc(n / 16);
+        float *scale = malloc(sizeof(float) * N), *tmp = malloc(sizeof(float) * 8 * K);
+        for (size_t i = 0; i < n; i++)
+            w[i] = as_f32_to_bf16(gauss() * 0.02f);
+        memset(copy, 0, n * 2), memset(codes, 0, n), memset(s8, 0, n / 16);
+        double best[4] = {1e9, 1e9, 1e9, 1e9};
+        for (int r = 0; r < reps; r++) {
+            double t0 = now_s();
+            memcpy(copy, w, n * 2);
+            double t1 = now_s();
+            fp8_channel_bf16(w, N, K, codes, scale);
+            double t2 = now_s();
+            fp8_tensor_bf16(w, N, K, codes, scale);
+            double t3 = now_s();
+            nvfp4_bf16(w, N, K, codes, s8, tmp);
+            double t4 = now_s();
+            double d[4] = {t1 - t0, t2 - t1, t3 - t2, t4 - t3};
+            for (int k = 0; k < 4; k++)
+                best[k] = d[k] < best[k] ? d[k] : best[k];
+        }
+        /* sanity: the per-channel codes decode close to the weights */
+        fp8_channel_bf16(w, N, K, codes, scale);
+        double err = 0;
+        for (size_t i = 0; i < 1000; i++)
+            err = fmax(err, fabs(as_fp8_dec(codes[i]) * scale[0] - as_bf16_to_f32(w[i])));
+        const char *kern[4] = {"memcpy", "fp8 channel", "fp8 tensor", "nvfp4"};
+        for (int k = 0; k < 4; k++)
+            printf("%-28s %-14s %10.2f %10.3f %7.0f%%\n", names[si], kern[k], n * 2 / best[k] / 1e9,
+                   n / best[k] / 1e9, 100 * best[0] / best[k]);
+        if (err > 0.02 * 4 / 16.0) printf("# WARNING: fp8 decode error %g\n", err);
+        free(w), free(copy), free(codes), free(s8), free(scale), free(tmp);
+    }
+
+    /* LeptoQuant search per layer */
+    struct as_model_config c = {0};
+    snprintf(c.model_type, sizeof c.model_type, "llama");
+    c.hidden = env_int("AS_BENCH_HIDDEN", 256);
+    c.intermediate = c.hidden * 11 / 4;
+    c.n_heads = c.hidden / 64, c.n_kv_heads = c.n_heads, c.head_dim = 64, c.n_layers = 1;
+    c.vocab = 256, c.max_pos = 4096, c.rms_eps = 1e-5f, c.rope_theta = 10000, c.bos_id = 1;
+    int S = env_int("AS_BENCH_SEQS", 128), T = env_int("AS_BENCH_SEQLEN", 512);
+    char dir[] = "/tmp/bench_fpquant_XXXXXX";
+    if (!mkdtemp(dir) || as_model_write_random(&c, AS_F32, 3, dir)) as_die_last();
+    struct as_model *m = as_model_load(dir);
+    if (!m) as_die_last();
+    size_t nx = (size_t)S * T * c.hidden;
+    float *X = malloc(sizeof(float) * nx);
+    for (size_t i = 0; i < nx; i++)
+        X[i] = gauss() * ((i % c.hidden) == 5 ? 30.0f : 1.0f);
+    struct as_lepto_result res[AS_GROUP_COUNT];
+    double t0 = now_s();
+    if (as_lepto_search_layer(m, 0, X, S, T, NULL, res)) as_die_last();
+    double dt = now_s() - t0;
+    printf("\n# LeptoQuant search, one decoder layer (hidden %d, intermediate %d, %d heads), "
+           "%d x %d tokens, OpenBLAS default threads\n",
+           c.hidden, c.intermediate, c.n_heads, S, T);
+    printf("%-12s %10s %10s %12s %12s %10s\n", "group", "values", "p", "loss_absmax", "loss",
+           "seconds");
+    static const char *const gn[4] = {"attn_qkv", "attn_o", "mlp_gate_up", "mlp_down"};
+    for (int g = 0; g < AS_GROUP_COUNT; g++)
+        printf("%-12s %10zu %10.5f %12.4g %12.4g %10.2f\n", gn[g], res[g].n_values, res[g].best_p,
+               res[g].loss_absmax, res[g].loss_best, res[g].seconds);
+    printf("layer total  %.2f s (including the full-precision reference pass)\n", dt);
+    as_model_free(m);
+    free(X);
+    char path[300];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    unlink(path);
+    rmdir(dir);
+    return 0;
+}
