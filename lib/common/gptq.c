@@ -565,14 +565,13 @@ void gptq_plan_free(struct gptq_plan *p) {
 }
 
 static int plan_rows(const struct gptq_plan *p, float *W, int rows, int row0, uint8_t *q,
-                     float *scale, int32_t *zero, double *loss, double *t_inblock,
-                     int columnwise) {
+                     float *scale, int32_t *zero, double *loss, double *t_inblock, int columnwise) {
     const struct gptq_opts *o = &p->o;
     const int K = p->K, G = p->G, gs = p->gs;
     for (long i = 0; i < (long)rows * K; i++)
         if (!isfinite(W[i]))
-            return as_fail("weight: non-finite value %g at [%ld, %ld]", (double)W[i],
-                           row0 + i / K, i % K);
+            return as_fail("weight: non-finite value %g at [%ld, %ld]", (double)W[i], row0 + i / K,
+                           i % K);
     memset(scale, 0, sizeof(float) * (size_t)rows * G);
     memset(zero, 0, sizeof(int32_t) * (size_t)rows * G);
 
@@ -605,12 +604,28 @@ static int plan_rows(const struct gptq_plan *p, float *W, int rows, int row0, ui
     }
 
     /* The kernels write codes/params of rows [0, rows) through a result view of this block. */
-    struct gptq_result r = {.N = rows, .K = K, .G = G, .q = q, .scale = scale, .zero = zero,
-                            .g_idx = p->g_idx, .perm = p->perm};
-    struct gq s = {o,           rows,    K,       G,
-                   gs,          quant_int_maxq(o->bits),   o->blocksize,
-                   o->method == GPTQ_METHOD_GPTAQ, W, p->U, p->P,
-                   p->gcol,     p->perm, &r};
+    struct gptq_result r = {.N = rows,
+                            .K = K,
+                            .G = G,
+                            .q = q,
+                            .scale = scale,
+                            .zero = zero,
+                            .g_idx = p->g_idx,
+                            .perm = p->perm};
+    struct gq s = {o,
+                   rows,
+                   K,
+                   G,
+                   gs,
+                   quant_int_maxq(o->bits),
+                   o->blocksize,
+                   o->method == GPTQ_METHOD_GPTAQ,
+                   W,
+                   p->U,
+                   p->P,
+                   p->gcol,
+                   p->perm,
+                   &r};
     if (columnwise)
         run_columnwise(&s);
     else
@@ -654,8 +669,8 @@ static int gptq_run(const struct gptq_opts *o, float *W, int N, int K, float *H,
     r->damp = p.damp, r->percdamp = p.percdamp, r->damp_retries = p.damp_retries;
     r->n_dead = p.n_dead, r->t_factor = p.t_factor;
     double t0 = now_s();
-    int rc = plan_rows(&view, W, N, 0, r->q, r->scale, r->zero, &r->loss, &r->t_inblock,
-                       columnwise);
+    int rc =
+        plan_rows(&view, W, N, 0, r->q, r->scale, r->zero, &r->loss, &r->t_inblock, columnwise);
     r->t_update = now_s() - t0;
     gptq_plan_free(&p);
     if (rc) gptq_result_free(r);

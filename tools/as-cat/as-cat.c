@@ -152,16 +152,12 @@ static void parse_layers(const char *arg, int *lo, int *hi) {
 
 int main(int argc, char **argv) {
     as_set_progname(argv[0]);
-    static const struct option opts[] = {{"name", required_argument, NULL, 'n'},
-                                         {"exclude", required_argument, NULL, 'x'},
-                                         {"layer", required_argument, NULL, 'l'},
-                                         {"role", required_argument, NULL, 'r'},
-                                         {"inline", no_argument, NULL, 'i'},
-                                         {"ref", required_argument, NULL, 'R'},
-                                         {"verify", no_argument, NULL, 'V'},
-                                         {"split-layers", required_argument, NULL, 's'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {0}};
+    static const struct option opts[] = {
+        {"name", required_argument, NULL, 'n'},  {"exclude", required_argument, NULL, 'x'},
+        {"layer", required_argument, NULL, 'l'}, {"role", required_argument, NULL, 'r'},
+        {"inline", no_argument, NULL, 'i'},      {"ref", required_argument, NULL, 'R'},
+        {"verify", no_argument, NULL, 'V'},      {"split-layers", required_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},        {0}};
     pcre2_code *keep_re = NULL, *drop_re = NULL;
     int layer_lo = -1, layer_hi = -1, to_inline = 0, verify = 0, c;
     const char *ref_dir = NULL, *role = NULL, *split_dir = NULL;
