@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -44,11 +46,34 @@ struct stat_rec { /* a Hessian or GPTAQ dXXᵀ, kept until all its targets are d
     int n_targets;
 };
 
+/* A weight waiting for its Hessian, kept in its own dtype: a mapped reference (converted a block
+ * of rows at a time when quantized, its pages released after each block) or a copy of an inline
+ * payload (the reader reuses its buffer). Never the whole weight in f32. */
 struct pending_weight {
     char *prefix;
     int layer, N, K;
-    float *w;
+    enum as_dtype dtype;
+    const uint8_t *raw; /* [N*K] elements of dtype */
+    uint8_t *owned;     /* raw when copied, else NULL */
 };
+
+enum { ROW_BLOCK = 4 * GPTQ_ROW_TILE }; /* rows converted to f32 at once (bit-identical blocks) */
+
+/* Drop the pages of [p, p+n) of a read-only file mapping from this process (the page cache keeps
+ * them): a reference read once must not stay resident for the rest of the run. */
+static void release_pages(const void *p, size_t n) {
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), a = ((uintptr_t)p + pg - 1) & ~(pg - 1),
+              b = ((uintptr_t)p + n) & ~(pg - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+/* Rows [n0, n0+rows) of a pending weight in f32. */
+static int weight_rows(const struct pending_weight *pw, int n0, int rows, float *out) {
+    const uint8_t *src = pw->raw + as_dtype_nbytes(pw->dtype, (uint64_t)n0 * pw->K, NULL);
+    if (as_convert_to_f32(pw->dtype, src, out, (size_t)rows * pw->K)) return -1;
+    if (!pw->owned) release_pages(src, as_dtype_nbytes(pw->dtype, (uint64_t)rows * pw->K, NULL));
+    return 0;
+}
 
 struct gptq_tool {
     struct gptq_opts o;
@@ -79,6 +104,12 @@ static struct stat_rec *find_stat(struct gptq_tool *t, const char *role, const c
     return NULL;
 }
 
+static void stat_release_meta(struct stat_rec *s) {
+    for (int j = 0; j < s->n_targets; j++) free(s->targets[j]);
+    free(s->targets);
+    s->targets = NULL;
+}
+
 static void stat_release(struct stat_rec *s) {
     if (--s->remaining > 0) return;
     free(s->data);
@@ -102,7 +133,17 @@ static int quantize_one(struct gptq_tool *t, struct pending_weight *pw) {
         ql.scale = as_xmalloc(sizeof(float) * pw->N * G);
         ql.zero = as_xmalloc(sizeof(int32_t) * pw->N * G);
         ql.g_idx = as_xmalloc(sizeof(int32_t) * pw->K);
-        if (quant_int_rtn(pw->w, pw->N, pw->K, &p, ql.q, ql.scale, ql.zero, ql.g_idx, NULL)) {
+        float *blk = as_xmalloc(sizeof(float) * (size_t)ROW_BLOCK * pw->K);
+        int err = 0;
+        for (int n0 = 0; n0 < pw->N && !err; n0 += ROW_BLOCK) { /* rows are independent */
+            int rows = pw->N - n0 < ROW_BLOCK ? pw->N - n0 : ROW_BLOCK;
+            err = weight_rows(pw, n0, rows, blk) ||
+                  quant_int_rtn(blk, rows, pw->K, &p, ql.q + (size_t)n0 * pw->K,
+                                ql.scale + (size_t)n0 * G, ql.zero + (size_t)n0 * G, ql.g_idx,
+                                NULL);
+        }
+        free(blk);
+        if (err) {
             json_decref(attrs);
             free(ql.q); free(ql.scale); free(ql.zero); free(ql.g_idx);
             return as_fail_prefix("tensor %s.weight: ", pw->prefix);
@@ -118,20 +159,48 @@ static int quantize_one(struct gptq_tool *t, struct pending_weight *pw) {
                            pw->prefix, pw->K, h->K, h->K);
         }
         size_t kk = (size_t)pw->K * pw->K;
-        float *H = as_xmalloc(kk * sizeof *H), *dxx = NULL;
-        memcpy(H, h->data, kk * sizeof *H);
+        /* GPTQ factors H in place: the last weight of a statistic takes its buffer, no copy. */
+        float *H, *dxx = NULL;
+        if (h->remaining == 1) {
+            H = h->data;
+            h->data = NULL;
+        } else {
+            H = as_xmalloc(kk * sizeof *H);
+            memcpy(H, h->data, kk * sizeof *H);
+        }
         struct gptq_opts o = t->o;
         if (d) {
             dxx = as_xmalloc(kk * sizeof *dxx);
             memcpy(dxx, d->data, kk * sizeof *dxx);
             o.dxxt = dxx;
         }
-        int rc = gptq_quantize(&o, pw->w, pw->N, pw->K, H, &r);
+        struct gptq_plan plan;
+        int rc = gptq_plan_init(&plan, &o, pw->N, pw->K, H);
+        if (!rc) {
+            r.N = pw->N, r.K = pw->K, r.G = G;
+            r.q = as_xmalloc((size_t)pw->N * pw->K);
+            r.scale = as_xmalloc(sizeof(float) * pw->N * G);
+            r.zero = as_xmalloc(sizeof(int32_t) * pw->N * G);
+            r.g_idx = as_xmalloc(sizeof(int32_t) * pw->K);
+            memcpy(r.g_idx, plan.g_idx, sizeof(int32_t) * pw->K);
+            r.damp_retries = plan.damp_retries, r.percdamp = plan.percdamp, r.n_dead = plan.n_dead;
+            float *blk = as_xmalloc(sizeof(float) * (size_t)ROW_BLOCK * pw->K);
+            for (int n0 = 0; n0 < pw->N && !rc; n0 += ROW_BLOCK) {
+                int rows = pw->N - n0 < ROW_BLOCK ? pw->N - n0 : ROW_BLOCK;
+                rc = weight_rows(pw, n0, rows, blk) ||
+                     gptq_plan_rows(&plan, blk, rows, n0, r.q + (size_t)n0 * pw->K,
+                                    r.scale + (size_t)n0 * G, r.zero + (size_t)n0 * G, &r.loss);
+            }
+            free(blk);
+            gptq_plan_free(&plan);
+        }
         free(H);
         free(dxx);
-        stat_release(h);
+        if (h->data) stat_release(h);
+        else if (--h->remaining == 0) stat_release_meta(h);
         if (d) stat_release(d);
         if (rc) {
+            gptq_result_free(&r);
             json_decref(attrs);
             return as_fail_prefix("tensor %s.weight: ", pw->prefix);
         }
@@ -193,7 +262,7 @@ static int flush_ready(struct gptq_tool *t) {
         t->pend[i] = t->pend[--t->n_pend];
         int rc = quantize_one(t, &pw);
         free(pw.prefix);
-        free(pw.w);
+        free(pw.owned);
         if (rc) return -1;
     }
     return 0;
@@ -215,7 +284,11 @@ static int take_stat(struct gptq_tool *t, struct as_stream_reader *r, const stru
     snprintf(s->role, sizeof s->role, "%s", rec->role);
     s->K = (int)rec->shape[0];
     s->data = as_xmalloc(rec->nbytes);
-    memcpy(s->data, data, rec->nbytes);
+    for (size_t off = 0; off < rec->nbytes; off += 64u << 20) { /* mapped pages go as copied */
+        size_t n = rec->nbytes - off < (64u << 20) ? rec->nbytes - off : 64u << 20;
+        memcpy((char *)s->data + off, (const char *)data + off, n);
+        if (rec->kind == AS_PAYLOAD_REF) release_pages((const char *)data + off, n);
+    }
     s->n_targets = (int)json_array_size(targets);
     s->remaining = s->n_targets;
     s->targets = as_xcalloc(s->n_targets, sizeof *s->targets);
@@ -240,11 +313,15 @@ static int take_weight(struct gptq_tool *t, struct as_stream_reader *r, const st
                        rec->name);
     const void *data = as_stream_payload(r);
     if (!data) return -1;
-    struct pending_weight pw = {.layer = layer, .N = (int)rec->shape[0], .K = (int)rec->shape[1]};
-    pw.w = as_xmalloc(sizeof(float) * pw.N * pw.K);
-    if (as_convert_to_f32(rec->dtype, data, pw.w, (size_t)pw.N * pw.K)) {
-        free(pw.w);
+    struct pending_weight pw = {.layer = layer, .N = (int)rec->shape[0], .K = (int)rec->shape[1],
+                                .dtype = rec->dtype, .raw = data};
+    float probe;
+    if (as_convert_to_f32(rec->dtype, data, &probe, 0)) /* a dtype we can convert */
         return as_fail_prefix("stream %s: tensor %s: ", as_stream_name(r), rec->name);
+    if (rec->kind != AS_PAYLOAD_REF) { /* the reader reuses its inline buffer */
+        pw.owned = as_xmalloc(rec->nbytes);
+        memcpy(pw.owned, data, rec->nbytes);
+        pw.raw = pw.owned;
     }
     char prefix[1024];
     as_linear_prefix(layer, which, prefix, sizeof prefix);
