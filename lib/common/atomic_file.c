@@ -189,3 +189,22 @@ fail:
 void as_atomic_dir_abort(const char *tmp_dir) {
     if (tmp_dir) rm_tree(tmp_dir);
 }
+
+int as_copy_file(const char *src, const char *dst) {
+    FILE *in = fopen(src, "rb");
+    if (!in) return errno == ENOENT ? 1 : as_fail("%s: %s", src, strerror(errno));
+    FILE *out = fopen(dst, "wb");
+    if (!out) {
+        fclose(in);
+        return as_fail("%s: %s", dst, strerror(errno));
+    }
+    char buf[1 << 16];
+    size_t n;
+    int rc = 0;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        if (fwrite(buf, 1, n, out) != n) rc = as_fail("%s: write failed", dst);
+    if (ferror(in)) rc = as_fail("%s: read failed", src);
+    fclose(in);
+    if (fclose(out)) rc = as_fail("%s: write failed", dst);
+    return rc;
+}

@@ -20,6 +20,10 @@ void as_atomic_abort(struct as_atomic_file *af); /* close and unlink the tempora
 /* Convenience: write a whole buffer to PATH atomically. */
 int as_atomic_write_file(const char *path, const void *data, size_t n);
 
+/* Copy SRC to DST (plain, not atomic: DST is inside a staged directory). Returns 0, 1 when SRC
+ * does not exist (optional files such as tokenizer.model), -1 with as_fail on an I/O error. */
+int as_copy_file(const char *src, const char *dst);
+
 /* Directory staging: returns DIR.tmp.<pid> created fresh (caller frees the string); commit
  * fsyncs its contents and renames it into place, replacing an existing DIR; on failure the
  * staging directory is removed. */

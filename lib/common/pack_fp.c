@@ -571,24 +571,6 @@ static enum as_dtype model_dtype(const json_t *config) {
     return AS_F32;
 }
 
-static int copy_file(const char *src, const char *dst) {
-    FILE *in = fopen(src, "rb");
-    if (!in) return errno == ENOENT ? 1 : as_fail("%s: %s", src, strerror(errno));
-    FILE *out = fopen(dst, "wb");
-    if (!out) {
-        fclose(in);
-        return as_fail("%s: %s", dst, strerror(errno));
-    }
-    char buf[1 << 16];
-    size_t n;
-    int rc = 0;
-    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
-        if (fwrite(buf, 1, n, out) != n) rc = as_fail("%s: write failed", dst);
-    if (ferror(in)) rc = as_fail("%s: read failed", src);
-    fclose(in);
-    if (fclose(out)) rc = as_fail("%s: write failed", dst);
-    return rc;
-}
 
 /* Tensors the stream replaces (role "weight" records naming a model tensor, e.g. SmoothQuant's
  * rescaled norms). */
@@ -819,7 +801,7 @@ int as_pack_fp(const struct as_pack_fp_opts *o) {
         char src[4200], dst[4200];
         snprintf(src, sizeof src, "%s/%s", o->model_dir, copied[i]);
         snprintf(dst, sizeof dst, "%s/%s", s.tmp, copied[i]);
-        if (copy_file(src, dst) < 0) goto out;
+        if (as_copy_file(src, dst) < 0) goto out;
     }
 
     if (o->verify) { /* read back what the engine's loaders see; compare bit for bit */

@@ -20,13 +20,6 @@
 #include "quant_load.h"
 #include "safetensors.h"
 
-/* The shard that holds t, for error messages (the directory when t is NULL). */
-static const char *file_of(const struct as_ckpt *c, const struct as_st_tensor *t) {
-    if (t)
-        for (int i = 0; i < c->n_tensors; i++)
-            if (c->tensors[i] == t) return c->tensor_file[i];
-    return c->dir ? c->dir : "?";
-}
 
 static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
     size_t o = (size_t)snprintf(buf, n, "[");
@@ -68,10 +61,10 @@ static int get_tensor(const struct as_ckpt *c, const char *prefix, const char *s
     *out = t;
     if (!t) {
         if (!required) return 0;
-        return as_fail("file %s: tensor %s: missing", file_of(c, NULL), name);
+        return as_fail("file %s: tensor %s: missing", as_ckpt_file_of(c, NULL), name);
     }
     if (!dtype_ok(t->dtype, mask))
-        return as_fail("file %s: tensor %s: dtype %s, expected %s", file_of(c, t), name,
+        return as_fail("file %s: tensor %s: dtype %s, expected %s", as_ckpt_file_of(c, t), name,
                        as_dtype_name(t->dtype), mask_str(mask));
     if (shape) {
         int same = t->ndim == ndim;
@@ -81,7 +74,7 @@ static int get_tensor(const struct as_ckpt *c, const char *prefix, const char *s
             char want[128], got[128];
             shape_str(want, sizeof want, ndim, shape);
             shape_str(got, sizeof got, t->ndim, t->shape);
-            return as_fail("file %s: tensor %s: shape %s, expected %s", file_of(c, t), name, got,
+            return as_fail("file %s: tensor %s: shape %s, expected %s", as_ckpt_file_of(c, t), name, got,
                            want);
         }
     }
@@ -103,7 +96,7 @@ static int32_t *load_gidx(const struct as_ckpt *c, const struct as_st_tensor *t,
         memcpy(g, t->data, (size_t)K * 4);
         for (int64_t k = 0; k < K; k++)
             if (g[k] < 0 || g[k] >= G) {
-                as_fail("file %s: tensor %s: g_idx[%lld] = %d outside 0..%lld", file_of(c, t),
+                as_fail("file %s: tensor %s: g_idx[%lld] = %d outside 0..%lld", as_ckpt_file_of(c, t),
                         t->name, (long long)k, (int)g[k], (long long)G - 1);
                 free(g);
                 return NULL;
@@ -114,7 +107,7 @@ static int32_t *load_gidx(const struct as_ckpt *c, const struct as_st_tensor *t,
             if (v >= G) {
                 as_fail("file %s: tensor g_idx absent and group %lld gives group %lld >= %lld "
                         "scale groups",
-                        file_of(c, NULL), (long long)group, (long long)v, (long long)G);
+                        as_ckpt_file_of(c, NULL), (long long)group, (long long)v, (long long)G);
                 free(g);
                 return NULL;
             }
@@ -151,7 +144,7 @@ static int load_gptq(const struct as_ckpt *c, const json_t *qc, const char *pref
     int64_t bits, group;
     if (json_int(qc, "bits", &bits) || (bits != 2 && bits != 3 && bits != 4 && bits != 8))
         return as_fail("file %s: quantization_config: gptq \"bits\" missing or not 2/3/4/8",
-                       file_of(c, NULL));
+                       as_ckpt_file_of(c, NULL));
     if (json_int(qc, "group_size", &group)) group = -1;
     const char *fmt = json_string_value(json_object_get(qc, "checkpoint_format"));
     int zero_add = 1; /* v1 stores zero-1; consumers add 1 without wrapping */
@@ -159,7 +152,7 @@ static int load_gptq(const struct as_ckpt *c, const json_t *qc, const char *pref
         zero_add = 0;
     else if (fmt && strcmp(fmt, "gptq"))
         return as_fail("file %s: quantization_config: checkpoint_format \"%s\" not supported",
-                       file_of(c, NULL), fmt);
+                       as_ckpt_file_of(c, NULL), fmt);
 
     /* Modules excluded with a "-:" dynamic pattern stay unquantized. */
     const json_t *dyn = json_object_get(qc, "dynamic");
@@ -179,7 +172,7 @@ static int load_gptq(const struct as_ckpt *c, const json_t *qc, const char *pref
     if (K * bits % 32 != 0)
         return as_fail("file %s: tensor %s.qweight: in features %lld * %lld bits is not a "
                        "multiple of 32",
-                       file_of(c, NULL), prefix, (long long)K, (long long)bits);
+                       as_ckpt_file_of(c, NULL), prefix, (long long)K, (long long)bits);
     int64_t sq[2] = {K * bits / 32, N};
     if (get_tensor(c, prefix, "qweight", 1, DT_INT32, 2, sq, &tq)) return -1;
     /* Consumers size scales as [K / group_size, N] (per channel: one row). */
@@ -266,7 +259,7 @@ static int load_ct(const struct as_ckpt *c, const json_t *qc, const char *prefix
     if (json_int(w, "num_bits", &bits) || bits < 1 || bits > 8 || 32 % bits != 0)
         return as_fail("file %s: quantization_config: pack-quantized num_bits missing or not "
                        "1/2/4/8 (3-bit packing differs between compressed-tensors versions)",
-                       file_of(c, NULL));
+                       as_ckpt_file_of(c, NULL));
     const json_t *js = json_object_get(w, "symmetric");
     int sym = js ? json_is_true(js) : 1;
     const char *strat = json_string_value(json_object_get(w, "strategy"));
@@ -274,14 +267,14 @@ static int load_ct(const struct as_ckpt *c, const json_t *qc, const char *prefix
     if (strat && !strcmp(strat, "group")) {
         if (json_int(w, "group_size", &group) || group <= 0)
             return as_fail("file %s: quantization_config: strategy group without group_size",
-                           file_of(c, NULL));
+                           as_ckpt_file_of(c, NULL));
         G = (K + group - 1) / group;
     } else if (strat && (!strcmp(strat, "channel") || !strcmp(strat, "tensor"))) {
         G = 1;
     } else {
         return as_fail("file %s: quantization_config: weight strategy \"%s\" not supported for "
                        "pack-quantized",
-                       file_of(c, NULL), strat ? strat : "(none)");
+                       as_ckpt_file_of(c, NULL), strat ? strat : "(none)");
     }
     int per_tensor = !strcmp(strat, "tensor");
 
@@ -299,13 +292,13 @@ static int load_ct(const struct as_ckpt *c, const json_t *qc, const char *prefix
     }
     if (shp[0] != N || shp[1] != K)
         return as_fail("file %s: tensor %s: holds [%lld, %lld], expected [%lld, %lld]",
-                       file_of(c, tsh), tsh->name, (long long)shp[0], (long long)shp[1],
+                       as_ckpt_file_of(c, tsh), tsh->name, (long long)shp[0], (long long)shp[1],
                        (long long)N, (long long)K);
     if (per_tensor) {
         if (get_tensor(c, prefix, "weight_scale", 1, DT_FLOAT, 0, NULL, &ts)) return -1;
         if (ts->numel != 1)
             return as_fail("file %s: tensor %s: %llu elements, expected 1 (tensor strategy)",
-                           file_of(c, ts), ts->name, (unsigned long long)ts->numel);
+                           as_ckpt_file_of(c, ts), ts->name, (unsigned long long)ts->numel);
     } else if (get_tensor(c, prefix, "weight_scale", 1, DT_FLOAT, 2, ss, &ts)) {
         return -1;
     }
@@ -313,7 +306,7 @@ static int load_ct(const struct as_ckpt *c, const json_t *qc, const char *prefix
         if (per_tensor)
             return as_fail("file %s: quantization_config: asymmetric tensor strategy not "
                            "supported for pack-quantized",
-                           file_of(c, NULL));
+                           as_ckpt_file_of(c, NULL));
         /* Packed down the output dim (pack_to_int32 packed_dim=0); older releases kept int8. */
         if (get_tensor(c, prefix, "weight_zero_point", 1, DT_INT32 | DT_INT8, 0, NULL, &tz))
             return -1;
@@ -384,20 +377,20 @@ static int load_awq(const struct as_ckpt *c, const json_t *qc, const char *prefi
     if (version && strcasecmp(version, "gemm"))
         return as_fail("file %s: quantization_config: AWQ version \"%s\" not supported (gemm "
                        "only)",
-                       file_of(c, NULL), version);
+                       as_ckpt_file_of(c, NULL), version);
     int64_t bits, group;
     if (json_int(qc, "bits", &bits) || bits != 4)
-        return as_fail("file %s: quantization_config: AWQ bits missing or not 4", file_of(c, NULL));
+        return as_fail("file %s: quantization_config: AWQ bits missing or not 4", as_ckpt_file_of(c, NULL));
     if (json_int(qc, "group_size", &group) || group <= 0 || K % group != 0)
         return as_fail("file %s: quantization_config: AWQ group_size missing, not positive or "
                        "not dividing %lld in features of %s",
-                       file_of(c, NULL), (long long)K, prefix);
+                       as_ckpt_file_of(c, NULL), (long long)K, prefix);
     if (json_is_false(json_object_get(qc, "zero_point")))
         return as_fail("file %s: quantization_config: AWQ without zero_point not supported",
-                       file_of(c, NULL));
+                       as_ckpt_file_of(c, NULL));
     if (N % 8 != 0)
         return as_fail("file %s: layer %s: %lld out features, AWQ GEMM needs a multiple of 8",
-                       file_of(c, NULL), prefix, (long long)N);
+                       as_ckpt_file_of(c, NULL), prefix, (long long)N);
     int64_t G = K / group, C = N / 8;
     const struct as_st_tensor *tq, *tz, *ts;
     int64_t sq[2] = {K, C}, sz[2] = {G, C}, ss[2] = {G, N};

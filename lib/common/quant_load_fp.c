@@ -22,12 +22,6 @@
 #include "pack_fp.h"
 #include "safetensors.h"
 
-static const char *file_of(const struct as_ckpt *c, const struct as_st_tensor *t) {
-    if (t)
-        for (int i = 0; i < c->n_tensors; i++)
-            if (c->tensors[i] == t) return c->tensor_file[i];
-    return c->dir ? c->dir : "?";
-}
 
 /* Python re.match semantics (anchored at the start) via PCRE2. */
 static int re_match(const char *pattern, const char *subject) {
@@ -92,7 +86,7 @@ static const struct as_st_tensor *expect(const struct as_ckpt *c, const char *pr
     snprintf(name, sizeof name, "%s.%s", prefix, suffix);
     const struct as_st_tensor *t = as_ckpt_find(c, name);
     if (!t) {
-        as_fail("file %s: tensor %s: missing", file_of(c, NULL), name);
+        as_fail("file %s: tensor %s: missing", as_ckpt_file_of(c, NULL), name);
         return NULL;
     }
     int ok = 0;
@@ -103,7 +97,7 @@ static const struct as_st_tensor *expect(const struct as_ckpt *c, const char *pr
                  as_dtype_name(dts[i]));
     }
     if (!ok) {
-        as_fail("file %s: tensor %s: dtype %s, expected %s", file_of(c, t), name,
+        as_fail("file %s: tensor %s: dtype %s, expected %s", as_ckpt_file_of(c, t), name,
                 as_dtype_name(t->dtype), want);
         return NULL;
     }
@@ -121,12 +115,12 @@ static const struct as_st_tensor *expect(const struct as_ckpt *c, const char *pr
                      (long long)t->shape[i]);
         strcat(got, "]");
         if (ndim == 0)
-            as_fail("file %s: tensor %s: shape %s, expected one element", file_of(c, t), name, got);
+            as_fail("file %s: tensor %s: shape %s, expected one element", as_ckpt_file_of(c, t), name, got);
         else if (ndim == 1)
-            as_fail("file %s: tensor %s: shape %s, expected [%lld]", file_of(c, t), name, got,
+            as_fail("file %s: tensor %s: shape %s, expected [%lld]", as_ckpt_file_of(c, t), name, got,
                     (long long)d0);
         else
-            as_fail("file %s: tensor %s: shape %s, expected [%lld, %lld]", file_of(c, t), name, got,
+            as_fail("file %s: tensor %s: shape %s, expected [%lld, %lld]", as_ckpt_file_of(c, t), name, got,
                     (long long)d0, (long long)d1);
         return NULL;
     }
@@ -148,7 +142,7 @@ static float *read_scales(const struct as_ckpt *c, const struct as_st_tensor *t)
     for (uint64_t i = 0; i < t->numel; i++)
         if (!(s[i] > 0) || isinf(s[i])) {
             as_fail("file %s: tensor %s: scale %g at %llu is not a positive finite number",
-                    file_of(c, t), t->name, (double)s[i], (unsigned long long)i);
+                    as_ckpt_file_of(c, t), t->name, (double)s[i], (unsigned long long)i);
             free(s);
             return NULL;
         }
@@ -191,7 +185,7 @@ static int load_fp4(const struct as_ckpt *c, const char *prefix, int64_t N, int6
     int g = nv ? 16 : 32;
     if (K % g)
         return as_fail("file %s: tensor %s.weight_packed: K = %lld is not a multiple of %d",
-                       file_of(c, NULL), prefix, (long long)K, g);
+                       as_ckpt_file_of(c, NULL), prefix, (long long)K, g);
     const struct as_st_tensor *tw = expect(c, prefix, "weight_packed", DT_U8, 2, N, K / 2);
     if (!tw) return -1;
     const struct as_st_tensor *ts =
@@ -210,7 +204,7 @@ static int load_fp4(const struct as_ckpt *c, const char *prefix, int64_t N, int6
         if (!tg || as_ckpt_read_f32(c, tg, &q.global_scale)) return -1;
         if (!(q.global_scale > 0) || isinf(q.global_scale))
             return as_fail("file %s: tensor %s: global scale %g is not positive finite",
-                           file_of(c, tg), tg->name, (double)q.global_scale);
+                           as_ckpt_file_of(c, tg), tg->name, (double)q.global_scale);
     }
     q.scale8 = as_xmalloc((size_t)N * (K / g));
     memcpy(q.scale8, ts->data, (size_t)N * (K / g));
@@ -218,7 +212,7 @@ static int load_fp4(const struct as_ckpt *c, const char *prefix, int64_t N, int6
         for (size_t i = 0; i < (size_t)N * (K / g); i++)
             if (q.scale8[i] == 0xFF) {
                 free(q.scale8);
-                return as_fail("file %s: tensor %s: E8M0 scale 0xFF (NaN) at %zu", file_of(c, ts),
+                return as_fail("file %s: tensor %s: E8M0 scale 0xFF (NaN) at %zu", as_ckpt_file_of(c, ts),
                                ts->name, i);
             }
     return dequant_into(&q, tw->data, dst);
@@ -248,14 +242,14 @@ int as_fp_load_linear(const struct as_ckpt *c, const json_t *qc, const char *pre
             const struct as_st_tensor *t = as_ckpt_find(c, name);
             if (t && t->dtype == AS_F8_E4M3)
                 return as_fail("file %s: tensor %s: FP8 weight without weight_scale_inv",
-                               file_of(c, t), name);
+                               as_ckpt_file_of(c, t), name);
             return 0;
         }
         int bn, bk;
         if (block_of(json_object_get(qc, "weight_block_size"), &bn, &bk))
             return as_fail("file %s: quantization_config: fp8 \"weight_block_size\" must be "
                            "[bn, bk] (positive)",
-                           file_of(c, NULL));
+                           as_ckpt_file_of(c, NULL));
         return load_scaled(c, prefix, N, K, AS_WQ_FP8_BLOCK, bn, bk, "weight_scale_inv", dst);
     }
     if (strcmp(method, "compressed-tensors")) return 0;
@@ -273,20 +267,20 @@ int as_fp_load_linear(const struct as_ckpt *c, const json_t *qc, const char *pre
     snprintf(name, sizeof name, "%s.weight_scale", prefix);
     if (!as_ckpt_find(c, name)) {
         if (tw && (tw->dtype == AS_F32 || tw->dtype == AS_BF16 || tw->dtype == AS_F16)) return 0;
-        return as_fail("file %s: tensor %s: missing", file_of(c, NULL), name);
+        return as_fail("file %s: tensor %s: missing", as_ckpt_file_of(c, NULL), name);
     }
     if (is_nv || is_mx) return load_fp4(c, prefix, N, K, is_nv, dst);
     const char *strategy = json_string_value(json_object_get(w, "strategy"));
     int64_t bits = json_integer_value(json_object_get(w, "num_bits"));
     if (bits != 8 || !strategy)
         return as_fail("file %s: quantization_config: %s weights need num_bits 8 and a strategy",
-                       file_of(c, NULL), fmt);
+                       as_ckpt_file_of(c, NULL), fmt);
     if (is_int) {
         if (!strcmp(strategy, "channel"))
             return load_scaled(c, prefix, N, K, AS_WQ_INT8_CHANNEL, 1, (int)K, "weight_scale", dst);
         return as_fail("file %s: quantization_config: int-quantized strategy \"%s\" not supported "
                        "(channel)",
-                       file_of(c, NULL), strategy);
+                       as_ckpt_file_of(c, NULL), strategy);
     }
     if (!strcmp(strategy, "tensor"))
         return load_scaled(c, prefix, N, K, AS_WQ_FP8_TENSOR, 0, 0, "weight_scale", dst);
@@ -297,12 +291,12 @@ int as_fp_load_linear(const struct as_ckpt *c, const json_t *qc, const char *pre
         if (block_of(json_object_get(w, "block_structure"), &bn, &bk))
             return as_fail("file %s: quantization_config: block strategy needs block_structure "
                            "[bn, bk]",
-                           file_of(c, NULL));
+                           as_ckpt_file_of(c, NULL));
         return load_scaled(c, prefix, N, K, AS_WQ_FP8_BLOCK, bn, bk, "weight_scale", dst);
     }
     return as_fail("file %s: quantization_config: float-quantized strategy \"%s\" not supported "
                    "(tensor, channel, block)",
-                   file_of(c, NULL), strategy);
+                   as_ckpt_file_of(c, NULL), strategy);
 }
 
 /* ---- engine registration ---- */
@@ -498,7 +492,7 @@ int as_act_quant_from_checkpoint(const struct as_model *m, const char *dir,
             }
             if (!(s > 0) || isinf(s)) {
                 rc = as_fail("file %s: tensor %s: input scale %g is not positive finite",
-                             file_of(ck, t), t->name, (double)s);
+                             as_ckpt_file_of(ck, t), t->name, (double)s);
                 break;
             }
             /* fused q/k/v and gate/up share the largest static scale, as vLLM does */

@@ -90,24 +90,6 @@ static void usage(FILE *f) {
             "  -h, --help\n");
 }
 
-static int copy_file(const char *src, const char *dst) {
-    FILE *in = fopen(src, "rb");
-    if (!in) return errno == ENOENT ? 1 : as_fail("%s: %s", src, strerror(errno));
-    FILE *out = fopen(dst, "wb");
-    if (!out) {
-        fclose(in);
-        return as_fail("%s: %s", dst, strerror(errno));
-    }
-    char buf[1 << 16];
-    size_t n;
-    int rc = 0;
-    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
-        if (fwrite(buf, 1, n, out) != n) rc = as_fail("%s: write failed", dst);
-    if (ferror(in)) rc = as_fail("%s: read failed", src);
-    fclose(in);
-    if (fclose(out)) rc = as_fail("%s: write failed", dst);
-    return rc;
-}
 
 /* What main holds, freed at exit on every path (as_die included), so a failed run leaks nothing. */
 static struct {
@@ -454,7 +436,7 @@ int main(int argc, char **argv) {
         char src[4096], dst[4096];
         snprintf(src, sizeof src, "%s/%s", model_dir, copied[i]);
         snprintf(dst, sizeof dst, "%s/%s", tmp, copied[i]);
-        if (copy_file(src, dst) < 0) goto fail;
+        if (as_copy_file(src, dst) < 0) goto fail;
     }
 
     /* Read back what a loader sees and compare with the quantizer's output, bit for bit. */
