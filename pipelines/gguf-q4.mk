@@ -11,6 +11,8 @@
 #   TYPE       q4_0 (4-bit symmetric), q4_1 (4-bit asymmetric), q8_0          (q4_0)
 #   METHOD     gptq | awq | rtn                                               (gptq)
 #   ACT_ORDER  1 = GPTQ desc_act with static groups (blocks stay contiguous)  (0)
+#   SEARCH     1 = per-group scale search inside GPTQ (--scale-search, and --signed-scale
+#              for Q4_0): the best blocks the format can hold (docs/gguf.md)              (1)
 #   FLOAT      f32 | f16 | bf16: embeddings and layers no block type holds    (f32)
 #   FALLBACK   dequant (the quantizer's W_hat) | original (llama.cpp's choice) for layers whose
 #              input width is not a multiple of 32                            (dequant)
@@ -24,6 +26,7 @@ OUT        ?= out/gguf-q4
 TYPE       ?= q4_0
 METHOD     ?= gptq
 ACT_ORDER  ?= 0
+SEARCH     ?= 1
 FLOAT      ?= f32
 FALLBACK   ?= dequant
 SAMPLES    ?= 128
@@ -55,7 +58,9 @@ endif
 NLAYERS    := $(shell jq -r .num_hidden_layers $(MODEL)/config.json)
 LAYERS     := $(shell seq 0 $$(( $(NLAYERS) - 1 )))
 CALIB_OPTS := -m $(MODEL) -d $(DATA) -n $(SAMPLES) -l $(SEQLEN) --seed $(SEED) --threads $(THREADS)
-GPTQ_OPTS  := $(QOPTS) -m $(METHOD) $(if $(filter 1,$(ACT_ORDER)),--act-order --static-groups)
+GPTQ_OPTS  := $(QOPTS) -m $(METHOD) $(if $(filter 1,$(ACT_ORDER)),--act-order --static-groups) \
+              $(if $(filter 1,$(SEARCH)),$(if $(filter rtn,$(METHOD)),,--scale-search \
+                $(if $(filter --sym,$(QOPTS)),--signed-scale)))
 PACK_OPTS  := --gguf-float $(FLOAT) --gguf-fallback $(FALLBACK)
 
 .PHONY: all model eval clean

@@ -24,6 +24,7 @@
 
 #include "as_error.h"
 #include "quant_int.h"
+#include "quant_search.h"
 
 void gptq_opts_default(struct gptq_opts *o) {
     memset(o, 0, sizeof *o);
@@ -71,7 +72,22 @@ struct gq {
     int32_t *gcol;  /* [K] group (index into scale/zero) of processing position i */
     const int32_t *perm;
     struct gptq_result *r;
+    const float *imp; /* [K] importance of processing position i (scale search), or NULL */
 };
+
+/* One group's parameters: the reference min/max fit, or the importance-weighted search. */
+static void fit_params(const struct gptq_opts *o, const float *w, int len, const float *imp,
+                       float *scale, int32_t *zero) {
+    if (!o->scale_search || !imp) {
+        quant_int_fit_group(w, len, o->bits, o->sym, scale, zero);
+        return;
+    }
+    struct quant_search_params sp = {.bits = o->bits,
+                                     .sym = o->sym,
+                                     .fp16_scale = o->scale_search_fp16,
+                                     .signed_scale = o->scale_search_signed};
+    quant_search_group(w, imp, len, &sp, scale, zero);
+}
 
 static int orig_col(const struct gq *s, int i) {
     return s->perm ? s->perm[i] : i;
@@ -83,8 +99,8 @@ static void fit_dynamic_groups(struct gq *s, int i1, int i2) {
     for (int c = ((i1 + s->gs - 1) / s->gs) * s->gs; c < i2; c += s->gs) {
         int len = c + s->gs <= s->K ? s->gs : s->K - c, g = c / s->gs;
         for (int n = 0; n < s->N; n++)
-            quant_int_fit_group(s->W + (long)n * s->K + c, len, s->o->bits, s->o->sym,
-                                &s->r->scale[(long)n * s->G + g], &s->r->zero[(long)n * s->G + g]);
+            fit_params(s->o, s->W + (long)n * s->K + c, len, s->imp ? s->imp + c : NULL,
+                       &s->r->scale[(long)n * s->G + g], &s->r->zero[(long)n * s->G + g]);
     }
 }
 
@@ -575,10 +591,21 @@ static int plan_rows(const struct gptq_plan *p, float *W, int rows, int row0, ui
     memset(scale, 0, sizeof(float) * (size_t)rows * G);
     memset(zero, 0, sizeof(int32_t) * (size_t)rows * G);
 
+    /* Scale search importances: 1/U[i,i]^2 by processing position, and by original column. */
+    float *imp = NULL, *imp_orig = NULL;
+    if (o->scale_search) {
+        imp = as_xmalloc(sizeof(float) * (size_t)K);
+        imp_orig = as_xmalloc(sizeof(float) * (size_t)K);
+        for (int i = 0; i < K; i++) {
+            float d = p->U[(size_t)i * K + i];
+            imp[i] = 1.0f / (d * d);
+            imp_orig[p->perm ? p->perm[i] : i] = imp[i];
+        }
+    }
     /* Per-channel params: the reference calls find_params(W) before zeroing dead columns. */
     if (o->group_size <= 0)
         for (int n = 0; n < rows; n++)
-            quant_int_fit_group(W + (long)n * K, K, o->bits, o->sym, &scale[n], &zero[n]);
+            fit_params(o, W + (long)n * K, K, imp_orig, &scale[n], &zero[n]);
     if (p->n_dead)
         for (int d = 0; d < K; d++)
             if (p->dead[d])
@@ -589,8 +616,8 @@ static int plan_rows(const struct gptq_plan *p, float *W, int rows, int row0, ui
         for (int n = 0; n < rows; n++)
             for (int g = 0; g < G; g++) {
                 int k0 = g * gs, len = k0 + gs <= K ? gs : K - k0;
-                quant_int_fit_group(W + (long)n * K + k0, len, o->bits, o->sym,
-                                    &scale[(long)n * G + g], &zero[(long)n * G + g]);
+                fit_params(o, W + (long)n * K + k0, len, imp_orig ? imp_orig + k0 : NULL,
+                           &scale[(long)n * G + g], &zero[(long)n * G + g]);
             }
     if (p->perm) {
         float *row = as_xmalloc(sizeof(float) * (size_t)K);
@@ -625,13 +652,16 @@ static int plan_rows(const struct gptq_plan *p, float *W, int rows, int row0, ui
                    p->P,
                    p->gcol,
                    p->perm,
-                   &r};
+                   &r,
+                   imp};
     if (columnwise)
         run_columnwise(&s);
     else
         run_blocked(&s);
     *loss += r.loss / 2;
     if (t_inblock) *t_inblock += r.t_inblock;
+    free(imp);
+    free(imp_orig);
 
     /* Step 8: W_hat in the original column order, from the codes and their group params. */
     for (int n = 0; n < rows; n++) {

@@ -39,6 +39,11 @@ struct gptq_opts {
     float damp_step;   /* added to percdamp at each Cholesky retry, default 0.01 */
     int max_damp_retries; /* default 30; beyond it the Hessian is rejected */
     int threads; /* row-parallel threads for the in-block updates; 0 = online CPUs (max 64) */
+    /* Per-group parameter search (quant_search.h) instead of the min/max fit: minimises
+     * sum_i (w_i - w_hat_i)^2 / U[i,i]^2, the weight GPTQ's own loss gives column i. Off by
+     * default (the reference fit). scale_search_fp16: evaluate scales as stored in fp16;
+     * scale_search_signed: symmetric scales may be negative (llama.cpp's Q4_0 trick). */
+    int scale_search, scale_search_fp16, scale_search_signed;
     enum gptq_factor factor; /* default GPTQ_FACTOR_REFERENCE */
 };
 

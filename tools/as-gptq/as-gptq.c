@@ -32,6 +32,9 @@ static void usage(FILE *f) {
             "      --static-groups   fit group parameters before any update (with --act-order)\n"
             "      --damp P          relative damping, default 0.01\n"
             "      --block N         lazy-batch block size, default 128\n"
+            "      --scale-search    per-group scale (and zero) search minimising GPTQ's weighted\n"
+            "                        error, scales evaluated in fp16 (GPTQ v1, GGUF store fp16)\n"
+            "      --signed-scale    with --scale-search --sym: allow negative scales (Q4_0's -8)\n"
             "  -m, --method M        gptq (default), gptaq (needs gptaq-dxx records), rtn\n"
             "      --report FILE     JSON lines per layer: loss, damping, time\n"
             "      --json            print a summary JSON report on stderr at the end\n"
@@ -356,6 +359,7 @@ int main(int argc, char **argv) {
         {"damp", required_argument, 0, 5},     {"block", required_argument, 0, 6},
         {"method", required_argument, 0, 'm'}, {"report", required_argument, 0, 7},
         {"json", no_argument, 0, 8},           {"help", no_argument, 0, 'h'},
+        {"scale-search", no_argument, 0, 9},   {"signed-scale", no_argument, 0, 10},
         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "b:g:m:h", longopts, NULL)) != -1) {
@@ -375,6 +379,8 @@ int main(int argc, char **argv) {
             break;
         case 7: report_path = optarg; break;
         case 8: json = 1; break;
+        case 9: t.o.scale_search = t.o.scale_search_fp16 = 1; break;
+        case 10: t.o.scale_search_signed = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
