@@ -9,8 +9,10 @@
 
 #include "as_error.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,11 +20,48 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* PATH.tmp.HOST.PID: the host keeps writers on a shared filesystem apart, and lets a later run
+ * on the same host recognise the leftovers of a killed one (remove_stale). */
 static char *tmp_name(const char *path) {
-    size_t n = strlen(path) + 32;
+    char host[256] = "localhost";
+    gethostname(host, sizeof host - 1);
+    for (char *c = host; *c; c++)
+        if (*c == '/' || *c == '.') *c = '_';
+    size_t n = strlen(path) + strlen(host) + 40;
     char *t = as_xmalloc(n);
-    snprintf(t, n, "%s.tmp.%ld", path, (long)getpid());
+    snprintf(t, n, "%s.tmp.%s.%ld", path, host, (long)getpid());
     return t;
+}
+
+static int rm_tree(const char *path);
+
+/* Staging files or directories of PATH left by runs on this host that were killed (SIGKILL, power
+ * loss) and can no longer clean up: their pid is gone. Others' live stagings are left alone. */
+static void remove_stale(const char *path) {
+    char *mine = tmp_name(path), *dot = strrchr(mine, '.');
+    *dot = 0; /* "PATH.tmp.HOST": the prefix of every staging name of this host */
+    char *dir = as_xstrdup(mine), *slash = strrchr(dir, '/');
+    const char *prefix = slash ? slash + 1 : dir;
+    const char *parent = slash ? (slash == dir ? "/" : dir) : ".";
+    if (slash) *slash = 0;
+    size_t np = strlen(prefix);
+    DIR *d = opendir(parent);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (strncmp(e->d_name, prefix, np) || e->d_name[np] != '.') continue;
+        char *end;
+        long pid = strtol(e->d_name + np + 1, &end, 10);
+        if (*end || pid <= 0 || pid == (long)getpid()) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* alive (or not ours to judge) */
+        size_t n = strlen(parent) + strlen(e->d_name) + 2;
+        char *victim = as_xmalloc(n);
+        snprintf(victim, n, "%s/%s", parent, e->d_name);
+        rm_tree(victim);
+        free(victim);
+    }
+    if (d) closedir(d);
+    free(dir);
+    free(mine);
 }
 
 /* fsync the directory that holds `path`, so a rename into it is durable. */
@@ -45,6 +84,7 @@ static int fsync_parent(const char *path) {
 
 int as_atomic_open(struct as_atomic_file *af, const char *path) {
     memset(af, 0, sizeof *af);
+    remove_stale(path);
     af->tmp_path = tmp_name(path);
     /* O_TRUNC, not O_EXCL: a leftover from a killed run with the same pid is ours to replace. */
     int fd = open(af->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
@@ -132,6 +172,7 @@ static int fsync_entry(const char *path, const struct stat *st, int flag, struct
 }
 
 char *as_atomic_dir_begin(const char *dir) {
+    remove_stale(dir);
     char *tmp = tmp_name(dir);
     if (rm_tree(tmp) != 0 || mkdir(tmp, 0777) != 0) {
         as_fail("directory %s: cannot create %s: %s", dir, tmp, strerror(errno));
