@@ -1004,10 +1004,28 @@ static int pretokenize_step(const struct as_tokenizer *t, const struct pre_step 
     return 0;
 }
 
+/* Well-formed UTF-8 per Unicode Table 3-7: no overlong forms, no surrogates, nothing above
+ * U+10FFFF. PCRE2 is called with PCRE2_NO_UTF_CHECK, which makes anything less strict undefined
+ * behaviour inside the (JIT-compiled) matcher, so this check must match PCRE2's own exactly. */
 static int valid_utf8(const char *s, size_t n, size_t *bad) {
+    const unsigned char *u = (const unsigned char *)s;
     for (size_t i = 0; i < n;) {
-        size_t l = utf8_len(s + i, n - i);
-        if (l == 1 && (unsigned char)s[i] >= 0x80) {
+        unsigned c = u[i];
+        size_t l = c < 0x80                 ? 1
+                   : c >= 0xC2 && c <= 0xDF ? 2
+                   : c >= 0xE0 && c <= 0xEF ? 3
+                   : c >= 0xF0 && c <= 0xF4 ? 4
+                                            : 0;
+        int ok = l != 0 && l <= n - i;
+        if (ok && l > 1) {
+            /* the second byte's range depends on the lead (Table 3-7) */
+            unsigned lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
+            unsigned hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
+            ok = u[i + 1] >= lo && u[i + 1] <= hi;
+            for (size_t k = 2; ok && k < l; k++)
+                ok = (u[i + k] & 0xC0) == 0x80;
+        }
+        if (!ok) {
             *bad = i;
             return 0;
         }

@@ -304,6 +304,21 @@ static void test_bytelevel_encode(void **state) {
     /* regex pre-tokenizers need valid UTF-8 */
     assert_int_equal(as_tokenizer_encode(t, "a\xff", 2, 0, &ids, &n), -1);
     assert_non_null(strstr(as_last_error(), "invalid UTF-8 at byte 1"));
+    /* ill-formed per Unicode Table 3-7, each of which a lax lead-byte check lets through and
+     * which crashed PCRE2's JIT (fuzz_tokenizer crash d2a567db): code point above U+10FFFF (F4 90,
+     * F6), overlong (C0 80, E0 80 80, F0 80 80 80), surrogate (ED A0 80), truncated sequence */
+    static const char *const ill_formed[] = {
+        "ab\xf4\x90\x80\x80", "ab\xf6\x93\x8c\x9d", "ab\xc0\x80", "ab\xe0\x80\x80",
+        "ab\xf0\x80\x80\x80", "ab\xed\xa0\x80",     "ab\xe2\x96",
+    };
+    for (size_t k = 0; k < sizeof ill_formed / sizeof *ill_formed; k++) {
+        assert_int_equal(as_tokenizer_encode(t, ill_formed[k], strlen(ill_formed[k]), 0, &ids, &n),
+                         -1);
+        assert_non_null(strstr(as_last_error(), "invalid UTF-8 at byte 2"));
+    }
+    /* the largest code point and the last BMP character before the surrogates are well formed */
+    assert_int_equal(as_tokenizer_encode(t, "\xf4\x8f\xbf\xbf\xed\x9f\xbf", 7, 0, &ids, &n), 0);
+    free(ids);
     as_tokenizer_free(t);
 }
 
