@@ -4,7 +4,11 @@
  * rename(2) is atomic), flushed to disk with fsync, renamed over the target, and the parent
  * directory is fsynced so the rename itself survives a crash. A failure at any step removes the
  * temporary: the target is either the old version or the complete new one, never half of one.
- * Directories are replaced with renameat2(RENAME_EXCHANGE) where the filesystem supports it. */
+ * Directories are replaced with renameat2(RENAME_EXCHANGE) where the filesystem supports it.
+ * Two runs writing the same output at once would each produce a complete output and the last
+ * rename would win silently; instead every writer holds an exclusive flock(2) on PATH.lock from
+ * open/begin to commit/abort, and a second writer fails at once with a message naming the holder
+ * (or waits, with AS_LOCK_WAIT=1). */
 #include "atomic_file.h"
 
 #include "as_error.h"
@@ -17,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -82,29 +87,105 @@ static int fsync_parent(const char *path) {
     return rc;
 }
 
+/* ---- output locks ---- */
+
+/* Take the exclusive lock on PATH.lock; returns its fd, -2 where the filesystem has no locks
+ * (a warning: the run goes on unprotected rather than failing on such a mount), -1 with as_fail
+ * when another run holds it. The holder unlinks the lock file before closing it, so a waiter
+ * that locked an unlinked file checks that its fd is still the file at PATH.lock and retries
+ * otherwise (two runs could otherwise each hold "the" lock on different inodes). */
+static int lock_output(const char *path) {
+    size_t n = strlen(path) + 8;
+    char *lp = as_xmalloc(n);
+    snprintf(lp, n, "%s.lock", path);
+    const char *w = getenv("AS_LOCK_WAIT");
+    int wait = w && *w && strcmp(w, "0");
+    for (;;) {
+        int fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+        if (fd < 0) {
+            as_fail("output %s: cannot create lock file %s: %s", path, lp, strerror(errno));
+            free(lp);
+            return -1;
+        }
+        if (flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) != 0) {
+            int err = errno;
+            if (err == EINTR) {
+                close(fd);
+                continue;
+            }
+            if (err == ENOLCK || err == EOPNOTSUPP || err == ENOSYS) {
+                fprintf(stderr, "warning: output %s: no file locking on this filesystem (%s); "
+                                "concurrent writers are not detected\n",
+                        path, strerror(err));
+                close(fd), free(lp);
+                return -2;
+            }
+            char holder[128] = "";
+            ssize_t got = pread(fd, holder, sizeof holder - 1, 0);
+            holder[got > 0 ? got : 0] = 0;
+            holder[strcspn(holder, "\n")] = 0;
+            if (err == EWOULDBLOCK)
+                as_fail("output %s: being written by another run (%s, lock %s); wait for it to "
+                        "finish or choose another output (AS_LOCK_WAIT=1 waits)",
+                        path, *holder ? holder : "holder unknown", lp);
+            else
+                as_fail("output %s: cannot lock %s: %s", path, lp, strerror(err));
+            close(fd), free(lp);
+            return -1;
+        }
+        struct stat a, b;
+        if (fstat(fd, &a) == 0 && stat(lp, &b) == 0 && a.st_dev == b.st_dev &&
+            a.st_ino == b.st_ino) {
+            char host[256] = "localhost", who[320];
+            gethostname(host, sizeof host - 1);
+            int len = snprintf(who, sizeof who, "pid %ld on %s\n", (long)getpid(), host);
+            if (ftruncate(fd, 0) == 0 && pwrite(fd, who, (size_t)len, 0) < 0) {
+                /* the holder's name is only informative */
+            }
+            free(lp);
+            return fd;
+        }
+        close(fd); /* the previous holder removed it while we waited: lock the new one */
+    }
+}
+
+/* Release: unlink first (see lock_output), then close, which drops the flock. */
+static void unlock_output(const char *path, int fd) {
+    if (fd < 0) return;
+    size_t n = strlen(path) + 8;
+    char *lp = as_xmalloc(n);
+    snprintf(lp, n, "%s.lock", path);
+    unlink(lp);
+    close(fd);
+    free(lp);
+}
+
 int as_atomic_open(struct as_atomic_file *af, const char *path) {
     memset(af, 0, sizeof *af);
-    remove_stale(path);
+    af->lock_fd = lock_output(path);
+    if (af->lock_fd == -1) return -1;
+    remove_stale(path); /* only the lock holder may judge the leftovers */
     af->tmp_path = tmp_name(path);
+    af->path = as_xstrdup(path);
     /* O_TRUNC, not O_EXCL: a leftover from a killed run with the same pid is ours to replace. */
     int fd = open(af->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     if (fd < 0) {
         as_fail("file %s: cannot create %s: %s", path, af->tmp_path, strerror(errno));
-        free(af->tmp_path), af->tmp_path = NULL;
+        as_atomic_abort(af);
         return -1;
     }
     af->fp = fdopen(fd, "wb");
     if (!af->fp) {
         as_fail("file %s: fdopen: %s", path, strerror(errno));
-        close(fd), unlink(af->tmp_path);
-        free(af->tmp_path), af->tmp_path = NULL;
+        close(fd);
+        as_atomic_abort(af);
         return -1;
     }
-    af->path = as_xstrdup(path);
     return 0;
 }
 
 static void atomic_free(struct as_atomic_file *af) {
+    if (af->path) unlock_output(af->path, af->lock_fd);
     free(af->path), free(af->tmp_path);
     memset(af, 0, sizeof *af);
 }
@@ -171,18 +252,45 @@ static int fsync_entry(const char *path, const struct stat *st, int flag, struct
     return rc;
 }
 
+/* The locks of the directories being staged, found again by their staging path at commit or
+ * abort (the API hands out only that path). A tool stages a handful at most. */
+static struct dir_lock {
+    char *tmp, *dir;
+    int fd;
+} dir_locks[32];
+
+static void dir_unlock(const char *tmp_dir) {
+    for (size_t i = 0; i < sizeof dir_locks / sizeof *dir_locks; i++)
+        if (dir_locks[i].tmp && !strcmp(dir_locks[i].tmp, tmp_dir)) {
+            unlock_output(dir_locks[i].dir, dir_locks[i].fd);
+            free(dir_locks[i].tmp), free(dir_locks[i].dir);
+            dir_locks[i] = (struct dir_lock){0};
+        }
+}
+
 char *as_atomic_dir_begin(const char *dir) {
+    size_t slot = 0;
+    while (slot < sizeof dir_locks / sizeof *dir_locks && dir_locks[slot].tmp)
+        slot++;
+    if (slot == sizeof dir_locks / sizeof *dir_locks) {
+        as_fail("directory %s: too many directories staged at once", dir);
+        return NULL;
+    }
+    int fd = lock_output(dir);
+    if (fd == -1) return NULL;
     remove_stale(dir);
     char *tmp = tmp_name(dir);
     if (rm_tree(tmp) != 0 || mkdir(tmp, 0777) != 0) {
         as_fail("directory %s: cannot create %s: %s", dir, tmp, strerror(errno));
+        unlock_output(dir, fd);
         free(tmp);
         return NULL;
     }
+    dir_locks[slot] = (struct dir_lock){as_xstrdup(tmp), as_xstrdup(dir), fd};
     return tmp;
 }
 
-int as_atomic_dir_commit(const char *tmp_dir, const char *dir) {
+static int dir_commit(const char *tmp_dir, const char *dir) {
     if (nftw(tmp_dir, fsync_entry, 16, FTW_PHYS) != 0) {
         as_fail("directory %s: fsync of %s failed: %s", dir, tmp_dir, strerror(errno));
         goto fail;
@@ -227,8 +335,16 @@ fail:
     return -1;
 }
 
+int as_atomic_dir_commit(const char *tmp_dir, const char *dir) {
+    int rc = dir_commit(tmp_dir, dir);
+    dir_unlock(tmp_dir);
+    return rc;
+}
+
 void as_atomic_dir_abort(const char *tmp_dir) {
-    if (tmp_dir) rm_tree(tmp_dir);
+    if (!tmp_dir) return;
+    rm_tree(tmp_dir);
+    dir_unlock(tmp_dir);
 }
 
 int as_copy_file(const char *src, const char *dst) {

@@ -1,6 +1,8 @@
 /* atomic_file: write a file or a directory so that a crash never leaves a half one in place.
- * Files: write PATH.tmp.<pid>, fsync, rename over PATH, fsync the directory.
- * Directories: build DIR.tmp.<pid>/, fsync its files, rename to DIR (an existing DIR is replaced).
+ * Files: write PATH.tmp.HOST.PID, fsync, rename over PATH, fsync the directory.
+ * Directories: build DIR.tmp.HOST.PID/, fsync its files, rename to DIR (an existing DIR is replaced).
+ * Each output is locked (flock on PATH.lock) while it is written: a second run writing the same
+ * output fails at once with a message naming the holder, or waits when AS_LOCK_WAIT=1.
  */
 #ifndef AS_ATOMIC_FILE_H
 #define AS_ATOMIC_FILE_H
@@ -12,6 +14,7 @@ struct as_atomic_file {
     char *path;
     char *tmp_path;
     FILE *fp;
+    int lock_fd; /* flock on PATH.lock; -2 where the filesystem has no locks */
 };
 
 int as_atomic_open(struct as_atomic_file *af, const char *path);
@@ -24,7 +27,7 @@ int as_atomic_write_file(const char *path, const void *data, size_t n);
  * does not exist (optional files such as tokenizer.model), -1 with as_fail on an I/O error. */
 int as_copy_file(const char *src, const char *dst);
 
-/* Directory staging: returns DIR.tmp.<pid> created fresh (caller frees the string); commit
+/* Directory staging: returns DIR.tmp.HOST.PID created fresh (caller frees the string); commit
  * fsyncs its contents and renames it into place, replacing an existing DIR; on failure the
  * staging directory is removed. */
 char *as_atomic_dir_begin(const char *dir);

@@ -77,3 +77,45 @@ absent_or_complete() {
     [ "$leftovers" -eq 0 ]
     [ "$umount_rc" -eq 0 ]
 }
+
+# Concurrent writers of one output (issue 7): the output is locked (flock on OUT.lock) while it is
+# written; util-linux flock(1) takes the same lock, so a script can hold an output too.
+@test "an output being written by another run: as-pack fails at once naming it; AS_LOCK_WAIT=1 waits" {
+    command -v flock >/dev/null || skip "flock(1) (util-linux) is not installed"
+    out=$BATS_TEST_TMPDIR/locked
+    flock "$out.lock" sleep 3 &
+    holder=$!
+    sleep 0.5
+    run -1 --separate-stderr as-pack -m "$M" -f gptq -o "$out" < "$BATS_FILE_TMPDIR/q.astr"
+    [ "$(printf '%s\n' "$stderr" | wc -l)" -eq 1 ]
+    [[ "$stderr" == *"output $out: being written by another run"* ]]
+    [ ! -e "$out" ]
+    # waiting instead: starts when the holder lets go, and leaves no lock file behind
+    start=$(date +%s%N)
+    AS_LOCK_WAIT=1 as-pack -m "$M" -f gptq -o "$out" < "$BATS_FILE_TMPDIR/q.astr" 2>/dev/null
+    waited_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+    wait $holder
+    [ "$waited_ms" -ge 1000 ]
+    absent_or_complete "$out" && [ -e "$out" ]
+    wait
+    [ ! -e "$out.lock" ]
+}
+
+@test "two as-pack runs racing for one output: each succeeds or fails clearly, the output is whole" {
+    out=$BATS_TEST_TMPDIR/race
+    half=$(( $(stat -c %s "$BATS_FILE_TMPDIR/q.astr") / 2 ))
+    for i in $(seq 10); do
+        for r in a b; do
+            { head -c $half "$BATS_FILE_TMPDIR/q.astr"; sleep 0.0$((RANDOM % 5)); tail -c +$((half + 1)) "$BATS_FILE_TMPDIR/q.astr"; } |
+                as-pack -m "$M" -f gptq -o "$out" 2>"$BATS_TEST_TMPDIR/$r.err" &
+        done
+        wait %1 && ra=0 || ra=$?
+        wait %2 && rb=0 || rb=$?
+        # a run that failed says why in one line; one that ran wrote the output
+        [ $ra -eq 0 ] || [ "$(cat "$BATS_TEST_TMPDIR/a.err")" = "$(grep 'being written by another run' "$BATS_TEST_TMPDIR/a.err")" ]
+        [ $rb -eq 0 ] || [ "$(cat "$BATS_TEST_TMPDIR/b.err")" = "$(grep 'being written by another run' "$BATS_TEST_TMPDIR/b.err")" ]
+        [ $ra -eq 0 ] || [ $rb -eq 0 ]
+        absent_or_complete "$out" && [ -e "$out" ]
+    done
+    [ -z "$(ls -A "$BATS_TEST_TMPDIR" | grep -E 'race\.(tmp|lock|old)')" ]
+}

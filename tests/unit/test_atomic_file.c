@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "as_error.h"
@@ -148,11 +149,105 @@ static void test_directory_staging(void **state) {
     assert_int_equal(n_entries(tmpdir), 2);
 }
 
+/* A child process holds PATH (a file, or a staged directory when `dir`) until told to commit. */
+struct holder {
+    pid_t pid;
+    int go; /* write a byte: commit and exit */
+};
+
+static struct holder hold_output(const char *path, int dir) {
+    int ready[2], go[2];
+    assert_int_equal(pipe(ready), 0);
+    assert_int_equal(pipe(go), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(ready[0]), close(go[1]);
+        struct as_atomic_file af;
+        char *tmp = NULL;
+        int rc = dir ? !(tmp = as_atomic_dir_begin(path)) : as_atomic_open(&af, path);
+        if (!rc && !dir) fputs("child", af.fp);
+        char c = rc ? 'E' : 'R';
+        if (write(ready[1], &c, 1) != 1) _exit(3);
+        if (read(go[0], &c, 1) != 1) _exit(4);
+        usleep(100000); /* a waiter must really block meanwhile */
+        rc = rc ? 1 : dir ? as_atomic_dir_commit(tmp, path) : as_atomic_commit(&af);
+        free(tmp);
+        _exit(rc ? 1 : 0);
+    }
+    close(ready[1]), close(go[0]);
+    char c = 0;
+    assert_int_equal(read(ready[0], &c, 1), 1);
+    assert_int_equal(c, 'R');
+    close(ready[0]);
+    return (struct holder){pid, go[1]};
+}
+
+static void release_output(struct holder h) {
+    assert_int_equal(write(h.go, "g", 1), 1);
+    close(h.go);
+}
+
+static void reap(struct holder h) {
+    int st;
+    assert_int_equal(waitpid(h.pid, &st, 0), h.pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/* Two writers of one output: the second fails at once naming the first (its pid), and leaves
+ * the first's output alone; with AS_LOCK_WAIT=1 it waits and then replaces it. The lock file is
+ * gone once nobody writes. */
+static void test_concurrent_writers(void **state) {
+    (void)state;
+    char p[1024], who[64];
+    int before = n_entries(tmpdir);
+    path_of(p, "shared.txt");
+    struct holder h = hold_output(p, 0);
+    snprintf(who, sizeof who, "pid %ld on ", (long)h.pid);
+    struct as_atomic_file af;
+    assert_int_equal(as_atomic_open(&af, p), -1);
+    assert_non_null(strstr(as_last_error(), "being written by another run"));
+    assert_non_null(strstr(as_last_error(), who));
+    assert_non_null(strstr(as_last_error(), p));
+    release_output(h);
+    reap(h);
+    assert_string_equal(slurp(p), "child");
+
+    h = hold_output(p, 0);
+    setenv("AS_LOCK_WAIT", "1", 1);
+    release_output(h);
+    assert_int_equal(as_atomic_open(&af, p), 0); /* returns only after the child committed */
+    unsetenv("AS_LOCK_WAIT");
+    reap(h);
+    assert_string_equal(slurp(p), "child");
+    fputs("parent", af.fp);
+    assert_int_equal(as_atomic_commit(&af), 0);
+    assert_string_equal(slurp(p), "parent");
+    assert_int_equal(n_entries(tmpdir), before + 1); /* no lock file or staging left */
+
+    /* directories */
+    char dir[1024];
+    path_of(dir, "outdir");
+    h = hold_output(dir, 1);
+    assert_null(as_atomic_dir_begin(dir));
+    assert_non_null(strstr(as_last_error(), "being written by another run"));
+    release_output(h);
+    reap(h);
+    char *tmp = as_atomic_dir_begin(dir);
+    assert_non_null(tmp);
+    assert_int_equal(as_atomic_dir_commit(tmp, dir), 0);
+    free(tmp);
+    assert_int_equal(n_entries(tmpdir), before + 2);
+    rmdir(dir);
+    unlink(p);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_abort_leaves_nothing),
         cmocka_unit_test(test_commit_replaces),
         cmocka_unit_test(test_directory_staging),
+        cmocka_unit_test(test_concurrent_writers),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
