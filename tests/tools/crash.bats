@@ -119,3 +119,45 @@ absent_or_complete() {
     done
     [ -z "$(ls -A "$BATS_TEST_TMPDIR" | grep -E 'race\.(tmp|lock|old)')" ]
 }
+
+# The whole GPTQ recipe (calibrate -> 5 per-layer as-gptq -> gather -> as-pack), killed with its
+# whole process group at 100 random points spread over an uninterrupted run's duration, each run
+# resuming what the killed one left: after every kill each output that exists is byte-identical
+# to the uninterrupted run's (never a partial file under a final name), and a last run completes
+# the same checkpoint.
+@test "whole recipe killed (SIGKILL, process group) at 100 random points: every output absent or complete" {
+    local ref=$BATS_TEST_TMPDIR/ref out=$BATS_TEST_TMPDIR/rec
+    local mk=(make -s -f "$BATS_TEST_DIRNAME/../../pipelines/w4a16-gptq.mk" MODEL="$M"
+              DATA="$AS_DATA/text/austen" GROUP=32 SAMPLES=16 SEQLEN=128 BIN="$(dirname "$(command -v as-pack)")")
+    local t0=$(date +%s%N)
+    "${mk[@]}" OUT="$ref" >/dev/null 2>&1
+    local span_ms=$(( ($(date +%s%N) - t0) / 1000000 + 50 ))
+    local f rel kills=0 completed=0
+    for i in $(seq 100); do
+        setsid "${mk[@]}" OUT="$out" >/dev/null 2>&1 &
+        local pid=$!
+        sleep "$(printf '0.%03d' $((RANDOM % span_ms)))" 2>/dev/null ||
+            sleep "$((RANDOM % span_ms / 1000)).$(printf '%03d' $((RANDOM % 1000)))"
+        if kill -9 -- -"$pid" 2>/dev/null; then kills=$((kills + 1)); fi
+        wait "$pid" 2>/dev/null && completed=$((completed + 1)) || true
+        # streams under their final names are complete and verify (they name files by path
+        # and mtime, so they are not byte-comparable across runs); the checkpoint is identical
+        for f in "$out"/calib.stream "$out"/quant.stream "$out"/layers/quant.*.stream; do
+            [ -e "$f" ] || continue
+            as-cat -V "$f" >/dev/null 2>"$BATS_TEST_TMPDIR/err" ||
+                { echo "after kill $i: ${f#"$out"/} is not a complete stream: $(cat "$BATS_TEST_TMPDIR/err")"; return 1; }
+        done
+        for f in "$out"/checkpoint/*; do
+            [ -e "$f" ] || continue
+            rel=${f#"$out"/}
+            cmp -s "$f" "$ref/$rel" || { echo "after kill $i: $rel differs from the complete run"; return 1; }
+        done
+        [ ! -e "$out/checkpoint" ] || [ "$(ls "$out/checkpoint" | wc -l)" -eq "$(ls "$ref/checkpoint" | wc -l)" ]
+        # a finished run: start again from nothing so the kills keep landing in every step
+        [ -e "$out/checkpoint" ] && [ ! -e "$out/checkpoint.tmp" ] && rm -rf "$out"
+    done
+    echo "# $kills of 100 kills hit a running recipe ($completed runs completed, span ${span_ms} ms)" >&3
+    "${mk[@]}" OUT="$out" >/dev/null 2>&1
+    diff -r "$out/checkpoint" "$ref/checkpoint"
+    [ -z "$(find "$out" -name '*.tmp*' -o -name '*.lock')" ]
+}
