@@ -618,7 +618,8 @@ static int fail_open(struct as_gguf *g) {
 }
 
 struct as_gguf *as_gguf_open(const char *path) {
-    int fd = open(path, O_RDONLY);
+    int fd =
+        open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO must not block (mapped_file.c) */
     if (fd < 0) {
         as_fail("file %s: cannot open: %s", path, strerror(errno));
         return NULL;

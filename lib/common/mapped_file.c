@@ -32,7 +32,9 @@ static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct map_entry *cache;
 
 struct as_mapped_file *as_mapped_file_get(const char *path, uint64_t need) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO (a hostile reference can name one) must not block; it is then
+     * refused as not a regular file. The flag means nothing for the regular files we map. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         as_fail("file %s: %s", path, strerror(errno));
         return NULL;

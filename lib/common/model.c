@@ -26,14 +26,21 @@ static int get_int(json_t *o, const char *path, const char *key, int required, i
     return 0;
 }
 
-static int get_num(json_t *o, const char *path, const char *key, double def, float *out) {
+/* A finite number >= min (> min when `strict`): rope_theta 0 or a negative rms_norm_eps give
+ * finite-looking garbage (or NaN much later, far from the cause), so they are refused here. */
+static int get_num(json_t *o, const char *path, const char *key, double def, double min, int strict,
+                   float *out) {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v)) {
         *out = (float)def;
         return 0;
     }
     if (!json_is_number(v)) return as_fail("file %s: field \"%s\" must be a number", path, key);
-    *out = (float)json_number_value(v);
+    double x = json_number_value(v);
+    if (!isfinite(x) || !isfinite((float)x) || (strict ? x <= min : x < min))
+        return as_fail("file %s: field \"%s\" is %g, must be %s %g", path, key, x,
+                       strict ? ">" : ">=", min);
+    *out = (float)x;
     return 0;
 }
 
@@ -74,13 +81,13 @@ static int parse_rope_scaling(json_t *rs, const char *path, struct as_model_conf
     else
         return as_fail("file %s: rope_scaling: missing field \"factor\"", path);
     if (!(c->rope_factor > 0)) return as_fail("file %s: rope_scaling.factor must be > 0", path);
-    if (get_num(rs, path, "low_freq_factor", 1.0, &c->rope_low_freq_factor) ||
-        get_num(rs, path, "high_freq_factor", 4.0, &c->rope_high_freq_factor) ||
-        get_num(rs, path, "beta_fast", 32.0, &c->yarn_beta_fast) ||
-        get_num(rs, path, "beta_slow", 1.0, &c->yarn_beta_slow) ||
-        get_num(rs, path, "mscale", 0.0, &c->yarn_mscale) ||
-        get_num(rs, path, "mscale_all_dim", 0.0, &c->yarn_mscale_all_dim) ||
-        get_num(rs, path, "attention_factor", 0.0, &c->yarn_attn_factor))
+    if (get_num(rs, path, "low_freq_factor", 1.0, 0.0, 1, &c->rope_low_freq_factor) ||
+        get_num(rs, path, "high_freq_factor", 4.0, 0.0, 1, &c->rope_high_freq_factor) ||
+        get_num(rs, path, "beta_fast", 32.0, 0.0, 0, &c->yarn_beta_fast) ||
+        get_num(rs, path, "beta_slow", 1.0, 0.0, 0, &c->yarn_beta_slow) ||
+        get_num(rs, path, "mscale", 0.0, 0.0, 0, &c->yarn_mscale) ||
+        get_num(rs, path, "mscale_all_dim", 0.0, 0.0, 0, &c->yarn_mscale_all_dim) ||
+        get_num(rs, path, "attention_factor", 0.0, 0.0, 0, &c->yarn_attn_factor))
         return -1;
     if (c->rope_type == AS_ROPE_LLAMA3 && !(c->rope_high_freq_factor > c->rope_low_freq_factor))
         return as_fail("file %s: rope_scaling: high_freq_factor must exceed low_freq_factor", path);
@@ -127,6 +134,10 @@ int as_config_parse(const char *path, struct as_model_config *c) {
         get_int(o, path, "max_position_embeddings", 0, 2048, &c->max_pos) ||
         get_int(o, path, "head_dim", 0, 0, &c->head_dim))
         goto out;
+    if (c->n_layers > 65536) { /* per-layer tables are allocated before any tensor is read */
+        as_fail("file %s: field \"num_hidden_layers\" is %d, more than 65536", path, c->n_layers);
+        goto out;
+    }
     if (!c->head_dim) {
         if (c->hidden % c->n_heads != 0) {
             as_fail("file %s: hidden_size %d not divisible by num_attention_heads %d", path,
@@ -145,9 +156,9 @@ int as_config_parse(const char *path, struct as_model_config *c) {
     json_t *rp = json_object_get(o, "rope_parameters");
     json_t *rs = json_object_get(o, "rope_scaling");
     if (json_is_object(rp) && !json_is_object(rs)) rs = rp;
-    if (get_num(o, path, "rms_norm_eps", 1e-6, &c->rms_eps) ||
+    if (get_num(o, path, "rms_norm_eps", 1e-6, 0.0, 0, &c->rms_eps) ||
         get_num(json_is_object(rp) && json_object_get(rp, "rope_theta") ? rp : o, path,
-                "rope_theta", 10000.0, &c->rope_theta))
+                "rope_theta", 10000.0, 0.0, 1, &c->rope_theta))
         goto out;
     json_t *act = json_object_get(o, "hidden_act");
     if (json_is_string(act) && strcmp(json_string_value(act), "silu") != 0) {
@@ -249,6 +260,12 @@ int as_weight_load_dense(const struct as_ckpt *c, const char *name, int64_t rows
     int64_t shape[2] = {rows, cols};
     const struct as_st_tensor *t = as_ckpt_expect(c, name, cols > 0 ? 2 : 1, shape);
     if (!t) return -1;
+    /* integers or bare FP8 codes would convert to numbers, silently wrong ones: a dense weight
+     * is a floating-point tensor (quantized ones go through the format loaders) */
+    if (t->dtype != AS_F32 && t->dtype != AS_F16 && t->dtype != AS_BF16 && t->dtype != AS_F64)
+        return as_fail("file %s: tensor %s: dtype %s is not a floating-point weight (F32, F16, "
+                       "BF16, F64)",
+                       as_ckpt_file_of(c, t), name, as_dtype_name(t->dtype));
     return as_ckpt_read_f32(c, t, dst);
 }
 

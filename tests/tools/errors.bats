@@ -229,3 +229,27 @@ setup() {
     [ "$status" -ne 0 ]
     [[ "$stderr" == *gptaq-dxx* ]]
 }
+
+@test "a weight stored as integers (I32) or bare FP8 codes is refused, naming file, tensor and dtype" {
+    clone_model "$T/C"
+    st_rewrite "$M/model.safetensors" "$T/C/model.safetensors" '.["model.norm.weight"].dtype = "I32"'
+    run --separate-stderr as-eval -m "$T/C" -f "$WIKI" --bytes 2000 --ctx 64
+    assert_error "$T/C/model.safetensors" model.norm.weight "dtype I32 is not a floating-point weight"
+    st_rewrite "$M/model.safetensors" "$T/C/model.safetensors" \
+        '.["model.layers.0.self_attn.q_proj.weight"].dtype = "F8_E4M3" | .["model.layers.0.self_attn.q_proj.weight"].shape = [64, 256]'
+    run --separate-stderr as-gen -m "$T/C" -p "Once" -n 2
+    assert_error model.layers.0.self_attn.q_proj.weight
+}
+
+@test "config.json: rope_theta <= 0, negative rms_norm_eps, absurd layer count name the field" {
+    clone_model "$T/C"
+    for edit in '.rope_theta = 0' '.rope_theta = -5' '.rms_norm_eps = -1e-5' '.num_hidden_layers = 1000000000'; do
+        jq "$edit" "$M/config.json" >"$T/C/config.json"
+        field=$(sed -E 's/^\.([a-z_]+).*/\1/' <<<"$edit")
+        run --separate-stderr as-gen -m "$T/C" -p "Once upon a time" -n 4
+        assert_error "$T/C/config.json" "\"$field\""
+    done
+    # rms_norm_eps = 0 is a valid (if unusual) value
+    jq '.rms_norm_eps = 0' "$M/config.json" >"$T/C/config.json"
+    as-gen -m "$T/C" -p "Once upon a time" -n 4 >/dev/null
+}

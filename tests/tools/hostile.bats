@@ -156,3 +156,13 @@ setup() {
     [ -z "$(find "$D" -newer "$D/marker" -name '*evil*')" ]
     [ ! -e "$D/work/out/x" ]
 }
+
+@test "a reference to a FIFO or a device is refused at once, never blocks" {
+    mkfifo "$D/fifo"
+    ref_stream "$D/s.astr" "$D/fifo"
+    run timeout 10 as-cat --inline "$D/s.astr"
+    [ "$status" -eq 1 ] || { echo "status $status: $output"; false; }
+    [[ "$output" == *"file $D/fifo: not a regular file"* ]]
+    AS_REF_ROOT=/dev run timeout 10 as-cat --inline <(ref_stream /dev/stdout /dev/zero)
+    [ "$status" -eq 1 ] && [[ "$output" == *"/dev/zero"* ]]
+}
