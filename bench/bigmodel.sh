@@ -3,13 +3,17 @@
 # 8192, intermediate 28672, 7 layers: 13 GB on disk, made by bench_bigmodel, never committed) goes
 # through the W4A16 Make recipe, every as-* process under /usr/bin/time -v:
 #   RTN recipe, all layers:   peak RSS of each step (calib = as-cat, each layer's as-gptq, gather,
-#                             as-pack), wall time per layer, disk read throughput vs cat
+#                             as-pack), wall time per layer, disk read throughput vs cat; then
+#                             as-pack again on the same stream with --max-shard-size SHARD (HF
+#                             sharded output + index) and the peak of the whole recipe
 #   GPTQ recipe, GPTQ_LAYERS: synthetic Hessians (bench_bigmodel hessians, by reference, in the
 #                             scratch dir); peak RSS and time of the per-layer step
 # Writes the table to bench/results/bigmodel.txt. Skips (exit 0, message) with < 30 GB free.
 #   BIGDIR       scratch directory (default: a new /tmp/as-bigmodel.XXXXXX, removed at the end)
 #   LAYERS       decoder layers of the synthetic model (default 7: >= 12 GB)
-#   GPTQ_LAYERS  layers for the GPTQ step (default 1; each takes minutes: three 28672^2 Choleskys)
+#   GPTQ_LAYERS  layers for the GPTQ step (default 1; each takes minutes: three 28672^2 Choleskys;
+#                0 skips it)
+#   SHARD        --max-shard-size of the second as-pack run (default 1GB)
 #   BIN BUILD    programs and build dir (default bin/, build/rel)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +22,7 @@ BUILD=${BUILD:-build/rel}
 BIN=$(cd "${BIN:-bin}" && pwd)
 LAYERS=${LAYERS:-7}
 GPTQ_LAYERS=${GPTQ_LAYERS:-1}
+SHARD=${SHARD:-1GB}
 gen="$root/$BUILD/bench/bench_bigmodel"
 [ -x "$gen" ] || { echo "bigmodel.sh: $gen not built (run make)" >&2; exit 1; }
 [ -x /usr/bin/time ] || { echo "bigmodel.sh: /usr/bin/time missing (Debian: time)" >&2; exit 1; }
@@ -73,6 +78,8 @@ log_of() {
 drop_cache() { dd if="$1" iflag=nocache count=0 status=none 2>/dev/null || true; }
 
 export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-$(nproc)} AS_PROGRESS=0
+# the streams refer to the model and the Hessians in $dir: allow it (ref_policy.h; default /tmp)
+export AS_REF_ROOT=${AS_REF_ROOT:+$AS_REF_ROOT:}$dir
 M=$dir/model
 t0=$(date +%s)
 if [ "$(jq -r .num_hidden_layers "$M/config.json" 2>/dev/null)" != "$LAYERS" ]; then # BIGDIR reuse
@@ -98,12 +105,14 @@ make -s -f pipelines/w4a16-rtn.mk MODEL="$M" OUT="$R" BIN="$wrap" GROUP=128 >"$d
     exit 1
 }
 rtn_s=$(echo "$(date +%s.%N) - $t" | bc)
+# as-pack once more, sharded (the recipe's own run wrote one model.safetensors or default shards)
+"$wrap/as-pack" -m "$M" -f gptq --max-shard-size "$SHARD" -o "$R/sharded" <"$R/quant.stream" 2>>"$dir/rtn.log"
 
 # GPTQ per-layer step on synthetic Hessians (what one Slurm array task or parallel job runs).
 G=$dir/gptq
 mkdir -p "$G/layers" "$dir/hess"
 touch "$G/.dir"
-"$gen" hessians "$M" "$dir/hess" 0 $((GPTQ_LAYERS - 1)) >"$G/calib.stream" 2>/dev/null
+[ "$GPTQ_LAYERS" -gt 0 ] && "$gen" hessians "$M" "$dir/hess" 0 $((GPTQ_LAYERS - 1)) >"$G/calib.stream" 2>/dev/null
 for l in $(seq 0 $((GPTQ_LAYERS - 1))); do
     make -s -f pipelines/w4a16-gptq.mk MODEL="$M" DATA=unused OUT="$G" BIN="$wrap" GROUP=128 \
         "$G/layers/quant.$l.stream" >>"$dir/gptq.log" 2>&1 || {
@@ -135,16 +144,33 @@ done
             "$(rss_mb "$l")" "$w" "$(awk -v b="$lb" -v w="$w" 'BEGIN { print b / 1e6 / w }')"
     done
     l=$(log_of as-cat "quant\.0\.stream") && printf "  %-44s %7s MB %10s\n" "as-cat layers/* > quant.stream" "$(rss_mb "$l")" "$(wall_s "$l")"
-    l=$(log_of as-pack "-f") && printf "  %-44s %7s MB %10s\n" "as-pack -f gptq" "$(rss_mb "$l")" "$(wall_s "$l")"
+    l=$(log_of as-pack "checkpoint") && printf "  %-44s %7s MB %10s\n" "as-pack -f gptq ($(ls "$R/checkpoint" | grep -c 'safetensors$') shard(s))" "$(rss_mb "$l")" "$(wall_s "$l")"
+    l=$(log_of as-pack "max-shard-size") && printf "  %-44s %7s MB %10s\n" "as-pack -f gptq --max-shard-size $SHARD ($(ls "$R/sharded" | grep -c 'safetensors$') shards)" "$(rss_mb "$l")" "$(wall_s "$l")"
     echo "  quant.stream $(du -BM "$R/quant.stream" | cut -f1), checkpoint $(du -BM -s "$R/checkpoint" | cut -f1)"
-    echo
-    echo "GPTQ per-layer step (synthetic Hessians by reference; largest fp32 Hessian 28672^2 x 4 B = 3288 MB):"
-    printf "  %-44s %10s %10s\n" step "peak RSS" "wall s"
-    for i in $(seq 0 $((GPTQ_LAYERS - 1))); do
-        l=$(log_of as-gptq "gptq/layers/report\.$i\.jsonl") || continue
-        printf "  %-44s %7s MB %10s\n" "layer $i: as-cat --layer $i | as-gptq" "$(rss_mb "$l")" "$(wall_s "$l")"
-        jq -r '"    \(.name) [\(.shape[0]), \(.shape[1])]: \(.seconds | . * 10 | round / 10) s"' \
-            "$G/layers/report.$i.jsonl"
+    peak=0
+    for a in "$dir"/time/*.args; do
+        grep -q "gptq/" "$a" && continue
+        m=$(rss_mb "${a%.args}"); [ "${m:-0}" -gt "$peak" ] && peak=$m
     done
+    echo "  peak RSS of the whole RTN recipe (largest process): $peak MB"
+    echo
+    if [ "$GPTQ_LAYERS" -eq 0 ]; then
+        echo "GPTQ per-layer step: skipped (GPTQ_LAYERS=0)"
+    else
+        echo "GPTQ per-layer step (synthetic Hessians by reference; largest fp32 Hessian 28672^2 x 4 B = 3288 MB):"
+        printf "  %-44s %10s %10s\n" step "peak RSS" "wall s"
+        for i in $(seq 0 $((GPTQ_LAYERS - 1))); do
+            l=$(log_of as-gptq "gptq/layers/report\.$i\.jsonl") || continue
+            printf "  %-44s %7s MB %10s\n" "layer $i: as-cat --layer $i | as-gptq" "$(rss_mb "$l")" "$(wall_s "$l")"
+            jq -r '"    \(.name) [\(.shape[0]), \(.shape[1])]: \(.seconds | . * 10 | round / 10) s"' \
+                "$G/layers/report.$i.jsonl"
+        done
+        peak=0
+        for a in "$dir"/time/*.args; do
+            grep -q "rtn/layers/" "$a" && continue # the GPTQ recipe: its per-layer steps, gather, pack
+            m=$(rss_mb "${a%.args}"); [ "${m:-0}" -gt "$peak" ] && peak=$m
+        done
+        echo "  peak RSS of the GPTQ recipe (per-layer step, gather, as-pack; largest process): $peak MB"
+    fi
 } | tee "$out.tmp"
 mv "$out.tmp" "$out"

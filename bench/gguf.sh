@@ -4,6 +4,7 @@
 # against the fp32 model. Each GGUF is measured twice: as written (the 172-wide down projections,
 # which fit no 32-wide block, stored as F32 W_hat, i.e. still quantized) and with those
 # projections kept at the original F32 weights (llama.cpp's treatment, for its reference points).
+# Rows use pipelines/gguf-q4.mk defaults (SEARCH=1; FLOAT_MIN=1 for q4_1) unless they say otherwise.
 #   BIN (as-* programs, default bin/), AS_DATA, WORK (scratch, default a temp dir)
 # Writes bench/results/gguf.txt.
 set -euo pipefail
@@ -37,7 +38,13 @@ run() { # NAME TYPE METHOD [extra make vars]
     run q4_0-rtn q4_0 rtn
     run q4_0-gptq q4_0 gptq
     run q4_0-gptq-act q4_0 gptq ACT_ORDER=1
-    run q4_1-gptq q4_1 gptq
+    run q4_1-rtn-intzero q4_1 rtn FLOAT_MIN=0
+    run q4_1-rtn-fmin q4_1 rtn
+    run q4_1-gptq-intzero q4_1 gptq FLOAT_MIN=0
+    run q4_1-gptq-fmin q4_1 gptq
+    run q4_1-gptq-fmin-act q4_1 gptq ACT_ORDER=1
+    run q4_1-gptaq-intzero q4_1 gptaq FLOAT_MIN=0
+    run q4_1-gptaq-fmin q4_1 gptaq
     run q4_1-awq q4_1 awq
     base=$("$BIN/as-eval" -m "$WORK/base" -f "$TEXT" --bytes 100000 --ctx 256 --json | jq .ppl)
     echo "# fp32 PPL $base"

@@ -14,7 +14,7 @@ trap 'rm -rf "$W"' EXIT
 export AS_PROGRESS=0
 "$BIN/as-import" -t "$DATA/models/stories260K/tok512.bin" "$DATA/models/stories260K/stories260K.bin" "$W/base"
 head -c 100000 "$DATA/text/wikitext-2-raw/wiki.test.raw" >"$W/wiki.txt"
-"$BIN/as-calib" -m "$W/base" -d "$DATA/text/austen" -n 128 -l 256 --keep-seqs "$KEEP" --no-weights >"$W/calib.astr" 2>/dev/null
+"$BIN/as-calib" -m "$W/base" -d "$DATA/text/austen" -n 128 -l 256 --keep-seqs "$KEEP" --kv-stats --no-weights >"$W/calib.astr" 2>/dev/null
 
 row() { # NAME FORMAT EVAL_OPTS -- AS_LEPTO_ARGS...
     local name=$1 fmt=$2 eopts=$3
@@ -27,7 +27,7 @@ row() { # NAME FORMAT EVAL_OPTS -- AS_LEPTO_ARGS...
     # shellcheck disable=SC2086
     "$BIN/as-eval" -m "$W/ck" -b "$W/base" -f "$W/wiki.txt" --ctx 256 $eopts --json >"$W/e.json"
     jq -r --arg n "$name" --arg f "$fmt" --arg fb "$fb" \
-        '"| \($n) | \($f)\(if $fb != "0" then " (\($fb) fallback)" else "" end) | \(.act_quant // ["none"] | join(", ")) | \(.ppl * 10000 | round / 10000) | \(.kld.mean * 1e6 | round / 1e6) | \(.same_top * 10000 | round / 100)% |"' "$W/e.json"
+        '"| \($n) | \($f)\(if $fb != "0" then " (\($fb) fallback)" else "" end) | \(.act_quant // ["none"] | join(", "))\(if .kv_cache then "; KV cache \(.kv_cache)" else "" end) | \(.ppl * 10000 | round / 10000) | \(.kld.mean * 1e6 | round / 1e6) | \(.same_top * 10000 | round / 100)% |"' "$W/e.json"
     if [ -s "$W/r.jsonl" ] && grep -q candidates "$W/r.jsonl"; then
         jq -s '{groups: length, improved: map(select(.reduction > 0)) | length,
                 mean_reduction: (map(.reduction) | add / length), worst: (map(.reduction) | min)}' \
@@ -48,6 +48,8 @@ row() { # NAME FORMAT EVAL_OPTS -- AS_LEPTO_ARGS...
     echo "|---|---|---|---|---|---|"
     row "fp8-static absmax, weights only" float-quantized "--act-quant none" -- -s fp8-static
     row "fp8-static absmax (W8A8)" float-quantized "" -- -s fp8-static
+    row "fp8-static absmax + FP8 KV cache (static k/v scales)" float-quantized "" -- -s fp8-static --kv-cache fp8
+    row "fp8-static absmax weights + FP8 KV cache, inputs unquantized" float-quantized "--act-quant none" -- -s fp8-static --kv-cache fp8
     row "fp8-static LeptoQuant (W8A8)" float-quantized "" -- -s fp8-static --method lepto
     cp "$W/lepto-summary.json" "$W/lepto-static.json"
     row "fp8-static per-channel weights, LeptoQuant" float-quantized "" -- -s fp8-static --weights channel --method lepto

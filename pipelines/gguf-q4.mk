@@ -9,10 +9,13 @@
 #   DATA       calibration text file or directory (not needed for rtn)        (required)
 #   OUT        output directory; the model is $(OUT)/model.gguf               (out/gguf-q4)
 #   TYPE       q4_0 (4-bit symmetric), q4_1 (4-bit asymmetric), q8_0          (q4_0)
-#   METHOD     gptq | awq | rtn                                               (gptq)
+#   METHOD     gptq | gptaq (true-sequential: as-calib drives as-gptq layer by layer on
+#              the quantized model's inputs) | awq | rtn                     (gptq)
 #   ACT_ORDER  1 = GPTQ desc_act with static groups (blocks stay contiguous)  (0)
 #   SEARCH     1 = per-group scale search inside GPTQ (--scale-search, and --signed-scale
 #              for Q4_0): the best blocks the format can hold (docs/gguf.md)              (1)
+#   FLOAT_MIN  1 = Q4_1 with a free fp16 minimum per block (as-gptq --float-min: x = d*q + m,
+#              m not tied to an integer zero); gptq, gptaq, rtn  (1 for q4_1, else 0)
 #   FLOAT      f32 | f16 | bf16: embeddings and layers no block type holds    (f32)
 #   FALLBACK   dequant (the quantizer's W_hat) | original (llama.cpp's choice) for layers whose
 #              input width is not a multiple of 32                            (dequant)
@@ -27,6 +30,7 @@ TYPE       ?= q4_0
 METHOD     ?= gptq
 ACT_ORDER  ?= 0
 SEARCH     ?= 1
+FLOAT_MIN  ?= $(if $(filter q4_1,$(TYPE)),1,0)
 FLOAT      ?= f32
 FALLBACK   ?= dequant
 SAMPLES    ?= 128
@@ -54,13 +58,20 @@ QOPTS := -b 8 -g 32 --sym
 else
 $(error TYPE must be q4_0, q4_1 or q8_0)
 endif
+ifeq ($(FLOAT_MIN)$(TYPE),1q4_0)
+$(error FLOAT_MIN=1 needs TYPE=q4_1: a float minimum is Q4_1's m)
+endif
+ifeq ($(FLOAT_MIN)$(TYPE),1q8_0)
+$(error FLOAT_MIN=1 needs TYPE=q4_1: a float minimum is Q4_1's m)
+endif
 
 NLAYERS    := $(shell jq -r .num_hidden_layers $(MODEL)/config.json)
 LAYERS     := $(shell seq 0 $$(( $(NLAYERS) - 1 )))
 CALIB_OPTS := -m $(MODEL) -d $(DATA) -n $(SAMPLES) -l $(SEQLEN) --seed $(SEED) --threads $(THREADS)
 GPTQ_OPTS  := $(QOPTS) -m $(METHOD) $(if $(filter 1,$(ACT_ORDER)),--act-order --static-groups) \
               $(if $(filter 1,$(SEARCH)),$(if $(filter rtn,$(METHOD)),,--scale-search \
-                $(if $(filter --sym,$(QOPTS)),--signed-scale)))
+                $(if $(filter --sym,$(QOPTS)),--signed-scale))) \
+              $(if $(filter 1,$(FLOAT_MIN)),--float-min)
 PACK_OPTS  := --gguf-float $(FLOAT) --gguf-fallback $(FALLBACK)
 
 .PHONY: all model eval clean
@@ -72,7 +83,14 @@ eval: $(OUT)/eval.json
 $(OUT)/.dir:
 	mkdir -p $(OUT)/layers && touch $@
 
-ifeq ($(METHOD),awq)
+ifeq ($(METHOD),gptaq)
+# GPTAQ is true-sequential: one as-calib run quantizes layer after layer, each calibrated on the
+# outputs of the layers already quantized (with the fp-vs-quantized input term dXXᵀ).
+$(OUT)/quant.stream: | $(OUT)/.dir
+	$(BIN)/as-calib $(CALIB_OPTS) --gptaq \
+	  --sequential "$(BIN)/as-gptq $(GPTQ_OPTS) --report $(OUT)/gptq-report.jsonl" > $@.tmp
+	mv $@.tmp $@
+else ifeq ($(METHOD),awq)
 # AWQ searches per layer on kept calibration sequences and emits integer codes directly.
 $(OUT)/quant.stream: | $(OUT)/.dir
 	$(BIN)/as-calib $(CALIB_OPTS) --keep-seqs $(SAMPLES) | \

@@ -196,8 +196,8 @@ static void hook(const struct as_hooks *hk, int l, enum as_linear_group g, const
 }
 
 /* The input the group's linears multiply: x, or its activation-quantized copy. */
-static const float *qin(const struct as_run_state *s, int l, enum as_linear_group g,
-                        const float *x, int T, int d) {
+static const float *qin(const struct as_run_state *s, int l, enum as_linear_group g, const float *x,
+                        int T, int d) {
     return s->quant_linear_input ? s->quant_linear_input(s->qctx, l, g, x, T, d) : x;
 }
 
@@ -223,6 +223,7 @@ void as_layer_attention(const struct as_model *m, const struct as_layer_weights 
     as_op_rope(s->k, T, c->n_kv_heads, hd, pos0, s->rope_cos, s->rope_sin);
     memcpy(kc + (size_t)pos0 * kvd, s->k, (size_t)T * kvd * sizeof(float));
     memcpy(vc + (size_t)pos0 * kvd, s->v, (size_t)T * kvd * sizeof(float));
+    if (s->on_kv) s->on_kv(s->kvctx, l, kc + (size_t)pos0 * kvd, vc + (size_t)pos0 * kvd, T, kvd);
     attention(c, s, kc, vc, T, pos0);
     hook(hk, l, AS_GROUP_ATTN_O, s->att_out, T, qd);
     as_op_linear(out, qin(s, l, AS_GROUP_ATTN_O, s->att_out, T, qd), L->w[AS_LIN_O], NULL, T, qd,

@@ -45,6 +45,12 @@ struct as_run_state {
     const float *(*quant_linear_input)(void *qctx, int layer, enum as_linear_group group,
                                        const float *x, int T, int in_dim);
     void *qctx;
+    /* optional KV-cache hook (FP8 KV simulation, as-calib's KV statistics): sees the T new rows
+     * of layer `layer` right after they are written to the cache (keys after RoPE), k and v
+     * [T, kv_dim] pointing into the cache, and may rewrite them in place (attention then reads
+     * what the hook left). NULL leaves the pass unchanged. */
+    void (*on_kv)(void *kvctx, int layer, float *k, float *v, int T, int kv_dim);
+    void *kvctx;
 };
 
 #define AS_STATE_KEEP_ACTS 1

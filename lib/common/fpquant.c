@@ -1,8 +1,10 @@
 /* fpquant: weight encoders and activation fake-quantization for FP8 / INT8 / FP4 (fpquant.h).
  *
- * The E4M3 and E2M1 encoders are branchless (the same bit tricks as dtype.c's reference codecs,
- * which the unit tests compare them with), so the per-row loops vectorise: encoding a weight
- * matrix runs near memory bandwidth (bench/lepto.sh). */
+ * Three levels of the array encoders live side by side (ggml style): dtype.c's scalar reference
+ * codecs (as_fp8_encode_ref...), portable branchless lane code (GCC vector extensions, 4 lanes),
+ * and AVX2 kernels chosen at run time (FP8 at 58-78% of a single-thread memcpy's bandwidth on
+ * bf16 weights, bench/lepto.sh). Unit tests compare every level byte for byte with the reference.
+ * The FP8 KV-cache simulation (as_kv_quant) is at the end. */
 #include "fpquant.h"
 
 #include <math.h>
@@ -80,64 +82,165 @@ static inline v8b e2m1_v8(v8f f) {
     return __builtin_convertvector((v8i)((x >> 28) & 8) | idx, v8b);
 }
 
-/* AVX2 builds of the same lane code (8 lanes), chosen at run time when the CPU has AVX2; the
- * operations and their order are identical, so results are bit-identical to the 4-lane path. */
+/* AVX2 kernels (x86-64, chosen at run time when the CPU has AVX2). The E4M3 rounding is
+ * reformulated for fewer vector operations than the lane code above, with identical results
+ * (unit-tested exhaustively against dtype.c's reference):
+ *   a = min(448, |v|)            saturate first; min_ps returns its second operand (NaN) for NaN
+ *   e = max(exponent bits of a, those of 2^-6);  m = e + 20 in the exponent: a power of two
+ *                                whose ulp is a's E4M3 step (2^-9 in the subnormal range)
+ *   steps = bits(a + m) - bits(m)   the FPU rounds a to that step, ties to even: steps is the
+ *                                rounded a in steps, 8 + mantissa for normals (16 when it rounds
+ *                                up a binade), k for subnormals k 2^-9
+ *   code = steps + 8 (exponent of a + 6)  = 8 E + M with E4M3's biased exponent E
+ * No step makes a subnormal f32 (they cost microcode assists). NaN stays NaN (a + m is a's NaN),
+ * whose bits minus m's give a negative int32: packed with signed saturation it becomes 0x80, and
+ * the final min(byte, 0x7F) turns it into 0x7F while leaving the codes 0..0x7E. The sign comes
+ * from packing the quotients' bits with signed saturation (negative stays negative, -0.0 too). */
 #if defined(__x86_64__) && defined(__GNUC__)
 #define AS_FPQ_AVX2 1
+#include <immintrin.h>
 #define AVX2 __attribute__((target("avx2")))
-typedef float w8f __attribute__((vector_size(32)));
-typedef int32_t w8i __attribute__((vector_size(32)));
-typedef uint32_t w8u __attribute__((vector_size(32)));
-typedef uint16_t w8h __attribute__((vector_size(16)));
-typedef uint8_t w8b __attribute__((vector_size(8)));
 
-AVX2 static inline w8i wsel(w8i m, w8i a, w8i b) {
-    return (m & a) | (~m & b);
+/* The E4M3 magnitude code of |v|; *dec (if not NULL) receives the decoded magnitude, the
+ * rounded a itself (what the code's table entry holds, for finite v). */
+AVX2 static inline __m256i e4m3_mag_dec_avx2(__m256 v, __m256 *dec) {
+    __m256 a = _mm256_min_ps(_mm256_set1_ps(AS_FP8_MAX),
+                             _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF))));
+    __m256i e =
+        _mm256_max_epi32(_mm256_and_si256(_mm256_castps_si256(a), _mm256_set1_epi32(0x7F800000)),
+                         _mm256_set1_epi32(0x3C800000));
+    __m256i m = _mm256_add_epi32(e, _mm256_set1_epi32(20 << 23));
+    __m256 am = _mm256_add_ps(a, _mm256_castsi256_ps(m));
+    if (dec) *dec = _mm256_sub_ps(am, _mm256_castsi256_ps(m)); /* exact: both multiples of ulp(m) */
+    __m256i steps = _mm256_sub_epi32(_mm256_castps_si256(am), m);
+    return _mm256_add_epi32(
+        steps, _mm256_srli_epi32(_mm256_sub_epi32(e, _mm256_set1_epi32(0x3C800000)), 20));
 }
 
-AVX2 static inline w8b e4m3_w8(w8f f) {
-    w8u x = (w8u)f;
-    w8i sign = (w8i)((x >> 24) & 0x80), ax = (w8i)(x & 0x7FFFFFFF);
-    w8i ab = wsel(ax > 0x43E00000, (w8i){0} + 0x43E00000, ax);
-    w8i sub = (w8i)((w8f)ab + 16384.0f) - 0x46800000;
-    w8i norm = (w8i)(((w8u)ab - (120u << 23) + 0x7FFFFu + (((w8u)ab >> 20) & 1)) >> 20);
-    w8i r = wsel(ab < 0x3C800000, sub, norm);
-    r = wsel(ax > 0x7F800000, (w8i){0} + 0x7F, r);
-    return __builtin_convertvector(sign | r, w8b);
+AVX2 static inline __m256i e4m3_mag_avx2(__m256 v) {
+    return e4m3_mag_dec_avx2(v, NULL);
 }
 
+/* Codes of 32 quotients, as 32 bytes in 128-bit-lane pack order (the caller permutes). */
+AVX2 static inline __m256i e4m3_pack32_avx2(__m256 v0, __m256 v1, __m256 v2, __m256 v3) {
+    __m256i c = _mm256_packs_epi16(_mm256_packs_epi32(e4m3_mag_avx2(v0), e4m3_mag_avx2(v1)),
+                                   _mm256_packs_epi32(e4m3_mag_avx2(v2), e4m3_mag_avx2(v3)));
+    __m256i sg =
+        _mm256_packs_epi16(_mm256_packs_epi32(_mm256_castps_si256(v0), _mm256_castps_si256(v1)),
+                           _mm256_packs_epi32(_mm256_castps_si256(v2), _mm256_castps_si256(v3)));
+    return _mm256_or_si256(_mm256_min_epu8(c, _mm256_set1_epi8(0x7F)),
+                           _mm256_and_si256(sg, _mm256_set1_epi8((char)0x80)));
+}
+
+/* codes = E4M3(x / scale), 32 elements per step; the division is the true f32 division the
+ * encoding rule requires. Pack order of x[0..7], x[8..15], ... leaves the dwords (4 codes each)
+ * as elements [0 8 16 24 4 12 20 28]: one cross-lane permute restores them. */
 AVX2 static size_t fp8_encode_avx2(const float *x, size_t n, float scale, uint8_t *codes) {
+    __m256 s = _mm256_set1_ps(scale);
+    __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        w8f v;
-        memcpy(&v, x + i, sizeof v);
-        w8b c = e4m3_w8(v / scale);
-        memcpy(codes + i, &c, 8);
+    for (; i + 32 <= n; i += 32) {
+        __m256i c = e4m3_pack32_avx2(_mm256_div_ps(_mm256_loadu_ps(x + i), s),
+                                     _mm256_div_ps(_mm256_loadu_ps(x + i + 8), s),
+                                     _mm256_div_ps(_mm256_loadu_ps(x + i + 16), s),
+                                     _mm256_div_ps(_mm256_loadu_ps(x + i + 24), s));
+        _mm256_storeu_si256((__m256i *)(codes + i), _mm256_permutevar8x32_epi32(c, order));
     }
     return i;
 }
 
+/* bf16 -> f32 is bf16 << 16: interleaving zeros below 16 bf16 values makes the lanes
+ * [0-3 | 8-11] (unpacklo) and [4-7 | 12-15] (unpackhi); after packing, the 64-bit groups are
+ * elements [0 16 8 24] (x 8): permute4x64 (0, 2, 1, 3) restores them. */
 AVX2 static size_t fp8_encode_bf16_avx2(const uint16_t *x, size_t n, float scale, uint8_t *codes) {
+    __m256 s = _mm256_set1_ps(scale);
+    __m256i z = _mm256_setzero_si256();
     size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        w8h h;
-        memcpy(&h, x + i, sizeof h);
-        w8f v = (w8f)(__builtin_convertvector(h, w8u) << 16);
-        w8b c = e4m3_w8(v / scale);
-        memcpy(codes + i, &c, 8);
+    for (; i + 32 <= n; i += 32) {
+        __m256i ha = _mm256_loadu_si256((const __m256i *)(x + i));
+        __m256i hb = _mm256_loadu_si256((const __m256i *)(x + i + 16));
+        __m256 v0 = _mm256_castsi256_ps(_mm256_unpacklo_epi16(z, ha));
+        __m256 v1 = _mm256_castsi256_ps(_mm256_unpackhi_epi16(z, ha));
+        __m256 v2 = _mm256_castsi256_ps(_mm256_unpacklo_epi16(z, hb));
+        __m256 v3 = _mm256_castsi256_ps(_mm256_unpackhi_epi16(z, hb));
+        __m256i c = e4m3_pack32_avx2(_mm256_div_ps(v0, s), _mm256_div_ps(v1, s),
+                                     _mm256_div_ps(v2, s), _mm256_div_ps(v3, s));
+        _mm256_storeu_si256((__m256i *)(codes + i), _mm256_permute4x64_epi64(c, 0xD8));
     }
     return i;
 }
 
-static int have_avx2(void) {
+/* max over |bf16| as 15-bit integers, 64 elements per step in four accumulators. */
+AVX2 static size_t absmax_bf16_avx2(const uint16_t *x, size_t n, uint16_t *out) {
+    __m256i m0 = _mm256_setzero_si256(), m1 = m0, m2 = m0, m3 = m0;
+    __m256i mask = _mm256_set1_epi16(0x7FFF);
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        const __m256i *p = (const __m256i *)(x + i);
+        m0 = _mm256_max_epu16(m0, _mm256_and_si256(_mm256_loadu_si256(p), mask));
+        m1 = _mm256_max_epu16(m1, _mm256_and_si256(_mm256_loadu_si256(p + 1), mask));
+        m2 = _mm256_max_epu16(m2, _mm256_and_si256(_mm256_loadu_si256(p + 2), mask));
+        m3 = _mm256_max_epu16(m3, _mm256_and_si256(_mm256_loadu_si256(p + 3), mask));
+    }
+    m0 = _mm256_max_epu16(_mm256_max_epu16(m0, m1), _mm256_max_epu16(m2, m3));
+    uint16_t lanes[16];
+    _mm256_storeu_si256((__m256i *)lanes, m0);
+    uint16_t r = 0;
+    for (int j = 0; j < 16; j++)
+        r = lanes[j] > r ? lanes[j] : r;
+    *out = r;
+    return i;
+}
+
+/* max over |f32| as 31-bit integers (finite values: integer order is float order). */
+AVX2 static size_t absmax_avx2(const float *x, size_t n, uint32_t *out) {
+    __m256i m0 = _mm256_setzero_si256(), m1 = m0, m2 = m0, m3 = m0;
+    __m256i mask = _mm256_set1_epi32(0x7FFFFFFF);
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        const __m256i *p = (const __m256i *)(x + i);
+        m0 = _mm256_max_epi32(m0, _mm256_and_si256(_mm256_loadu_si256(p), mask));
+        m1 = _mm256_max_epi32(m1, _mm256_and_si256(_mm256_loadu_si256(p + 1), mask));
+        m2 = _mm256_max_epi32(m2, _mm256_and_si256(_mm256_loadu_si256(p + 2), mask));
+        m3 = _mm256_max_epi32(m3, _mm256_and_si256(_mm256_loadu_si256(p + 3), mask));
+    }
+    m0 = _mm256_max_epi32(_mm256_max_epi32(m0, m1), _mm256_max_epi32(m2, m3));
+    uint32_t lanes[8];
+    _mm256_storeu_si256((__m256i *)lanes, m0);
+    uint32_t r = 0;
+    for (int j = 0; j < 8; j++)
+        r = lanes[j] > r ? lanes[j] : r;
+    *out = r;
+    return i;
+}
+
+#endif
+
+/* Kernel level: 2 = AVX2 (when the CPU has it), 1 = portable 4-lane vector code. Tests and the
+ * bench force a level to compare the paths; the default is the best the CPU supports. */
+static int simd_forced = -1;
+static int simd_cpu(void) {
     static int v = -1; /* benign race: every thread computes the same value */
     if (v < 0) {
+#ifdef AS_FPQ_AVX2
         __builtin_cpu_init();
-        v = __builtin_cpu_supports("avx2") ? 1 : 0;
+        v = __builtin_cpu_supports("avx2") ? 2 : 1;
+#else
+        v = 1;
+#endif
     }
     return v;
 }
-#endif
+int as_fpq_simd_level(void) {
+    return simd_forced >= 0 && simd_forced < simd_cpu() ? simd_forced : simd_cpu();
+}
+int as_fpq_set_simd_level(int level) {
+    simd_forced = level;
+    return as_fpq_simd_level();
+}
+static inline int have_avx2(void) {
+    return as_fpq_simd_level() >= 2;
+}
 
 static const float fp4_vals[16] = {0,     0.5f,  1,  1.5f,  2,  3,  4,  6,
                                    -0.0f, -0.5f, -1, -1.5f, -2, -3, -4, -6};
@@ -169,6 +272,13 @@ float as_absmax(const float *x, size_t n) {
     /* |x| as the low 31 bits: for finite values an integer max is the float max */
     v8i m = {0};
     size_t i = 0;
+#ifdef AS_FPQ_AVX2
+    if (have_avx2()) {
+        uint32_t r;
+        i = absmax_avx2(x, n, &r);
+        m[0] = (int32_t)r;
+    }
+#endif
     for (; i + VL <= n; i += VL) {
         v8i v;
         memcpy(&v, x + i, sizeof v);
@@ -188,6 +298,9 @@ float as_absmax_bf16(const uint16_t *x, size_t n) {
     /* |bf16| is a monotone function of its low 15 bits (finite values): integer max */
     uint16_t m[16] = {0};
     size_t i = 0;
+#ifdef AS_FPQ_AVX2
+    if (have_avx2()) i = absmax_bf16_avx2(x, n, &m[0]);
+#endif
     for (; i + 16 <= n; i += 16)
         for (int j = 0; j < 16; j++) {
             uint16_t a = x[i + j] & 0x7FFF;
@@ -232,6 +345,16 @@ void as_fp8_encode_bf16(const uint16_t *x, size_t n, float scale, uint8_t *codes
     }
     for (; i < n; i++)
         codes[i] = e4m3(ffrom((uint32_t)x[i] << 16) / scale);
+}
+
+/* The scalar reference kernels: dtype.c's codec, one element at a time (tests, bench). */
+void as_fp8_encode_ref(const float *x, size_t n, float scale, uint8_t *codes) {
+    for (size_t i = 0; i < n; i++)
+        codes[i] = as_f32_to_fp8_e4m3(x[i] / scale);
+}
+void as_fp8_encode_bf16_ref(const uint16_t *x, size_t n, float scale, uint8_t *codes) {
+    for (size_t i = 0; i < n; i++)
+        codes[i] = as_f32_to_fp8_e4m3(as_bf16_to_f32(x[i]) / scale);
 }
 
 void as_fp8_qdq(const float *x, size_t n, float scale, float *y) {
@@ -300,11 +423,115 @@ static inline void fp4_block(const float *w, int n, float s, uint8_t *codes4) {
         codes4[i] = e2m1(w[i] / s);
 }
 
+#ifdef AS_FPQ_AVX2
+/* E2M1 codes of 8 quotients, by the same rounding trick as E4M3: a = min(6, |v|), m = 2^(max(e(a),
+ * 0) + 22) whose ulp is a's E2M1 step (0.5 below 1), steps = bits(a + m) - bits(m) (the FPU rounds,
+ * ties to even: 2 + M for normals, 4 when rounding up a binade, 0..2 below 1), code = steps +
+ * 2 e(a). NaN quotients get magnitude 0 (the reference's comparisons are all false), the sign bit
+ * comes from the quotient, as in the reference. */
+AVX2 static inline __m256i e2m1_avx2(__m256 v) {
+    __m256 a = _mm256_min_ps(_mm256_set1_ps(AS_FP4_MAX),
+                             _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF))));
+    __m256i e =
+        _mm256_max_epi32(_mm256_and_si256(_mm256_castps_si256(a), _mm256_set1_epi32(0x7F800000)),
+                         _mm256_set1_epi32(0x3F800000));
+    __m256i m = _mm256_add_epi32(e, _mm256_set1_epi32(22 << 23));
+    __m256i steps =
+        _mm256_sub_epi32(_mm256_castps_si256(_mm256_add_ps(a, _mm256_castsi256_ps(m))), m);
+    __m256i mag = _mm256_add_epi32(
+        steps, _mm256_srli_epi32(_mm256_sub_epi32(e, _mm256_set1_epi32(0x3F800000)), 22));
+    mag = _mm256_and_si256(mag, _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_ORD_Q)));
+    __m256i sign =
+        _mm256_and_si256(_mm256_srli_epi32(_mm256_castps_si256(v), 28), _mm256_set1_epi32(8));
+    return _mm256_or_si256(mag, sign);
+}
+
+/* NVFP4 with K % 16 == 0: the blocks of all rows form one flat sequence (block b: elements
+ * 16b.., codes bytes 8b.., scale byte b). Eight blocks per step: their absmaxes are reduced into
+ * one vector (lane j = block j), so the block scales cost one division for eight blocks: the
+ * E4M3 code of g amax / 6 computed as the scalar path does (same f32 ops, the E4M3 rounding of
+ * the AVX2 FP8 kernel, whose rounded value is the decoded scale), the effective scale DEC / g,
+ * then per block 16 E2M1 codes packed two per byte (even element in the low nibble). A block
+ * whose effective scale is 0 (all zero, or underflow) gets codes 0, as in the scalar path. */
+AVX2 static inline void nvfp4_block_codes_avx2(const float *r, __m256 sv, uint8_t *dst) {
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    __m256i live = _mm256_castps_si256(_mm256_cmp_ps(sv, _mm256_setzero_ps(), _CMP_GT_OQ));
+    __m256i c = _mm256_packus_epi32(
+        _mm256_and_si256(e2m1_avx2(_mm256_div_ps(_mm256_loadu_ps(r), sv)), live),
+        _mm256_and_si256(e2m1_avx2(_mm256_div_ps(_mm256_loadu_ps(r + 8), sv)), live));
+    c = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(c, c), order);
+    __m128i x = _mm256_castsi256_si128(c); /* 16 codes, one per byte, in order */
+    x = _mm_and_si128(_mm_or_si128(x, _mm_srli_epi16(x, 4)), _mm_set1_epi16(0xFF));
+    _mm_storel_epi64((__m128i *)dst, _mm_packus_epi16(x, x));
+}
+
+AVX2 static inline __m256 abs_max16_avx2(const float *r) {
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    return _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(r), absm),
+                         _mm256_and_ps(_mm256_loadu_ps(r + 8), absm));
+}
+
+/* Block scales of up to 8 blocks whose absmaxes are the lanes of amax: codes to scale8 (n
+ * bytes), effective scales returned. */
+AVX2 static inline __m256 nvfp4_scales_avx2(__m256 amax, __m256 gv, uint8_t *scale8, int n) {
+    __m256 dec;
+    __m256i bs =
+        e4m3_mag_dec_avx2(_mm256_div_ps(_mm256_mul_ps(gv, amax), _mm256_set1_ps(AS_FP4_MAX)), &dec);
+    __m256i p = _mm256_packus_epi32(bs, bs);
+    p = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(p, p),
+                                    _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    uint8_t tmp[8];
+    _mm_storel_epi64((__m128i *)tmp, _mm256_castsi256_si128(p));
+    memcpy(scale8, tmp, (size_t)n);
+    return _mm256_div_ps(dec, gv);
+}
+
+AVX2 static void nvfp4_rows_avx2(const float *w, int N, int K, float g, uint8_t *codes,
+                                 uint8_t *scale8) {
+    const __m256 gv = _mm256_set1_ps(g);
+    size_t nb = (size_t)N * (K / 16), b = 0;
+    for (; b + 8 <= nb; b += 8) {
+        const float *r = w + b * 16;
+        __m256 m[8];
+        for (int j = 0; j < 8; j++)
+            m[j] = abs_max16_avx2(r + 16 * j);
+        /* lane j = max over m[j]: pairwise unpack/max, then shuffles, then 128-bit halves */
+        __m256 u[4], v[2];
+        for (int k = 0; k < 4; k++)
+            u[k] = _mm256_max_ps(_mm256_unpacklo_ps(m[2 * k], m[2 * k + 1]),
+                                 _mm256_unpackhi_ps(m[2 * k], m[2 * k + 1]));
+        for (int k = 0; k < 2; k++)
+            v[k] = _mm256_max_ps(_mm256_shuffle_ps(u[2 * k], u[2 * k + 1], 0x44),
+                                 _mm256_shuffle_ps(u[2 * k], u[2 * k + 1], 0xEE));
+        __m256 amax = _mm256_max_ps(_mm256_permute2f128_ps(v[0], v[1], 0x20),
+                                    _mm256_permute2f128_ps(v[0], v[1], 0x31));
+        __m256 sv = nvfp4_scales_avx2(amax, gv, scale8 + b, 8);
+        for (int j = 0; j < 8; j++)
+            nvfp4_block_codes_avx2(r + 16 * j, _mm256_permutevar8x32_ps(sv, _mm256_set1_epi32(j)),
+                                   codes + (b + (size_t)j) * 8);
+    }
+    for (; b < nb; b++) { /* the last < 8 blocks, one at a time */
+        __m256 m = abs_max16_avx2(w + b * 16);
+        m = _mm256_max_ps(m, _mm256_permute2f128_ps(m, m, 1));
+        m = _mm256_max_ps(m, _mm256_permute_ps(m, 0x4E));
+        m = _mm256_max_ps(m, _mm256_permute_ps(m, 0xB1));
+        __m256 sv = nvfp4_scales_avx2(m, gv, scale8 + b, 1);
+        nvfp4_block_codes_avx2(w + b * 16, sv, codes + b * 8);
+    }
+}
+#endif
+
 /* FP4 rows with block g: NVFP4 (E4M3 block scales of 16 under global scale gs) or MXFP4 (E8M0
  * block scales of 32). codes: [N, K/2] zeroed by the caller; scale8: [N, ceil(K/g)]. */
 static void fp4_rows(const float *w, int N, int K, int nv, float gs, uint8_t *codes,
                      uint8_t *scale8) {
     int g = nv ? 16 : 32, sk = (K + g - 1) / g;
+#ifdef AS_FPQ_AVX2
+    if (nv && K % 16 == 0 && have_avx2()) {
+        nvfp4_rows_avx2(w, N, K, gs, codes, scale8);
+        return;
+    }
+#endif
     uint8_t c4[32];
     for (int n = 0; n < N; n++)
         for (int j = 0; j < sk; j++) {
@@ -600,4 +827,40 @@ int as_act_quant_attach(struct as_act_quant *aq, struct as_run_state *s) {
     s->quant_linear_input = on ? as_act_quant_apply : NULL;
     s->qctx = on ? aq : NULL;
     return on;
+}
+
+/* ---- FP8 KV cache ---- */
+
+struct as_kv_quant *as_kv_quant_new(int n_layers) {
+    struct as_kv_quant *kq = as_xcalloc(1, sizeof *kq);
+    kq->n_layers = n_layers;
+    kq->k_scale = as_xcalloc((size_t)n_layers, sizeof(float));
+    kq->v_scale = as_xcalloc((size_t)n_layers, sizeof(float));
+    return kq;
+}
+
+void as_kv_quant_free(struct as_kv_quant *kq) {
+    if (!kq) return;
+    free(kq->k_scale), free(kq->v_scale);
+    free(kq);
+}
+
+int as_kv_scale_check(float s, const char *what) {
+    if (!(s > 0) || isinf(s))
+        return as_fail("%s: scale %g is not a positive finite number", what, (double)s);
+    return 0;
+}
+
+void as_kv_quant_apply(void *ctx, int layer, float *k, float *v, int T, int kv_dim) {
+    struct as_kv_quant *kq = ctx;
+    if (layer < 0 || layer >= kq->n_layers) return;
+    size_t n = (size_t)T * kv_dim;
+    as_fp8_qdq(k, n, kq->k_scale[layer], k);
+    as_fp8_qdq(v, n, kq->v_scale[layer], v);
+}
+
+int as_kv_quant_attach(struct as_kv_quant *kq, struct as_run_state *s) {
+    s->on_kv = kq ? as_kv_quant_apply : NULL;
+    s->kvctx = kq;
+    return kq != NULL;
 }

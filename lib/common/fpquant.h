@@ -39,6 +39,14 @@ float as_absmax_bf16(const uint16_t *x, size_t n);
 /* codes[i] = E4M3(clamp(x[i] / scale)); the bf16 variant reads bf16 weights directly. */
 void as_fp8_encode(const float *x, size_t n, float scale, uint8_t *codes);
 void as_fp8_encode_bf16(const uint16_t *x, size_t n, float scale, uint8_t *codes);
+/* Scalar reference kernels (dtype.c's codec per element): what the fast kernels must equal. */
+void as_fp8_encode_ref(const float *x, size_t n, float scale, uint8_t *codes);
+void as_fp8_encode_bf16_ref(const uint16_t *x, size_t n, float scale, uint8_t *codes);
+/* Kernel level in use: 2 = AVX2 (x86-64 CPUs that have it), 1 = portable 4-lane vector code.
+ * as_fpq_set_simd_level() forces a lower level (tests, bench; -1 restores the CPU's best) and
+ * returns the level now in use. Not thread-safe: call before starting threads. */
+int as_fpq_simd_level(void);
+int as_fpq_set_simd_level(int level);
 /* y = DEC(ENC(x / scale)) * scale; y may alias x. */
 void as_fp8_qdq(const float *x, size_t n, float scale, float *y);
 /* Scale for an absmax: max(amax / qmax, eps). */
@@ -130,5 +138,23 @@ const float *as_act_quant_apply(void *aq, int layer, enum as_linear_group g, con
  * or inactive detaches (the pass is then bit-identical to an unquantized one). Returns 1 if
  * attached. */
 int as_act_quant_attach(struct as_act_quant *aq, struct as_run_state *s);
+
+/* ---- FP8 KV cache (static per-tensor scales, compressed-tensors kv_cache_scheme) ----
+ * Per attention layer k_scale = max(absmax(K) / 448, eps) and v_scale likewise, over the keys
+ * after RoPE (as the cache stores them) and the values of the calibration tokens. A deployment
+ * stores E4M3(k / k_scale) in the cache; the simulation writes DEC(ENC(k / k_scale)) * k_scale. */
+struct as_kv_quant {
+    int n_layers;
+    float *k_scale, *v_scale; /* [n_layers] */
+};
+struct as_kv_quant *as_kv_quant_new(int n_layers);
+void as_kv_quant_free(struct as_kv_quant *kq);
+/* 0 if `s` is a usable KV scale, else -1 with as_fail("WHAT: scale %g is not ...") where WHAT
+ * names the file and tensor (or stream record). */
+int as_kv_scale_check(float s, const char *what);
+/* The forward.h on_kv callback: FP8 quantize-dequantize of the new cache rows in place. */
+void as_kv_quant_apply(void *kq, int layer, float *k, float *v, int T, int kv_dim);
+/* Make s's forward passes store FP8 keys/values (kq NULL detaches). Returns 1 if attached. */
+int as_kv_quant_attach(struct as_kv_quant *kq, struct as_run_state *s);
 
 #endif

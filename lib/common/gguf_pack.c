@@ -3,7 +3,8 @@
  * What llama.cpp's "llama" architecture loader expects (convert_hf_to_gguf.py LlamaModel):
  * llama.* hyper-parameters, tokenizer.ggml.* vocabulary, tensor names token_embd / blk.N.* /
  * output_norm / output, and q/k rows in the interleaved RoPE order (as_gguf_qk_perm). Integer
- * codes of group-32 layers become Q4_0 / Q4_1 / Q8_0 blocks without re-rounding; any other
+ * codes of group-32 layers become Q4_0 / Q4_1 / Q8_0 blocks without re-rounding (float-minimum
+ * layers, as-gptq --float-min, become Q4_1 with d = scale, m = minv); any other
  * matrix is written in the float type asked for, with a note on stderr for quantized layers
  * that could not be stored as blocks (docs/gguf.md). */
 #include <errno.h>
@@ -182,6 +183,47 @@ out:
 
 /* ---- tensors -------------------------------------------------------------------------------- */
 
+/* Float-minimum layers (struct as_qlinear.minv): Q4_1 blocks with d = fp16(scale) and
+ * m = fp16(minv). as-gptq --float-min searches d and m as stored in fp16, so both roundings are
+ * exact there. -1 with the reason when a minimum overflows fp16 or the block type is not Q4_1. */
+static int fmin_check(const struct as_qlinear *l, int bt, char *why, size_t why_len) {
+    if (bt != AS_GGML_Q4_1) {
+        snprintf(why, why_len, "a float minimum needs Q4_1 blocks (4-bit asymmetric)");
+        return -1;
+    }
+    int G = as_qlinear_groups(l);
+    for (size_t i = 0; i < (size_t)l->N * G; i++)
+        if (!isfinite(as_f16_to_f32(as_f32_to_f16(l->minv[i])))) {
+            snprintf(why, why_len, "row %zu group %zu: minimum %g overflows fp16", i / G, i % G,
+                     l->minv[i]);
+            return -1;
+        }
+    return 0;
+}
+
+/* The encoder writes d and the nibbles; m is the stored minimum instead of fp16(-d * zero). */
+static void fmin_set_m(const struct as_qlinear *l, const int *row_perm, void *blocks) {
+    int G = as_qlinear_groups(l), nb = l->K / AS_QK;
+    for (int r = 0; r < l->N; r++) {
+        int n = row_perm ? row_perm[r] : r;
+        for (int b = 0; b < nb; b++)
+            ((as_block_q4_1 *)blocks)[(size_t)r * nb + b].m =
+                as_f32_to_f16(l->minv[(size_t)n * G + b]);
+    }
+}
+
+/* What a reader computes from those blocks: fp16(d) * q + fp16(m) (ggml dequantize_row_q4_1). */
+static void fmin_expected(const struct as_qlinear *l, float *out) {
+    int G = as_qlinear_groups(l);
+    for (int n = 0; n < l->N; n++)
+        for (int k = 0; k < l->K; k++) {
+            size_t gi = (size_t)n * G + l->g_idx[k];
+            float d = as_f16_to_f32(as_f32_to_f16(l->scale[gi]));
+            float m = as_f16_to_f32(as_f32_to_f16(l->minv[gi]));
+            out[(size_t)n * l->K + k] = (float)l->q[(size_t)n * l->K + k] * d + m;
+        }
+}
+
 /* Float matrix [rows, cols] (rows permuted by perm when given) as a GGUF tensor of type t. */
 static int add_float(struct as_gguf_writer *w, const char *name, enum as_ggml_type t,
                      const float *src, int64_t rows, int64_t cols, const int *perm) {
@@ -270,7 +312,9 @@ static int verify_file(const char *path, const struct as_model_config *c,
             }
             size_t n = (size_t)q->N * q->K;
             float *want = as_xmalloc(sizeof(float) * n);
-            if (t == AS_GGML_Q4_0 || t == AS_GGML_Q4_1 || t == AS_GGML_Q8_0) {
+            if (q->minv && t == AS_GGML_Q4_1) {
+                fmin_expected(q, want);
+            } else if (t == AS_GGML_Q4_0 || t == AS_GGML_Q4_1 || t == AS_GGML_Q8_0) {
                 as_gguf_qlinear_expected(q, t, want);
             } else { /* W_hat rounded to the float type */
                 as_qlinear_dequant(q, want);
@@ -394,10 +438,12 @@ int as_gguf_pack(const char *model_dir, const struct as_qcollect *qc, const char
                 }
                 char why[256];
                 int bt = as_gguf_qlinear_type(q, o->prefer_q4_1, why, sizeof why);
+                if (bt >= 0 && q->minv && fmin_check(q, bt, why, sizeof why)) bt = -1;
                 if (bt >= 0) {
                     t = (enum as_ggml_type)bt;
                     void *blocks = as_xmalloc(as_ggml_row_size(t, cols) * (size_t)rows);
                     as_gguf_encode_qlinear(q, t, perm, blocks);
+                    if (q->minv) fmin_set_m(q, perm, blocks);
                     int64_t ne[2] = {cols, rows};
                     if (as_gguf_add_tensor(w, gname, t, 2, ne, blocks)) {
                         err = 1;

@@ -45,6 +45,7 @@ void gptq_result_free(struct gptq_result *r) {
     free(r->zero);
     free(r->g_idx);
     free(r->perm);
+    free(r->minv);
     memset(r, 0, sizeof *r);
 }
 
@@ -73,11 +74,19 @@ struct gq {
     const int32_t *perm;
     struct gptq_result *r;
     const float *imp; /* [K] importance of processing position i (scale search), or NULL */
+    float *minv;      /* [N*G] float minimums (opts.float_min), or NULL */
 };
 
-/* One group's parameters: the reference min/max fit, or the importance-weighted search. */
+/* One group's parameters: the reference min/max fit, the importance-weighted search, or the
+ * float-minimum search (minv != NULL). */
 static void fit_params(const struct gptq_opts *o, const float *w, int len, const float *imp,
-                       float *scale, int32_t *zero) {
+                       float *scale, int32_t *zero, float *minv) {
+    if (minv) {
+        struct quant_search_params sp = {.bits = o->bits, .fp16_scale = o->scale_search_fp16};
+        quant_fmin_group(w, imp, len, &sp, scale, minv);
+        *zero = quant_fmin_nearest_zero(*scale, *minv, o->bits);
+        return;
+    }
     if (!o->scale_search || !imp) {
         quant_int_fit_group(w, len, o->bits, o->sym, scale, zero);
         return;
@@ -100,7 +109,8 @@ static void fit_dynamic_groups(struct gq *s, int i1, int i2) {
         int len = c + s->gs <= s->K ? s->gs : s->K - c, g = c / s->gs;
         for (int n = 0; n < s->N; n++)
             fit_params(s->o, s->W + (long)n * s->K + c, len, s->imp ? s->imp + c : NULL,
-                       &s->r->scale[(long)n * s->G + g], &s->r->zero[(long)n * s->G + g]);
+                       &s->r->scale[(long)n * s->G + g], &s->r->zero[(long)n * s->G + g],
+                       s->minv ? &s->minv[(long)n * s->G + g] : NULL);
     }
 }
 
@@ -159,6 +169,22 @@ GPTQ_VEC static void tile_quant(const float *restrict x, const float *restrict s
     }
 }
 
+/* Float-minimum variant: q = round((x - m) / scale), w_hat = scale * q + m (quant_fmin_*). */
+GPTQ_VEC static void tile_quant_min(const float *restrict x, const float *restrict sc,
+                                    const float *restrict mf, float maxq, float d,
+                                    float *restrict code, float *restrict er,
+                                    float *restrict loss) {
+    for (int r = 0; r < RT; r++) {
+        float q = __builtin_rintf((x[r] - mf[r]) / sc[r]);
+        q = q < 0.0f ? 0.0f : q;
+        q = q > maxq ? maxq : q;
+        float diff = x[r] - (sc[r] * q + mf[r]);
+        code[r] = q;
+        er[r] = diff / d;
+        loss[r] = (diff * diff) / (d * d);
+    }
+}
+
 struct rows_job {
     struct gq *s;
     float *err;  /* [N*B] this block's scaled errors, row stride B */
@@ -196,12 +222,17 @@ static void *block_rows(void *arg) {
             if (g != gprev) { /* padding rows get scale 1, zero 0: harmless values */
                 for (int r = 0; r < RT; r++) {
                     sc[r] = r < nr ? s->r->scale[(long)(n0 + r) * G + g] : 1.0f;
-                    zf[r] = r < nr ? (float)s->r->zero[(long)(n0 + r) * G + g] : 0.0f;
+                    zf[r] = r >= nr   ? 0.0f
+                            : s->minv ? s->minv[(long)(n0 + r) * G + g]
+                                      : (float)s->r->zero[(long)(n0 + r) * G + g];
                 }
                 gprev = g;
             }
             memcpy(wi, t + (long)i * RT, sizeof wi);
-            tile_quant(wi, sc, zf, (float)s->maxq, d, code, er, lv);
+            if (s->minv) /* zf holds the float minimums */
+                tile_quant_min(wi, sc, zf, (float)s->maxq, d, code, er, lv);
+            else
+                tile_quant(wi, sc, zf, (float)s->maxq, d, code, er, lv);
             for (int r = 0; r < nr; r++) {
                 long n = n0 + r;
                 s->r->q[n * K + oc] = (uint8_t)code[r];
@@ -300,8 +331,11 @@ static void run_columnwise(struct gq *s) {
             int g = s->gcol[i];
             float sc = s->r->scale[(long)n * G + g], wi = s->W[(long)n * K + i];
             int32_t zp = s->r->zero[(long)n * G + g];
-            uint8_t c = quant_int_quantize(wi, sc, zp, s->maxq);
-            float diff = wi - quant_int_dequantize(c, sc, zp);
+            float mv = s->minv ? s->minv[(long)n * G + g] : 0.0f;
+            uint8_t c = s->minv ? quant_fmin_quantize(wi, sc, mv, s->maxq)
+                                : quant_int_quantize(wi, sc, zp, s->maxq);
+            float diff =
+                wi - (s->minv ? quant_fmin_dequantize(c, sc, mv) : quant_int_dequantize(c, sc, zp));
             s->r->q[(long)n * K + orig_col(s, i)] = c;
             s->r->loss += (double)((diff * diff) / (d * d));
             errv[n] = diff / d;
@@ -342,6 +376,8 @@ static int check_opts(const struct gptq_opts *o, int N, int K) {
         return as_fail("gptq: unknown method %d", (int)o->method);
     if (o->method == GPTQ_METHOD_GPTAQ && !o->dxxt)
         return as_fail("gptq: GPTAQ needs the dXX^T matrix");
+    if (o->float_min && o->sym)
+        return as_fail("gptq: a float minimum needs the asymmetric quantizer (sym = 0)");
     if ((long)K * K > (1L << 40) / 4 || (long)N * K > (1L << 40))
         return as_fail("gptq: shape [%d, %d] too large", N, K);
     return 0;
@@ -581,19 +617,24 @@ void gptq_plan_free(struct gptq_plan *p) {
 }
 
 static int plan_rows(const struct gptq_plan *p, float *W, int rows, int row0, uint8_t *q,
-                     float *scale, int32_t *zero, double *loss, double *t_inblock, int columnwise) {
+                     float *scale, int32_t *zero, float *minv, double *loss, double *t_inblock,
+                     int columnwise) {
     const struct gptq_opts *o = &p->o;
     const int K = p->K, G = p->G, gs = p->gs;
+    if (o->float_min && !minv)
+        return as_fail("gptq: float_min needs the minv output (gptq_plan_rows_min)");
+    if (!o->float_min) minv = NULL;
     for (long i = 0; i < (long)rows * K; i++)
         if (!isfinite(W[i]))
             return as_fail("weight: non-finite value %g at [%ld, %ld]", (double)W[i], row0 + i / K,
                            i % K);
     memset(scale, 0, sizeof(float) * (size_t)rows * G);
     memset(zero, 0, sizeof(int32_t) * (size_t)rows * G);
+    if (minv) memset(minv, 0, sizeof(float) * (size_t)rows * G);
 
     /* Scale search importances: 1/U[i,i]^2 by processing position, and by original column. */
     float *imp = NULL, *imp_orig = NULL;
-    if (o->scale_search) {
+    if (o->scale_search || minv) {
         imp = as_xmalloc(sizeof(float) * (size_t)K);
         imp_orig = as_xmalloc(sizeof(float) * (size_t)K);
         for (int i = 0; i < K; i++) {
@@ -605,7 +646,8 @@ static int plan_rows(const struct gptq_plan *p, float *W, int rows, int row0, ui
     /* Per-channel params: the reference calls find_params(W) before zeroing dead columns. */
     if (o->group_size <= 0)
         for (int n = 0; n < rows; n++)
-            fit_params(o, W + (long)n * K, K, imp_orig, &scale[n], &zero[n]);
+            fit_params(o, W + (long)n * K, K, imp_orig, &scale[n], &zero[n],
+                       minv ? &minv[n] : NULL);
     if (p->n_dead)
         for (int d = 0; d < K; d++)
             if (p->dead[d])
@@ -617,7 +659,8 @@ static int plan_rows(const struct gptq_plan *p, float *W, int rows, int row0, ui
             for (int g = 0; g < G; g++) {
                 int k0 = g * gs, len = k0 + gs <= K ? gs : K - k0;
                 fit_params(o, W + (long)n * K + k0, len, imp_orig ? imp_orig + k0 : NULL,
-                           &scale[(long)n * G + g], &zero[(long)n * G + g]);
+                           &scale[(long)n * G + g], &zero[(long)n * G + g],
+                           minv ? &minv[(long)n * G + g] : NULL);
             }
     if (p->perm) {
         float *row = as_xmalloc(sizeof(float) * (size_t)K);
@@ -653,7 +696,8 @@ static int plan_rows(const struct gptq_plan *p, float *W, int rows, int row0, ui
                    p->gcol,
                    p->perm,
                    &r,
-                   imp};
+                   imp,
+                   minv};
     if (columnwise)
         run_columnwise(&s);
     else
@@ -669,7 +713,8 @@ static int plan_rows(const struct gptq_plan *p, float *W, int rows, int row0, ui
         const uint8_t *qr = q + (long)n * K;
         for (int k = 0; k < K; k++) {
             long g = (long)n * G + p->g_idx[k];
-            w[k] = quant_int_dequantize(qr[k], scale[g], zero[g]);
+            w[k] = minv ? quant_fmin_dequantize(qr[k], scale[g], minv[g])
+                        : quant_int_dequantize(qr[k], scale[g], zero[g]);
         }
     }
     return 0;
@@ -677,7 +722,12 @@ static int plan_rows(const struct gptq_plan *p, float *W, int rows, int row0, ui
 
 int gptq_plan_rows(const struct gptq_plan *p, float *W, int rows, int row0, uint8_t *q,
                    float *scale, int32_t *zero, double *loss) {
-    return plan_rows(p, W, rows, row0, q, scale, zero, loss, NULL, 0);
+    return plan_rows(p, W, rows, row0, q, scale, zero, NULL, loss, NULL, 0);
+}
+
+int gptq_plan_rows_min(const struct gptq_plan *p, float *W, int rows, int row0, uint8_t *q,
+                       float *scale, int32_t *zero, float *minv, double *loss) {
+    return plan_rows(p, W, rows, row0, q, scale, zero, minv, loss, NULL, 0);
 }
 
 static int gptq_run(const struct gptq_opts *o, float *W, int N, int K, float *H,
@@ -692,6 +742,7 @@ static int gptq_run(const struct gptq_opts *o, float *W, int N, int K, float *H,
     r->q = as_xcalloc((size_t)N * K, 1);
     r->scale = as_xcalloc((size_t)N * G, sizeof(float));
     r->zero = as_xcalloc((size_t)N * G, sizeof(int32_t));
+    if (o->float_min) r->minv = as_xcalloc((size_t)N * G, sizeof(float));
     r->g_idx = p.g_idx, p.g_idx = NULL; /* the result takes them over */
     r->perm = p.perm, p.perm = NULL;
     struct gptq_plan view = p;
@@ -699,8 +750,8 @@ static int gptq_run(const struct gptq_opts *o, float *W, int N, int K, float *H,
     r->damp = p.damp, r->percdamp = p.percdamp, r->damp_retries = p.damp_retries;
     r->n_dead = p.n_dead, r->t_factor = p.t_factor;
     double t0 = now_s();
-    int rc =
-        plan_rows(&view, W, N, 0, r->q, r->scale, r->zero, &r->loss, &r->t_inblock, columnwise);
+    int rc = plan_rows(&view, W, N, 0, r->q, r->scale, r->zero, r->minv, &r->loss, &r->t_inblock,
+                       columnwise);
     r->t_update = now_s() - t0;
     gptq_plan_free(&p);
     if (rc) gptq_result_free(r);

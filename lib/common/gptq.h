@@ -44,6 +44,11 @@ struct gptq_opts {
      * default (the reference fit). scale_search_fp16: evaluate scales as stored in fp16;
      * scale_search_signed: symmetric scales may be negative (llama.cpp's Q4_0 trick). */
     int scale_search, scale_search_fp16, scale_search_signed;
+    /* Float minimum (asymmetric only): each group is w_hat = scale * q + minv with scale and minv
+     * both free (GGUF Q4_1's x = d*q + m), fitted by quant_fmin_group on the same weighted
+     * objective (evaluated in fp16 when scale_search_fp16), codes q = round((w - minv) / scale)
+     * inside the column loop with GPTQ's error feedback. Outputs gain minv [N*G]. */
+    int float_min;
     enum gptq_factor factor; /* default GPTQ_FACTOR_REFERENCE */
 };
 
@@ -51,7 +56,8 @@ struct gptq_result {
     int N, K, G;
     uint8_t *q;    /* [N*K] codes 0..maxq, original column order */
     float *scale;  /* [N*G] */
-    int32_t *zero; /* [N*G] integer zero points */
+    int32_t *zero; /* [N*G] integer zero points (float_min: the nearest integer zero) */
+    float *minv;   /* [N*G] float minimums with opts.float_min, else NULL */
     int32_t
         *g_idx; /* [K] group of each input column (non-monotonic with act-order, dynamic groups) */
     int32_t *perm;    /* [K] act-order processing order (perm[i] = original column), NULL without */
@@ -111,6 +117,9 @@ int gptq_plan_init(struct gptq_plan *p, const struct gptq_opts *o, int N, int K,
  * these rows; adds their loss to *loss. 0, or -1 with as_fail ("weight: non-finite value ..."). */
 int gptq_plan_rows(const struct gptq_plan *p, float *W, int rows, int row0, uint8_t *q,
                    float *scale, int32_t *zero, double *loss);
+/* Same, with the float minimums minv [rows*G] (required when the plan's opts.float_min). */
+int gptq_plan_rows_min(const struct gptq_plan *p, float *W, int rows, int row0, uint8_t *q,
+                       float *scale, int32_t *zero, float *minv, double *loss);
 void gptq_plan_free(struct gptq_plan *p);
 
 /* Flop count used by the benchmark: Cholesky K^3/3, inverse (potri) 2K^3/3, Cholesky of the

@@ -19,6 +19,12 @@ const int as_awq_order[8] = {0, 2, 4, 6, 1, 3, 5, 7};
 
 int as_awq_packable(const struct as_qlinear *l, char *why, size_t why_len) {
     int G = as_qlinear_groups(l);
+    if (l->minv) { /* Q4_1-style x = d*q + m has no integer zero to store */
+        snprintf(why, why_len,
+                 "float minimum (w = scale*q + min, as-gptq --float-min): AWQ GEMM stores an "
+                 "integer zero point");
+        return 0;
+    }
     if (l->bits != 4) {
         snprintf(why, why_len, "AWQ GEMM stores 4 bits, not %d", l->bits);
         return 0;

@@ -18,6 +18,12 @@
 
 int as_ct_packable(const struct as_qlinear *l, char *why, size_t why_len) {
     int G = as_qlinear_groups(l), half = 1 << (l->bits - 1);
+    if (l->minv) { /* Q4_1-style x = d*q + m has no integer zero to store */
+        snprintf(why, why_len,
+                 "float minimum (w = scale*q + min, as-gptq --float-min): pack-quantized stores an "
+                 "integer zero point");
+        return 0;
+    }
     /* For 2/4/8 bits the old padded packing (pack factor 32/bits) and the new dense packing of
      * compressed-tensors agree bit for bit; for 3 bits they differ, and vLLM runs 4/8 only. */
     if (l->bits != 2 && l->bits != 4 && l->bits != 8) {

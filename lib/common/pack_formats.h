@@ -4,6 +4,10 @@
  * integer codes q [N,K] in 0..maxq, per-(row, group) scale [N,G] and integer zero [N,G], and the
  * group of every input column g_idx [K] (non-monotonic under act-order). Dequantization
  * (REFERENCE.md "Integer quantizer"): W_hat[n,k] = scale[n,g] * (q[n,k] - zero[n,g]), g = g_idx[k].
+ * Float-minimum layers (as-gptq --float-min, GGUF Q4_1's x = d*q + m) also carry minv [N,G]:
+ * W_hat[n,k] = scale[n,g] * q[n,k] + minv[n,g]; their zero is then only the nearest integer zero
+ * (informative). Only GGUF Q4_1 stores them exactly; the GPTQ, compressed-tensors and AWQ
+ * packability checks refuse them (the caller keeps such a layer as dequantized floats).
  *
  * Two writers turn it into checkpoint tensors (docs/formats.md has the exact layouts):
  *   pack_gptq.c  GPTQ v1 (AutoGPTQ / transformers / vLLM "gptq"): qweight, qzeros, scales, g_idx
@@ -35,6 +39,7 @@ struct as_qlinear {
     float *scale;      /* [N*G] */
     int32_t *zero;     /* [N*G] integer zero points, 0..2^bits-1 */
     int32_t *g_idx;    /* [K] group of each input column, 0..G-1 */
+    float *minv;       /* [N*G] float minimum (W_hat = scale*q + minv), or NULL: integer zero */
 };
 
 /* G = ceil(K / group_size), or 1 for group_size <= 0. */
@@ -43,7 +48,8 @@ static inline int as_qlinear_groups(const struct as_qlinear *l) {
 }
 /* 1 when g_idx[k] == k / group_size for all k (no act-order permutation of the groups). */
 int as_qlinear_gidx_is_trivial(const struct as_qlinear *l);
-/* Validate code, zero and g_idx ranges and finite scales; -1 with as_fail("layer PREFIX: ..."). */
+/* Validate code, zero and g_idx ranges, finite scales (and minimums, on an asymmetric layer);
+ * -1 with as_fail("layer PREFIX: ..."). */
 int as_qlinear_check(const struct as_qlinear *l, const char *prefix);
 
 /* Dense LSB-first bit stream: value i of a run of n values occupies bits [bits*i, bits*i + bits)
@@ -104,7 +110,7 @@ struct as_ct_params {
 #define AS_CT_VERSION "0.9.2"
 /* 1 if storable as pack-quantized and loadable by vLLM, else 0 with the reason: bits not in
  * {2,4,8} (3-bit packing differs between compressed-tensors versions); ragged last group; sym
- * with a zero != 2^(bits-1). */
+ * with a zero != 2^(bits-1); a float minimum (minv: no integer zero point). */
 int as_ct_packable(const struct as_qlinear *l, char *why, size_t why_len);
 /* weight_packed [N, ceil(K*bits/32)]: row n is the bit stream of the stored values q[n, :]
  * (offset binary: the signed value q - 2^(bits-1) plus 2^(bits-1), i.e. q itself). */
@@ -124,7 +130,7 @@ json_t *as_ct_quant_config(const struct as_ct_params *p);
  * qzeros int32 [K/gs, N/8], same interleave, zeros stored as they are; scales fp16 [K/gs, N]. */
 extern const int as_awq_order[8]; /* {0, 2, 4, 6, 1, 3, 5, 7} */
 /* 1 if storable, else 0 with the reason: bits != 4; per channel (no group); K % group_size;
- * N % 8; non-trivial g_idx (act-order); scale not finite in fp16. */
+ * N % 8; non-trivial g_idx (act-order); scale not finite in fp16; a float minimum (minv). */
 int as_awq_packable(const struct as_qlinear *l, char *why, size_t why_len);
 void as_awq_pack_qweight(const struct as_qlinear *l, uint32_t *qweight); /* [K, N/8] */
 void as_awq_pack_qzeros(const struct as_qlinear *l, uint32_t *qzeros);   /* [K/gs, N/8] */

@@ -73,6 +73,21 @@ int as_fplinear_write(struct as_stream_writer *w, const char *prefix, int layer,
     return rc;
 }
 
+int as_kvscale_write(struct as_stream_writer *w, int layer, float k_scale, float v_scale,
+                     json_t *attrs) {
+    char name[128];
+    int64_t one[1] = {1};
+    int rc = 0;
+    for (int which = 0; which < 2 && !rc; which++) {
+        snprintf(name, sizeof name, "model.layers.%d.self_attn.%c_scale", layer, which ? 'v' : 'k');
+        struct as_rec rec;
+        as_rec_init(&rec, name, "kv-scale", layer, AS_F32, 1, one);
+        rec.attrs = attrs;
+        rc = as_stream_write(w, &rec, which ? &v_scale : &k_scale);
+    }
+    return rc;
+}
+
 struct fp_entry {
     struct as_fplinear l;
     int have_codes, have_scale, have_global, have_input, complete;
@@ -571,7 +586,6 @@ static enum as_dtype model_dtype(const json_t *config) {
     return AS_F32;
 }
 
-
 /* Tensors the stream replaces (role "weight" records naming a model tensor, e.g. SmoothQuant's
  * rescaled norms). */
 struct override {
@@ -589,6 +603,9 @@ struct pack_state {
     int n_skipped;
     char *tmp;
     struct as_st_writer *w;
+    int n_layers;    /* config.json num_hidden_layers */
+    float *kv_scale; /* [n_layers][2] (k, v); 0 = not in the stream */
+    int n_kv;        /* kv-scale records taken */
 };
 
 static void pack_state_free(struct pack_state *s) {
@@ -601,6 +618,7 @@ static void pack_state_free(struct pack_state *s) {
     for (int i = 0; i < s->n_skipped; i++)
         free(s->skipped[i]);
     free(s->skipped);
+    free(s->kv_scale);
     if (s->w) as_st_writer_abort(s->w);
     if (s->tmp) as_atomic_dir_abort(s->tmp);
     free(s->tmp);
@@ -627,6 +645,37 @@ static int take_override(struct pack_state *s, struct as_stream_reader *r,
     }
     s->ov = as_xrealloc(s->ov, sizeof *s->ov * (s->n_ov + 1));
     s->ov[s->n_ov++] = (struct override){as_xstrdup(rec->name), f};
+    return 1;
+}
+
+/* A role "kv-scale" record: model.layers.N.self_attn.{k,v}_scale, one positive finite value. */
+static int take_kv_scale(struct pack_state *s, struct as_stream_reader *r,
+                         const struct as_rec *rec) {
+    int layer = -1, end = 0;
+    char which = 0;
+    if (sscanf(rec->name, "model.layers.%d.self_attn.%c_scale%n", &layer, &which, &end) != 2 ||
+        rec->name[end] || (which != 'k' && which != 'v'))
+        return as_fail("stream %s: tensor %s: a kv-scale record must be named "
+                       "model.layers.N.self_attn.k_scale or v_scale",
+                       as_stream_name(r), rec->name);
+    if (layer < 0 || layer >= s->n_layers)
+        return as_fail("stream %s: tensor %s: layer %d out of range (the model has %d)",
+                       as_stream_name(r), rec->name, layer, s->n_layers);
+    if (as_rec_numel(rec) != 1)
+        return as_fail("stream %s: tensor %s: %llu elements, a KV-cache scale has one",
+                       as_stream_name(r), rec->name, (unsigned long long)as_rec_numel(rec));
+    const void *data = as_stream_payload(r);
+    float v;
+    if (!data) return -1;
+    if (as_convert_to_f32(rec->dtype, data, &v, 1))
+        return as_fail_prefix("stream %s: tensor %s: ", as_stream_name(r), rec->name);
+    char what[600];
+    snprintf(what, sizeof what, "stream %s: tensor %s", as_stream_name(r), rec->name);
+    if (as_kv_scale_check(v, what)) return -1;
+    float *slot = &s->kv_scale[layer * 2 + (which == 'v')];
+    if (*slot > 0) return as_fail("%s appears twice", what);
+    *slot = v;
+    s->n_kv++;
     return 1;
 }
 
@@ -668,6 +717,8 @@ int as_pack_fp(const struct as_pack_fp_opts *o) {
     }
     if (!(s.ck = as_ckpt_open(o->model_dir))) goto out;
     s.fc = as_fpcollect_new();
+    s.n_layers = (int)json_integer_value(json_object_get(s.config, "num_hidden_layers"));
+    s.kv_scale = as_xcalloc((size_t)(s.n_layers > 0 ? s.n_layers : 1) * 2, sizeof(float));
     int n_in = o->n_inputs > 0 ? o->n_inputs : 1;
     for (int i = 0; i < n_in; i++) {
         struct as_stream_reader *r = as_stream_open(o->n_inputs > 0 ? o->inputs[i] : "-");
@@ -678,12 +729,26 @@ int as_pack_fp(const struct as_pack_fp_opts *o) {
             int took = as_fpcollect_offer(s.fc, r, rec);
             if (!took && rec->role && !strcmp(rec->role, "weight"))
                 took = take_override(&s, r, rec);
-            if (took < 0) break;
+            if (!took && rec->role && !strcmp(rec->role, "kv-scale"))
+                took = take_kv_scale(&s, r, rec);
+            if (took < 0) {
+                k = -1;
+                break;
+            }
         }
         as_stream_close(r);
         if (k < 0) goto out;
     }
     if (as_fpcollect_check_complete(s.fc)) goto out;
+    for (int l = 0; s.n_kv && l < s.n_layers; l++) /* a KV cache scheme covers every layer */
+        for (int which = 0; which < 2; which++)
+            if (!(s.kv_scale[l * 2 + which] > 0)) {
+                as_fail("tensor model.layers.%d.self_attn.%c_scale: missing from the input "
+                        "stream (FP8 KV-cache scales must cover all %d layers: as-lepto "
+                        "--kv-cache fp8)",
+                        l, which ? 'v' : 'k', s.n_layers);
+                goto out;
+            }
     int nq = as_fpcollect_count(s.fc);
     if (!nq) {
         as_fail("no FP/INT8 quantized linears in the input stream (expected weight_codes/"
@@ -703,6 +768,11 @@ int as_pack_fp(const struct as_pack_fp_opts *o) {
         }
     }
     if (f == F_AUTO) f = format_for_weights(l0->w.kind);
+    if (s.n_kv && f == F_DEEPSEEK) {
+        as_fail("format fp8 (DeepSeek block) has no kv_cache_scheme: write the FP8 KV-cache "
+                "scales with a compressed-tensors format (ct-fp, float-quantized, ...)");
+        goto out;
+    }
     if (!format_accepts(f, l0->w.kind, l0->act)) {
         as_fail("format %s cannot hold weights %s with activations %s", format_names[f],
                 as_wq_names[l0->w.kind], as_aq_names[l0->act]);
@@ -775,6 +845,14 @@ int as_pack_fp(const struct as_pack_fp_opts *o) {
             e = add(s.w, prefix, "input_scale", AS_F32, 1, 1, 0, &is, 4);
         if (e) goto out;
     }
+    for (int l = 0; s.n_kv && l < s.n_layers; l++) /* FP8 KV cache: F32 [1] per layer */
+        for (int which = 0; which < 2; which++) {
+            char prefix[64];
+            snprintf(prefix, sizeof prefix, "model.layers.%d.self_attn", l);
+            if (add(s.w, prefix, which ? "v_scale" : "k_scale", AS_F32, 1, 1, 0,
+                    &s.kv_scale[l * 2 + which], 4))
+                goto out;
+        }
     for (int i = 0; i < nq; i++) {
         char name[1100];
         snprintf(name, sizeof name, "%s.weight", as_fpcollect_get(s.fc, i)->prefix);
@@ -788,6 +866,10 @@ int as_pack_fp(const struct as_pack_fp_opts *o) {
     s.w = NULL;
     if (e) goto out;
     json_t *qcfg = quant_config(f, l0, (const char *const *)s.skipped, s.n_skipped);
+    if (s.n_kv) /* llm-compressor's FP8 KV cache: static per-tensor scales */
+        json_object_set_new(qcfg, "kv_cache_scheme",
+                            json_pack("{s:i, s:s, s:s, s:b, s:b}", "num_bits", 8, "type", "float",
+                                      "strategy", "tensor", "dynamic", 0, "symmetric", 1));
     json_object_set_new(s.config, "quantization_config", qcfg);
     snprintf(path, sizeof path, "%s/config.json", s.tmp);
     if (json_dump_file(s.config, path, JSON_INDENT(2))) {
@@ -840,6 +922,20 @@ int as_pack_fp(const struct as_pack_fp_opts *o) {
             free(got), free(want);
         }
         as_ckpt_close(back);
+        if (!bad && s.n_kv) { /* the KV scales as as-eval reads them */
+            struct as_model_config mc = {.n_layers = s.n_layers};
+            struct as_model mm = {.cfg = mc};
+            struct as_kv_quant *kq = NULL;
+            if (as_kv_quant_from_checkpoint(&mm, s.tmp, &kq) || !kq) {
+                if (!kq && !bad) as_fail("verify: %s: no kv_cache_scheme read back", o->out_dir);
+                bad = -1;
+            }
+            for (int l = 0; kq && !bad && l < s.n_layers; l++)
+                if (kq->k_scale[l] != s.kv_scale[l * 2] || kq->v_scale[l] != s.kv_scale[l * 2 + 1])
+                    bad = as_fail("verify: layer %d: KV-cache scales read back from %s differ", l,
+                                  o->out_dir);
+            as_kv_quant_free(kq);
+        }
         if (bad) goto out;
     }
     if (as_atomic_dir_commit(s.tmp, o->out_dir)) goto out;
@@ -852,10 +948,11 @@ int as_pack_fp(const struct as_pack_fp_opts *o) {
                n_packed, s.n_skipped, o->verify ? "true" : "false");
     else
         fprintf(stderr,
-                "%s: wrote %s (%s, weights %s, activations %s): %d linears, %d packed, "
+                "%s: wrote %s (%s, weights %s, activations %s%s): %d linears, %d packed, "
                 "%d kept dequantized%s\n",
                 as_progname(), o->out_dir, format_names[f], as_wq_names[l0->w.kind],
-                as_aq_names[l0->act], nq, n_packed, s.n_skipped, o->verify ? ", verified" : "");
+                as_aq_names[l0->act], s.n_kv ? ", FP8 KV cache" : "", nq, n_packed, s.n_skipped,
+                o->verify ? ", verified" : "");
     rc = 0;
 out:
     if (rc) {

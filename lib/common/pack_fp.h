@@ -11,6 +11,7 @@
  *   PREFIX.weight_global_scale  role "fp-global-scale": F32 [1] (nvfp4)
  *   PREFIX.input_scale          role "input-scale": F32 [1] (static FP8/INT8 activations; nvfp4:
  *                               the input global scale 448*6/amax)
+ *   model.layers.N.self_attn.k_scale / v_scale   role "kv-scale": F32 [1] (FP8 KV cache)
  * plus role "weight" records for tensors the scheme rewrites (SmoothQuant's rescaled norms).
  *
  * Checkpoints (as_pack_fp): compressed-tensors float-quantized, int-quantized,
@@ -39,6 +40,13 @@ struct as_fplinear {
 int as_fplinear_write(struct as_stream_writer *w, const char *prefix, int layer,
                       const struct as_fpq_weight *q, enum as_aq_kind act, float input_scale,
                       json_t *attrs);
+
+/* FP8 KV-cache scales of one layer: records model.layers.N.self_attn.k_scale and v_scale, role
+ * "kv-scale", F32 [1] (attrs may be NULL). as_pack_fp writes them as F32 [1] tensors under the
+ * same names plus quantization_config.kv_cache_scheme {num_bits 8, type float, strategy tensor,
+ * dynamic false, symmetric true}; they must cover every layer. */
+int as_kvscale_write(struct as_stream_writer *w, int layer, float k_scale, float v_scale,
+                     json_t *attrs);
 
 /* Gathers fp linears from stream records, in any order. */
 struct as_fpcollect;
@@ -88,5 +96,12 @@ int as_fp_load_linear(const struct as_ckpt *c, const json_t *qc, const char *pre
  * as_act_quant, or NULL when the checkpoint quantizes no activations. -1 with as_fail. */
 int as_act_quant_from_checkpoint(const struct as_model *m, const char *dir,
                                  struct as_act_quant **out);
+
+/* The FP8 KV cache a checkpoint declares (quantization_config.kv_cache_scheme: FP8, strategy
+ * tensor, static; per layer model.layers.N.self_attn.k_scale / v_scale, one positive finite
+ * element each): *out is a new as_kv_quant, or NULL when there is no kv_cache_scheme. -1 with
+ * as_fail naming the file and tensor (missing, bad shape, NaN or non-positive scale). */
+int as_kv_quant_from_checkpoint(const struct as_model *m, const char *dir,
+                                struct as_kv_quant **out);
 
 #endif

@@ -29,6 +29,9 @@ int as_qlinear_check(const struct as_qlinear *l, const char *prefix) {
     if (l->N <= 0 || l->K <= 0) return as_fail("layer %s: bad shape [%d, %d]", prefix, l->N, l->K);
     if (!l->q || !l->scale || !l->zero || !l->g_idx)
         return as_fail("layer %s: missing q/scale/zero/g_idx array", prefix);
+    if (l->minv && l->sym)
+        return as_fail(
+            "layer %s: a float minimum on a symmetric layer (sym means zero = 2^(bits-1))", prefix);
     int maxq = (1 << l->bits) - 1, G = as_qlinear_groups(l);
     for (size_t i = 0; i < (size_t)l->N * l->K; i++)
         if (l->q[i] > maxq)
@@ -40,6 +43,9 @@ int as_qlinear_check(const struct as_qlinear *l, const char *prefix) {
                            (int)l->zero[i], i / G, i % G, maxq);
         if (!isfinite(l->scale[i]))
             return as_fail("layer %s: scale at [%zu,%zu] is not finite", prefix, i / G, i % G);
+        if (l->minv && !isfinite(l->minv[i]))
+            return as_fail("layer %s: float minimum at [%zu,%zu] is not finite", prefix, i / G,
+                           i % G);
     }
     for (int k = 0; k < l->K; k++)
         if (l->g_idx[k] < 0 || l->g_idx[k] >= G)
@@ -50,6 +56,12 @@ int as_qlinear_check(const struct as_qlinear *l, const char *prefix) {
 
 int as_gptq_packable(const struct as_qlinear *l, char *why, size_t why_len) {
     int maxq = (1 << l->bits) - 1, G = as_qlinear_groups(l), half = (maxq + 1) / 2;
+    if (l->minv) { /* Q4_1-style x = d*q + m has no integer zero to store */
+        snprintf(why, why_len,
+                 "float minimum (w = scale*q + min, as-gptq --float-min): GPTQ v1 stores an "
+                 "integer zero point");
+        return 0;
+    }
     if (l->bits != 2 && l->bits != 3 && l->bits != 4 && l->bits != 8) {
         snprintf(why, why_len, "GPTQ stores 2, 3, 4 or 8 bits, not %d", l->bits);
         return 0;

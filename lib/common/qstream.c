@@ -43,6 +43,9 @@ int as_qlinear_write(struct as_stream_writer *w, const char *prefix, int layer,
                            l->group_size <= 0 ? -1 : l->group_size, "sym", l->sym, "act_order",
                            l->has_act_order);
     if (attrs) json_object_update(qa, attrs);
+    /* the qweight record says whether a PREFIX.min record belongs to the layer */
+    if (l->minv) json_object_set_new(qa, "float_min", json_true());
+    else json_object_del(qa, "float_min");
     int64_t shape_nk[2] = {l->N, l->K}, shape_ng[2] = {l->N, G}, shape_k[1] = {l->K};
     int rc = 0;
     snprintf(name, sizeof name, "%s.qweight", prefix);
@@ -51,15 +54,20 @@ int as_qlinear_write(struct as_stream_writer *w, const char *prefix, int layer,
     if (!rc) rc |= as_stream_write_tensor(w, name, "scale", layer, AS_F32, 2, shape_ng, NULL, l->scale);
     snprintf(name, sizeof name, "%s.zero", prefix);
     if (!rc) rc |= as_stream_write_tensor(w, name, "zero", layer, AS_I32, 2, shape_ng, NULL, l->zero);
+    snprintf(name, sizeof name, "%s.min", prefix);
+    if (!rc && l->minv)
+        rc |= as_stream_write_tensor(w, name, "min", layer, AS_F32, 2, shape_ng, NULL, l->minv);
     snprintf(name, sizeof name, "%s.g_idx", prefix);
     if (!rc) rc |= as_stream_write_tensor(w, name, "g_idx", layer, AS_I32, 1, shape_k, NULL, l->g_idx);
     json_decref(qa);
     return rc ? -1 : 0;
 }
 
-enum { PART_Q, PART_SCALE, PART_ZERO, PART_GIDX, PART_COUNT };
-static const char *const part_roles[PART_COUNT] = {"qweight", "scale", "zero", "g_idx"};
-static const char *const part_suffix[PART_COUNT] = {".qweight", ".scale", ".zero", ".g_idx"};
+/* PART_MIN is optional: present exactly when the qweight record's attrs say float_min. */
+enum { PART_Q, PART_SCALE, PART_ZERO, PART_GIDX, PART_MIN, PART_COUNT };
+static const char *const part_roles[PART_COUNT] = {"qweight", "scale", "zero", "g_idx", "min"};
+static const char *const part_suffix[PART_COUNT] = {".qweight", ".scale", ".zero", ".g_idx",
+                                                    ".min"};
 
 struct qentry {
     char *prefix;
@@ -93,10 +101,22 @@ static struct qentry *entry_for(struct as_qcollect *qc, const char *prefix) {
     return e;
 }
 
-/* Once all four parts are in, check that their shapes agree and build the qlinear. */
+static int wants_min(const struct qentry *e) {
+    return e->have[PART_Q] && json_is_true(json_object_get(e->attrs, "float_min"));
+}
+
+/* Once all parts are in, check that their shapes agree and build the qlinear. */
 static int finish_entry(struct as_qcollect *qc, struct qentry *e, const char *stream) {
     int N = (int)e->shape[PART_Q][0], K = (int)e->shape[PART_Q][1];
     int G = (int)e->shape[PART_SCALE][1];
+    if (e->have[PART_MIN] && !wants_min(e))
+        return as_fail("stream %s: tensor %s.min: the qweight record's attrs do not say "
+                       "float_min",
+                       stream, e->prefix);
+    if (e->have[PART_MIN] && (e->shape[PART_MIN][0] != N || e->shape[PART_MIN][1] != G))
+        return as_fail("stream %s: tensor %s.min: shape [%lld,%lld], scale is [%d,%d]", stream,
+                       e->prefix, (long long)e->shape[PART_MIN][0],
+                       (long long)e->shape[PART_MIN][1], N, G);
     if (e->shape[PART_SCALE][0] != N || e->shape[PART_ZERO][0] != N ||
         e->shape[PART_ZERO][1] != G || e->shape[PART_GIDX][0] != K)
         return as_fail("stream %s: tensor %s: qweight [%d,%d], scale [%lld,%d], zero [%lld,%lld], "
@@ -133,8 +153,8 @@ int as_qcollect_offer(struct as_qcollect *qc, struct as_stream_reader *r, const 
     if (n <= sl || strcmp(rec->name + n - sl, part_suffix[part]))
         return as_fail("stream %s: tensor %s: role %s but the name does not end in %s", stream,
                        rec->name, rec->role, part_suffix[part]);
-    static const enum as_dtype want_dtype[PART_COUNT] = {AS_U8, AS_F32, AS_I32, AS_I32};
-    static const int want_ndim[PART_COUNT] = {2, 2, 2, 1};
+    static const enum as_dtype want_dtype[PART_COUNT] = {AS_U8, AS_F32, AS_I32, AS_I32, AS_F32};
+    static const int want_ndim[PART_COUNT] = {2, 2, 2, 1, 2};
     if (rec->dtype != want_dtype[part] || rec->ndim != want_ndim[part])
         return as_fail("stream %s: tensor %s: expected %s with %d dimensions, got %s with %d",
                        stream, rec->name, as_dtype_name(want_dtype[part]), want_ndim[part],
@@ -144,6 +164,9 @@ int as_qcollect_offer(struct as_qcollect *qc, struct as_stream_reader *r, const 
     struct qentry *e = entry_for(qc, prefix);
     if (e->have[part])
         return as_fail("stream %s: tensor %s appears twice", stream, rec->name);
+    if (e->complete) /* only an unannounced .min can come after its layer is complete */
+        return as_fail("stream %s: tensor %s: the qweight record's attrs do not say float_min",
+                       stream, rec->name);
     const void *data = as_stream_payload(r);
     if (!data) return -1;
     void *copy = as_xmalloc(rec->nbytes);
@@ -158,9 +181,11 @@ int as_qcollect_offer(struct as_qcollect *qc, struct as_stream_reader *r, const 
         break;
     case PART_SCALE: e->l.scale = copy; break;
     case PART_ZERO: e->l.zero = copy; break;
-    default: e->l.g_idx = copy; break;
+    case PART_GIDX: e->l.g_idx = copy; break;
+    default: e->l.minv = copy; break;
     }
-    if (e->have[0] && e->have[1] && e->have[2] && e->have[3])
+    if (e->have[PART_Q] && e->have[PART_SCALE] && e->have[PART_ZERO] && e->have[PART_GIDX] &&
+        (e->have[PART_MIN] || !wants_min(e)))
         return finish_entry(qc, e, stream) ? -1 : 1;
     return 1;
 }
@@ -185,7 +210,7 @@ int as_qcollect_check_complete(const struct as_qcollect *qc) {
     for (int i = 0; i < qc->n; i++)
         if (!qc->e[i].complete) {
             for (int p = 0; p < PART_COUNT; p++)
-                if (!qc->e[i].have[p])
+                if (!qc->e[i].have[p] && (p != PART_MIN || wants_min(&qc->e[i])))
                     return as_fail("tensor %s%s: missing from the stream (incomplete quantized "
                                    "layer)",
                                    qc->e[i].prefix, part_suffix[p]);
@@ -201,6 +226,7 @@ void as_qcollect_free(struct as_qcollect *qc) {
         free(qc->e[i].l.scale);
         free(qc->e[i].l.zero);
         free(qc->e[i].l.g_idx);
+        free(qc->e[i].l.minv);
         json_decref(qc->e[i].attrs);
     }
     free(qc->e);
@@ -213,6 +239,12 @@ void as_qlinear_dequant(const struct as_qlinear *l, float *w_hat) {
     for (int n = 0; n < l->N; n++)
         for (int k = 0; k < l->K; k++) {
             int g = l->g_idx[k];
+            if (l->minv) { /* d * q + m, as ggml's dequantize_row_q4_1 */
+                w_hat[(size_t)n * l->K + k] =
+                    l->scale[(size_t)n * G + g] * (float)l->q[(size_t)n * l->K + k] +
+                    l->minv[(size_t)n * G + g];
+                continue;
+            }
             w_hat[(size_t)n * l->K + k] =
                 l->scale[(size_t)n * G + g] * ((float)l->q[(size_t)n * l->K + k] -
                                                (float)l->zero[(size_t)n * G + g]);

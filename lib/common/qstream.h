@@ -8,7 +8,9 @@
  *   a quantized linear PREFIX ("model.layers.N.self_attn.q_proj") as four records
  *   PREFIX.qweight (role "qweight", U8 codes [N,K], attrs bits/group_size/sym/act_order/...),
  *   PREFIX.scale ("scale", F32 [N,G]), PREFIX.zero ("zero", I32 [N,G]), PREFIX.g_idx ("g_idx",
- *   I32 [K]). as_qcollect gathers them back into struct as_qlinear, in any record order. */
+ *   I32 [K]); a float-minimum layer (as-gptq --float-min, attrs float_min: true) adds
+ *   PREFIX.min ("min", F32 [N,G]; W_hat = scale * q + min). as_qcollect gathers them back into
+ *   struct as_qlinear, in any record order. */
 #ifndef AS_QSTREAM_H
 #define AS_QSTREAM_H
 
@@ -26,8 +28,9 @@ int as_linear_parse(const char *name, int *layer, enum as_linear *which);
 /* "model.layers.N.self_attn.q_proj" (no ".weight"). */
 void as_linear_prefix(int layer, enum as_linear which, char *buf, size_t n);
 
-/* Write the four records of a quantized linear. `attrs` (may be NULL) is merged into the
- * qweight record's attrs together with bits/group_size/sym/act_order. */
+/* Write the four records of a quantized linear (five with l->minv, and float_min: true in the
+ * qweight attrs). `attrs` (may be NULL) is merged into the qweight record's attrs together with
+ * bits/group_size/sym/act_order. */
 int as_qlinear_write(struct as_stream_writer *w, const char *prefix, int layer,
                      const struct as_qlinear *l, json_t *attrs);
 
@@ -44,11 +47,11 @@ const struct as_qlinear *as_qcollect_get(const struct as_qcollect *qc, int i, co
                                          const json_t **attrs);
 /* Find a complete layer by prefix; NULL if absent. */
 const struct as_qlinear *as_qcollect_find(const struct as_qcollect *qc, const char *prefix);
-/* -1 with as_fail naming the first incomplete layer (some of its four records missing). */
+/* -1 with as_fail naming the first incomplete layer (some of its records missing). */
 int as_qcollect_check_complete(const struct as_qcollect *qc);
 void as_qcollect_free(struct as_qcollect *qc);
 
-/* W_hat = scale * (q - zero) of a qlinear, f32 [N,K]. */
+/* W_hat = scale * (q - zero) of a qlinear, or scale * q + minv with a float minimum; f32 [N,K]. */
 void as_qlinear_dequant(const struct as_qlinear *l, float *w_hat);
 
 #endif

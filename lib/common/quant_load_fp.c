@@ -22,7 +22,6 @@
 #include "pack_fp.h"
 #include "safetensors.h"
 
-
 /* Python re.match semantics (anchored at the start) via PCRE2. */
 static int re_match(const char *pattern, const char *subject) {
     int err;
@@ -115,13 +114,14 @@ static const struct as_st_tensor *expect(const struct as_ckpt *c, const char *pr
                      (long long)t->shape[i]);
         strcat(got, "]");
         if (ndim == 0)
-            as_fail("file %s: tensor %s: shape %s, expected one element", as_ckpt_file_of(c, t), name, got);
+            as_fail("file %s: tensor %s: shape %s, expected one element", as_ckpt_file_of(c, t),
+                    name, got);
         else if (ndim == 1)
-            as_fail("file %s: tensor %s: shape %s, expected [%lld]", as_ckpt_file_of(c, t), name, got,
-                    (long long)d0);
+            as_fail("file %s: tensor %s: shape %s, expected [%lld]", as_ckpt_file_of(c, t), name,
+                    got, (long long)d0);
         else
-            as_fail("file %s: tensor %s: shape %s, expected [%lld, %lld]", as_ckpt_file_of(c, t), name, got,
-                    (long long)d0, (long long)d1);
+            as_fail("file %s: tensor %s: shape %s, expected [%lld, %lld]", as_ckpt_file_of(c, t),
+                    name, got, (long long)d0, (long long)d1);
         return NULL;
     }
     return t;
@@ -212,8 +212,8 @@ static int load_fp4(const struct as_ckpt *c, const char *prefix, int64_t N, int6
         for (size_t i = 0; i < (size_t)N * (K / g); i++)
             if (q.scale8[i] == 0xFF) {
                 free(q.scale8);
-                return as_fail("file %s: tensor %s: E8M0 scale 0xFF (NaN) at %zu", as_ckpt_file_of(c, ts),
-                               ts->name, i);
+                return as_fail("file %s: tensor %s: E8M0 scale 0xFF (NaN) at %zu",
+                               as_ckpt_file_of(c, ts), ts->name, i);
             }
     return dequant_into(&q, tw->data, dst);
 }
@@ -508,5 +508,64 @@ int as_act_quant_from_checkpoint(const struct as_model *m, const char *dir,
         return rc;
     }
     *out = aq;
+    return 0;
+}
+
+/* kv_cache_scheme (compressed-tensors, as llm-compressor writes it): FP8 E4M3, one static scale
+ * per tensor: model.layers.N.self_attn.k_scale / v_scale, one element each. */
+int as_kv_quant_from_checkpoint(const struct as_model *m, const char *dir,
+                                struct as_kv_quant **out) {
+    *out = NULL;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    json_error_t jerr;
+    json_t *cfg = json_load_file(path, 0, &jerr);
+    if (!cfg) return as_fail("%s: line %d: %s", path, jerr.line, jerr.text);
+    const json_t *kv =
+        json_object_get(json_object_get(cfg, "quantization_config"), "kv_cache_scheme");
+    if (!kv || json_is_null(kv)) {
+        json_decref(cfg);
+        return 0;
+    }
+    const char *type = json_string_value(json_object_get(kv, "type"));
+    const char *strategy = json_string_value(json_object_get(kv, "strategy"));
+    json_int_t bits = json_integer_value(json_object_get(kv, "num_bits"));
+    const json_t *dyn = json_object_get(kv, "dynamic");
+    if (!json_is_object(kv) || bits != 8 || !type || strcmp(type, "float") ||
+        (strategy && strcmp(strategy, "tensor")) || json_is_true(dyn)) {
+        int rc = as_fail("%s: quantization_config: kv_cache_scheme (%s, %lld bits, strategy %s%s) "
+                         "is not supported: expected FP8 (num_bits 8, type float), strategy "
+                         "tensor, static scales",
+                         path, type ? type : "?", (long long)bits, strategy ? strategy : "?",
+                         json_is_true(dyn) ? ", dynamic" : "");
+        json_decref(cfg);
+        return rc;
+    }
+    json_decref(cfg);
+    struct as_ckpt *ck = as_ckpt_open(dir);
+    if (!ck) return -1;
+    struct as_kv_quant *kq = as_kv_quant_new(m->cfg.n_layers);
+    int rc = 0;
+    for (int l = 0; l < m->cfg.n_layers && !rc; l++)
+        for (int which = 0; which < 2 && !rc; which++) {
+            char prefix[64], what[700];
+            snprintf(prefix, sizeof prefix, "model.layers.%d.self_attn", l);
+            const struct as_st_tensor *t =
+                expect(ck, prefix, which ? "v_scale" : "k_scale", DT_FLOATS, 0, 1, 1);
+            float s;
+            if (!t || as_ckpt_read_f32(ck, t, &s)) {
+                rc = -1;
+                break;
+            }
+            snprintf(what, sizeof what, "file %s: tensor %s", as_ckpt_file_of(ck, t), t->name);
+            rc = as_kv_scale_check(s, what);
+            (which ? kq->v_scale : kq->k_scale)[l] = s;
+        }
+    as_ckpt_close(ck);
+    if (rc) {
+        as_kv_quant_free(kq);
+        return -1;
+    }
+    *out = kq;
     return 0;
 }

@@ -13,6 +13,9 @@
 #include "atomic_file.h"
 #include "ref_policy.h"
 
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack */
+#include <xxhash.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -20,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -546,29 +550,321 @@ int as_ckpt_read_f32(const struct as_ckpt *c, const struct as_st_tensor *t, floa
 
 /* ---- writer ---- */
 
+/* Plain mode: entries hold the caller's pointers (or copies) until finish writes the one file.
+ * Sharded mode: entries describe the current shard; their data is either buffered (owned copies,
+ * up to buf_limit bytes) or already written to the shard file ("spilled"), whose header space was
+ * reserved: the JSON header is written last, padded with spaces to the reserved size (the format
+ * allows trailing spaces in the header). xxh records what was written, for the read-back. */
 struct st_entry {
     char *name;
     enum as_dtype dtype;
     int ndim;
     int64_t shape[AS_MAX_DIMS];
     const void *data;
-    void *owned; /* copy made by as_st_writer_add_copy */
+    void *owned; /* copy made by as_st_writer_add_copy (or buffered by a sharded writer) */
     uint64_t nbytes;
+    uint64_t xxh; /* sharded: XXH3-64 of the data */
 };
 
 struct as_st_writer {
-    char *path;
+    char *path; /* plain: the file; sharded: the directory */
     struct st_entry *e;
     int n, cap;
     json_t *meta;
+    /* sharded mode */
+    int sharded, verify;
+    uint64_t max_shard, buf_limit;
+    struct as_st_shard_report *rep;
+    int fd;            /* current shard file once spilled, else -1 */
+    uint64_t cur;      /* data bytes of the current shard */
+    uint64_t buffered; /* of which held in memory */
+    uint64_t reserve;  /* header bytes reserved in the spilled file */
+    uint64_t hdr_len;  /* exact compact JSON header length of the current entries */
+    int n_shards;      /* finished shards */
+    char **names;      /* every tensor written, with its shard (1-based) */
+    int *shard_of;
+    int n_names, cap_names;
+    uint32_t *set; /* open-addressing hash set of indices+1 into names */
+    uint32_t set_cap;
+    uint64_t total;
 };
 
-struct as_st_writer *as_st_writer_new(const char *path) {
+static struct as_st_writer *writer_alloc(const char *path) {
     struct as_st_writer *w = as_xcalloc(1, sizeof *w);
     w->path = as_xstrdup(path);
     w->meta = json_object();
     json_object_set_new(w->meta, "format", json_string("pt")); /* transformers requires "pt" */
+    w->fd = -1;
     return w;
+}
+
+struct as_st_writer *as_st_writer_new(const char *path) {
+    return writer_alloc(path);
+}
+
+static void shard_part_path(const struct as_st_writer *w, int shard, char *buf, size_t n) {
+    snprintf(buf, n, "%s/model.safetensors.%05d.part", w->path, shard); /* renamed by finish */
+}
+
+struct as_st_writer *as_st_writer_new_sharded(const char *dir, const struct as_st_shard_opts *o) {
+    struct as_st_writer *w = writer_alloc(dir);
+    w->sharded = 1;
+    w->max_shard = o && o->max_shard_bytes ? o->max_shard_bytes : AS_ST_DEFAULT_SHARD;
+    w->buf_limit = o ? o->buffer_bytes : AS_ST_DEFAULT_BUFFER;
+    w->verify = o ? o->verify : 1;
+    w->rep = o ? o->report : NULL;
+    return w;
+}
+
+/* ---- sharded writer internals ---- */
+
+static uint32_t name_hash(const char *s) {
+    return (uint32_t)XXH3_64bits(s, strlen(s));
+}
+
+/* 1 if the name was already written by this writer, else records it (shard filled in later). */
+static int names_add(struct as_st_writer *w, const char *name) {
+    if ((uint64_t)(w->n_names + 1) * 2 > w->set_cap) { /* grow and rehash */
+        uint32_t cap = w->set_cap ? 2 * w->set_cap : 1024;
+        uint32_t *set = as_xcalloc(cap, sizeof *set);
+        for (int i = 0; i < w->n_names; i++) {
+            uint32_t h = name_hash(w->names[i]) & (cap - 1);
+            while (set[h])
+                h = (h + 1) & (cap - 1);
+            set[h] = (uint32_t)i + 1;
+        }
+        free(w->set);
+        w->set = set, w->set_cap = cap;
+    }
+    uint32_t h = name_hash(name) & (w->set_cap - 1);
+    for (; w->set[h]; h = (h + 1) & (w->set_cap - 1))
+        if (!strcmp(w->names[w->set[h] - 1], name)) return 1;
+    if (w->n_names == w->cap_names) {
+        w->cap_names = w->cap_names ? 2 * w->cap_names : 256;
+        w->names = as_xrealloc(w->names, sizeof *w->names * (size_t)w->cap_names);
+        w->shard_of = as_xrealloc(w->shard_of, sizeof *w->shard_of * (size_t)w->cap_names);
+    }
+    w->names[w->n_names] = as_xstrdup(name);
+    w->shard_of[w->n_names] = w->n_shards + 1;
+    w->set[h] = (uint32_t)++w->n_names;
+    return 0;
+}
+
+static json_t *entry_json(const struct st_entry *e, uint64_t off) {
+    json_t *shape = json_array(), *t = json_object();
+    for (int d = 0; d < e->ndim; d++)
+        json_array_append_new(shape, json_integer(e->shape[d]));
+    json_object_set_new(t, "dtype", json_string(as_dtype_name(e->dtype)));
+    json_object_set_new(t, "shape", shape);
+    json_object_set_new(t, "data_offsets",
+                        json_pack("[II]", (json_int_t)off, (json_int_t)(off + e->nbytes)));
+    return t;
+}
+
+/* Length of ,"name":{...} in the compact header (0 if the name cannot be encoded). */
+static uint64_t entry_json_len(const struct st_entry *e, uint64_t off) {
+    json_t *o = json_object();
+    json_object_set_new(o, e->name, entry_json(e, off));
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    uint64_t n = s ? strlen(s) - 2 + 1 : 0;
+    free(s);
+    return n;
+}
+
+static int write_all(int fd, const void *buf, uint64_t n);
+
+/* Spill the buffered shard: create its file, reserve the header, write the buffered data. */
+static int shard_spill(struct as_st_writer *w) {
+    char path[4200];
+    shard_part_path(w, w->n_shards + 1, path, sizeof path);
+    w->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (w->fd < 0) return as_fail("%s: cannot create: %s", path, strerror(errno));
+    /* Room for this shard's header: generous (a large shard has few tensors), and at least twice
+     * what the tensors so far need; a shard whose header would outgrow it is closed early. */
+    uint64_t r = w->max_shard / 1024;
+    if (r < 65536) r = 65536;
+    if (r > 4u << 20) r = 4u << 20;
+    if (r < 2 * w->hdr_len + 4096) r = 2 * w->hdr_len + 4096;
+    w->reserve = (r + 7) & ~(uint64_t)7;
+    uint8_t zero[4096] = {0};
+    int bad = 0;
+    for (uint64_t k = 0; k < 8 + w->reserve && !bad; k += sizeof zero) {
+        uint64_t m = 8 + w->reserve - k;
+        bad = write_all(w->fd, zero, m < sizeof zero ? m : sizeof zero);
+    }
+    for (int i = 0; i < w->n && !bad; i++) {
+        bad = write_all(w->fd, w->e[i].data, w->e[i].nbytes);
+        free(w->e[i].owned);
+        w->e[i].owned = NULL, w->e[i].data = NULL;
+    }
+    if (bad) return as_fail("%s: write failed: %s", path, strerror(errno));
+    w->buffered = 0;
+    return 0;
+}
+
+static char *build_header(struct as_st_writer *w, uint64_t *len);
+
+/* Read the shard back: the strict reader parses its header, and every tensor must have the
+ * dtype, shape and data (XXH3-64, read with pread: no mapping stays resident) written. */
+static int shard_verify(struct as_st_writer *w, const char *path) {
+    struct as_st_file *f = as_st_open(path);
+    if (!f) return as_fail_prefix("verify: ");
+    int rc = -1;
+    uint64_t cap = 8u << 20;
+    uint8_t *buf = as_xmalloc(cap);
+    if (f->n_tensors != w->n) {
+        as_fail("%s: verify: %d tensors read back, %d written", path, f->n_tensors, w->n);
+        goto out;
+    }
+    for (int i = 0; i < w->n; i++) {
+        const struct st_entry *e = &w->e[i];
+        const struct as_st_tensor *t = as_st_find(f, e->name);
+        int same = t && t->dtype == e->dtype && t->ndim == e->ndim && t->nbytes == e->nbytes;
+        for (int d = 0; same && d < e->ndim; d++)
+            same = t->shape[d] == e->shape[d];
+        if (!same) {
+            as_fail("%s: tensor %s: verify: %s", path, e->name,
+                    t ? "dtype or shape read back differ from what was written" : "missing");
+            goto out;
+        }
+        XXH3_state_t st;
+        XXH3_64bits_reset(&st);
+        for (uint64_t k = 0; k < t->nbytes;) {
+            uint64_t m = t->nbytes - k < cap ? t->nbytes - k : cap;
+            ssize_t got = pread(f->fd, buf, (size_t)m, (off_t)(t->offset + k));
+            if (got < 0 && errno == EINTR) continue;
+            if (got <= 0) {
+                as_fail("%s: tensor %s: verify: read failed: %s", path, e->name,
+                        got ? strerror(errno) : "end of file");
+                goto out;
+            }
+            XXH3_64bits_update(&st, buf, (size_t)got);
+            k += (uint64_t)got;
+        }
+        if (XXH3_64bits_digest(&st) != e->xxh) {
+            as_fail("%s: tensor %s: verify: data read back differ from what was written", path,
+                    e->name);
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    free(buf);
+    as_st_close(f);
+    return rc;
+}
+
+static void entries_clear(struct as_st_writer *w) {
+    for (int i = 0; i < w->n; i++)
+        free(w->e[i].name), free(w->e[i].owned);
+    w->n = 0;
+}
+
+/* Finish the current shard: write its header (and, if still buffered, its data), verify. */
+static int shard_close(struct as_st_writer *w) {
+    char path[4200];
+    shard_part_path(w, w->n_shards + 1, path, sizeof path);
+    uint64_t hlen;
+    char *hdr = build_header(w, &hlen);
+    if (!hdr) return as_fail("%s: cannot build the header (tensor name not valid UTF-8?)", path);
+    int bad = 0;
+    if (w->fd < 0) { /* buffered: the exact header, then the data */
+        w->fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (w->fd < 0) {
+            free(hdr);
+            return as_fail("%s: cannot create: %s", path, strerror(errno));
+        }
+        uint8_t lenbuf[8];
+        for (int i = 0; i < 8; i++)
+            lenbuf[i] = (uint8_t)(hlen >> (8 * i));
+        bad = write_all(w->fd, lenbuf, 8) || write_all(w->fd, hdr, hlen);
+        for (int i = 0; i < w->n && !bad; i++)
+            bad = write_all(w->fd, w->e[i].data, w->e[i].nbytes);
+    } else { /* spilled: the header into the reserved space, padded with spaces */
+        if (hlen > w->reserve) { /* cannot happen: adds close the shard before */
+            free(hdr);
+            return as_fail("%s: header of %" PRIu64 " bytes outgrew its %" PRIu64 " reserved", path,
+                           hlen, w->reserve);
+        }
+        char *h = as_xmalloc(8 + w->reserve);
+        for (int i = 0; i < 8; i++)
+            h[i] = (char)(uint8_t)(w->reserve >> (8 * i));
+        memcpy(h + 8, hdr, hlen);
+        memset(h + 8 + hlen, ' ', w->reserve - hlen);
+        bad = lseek(w->fd, 0, SEEK_SET) != 0 || write_all(w->fd, h, 8 + w->reserve);
+        free(h);
+    }
+    free(hdr);
+    if (bad) as_fail("%s: write failed: %s", path, strerror(errno));
+    if (close(w->fd) && !bad) bad = as_fail("%s: write failed: %s", path, strerror(errno));
+    w->fd = -1;
+    if (bad) return -1;
+    if (w->verify && shard_verify(w, path)) return -1;
+    w->n_shards++;
+    w->total += w->cur;
+    entries_clear(w);
+    w->cur = w->buffered = w->reserve = w->hdr_len = 0;
+    return 0;
+}
+
+/* Write (or buffer) one tensor into the current shard; mapped: data is a read-only file
+ * mapping whose pages are dropped once written, so copying a tensor never grows the RSS. */
+static int sharded_add(struct as_st_writer *w, struct st_entry *e, int mapped) {
+    if (names_add(w, e->name)) return as_fail("%s: tensor %s: added twice", w->path, e->name);
+    int idx = w->n_names - 1;
+    /* HF semantics: a shard takes tensors until the next would exceed max_shard; a tensor larger
+     * than max_shard gets a shard of its own. */
+    if (w->n && w->cur + e->nbytes > w->max_shard && shard_close(w)) return -1;
+    uint64_t elen = entry_json_len(e, w->cur);
+    if (!elen) return as_fail("%s: tensor %s: name is not valid UTF-8", w->path, e->name);
+    if (w->fd >= 0 && w->hdr_len + elen > w->reserve) { /* header space used up: next shard */
+        if (shard_close(w)) return -1;
+        elen = entry_json_len(e, 0);
+    }
+    if (!w->n) { /* a new shard: its header starts with the metadata */
+        json_t *o = json_object();
+        json_object_set(o, "__metadata__", w->meta);
+        char *s = json_dumps(o, JSON_COMPACT);
+        json_decref(o);
+        w->hdr_len = s ? strlen(s) : 2;
+        free(s);
+    }
+    w->hdr_len += elen;
+    if (w->fd < 0 && w->buffered + e->nbytes > w->buf_limit && shard_spill(w)) return -1;
+    w->shard_of[idx] = w->n_shards + 1;
+    const uint8_t *src = e->data;
+    uint8_t *copy = w->fd < 0 && e->nbytes ? as_xmalloc((size_t)e->nbytes) : NULL;
+    XXH3_state_t st;
+    XXH3_64bits_reset(&st);
+    const uint64_t chunk = 64u << 20;
+    long page = sysconf(_SC_PAGESIZE);
+    for (uint64_t k = 0; k < e->nbytes; k += chunk) {
+        uint64_t m = e->nbytes - k < chunk ? e->nbytes - k : chunk;
+        XXH3_64bits_update(&st, src + k, (size_t)m);
+        if (copy)
+            memcpy(copy + k, src + k, (size_t)m);
+        else if (write_all(w->fd, src + k, m)) {
+            free(copy);
+            return as_fail("%s: tensor %s: write failed: %s", w->path, e->name, strerror(errno));
+        }
+        if (mapped) { /* whole pages inside [k, k+m) */
+            uintptr_t a = ((uintptr_t)(src + k) + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
+            uintptr_t b = (uintptr_t)(src + k + m) & ~((uintptr_t)page - 1);
+            if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+        }
+    }
+    e->xxh = XXH3_64bits_digest(&st);
+    e->owned = copy;
+    e->data = copy;
+    if (copy) w->buffered += e->nbytes;
+    w->cur += e->nbytes;
+    if (w->n == w->cap) {
+        w->cap = w->cap ? 2 * w->cap : 16;
+        w->e = as_xrealloc(w->e, sizeof *w->e * (size_t)w->cap);
+    }
+    w->e[w->n++] = *e;
+    return 0;
 }
 
 static int writer_add(struct as_st_writer *w, const char *name, enum as_dtype dtype, int ndim,
@@ -590,24 +886,25 @@ static int writer_add(struct as_st_writer *w, const char *name, enum as_dtype dt
                        as_dtype_name(dtype), need);
     }
     if (nbytes && !data) return as_fail("%s: tensor %s: no data", w->path, name);
+    struct st_entry ne = {.dtype = dtype, .ndim = ndim, .nbytes = nbytes, .data = data};
+    if (ndim) memcpy(ne.shape, shape, sizeof *shape * (size_t)ndim);
+    if (w->sharded) {
+        ne.name = as_xstrdup(name);
+        if (sharded_add(w, &ne, copy == 2) == 0) return 0;
+        free(ne.name);
+        return -1;
+    }
     if (w->n == w->cap) {
         w->cap = w->cap ? 2 * w->cap : 16;
         w->e = as_xrealloc(w->e, sizeof *w->e * (size_t)w->cap);
     }
-    struct st_entry *e = &w->e[w->n++];
-    memset(e, 0, sizeof *e);
-    e->name = as_xstrdup(name);
-    e->dtype = dtype;
-    e->ndim = ndim;
-    if (ndim) memcpy(e->shape, shape, sizeof *shape * (size_t)ndim);
-    e->nbytes = nbytes;
+    ne.name = as_xstrdup(name);
     if (copy && nbytes) {
-        e->owned = as_xmalloc((size_t)nbytes);
-        memcpy(e->owned, data, (size_t)nbytes);
-        e->data = e->owned;
-    } else {
-        e->data = data;
+        ne.owned = as_xmalloc((size_t)nbytes);
+        memcpy(ne.owned, data, (size_t)nbytes);
+        ne.data = ne.owned;
     }
+    w->e[w->n++] = ne;
     return 0;
 }
 
@@ -621,6 +918,58 @@ int as_st_writer_add_copy(struct as_st_writer *w, const char *name, enum as_dtyp
     return writer_add(w, name, dtype, ndim, shape, data, nbytes, 1);
 }
 
+int as_st_writer_add_mapped(struct as_st_writer *w, const char *name, enum as_dtype dtype, int ndim,
+                            const int64_t *shape, const void *data, uint64_t nbytes) {
+    return writer_add(w, name, dtype, ndim, shape, data, nbytes, w->sharded ? 2 : 0);
+}
+
+int as_st_writer_add_all(struct as_st_writer *dst, struct as_st_writer *src) {
+    int rc = 0;
+    for (int i = 0; i < src->n && !rc; i++) {
+        struct st_entry *e = &src->e[i];
+        if (!dst->sharded && e->owned) { /* hand the copy over */
+            rc = writer_add(dst, e->name, e->dtype, e->ndim, e->shape, e->data, e->nbytes, 0);
+            if (!rc) dst->e[dst->n - 1].owned = e->owned, e->owned = NULL;
+        } else {
+            rc = writer_add(dst, e->name, e->dtype, e->ndim, e->shape, e->data, e->nbytes, 0);
+        }
+    }
+    entries_clear(src);
+    return rc;
+}
+
+struct as_ckpt *as_st_writer_view(const struct as_st_writer *w) {
+    if (w->sharded) {
+        as_fail("%s: a sharded writer has no view (its tensors are on disk)", w->path);
+        return NULL;
+    }
+    struct as_st_file *f = as_xcalloc(1, sizeof *f);
+    f->path = as_xstrdup(w->path);
+    f->fd = -1; /* no mapping of ours: as_st_close only frees */
+    f->tensors = as_xcalloc((size_t)(w->n ? w->n : 1), sizeof *f->tensors);
+    f->by_name = as_xmalloc(sizeof *f->by_name * (size_t)(w->n ? w->n : 1));
+    for (int i = 0; i < w->n; i++) {
+        struct as_st_tensor *t = &f->tensors[i];
+        const struct st_entry *e = &w->e[i];
+        t->name = as_xstrdup(e->name);
+        t->dtype = e->dtype, t->ndim = e->ndim;
+        memcpy(t->shape, e->shape, sizeof t->shape);
+        tensor_size(e->dtype, e->ndim, e->shape, &t->numel, &t->nbytes);
+        t->data = e->data;
+        f->by_name[i] = t;
+    }
+    f->n_tensors = w->n;
+    qsort(f->by_name, (size_t)f->n_tensors, sizeof *f->by_name, cmp_tensor_ptr_name);
+    struct as_ckpt *c = as_xcalloc(1, sizeof *c);
+    c->dir = as_xstrdup(w->path);
+    ckpt_add_file(c, f);
+    if (ckpt_index_tensors(c, w->path)) {
+        as_ckpt_close(c);
+        return NULL;
+    }
+    return c;
+}
+
 int as_st_writer_set_metadata(struct as_st_writer *w, const char *key, const char *value) {
     json_t *s = value ? json_string(value) : NULL;
     if (!key || !s || json_object_set_new(w->meta, key, s) != 0)
@@ -631,9 +980,21 @@ int as_st_writer_set_metadata(struct as_st_writer *w, const char *key, const cha
 
 void as_st_writer_abort(struct as_st_writer *w) {
     if (!w) return;
-    for (int i = 0; i < w->n; i++)
-        free(w->e[i].name), free(w->e[i].owned);
+    if (w->fd >= 0) close(w->fd);
+    if (w->sharded) { /* remove the shards written so far (the staged directory goes anyway) */
+        char p[4200];
+        for (int s = 1; s <= w->n_shards + 1; s++) {
+            shard_part_path(w, s, p, sizeof p);
+            unlink(p);
+        }
+    }
+    entries_clear(w);
     free(w->e);
+    for (int i = 0; i < w->n_names; i++)
+        free(w->names[i]);
+    free(w->names);
+    free(w->shard_of);
+    free(w->set);
     json_decref(w->meta);
     free(w->path);
     free(w);
@@ -667,16 +1028,8 @@ static char *build_header(struct as_st_writer *w, uint64_t *len) {
     json_object_set(root, "__metadata__", w->meta);
     uint64_t off = 0;
     for (int i = 0; i < w->n; i++) {
-        struct st_entry *e = &w->e[i];
-        json_t *shape = json_array(), *t = json_object();
-        for (int d = 0; d < e->ndim; d++)
-            json_array_append_new(shape, json_integer(e->shape[d]));
-        json_object_set_new(t, "dtype", json_string(as_dtype_name(e->dtype)));
-        json_object_set_new(t, "shape", shape);
-        json_object_set_new(t, "data_offsets",
-                            json_pack("[II]", (json_int_t)off, (json_int_t)(off + e->nbytes)));
-        json_object_set_new(root, e->name, t);
-        off += e->nbytes;
+        json_object_set_new(root, w->e[i].name, entry_json(&w->e[i], off));
+        off += w->e[i].nbytes;
     }
     char *s = json_dumps(root, JSON_COMPACT);
     json_decref(root);
@@ -690,7 +1043,53 @@ static char *build_header(struct as_st_writer *w, uint64_t *len) {
     return h;
 }
 
+/* Sharded finish: the last shard, then the final names (one shard: model.safetensors as an
+ * unsharded checkpoint; else model-0000i-of-0000n.safetensors and the index). */
+static int sharded_finish(struct as_st_writer *w) {
+    if ((w->n || !w->n_shards) && shard_close(w)) return -1;
+    char from[4200], to[4200];
+    int n = w->n_shards;
+    for (int s = 1; s <= n; s++) {
+        shard_part_path(w, s, from, sizeof from);
+        if (n == 1)
+            snprintf(to, sizeof to, "%s/model.safetensors", w->path);
+        else
+            snprintf(to, sizeof to, "%s/model-%05d-of-%05d.safetensors", w->path, s, n);
+        if (rename(from, to))
+            return as_fail("%s: cannot rename to %s: %s", from, to, strerror(errno));
+    }
+    if (w->rep) {
+        w->rep->n_shards = n;
+        w->rep->n_tensors = w->n_names;
+        w->rep->total_bytes = w->total;
+    }
+    if (n == 1) return 0;
+    /* model.safetensors.index.json as transformers writes it: metadata.total_size (the tensor
+     * data bytes) and weight_map (tensor -> shard file). */
+    json_t *wm = json_object();
+    for (int i = 0; i < w->n_names; i++) {
+        snprintf(to, sizeof to, "model-%05d-of-%05d.safetensors", w->shard_of[i], n);
+        json_object_set_new(wm, w->names[i], json_string(to));
+    }
+    json_t *idx = json_pack("{s:{s:I},s:o}", "metadata", "total_size", (json_int_t)w->total,
+                            "weight_map", wm);
+    snprintf(to, sizeof to, "%s/model.safetensors.index.json", w->path);
+    int rc = json_dump_file(idx, to, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(idx);
+    return rc ? as_fail("%s: cannot write", to) : 0;
+}
+
 int as_st_writer_finish(struct as_st_writer *w) {
+    if (w->sharded) {
+        int rc = sharded_finish(w);
+        if (rc) { /* leave no shard behind */
+            as_st_writer_abort(w);
+            return -1;
+        }
+        w->sharded = 0; /* the renamed files stay: abort only frees */
+        as_st_writer_abort(w);
+        return 0;
+    }
     int rc = -1;
     char *hdr = NULL;
     struct as_atomic_file af = {0};
@@ -733,4 +1132,35 @@ out:
     free(hdr);
     as_st_writer_abort(w);
     return rc;
+}
+
+/* "5GB", "2GiB", "500MB", "1e9", "123": bytes, as transformers' max_shard_size reads them
+ * (KB/MB/GB/TB powers of 1000, KiB/MiB/GiB/TiB powers of 1024; case-insensitive). */
+int as_st_parse_size(const char *s, uint64_t *out) {
+    char *end;
+    errno = 0;
+    double v = s ? strtod(s, &end) : 0;
+    if (!s || end == s || errno || !(v > 0))
+        return as_fail("size '%s': expected e.g. 5GB, 2GiB, 500MB or a byte count", s ? s : "");
+    static const struct {
+        const char *unit;
+        double mult;
+    } units[] = {{"", 1},
+                 {"b", 1},
+                 {"kb", 1e3},
+                 {"mb", 1e6},
+                 {"gb", 1e9},
+                 {"tb", 1e12},
+                 {"kib", 1024.0},
+                 {"mib", 1048576.0},
+                 {"gib", 1073741824.0},
+                 {"tib", 1099511627776.0}};
+    for (size_t i = 0; i < sizeof units / sizeof *units; i++)
+        if (!strcasecmp(end, units[i].unit)) {
+            double b = v * units[i].mult;
+            if (b < 1 || b > 1e18) break;
+            *out = (uint64_t)b;
+            return 0;
+        }
+    return as_fail("size '%s': expected e.g. 5GB, 2GiB, 500MB or a byte count", s);
 }

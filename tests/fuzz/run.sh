@@ -19,6 +19,7 @@ mkdir -p "$WORK"
 fuzz_one() {
     local t=$1 dir=$WORK/$t
     mkdir -p "$dir/corpus" "$dir/artifacts"
+    rm -f "$dir/artifacts"/* # findings of earlier runs are reported by those runs
     # -rss_limit_mb/-malloc_limit_mb: an allocation sized by the input beyond 2 GiB is a finding
     "$FUZZ_BIN/$t" -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 \
         -max_len=65536 -print_final_stats=1 -artifact_prefix="$dir/artifacts/" \
@@ -45,9 +46,20 @@ status=0
         speed=$(grep -o 'stat::average_exec_per_sec: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
         cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*')
         corp=$(ls "$WORK/$t/corpus" | wc -l)
-        art=$(ls "$WORK/$t/artifacts" 2>/dev/null | head -1)
+        art=$(ls "$WORK/$t/artifacts" 2>/dev/null | grep -v '^slow-unit-' | head -1)
+        slow=$(ls "$WORK/$t/artifacts" 2>/dev/null | grep '^slow-unit-' | head -1)
         if [ "$(cat "$WORK/$t/rc")" = 0 ] && [ -z "$art" ]; then
             res=ok
+            # a unit slower than libFuzzer's report threshold: worth a look, not a failure
+            [ -z "$slow" ] || res="ok (slow unit $WORK/$t/artifacts/$slow)"
+        elif [[ "$art" == timeout-* ]]; then
+            # re-run it alone: a timeout caused by an overloaded machine is not a finding
+            if timeout 20 "$FUZZ_BIN/$t" -timeout=10 "$WORK/$t/artifacts/$art" >/dev/null 2>&1; then
+                res="stopped: timeout under load, $art takes <10 s alone"
+            else
+                res="TIMEOUT $WORK/$t/artifacts/$art"
+                status=1
+            fi
         else
             res="CRASH $WORK/$t/artifacts/$art"
             status=1

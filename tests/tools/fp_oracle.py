@@ -2,11 +2,16 @@
 """Independent numpy check of as-pack's FP8 / INT8 / FP4 / W4A8 checkpoints (docs/lepto.md).
 
 Usage: fp_oracle.py FORMAT MODEL_DIR PACKED_DIR [CALIB_STREAM]
+       fp_oracle.py kv-cache MODEL_DIR PACKED_DIR CALIB_STREAM
 
 Recomputes, from the original model's weights and the format rules of REFERENCE.md alone (value
 grids enumerated from the definitions, nearest value with ties to the even code), every code byte
 and scale of every decoder linear, and compares them with the packed checkpoint's bytes. With
 CALIB_STREAM, static input scales are checked against the calibration absmax / 448 (absmax method).
+kv-cache: the FP8 KV-cache scales (kv_cache_scheme, model.layers.N.self_attn.k_scale / v_scale)
+against keys and values recomputed in float64 from the calibration stream's layer inputs
+(as-calib --keep-seqs S --kv-stats with S = all windows): RMSNorm, k/v projections, rotate-half
+RoPE at each window position, absmax / 448.
 Prints one line per format and exits 1 on the first mismatch. Needs numpy only (its own safetensors reader)."""
 import json
 import struct
@@ -114,6 +119,72 @@ def read_stream_absmax(path):
             out[h["name"][: -len(".act_absmax")]] = np.frombuffer(raw, np.float32).max()
         pos = body + plen + pad
     return out
+
+
+def read_stream_records(path, role):
+    """{name: (header, float32 array)} of the records with this role."""
+    data, pos, out = open(path, "rb").read(), 0, {}
+    while pos < len(data):
+        magic, ver, kind, hlen, pad, plen, _ = struct.unpack_from("<4sHHIIQQ", data, pos)
+        h = json.loads(data[pos + 32 : pos + 32 + hlen])
+        body = pos + 32 + hlen
+        if kind == 1 and h.get("role") == role:
+            p = h["payload"]
+            if p["kind"] == "inline":
+                raw = data[body : body + plen]
+            else:
+                with open(p["file"], "rb") as f:
+                    f.seek(p["offset"])
+                    raw = f.read(p["nbytes"])
+            out[h["name"]] = (h, np.frombuffer(raw, np.float32).reshape(h["shape"]))
+        pos = body + plen + pad
+    return out
+
+
+def check_kv_cache(model_dir, packed_dir, calib_path):
+    cfg = json.load(open(model_dir + "/config.json"))
+    qc = json.load(open(packed_dir + "/config.json"))["quantization_config"]
+    want_scheme = {"num_bits": 8, "type": "float", "strategy": "tensor", "dynamic": False,
+                   "symmetric": True}
+    if qc.get("kv_cache_scheme") != want_scheme:
+        fail("kv_cache_scheme %s" % json.dumps(qc.get("kv_cache_scheme")))
+    model = load_file(model_dir + "/model.safetensors")
+    packed_raw = open(packed_dir + "/model.safetensors", "rb").read()
+    (n,) = struct.unpack_from("<Q", packed_raw, 0)
+    header = json.loads(packed_raw[8 : 8 + n])
+    packed = load_file(packed_dir + "/model.safetensors")
+    inputs = read_stream_records(calib_path, "layer-input")
+    L = cfg["num_hidden_layers"]
+    H, KVH = cfg["num_attention_heads"], cfg.get("num_key_value_heads", cfg["num_attention_heads"])
+    D = cfg["hidden_size"]
+    hd = cfg.get("head_dim") or D // H
+    theta = cfg.get("rope_theta", 10000.0)
+    eps = cfg.get("rms_norm_eps", 1e-5)
+    inv_freq = 1.0 / theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
+    for l in range(L):
+        h, x = inputs["model.layers.%d.input" % l]
+        seqlen = h["attrs"]["seqlen"]
+        x = x.astype(np.float64)
+        w = model["model.layers.%d.input_layernorm.weight" % l].astype(np.float64)
+        xn = x / np.sqrt((x * x).mean(axis=1, keepdims=True) + eps) * w
+        p = "model.layers.%d.self_attn." % l
+        k = xn @ model[p + "k_proj.weight"].astype(np.float64).T
+        v = xn @ model[p + "v_proj.weight"].astype(np.float64).T
+        pos = np.arange(x.shape[0]) % seqlen
+        ang = pos[:, None] * inv_freq[None, :]
+        k = k.reshape(x.shape[0], KVH, hd)
+        k1, k2 = k[..., : hd // 2], k[..., hd // 2 :]
+        c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+        k = np.concatenate([k1 * c - k2 * s, k2 * c + k1 * s], axis=-1)
+        for nm, t in (("k_scale", k), ("v_scale", v)):
+            t_h = header.get(p + nm)
+            if t_h is None or t_h["dtype"] != "F32" or t_h["shape"] != [1]:
+                fail("%s%s: %s, expected F32 [1]" % (p, nm, json.dumps(t_h)))
+            got = float(packed[p + nm][0])
+            want = np.abs(t).max() / 448.0
+            if not abs(got - want) <= 1e-5 * want:
+                fail("%s%s = %r, recomputed absmax/448 = %r" % (p, nm, got, want))
+    print("ok kv-cache: %d layers' k_scale/v_scale match the recomputed keys and values" % L)
 
 
 GROUP = {"q_proj": "attn_qkv", "k_proj": "attn_qkv", "v_proj": "attn_qkv", "o_proj": "attn_o",
@@ -232,6 +303,9 @@ def check_w4a8(prefix, w, packed, group):
 
 def main():
     fmt, model_dir, packed_dir = sys.argv[1:4]
+    if fmt == "kv-cache":
+        check_kv_cache(model_dir, packed_dir, sys.argv[4])
+        return
     calib = read_stream_absmax(sys.argv[4]) if len(sys.argv) > 4 else None
     model = load_file(model_dir + "/model.safetensors")
     packed = load_file(packed_dir + "/model.safetensors")

@@ -5,7 +5,11 @@
 #  - an independent reader (tests/tools/gguf_reader.py, from the spec) checks every key and
 #    tensor info and the dequantized weights; llama.cpp's gguf package agrees (skips if absent);
 #  - q/k rows are llama2.c's (Meta's interleaved) rows, as llama.cpp's converter makes them;
-#  - corrupted files are refused with one line naming the file.
+#  - corrupted files are refused with one line naming the file;
+#  - as-gptq --float-min layers (w = d*q + m, m free) become Q4_1 blocks that the independent
+#    reader dequantizes to the fakequant weights of the same stream, bit for bit; formats with an
+#    integer zero point (gptq, compressed-tensors, awq) refuse those layers with a reason and keep
+#    them as dequantized weights.
 
 setup_file() {
     export W="$BATS_FILE_TMPDIR"
@@ -136,4 +140,36 @@ evaljson() { # MODEL -> compact "tokens ppl kld" of the 20 KB protocol against t
     echo "gguf: $g / ct: $c"
     awk -v a="$g" -v b="$c" 'BEGIN { split(a, x, " "); split(b, y, " ");
         d = x[2] - y[2]; if (d < 0) d = -d; exit !(x[1] == y[1] && d / y[2] < 1e-3) }'
+}
+
+@test "gguf: --float-min layers are exact Q4_1 blocks; integer-zero formats keep them dequantized" {
+    as-gptq -m rtn -b 4 -g 32 --asym --float-min < "$W/in.stream" > "$W/f4.stream"
+    as-pack -m "$W/base" -f gguf -o "$W/f4.gguf" < "$W/f4.stream" 2> "$W/f4.log"
+    grep -q "30 as blocks, 5 as floats, verified" "$W/f4.log"
+    as-pack -m "$W/base" -f fakequant -o "$W/f4.fq" < "$W/f4.stream" 2>/dev/null
+    # the file evaluates exactly like the quantizer's W_hat (blocks are bit-exact, the 172-wide
+    # down projections are W_hat at F32)
+    g=$(evaljson "$W/f4.gguf")
+    f=$(evaljson "$W/f4.fq")
+    echo "gguf: $g / fakequant: $f"
+    [ "$g" = "$f" ]
+    # and better than the integer-zero Q4_1 of the same round-to-nearest
+    a=$(evaljson "$W/a4.gguf")
+    awk -v a="$g" -v b="$a" 'BEGIN { split(a, x, " "); split(b, y, " "); exit !(x[3] < y[3]) }'
+    # integer-zero formats: one reason per layer, layers kept as dequantized weights
+    for fmt in gptq compressed-tensors awq; do
+        run as-pack -m "$W/base" -f $fmt -o "$W/f4.$fmt" < "$W/f4.stream"
+        echo "$fmt: ${lines[0]}"
+        [ "$status" -eq 0 ]
+        [[ "${lines[0]}" == *"kept as dequantized"*"float minimum (w = scale*q + min, as-gptq --float-min)"* ]]
+    done
+    [ "$(evaljson "$W/f4.gptq")" = "$f" ]
+    run as-gptq -m rtn -b 4 -g 32 --sym --float-min < "$W/in.stream"
+    [ "$status" -eq 1 ]
+    [[ "$output" == *"--float-min: needs --asym"* ]]
+    need_py
+    run python3 "$READER" fmin "$W/f4.gguf" "$W/base" "$W/f4.fq"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [[ "$output" == *'"q4_1": 30'* ]]
 }

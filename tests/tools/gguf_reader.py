@@ -16,6 +16,11 @@ layouts, not from the C code. Commands:
   llama2c FILE CKPT.bin           attn_q/attn_k rows of FILE (round-to-nearest Q8_0, or float)
                                   are the rows of the llama2.c checkpoint (Meta's interleaved RoPE
                                   layout), to within half a quantization step
+  fmin FILE HF_DIR FQ_DIR         float-minimum layers (as-gptq --float-min): every decoder linear
+                                  of FILE, dequantized here (Q4_1: d*q + m), equals the fakequant
+                                  checkpoint FQ_DIR of the same stream bit for bit (q/k rows
+                                  unpermuted), and some Q4_1 blocks have an m that no integer zero
+                                  (m = -d*z) could express
   corrupt FILE OUTDIR             write corrupted variants: truncated.gguf, badmagic.gguf,
                                   badalign.gguf (general.alignment 48), misplaced.gguf (a tensor
                                   offset off the alignment grid)
@@ -405,6 +410,39 @@ def check(path, hf, ctdir, fqdir):
     print(json.dumps({"keys": len(g.kv), "tensors": len(g.tensors), "types": counts}))
 
 
+def fmin(path, hf, fqdir):
+    g = Gguf(path)
+    cfg = json.load(open(os.path.join(hf, "config.json")))
+    nh = cfg["num_attention_heads"]
+    nkv = cfg.get("num_key_value_heads", nh)
+    fq = St(fqdir)
+    same = lambda a, b: a.shape == b.shape and np.array_equal(a.view(np.uint32), b.view(np.uint32))
+    n_q41 = n_blocks = off_grid = 0
+    for t in g.tensors:
+        parts = t["name"].split(".")
+        if parts[0] != "blk" or parts[2] not in dict((n, h) for h, n in LIN):
+            continue
+        prefix = f"model.layers.{parts[1]}." + next(h for h, n in LIN if n == parts[2])
+        w = g.dequant(t)
+        if parts[2] in ("attn_q", "attn_k"):
+            w = qk_unpermute(w, nh if parts[2] == "attn_q" else nkv)
+        ref = fq.get(prefix + ".weight").astype(np.float32)
+        if not same(w, ref):
+            fail(f"tensor {t['name']}: {t['type']} differs from the fakequant weights "
+                 f"(max |diff| {np.abs(w - ref).max():g})")
+        if t["type"] == "Q4_1":
+            n_q41 += 1
+            d, m, _ = g.blocks(t)
+            r = m[d != 0] / d[d != 0]
+            n_blocks += len(d)
+            off_grid += int(np.sum(np.abs(r - np.round(r)) > 0.01))
+    if not n_q41:
+        fail("no Q4_1 tensor")
+    if not off_grid:
+        fail("every Q4_1 minimum is a multiple of d: no float minimum")
+    print(json.dumps({"q4_1": n_q41, "blocks": n_blocks, "off_grid": off_grid}))
+
+
 def llama2c(path, ckpt):
     g = Gguf(path)
     raw = open(ckpt, "rb").read()
@@ -500,6 +538,8 @@ def main():
                               "alignment": g.align}))
         elif cmd == "check":
             check(*args)
+        elif cmd == "fmin":
+            fmin(*args)
         elif cmd == "llama2c":
             llama2c(*args)
         elif cmd == "corrupt":

@@ -91,6 +91,66 @@ pack() { as-pack -m "$M" -f "$1" -o "$3" "${@:4}" "$2" 2>/dev/null; }
     jq -e '.act_quant == ["nvfp4", "none"]' <<<"$(eval_json "$(T ck-nv)" "$M" 8000)"
 }
 
+@test "fp8-static + FP8 KV cache: k/v scales match keys and values recomputed by the oracle; as-eval simulates the FP8 cache" {
+    # every window kept whole, so the oracle sees all calibration tokens
+    as-calib -m "$M" -d "$AUSTEN" -n 6 -l 64 --keep-seqs 6 --kv-stats >"$(T kv.astr)" 2>/dev/null
+    as-lepto -m "$M" -s fp8-static --kv-cache fp8 "$(T kv.astr)" >"$(T kv8.astr)"
+    pack ct-fp "$(T kv8.astr)" "$(T ck-kv)"
+    jq -e '.quantization_config.kv_cache_scheme == {"num_bits": 8, "type": "float", "strategy": "tensor",
+           "dynamic": false, "symmetric": true}' "$(T ck-kv)/config.json"
+    st_header "$(T ck-kv)/model.safetensors" |
+        jq -e '[to_entries[] | select(.key | test("self_attn\\.[kv]_scale$"))] | length == 10 and
+               all(.[]; .value.dtype == "F32" and .value.shape == [1])'
+    if python3 -c 'import numpy' 2>/dev/null; then
+        python3 "$BATS_TEST_DIRNAME/fp_oracle.py" kv-cache "$M" "$(T ck-kv)" "$(T kv.astr)"
+        python3 "$BATS_TEST_DIRNAME/fp_oracle.py" float-quantized "$M" "$(T ck-kv)" "$(T kv.astr)"
+    fi
+    with=$(eval_json "$(T ck-kv)" "$M" 8000)
+    jq -e '.kv_cache == "fp8-static" and .act_quant == ["fp8-static"]' <<<"$with"
+    without=$(as-eval -m "$(T ck-kv)" -b "$M" -f "$WIKI" --bytes 8000 --ctx 256 --json --kv-cache none)
+    jq -e '.kv_cache == null' <<<"$without"
+    k1=$(jq .kld.mean <<<"$with") k0=$(jq .kld.mean <<<"$without")
+    lt "$k0" "$k1"   # the FP8 cache costs something...
+    lt "$k1" 0.3     # ...but stays close
+    # the KV cache alone (weights and activations of the same checkpoint read, inputs unquantized)
+    kvonly=$(as-eval -m "$(T ck-kv)" -b "$M" -f "$WIKI" --bytes 8000 --ctx 256 --json --act-quant none | jq .kld.mean)
+    wonly=$(as-eval -m "$(T ck-kv)" -b "$M" -f "$WIKI" --bytes 8000 --ctx 256 --json --act-quant none --kv-cache none | jq .kld.mean)
+    lt "$wonly" "$kvonly"
+}
+
+@test "FP8 KV cache errors: missing statistics, incomplete layers, bad scales, bad options" {
+    run --separate-stderr as-lepto -m "$M" -s fp8-static --kv-cache fp8 "$CALIB"
+    [ "$status" -ne 0 ] && [ "$(wc -l <<<"$stderr")" -eq 1 ]
+    [[ "$stderr" == *"model.layers.0.self_attn.kv_absmax"*"--kv-stats"* ]]
+    run --separate-stderr as-lepto -m "$M" -s fp8-static --kv-cache fp16 "$CALIB"
+    [ "$status" -ne 0 ] && [[ "$stderr" == *"--kv-cache 'fp16'"* ]]
+    run --separate-stderr as-calib -m "$M" -d "$AUSTEN" -n 2 -l 32 --kv-stats --sequential cat
+    [ "$status" -ne 0 ] && [[ "$stderr" == *"--kv-stats"*"--sequential"* ]]
+    [ -s "$(T kv.astr)" ] || as-calib -m "$M" -d "$AUSTEN" -n 6 -l 64 --keep-seqs 6 --kv-stats >"$(T kv.astr)" 2>/dev/null
+    # scales for layers 0-1 only: as-pack names the first missing one, writes nothing
+    as-lepto -m "$M" -s fp8-static --kv-cache fp8 --layers 0-1 "$(T kv.astr)" >"$(T kv01.astr)"
+    run --separate-stderr as-pack -m "$M" -f ct-fp -o "$(T ck-kv01)" "$(T kv01.astr)"
+    [ "$status" -ne 0 ] && [ "$(wc -l <<<"$stderr")" -eq 1 ] && [ ! -e "$(T ck-kv01)" ]
+    [[ "$stderr" == *"model.layers.2.self_attn.k_scale: missing"* ]]
+    # a NaN / negative v_scale in a checkpoint: as-eval names file and tensor
+    [ -d "$(T ck-kv)" ] || { as-lepto -m "$M" -s fp8-static --kv-cache fp8 "$(T kv.astr)" >"$(T kv8.astr)"; pack ct-fp "$(T kv8.astr)" "$(T ck-kv)"; }
+    for bytes in '\x00\x00\xc0\x7f' '\x00\x00\x80\xbf' '\x00\x00\x00\x00'; do
+        rm -rf "$(T ck-kvbad)"
+        cp -r "$(T ck-kv)" "$(T ck-kvbad)"
+        f="$(T ck-kvbad)/model.safetensors"
+        off=$(st_offset "$f" model.layers.3.self_attn.v_scale)
+        printf "$bytes" | dd of="$f" bs=1 seek="$off" conv=notrunc 2>/dev/null
+        run --separate-stderr as-eval -m "$(T ck-kvbad)" -f "$WIKI" --bytes 5000 --ctx 128
+        [ "$status" -ne 0 ] && [ "$(wc -l <<<"$stderr")" -eq 1 ]
+        [[ "$stderr" == *"model.safetensors: tensor model.layers.3.self_attn.v_scale: scale"*"not a positive finite number"* ]]
+    done
+    # --kv-cache none evaluates it anyway (the scales are not read)
+    run as-eval -m "$(T ck-kvbad)" -f "$WIKI" --bytes 5000 --ctx 128 --kv-cache none
+    [ "$status" -eq 0 ]
+    run --separate-stderr as-eval -m "$M" -f "$WIKI" --bytes 5000 --ctx 128 --kv-cache fp8
+    [ "$status" -ne 0 ] && [[ "$stderr" == *"--kv-cache 'fp8'"* ]]
+}
+
 @test "the oracle detects a flipped code byte" {
     have_np
     pack ct-fp "$(T fp8-dynamic.astr)" "$(T ck-flip)"

@@ -118,6 +118,200 @@ static void test_fp8_codec_against_reference(void **st) {
     assert_true(as_fp8_dec(as_fp8_enc(0x1p-10f)) == 0.0f); /* tie 0 / 2^-9 -> 0 */
 }
 
+/* Compare the fast array kernels at every available level (AVX2, portable) with the scalar
+ * reference kernels, codes byte for byte, then restore the default level. */
+static void check_fp8_levels(const float *xs, size_t n, float scale, uint8_t *got, uint8_t *want) {
+    as_fp8_encode_ref(xs, n, scale, want);
+    for (int lvl = as_fpq_set_simd_level(-1); lvl >= 1; lvl--) {
+        assert_int_equal(as_fpq_set_simd_level(lvl), lvl);
+        memset(got, 0xA5, n);
+        as_fp8_encode(xs, n, scale, got);
+        for (size_t i = 0; i < n; i++)
+            if (got[i] != want[i]) {
+                uint32_t u;
+                memcpy(&u, &xs[i], 4);
+                fail_msg("level %d: x 0x%08x scale %a: code 0x%02x, reference 0x%02x", lvl, u,
+                         (double)scale, got[i], want[i]);
+            }
+    }
+    as_fpq_set_simd_level(-1);
+}
+
+static void test_fp8_fast_vs_reference(void **st) {
+    (void)st;
+    /* 1. f32 patterns around every E4M3 boundary: each grid value and each midpoint between
+     * neighbours (ties), 448..480 (saturation), 2^-6 (subnormal/normal), both signs, +-64 ulps;
+     * plus 0, +-inf, NaNs, f32 subnormals. Scale 1 makes the quotient the input itself; other
+     * scales move the same bits across boundaries. */
+    float g[128];
+    int ng = e4m3_grid(g);
+    size_t cap = (size_t)(2 * ng + 8) * 129 * 2 + 64, n = 0;
+    float *xs = malloc(sizeof(float) * cap);
+    uint8_t *got = malloc(cap + (1u << 22)), *want = malloc(cap + (1u << 22));
+    for (int i = 0; i < ng + 4; i++) {
+        float centers[2];
+        int nc = 0;
+        if (i < ng) centers[nc++] = g[i];
+        if (i + 1 < ng) centers[nc++] = (g[i] + g[i + 1]) / 2; /* exact in f32 */
+        if (i == ng) centers[nc++] = 464.0f, centers[nc++] = 480.0f;
+        if (i == ng + 1) centers[nc++] = 0x1p-6f, centers[nc++] = 0x1p-10f;
+        if (i == ng + 2) centers[nc++] = 0x1p-127f, centers[nc++] = 0x1p+127f;
+        for (int c = 0; c < nc; c++)
+            for (int d = -64; d <= 64; d++)
+                for (int sg = 0; sg < 2; sg++) {
+                    uint32_t u;
+                    memcpy(&u, &centers[c], 4);
+                    u = (uint32_t)((int64_t)u + d) | (sg ? 0x80000000u : 0);
+                    memcpy(&xs[n++], &u, 4);
+                }
+    }
+    uint32_t specials[] = {0,           0x80000000u, 0x7F800000u, 0xFF800000u,
+                           0x7FC00000u, 0xFFC00000u, 0x7F800001u, 0xFFBFFFFFu,
+                           1,           0x807FFFFFu, 0x7F7FFFFFu, 0x43E00000u};
+    for (size_t i = 0; i < sizeof specials / sizeof *specials; i++)
+        memcpy(&xs[n++], &specials[i], 4);
+    assert_true(n <= cap);
+    float scales[] = {1.0f, 0.37f, 3.0e-3f, 1.0f / 448, 0x1p-23f, 2.5f, 1e30f};
+    for (size_t si = 0; si < sizeof scales / sizeof *scales; si++)
+        for (size_t off = 0; off < 3; off++) /* unaligned starts and tails */
+            check_fp8_levels(xs + off, n - off - (si % 5), scales[si], got, want);
+    free(xs);
+    /* 2. a random sample of all f32 bit patterns (NaN and inf included), random scales */
+    size_t nr = (size_t)1 << 22;
+    xs = malloc(sizeof(float) * nr);
+    for (size_t i = 0; i < nr; i++) {
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        uint32_t u = (uint32_t)(rng >> 32);
+        memcpy(&xs[i], &u, 4);
+    }
+    check_fp8_levels(xs, nr, 1.0f, got, want);
+    for (int k = 0; k < 4; k++) { /* values of typical magnitude against typical scales */
+        for (size_t i = 0; i < nr / 4; i++)
+            xs[i] = frand() * ldexpf(1.0f, (int)(i % 40) - 30);
+        check_fp8_levels(xs, nr / 4, fabsf(frand()) * 0.05f + 1e-6f, got, want);
+    }
+    free(xs);
+    /* 3. every bf16 value (NaN, inf, subnormals included) under the scales bf16 absmaxes produce
+     * (absmax / 448 for each of the 128 mantissas at two exponents) and random ones */
+    uint16_t *hs = malloc(sizeof(uint16_t) * 65536 + 8);
+    for (int i = 0; i < 65536; i++)
+        hs[i] = (uint16_t)i;
+    for (int k = 0; k < 128 + 2 * 8; k++) {
+        float sc = k < 128   ? as_scale_for(as_bf16_to_f32((uint16_t)(0x3C00 | k)), AS_FP8_MAX)
+                   : k < 136 ? as_scale_for(as_bf16_to_f32((uint16_t)(0x4300 | (k - 128) * 13)),
+                                            AS_FP8_MAX)
+                             : fabsf(frand()) * 4 + 1e-3f;
+        size_t len = 65536 - (size_t)(k % 3);
+        as_fp8_encode_bf16_ref(hs + k % 3, len, sc, want);
+        for (int lvl = as_fpq_set_simd_level(-1); lvl >= 1; lvl--) {
+            as_fpq_set_simd_level(lvl);
+            as_fp8_encode_bf16(hs + k % 3, len, sc, got);
+            assert_memory_equal(got, want, len);
+        }
+        as_fpq_set_simd_level(-1);
+    }
+    /* absmax kernels: every level equals a plain loop, at odd offsets and lengths */
+    float *fx = malloc(sizeof(float) * 10000);
+    for (int i = 0; i < 10000; i++)
+        fx[i] = frand() * (i == 7777 ? 100.0f : 1.0f);
+    for (int lvl = as_fpq_set_simd_level(-1); lvl >= 1; lvl--) {
+        as_fpq_set_simd_level(lvl);
+        for (size_t off = 0; off < 3; off++)
+            for (size_t len = 0; len < 9000; len += 997) {
+                float w32 = 0, w16 = 0;
+                for (size_t i = 0; i < len; i++) {
+                    w32 = fmaxf(w32, fabsf(fx[off + i]));
+                    w16 = fmaxf(w16,
+                                fabsf(as_bf16_to_f32(hs[(off * 5000 + i * 7) % 65536] & 0x7F7F)));
+                }
+                assert_true(as_absmax(fx + off, len) == w32);
+                uint16_t *tmp = malloc(sizeof(uint16_t) * (len + 1));
+                for (size_t i = 0; i < len; i++)
+                    tmp[i] = hs[(off * 5000 + i * 7) % 65536] & 0x7F7F; /* finite values */
+                assert_true(as_absmax_bf16(tmp, len) == w16);
+                free(tmp);
+            }
+    }
+    as_fpq_set_simd_level(-1);
+    free(fx), free(hs), free(got), free(want);
+}
+
+/* The AVX2 NVFP4 kernel (K % 16 == 0) equals the portable path byte for byte: block scales and
+ * packed codes, over blocks of every magnitude, all-zero blocks, blocks whose E4M3 scale
+ * underflows to 0, -0.0 elements, exact E2M1 ties, and several global scales. */
+static void test_nvfp4_fast_vs_portable(void **st) {
+    (void)st;
+    int N = 37, K = 96;
+    size_t nk = (size_t)N * K;
+    float *w = malloc(sizeof(float) * nk);
+    uint8_t *c1 = malloc(nk / 2), *c2 = malloc(nk / 2), *s1 = malloc(nk / 16),
+            *s2 = malloc(nk / 16);
+    /* every E2M1 midpoint and grid value, both signs: with global scale 1 and block absmax 6 the
+     * block scale is exactly 1, so these are exact ties of the quotient */
+    static const float ties[16] = {6.0f,   0.25f,  0.75f,  1.25f,  1.75f, 2.5f,  3.5f,  5.0f,
+                                   -0.25f, -0.75f, -1.25f, -1.75f, -2.5f, -3.5f, -5.0f, 0.5f};
+    for (int trial = 0; trial < 5; trial++) {
+        for (size_t i = 0; i < nk; i++) {
+            int blk = (int)(i / 16);
+            float mag = ldexpf(1.0f, (blk * 7 + trial) % 50 - 30);
+            w[i] = blk % 11 == 3 ? 0.0f : blk % 13 == 5 ? -0.0f : frand() * mag;
+            if (trial == 4 || blk % 17 == 2) w[i] = ties[(i + (size_t)blk) % 16 == 0 ? 0 : i % 16];
+            if (trial == 4 && i % 16 == 0) w[i] = 6.0f;
+        }
+        float g = trial == 3   ? 1e-30f
+                  : trial == 4 ? 1.0f
+                               : as_nvfp4_global_scale(as_absmax(w, nk)) * (1 + trial);
+        as_fpq_set_simd_level(1);
+        as_nvfp4_encode(w, N, K, g, c1, s1);
+        as_fpq_set_simd_level(-1);
+        as_nvfp4_encode(w, N, K, g, c2, s2);
+        assert_memory_equal(s1, s2, nk / 16);
+        assert_memory_equal(c1, c2, nk / 2);
+    }
+    free(w), free(c1), free(c2), free(s1), free(s2);
+    /* the E2M1 rounding on (nearly) every f32 of magnitude <= 6: blocks [6, x1..x15] under
+     * global scale 1 have block scale exactly 1, so the quotients are the x themselves; the
+     * patterns vary their top 20 bits (every E2M1 midpoint and its neighbours included) */
+    size_t nx = 0, cap = (size_t)1 << 21;
+    float *xs = malloc(sizeof(float) * cap);
+    for (uint32_t hi = 0; hi < (1u << 20); hi++) {
+        uint32_t u = hi << 12 | (hi & 0xFFF);
+        float f;
+        memcpy(&f, &u, 4);
+        if (fabsf(f) <= 6.0f) xs[nx++] = f;
+    }
+    static const float mids[] = {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f};
+    for (int k = 0; k < 7; k++)
+        for (int d = -64; d <= 64; d++) {
+            uint32_t u;
+            memcpy(&u, &mids[k], 4);
+            u += (uint32_t)d;
+            memcpy(&xs[nx++], &u, 4);
+            xs[nx - 1] = -xs[nx - 1] * (d & 1 ? 1 : -1);
+        }
+    size_t nblk = (nx + 14) / 15;
+    N = (int)((nblk + 5) / 6), K = 96; /* 6 blocks per row */
+    nk = (size_t)N * K;
+    w = calloc(nk, sizeof(float));
+    for (size_t b = 0; b < (size_t)N * 6; b++) {
+        w[b * 16] = 6.0f;
+        for (int i = 1; i < 16; i++) {
+            size_t xi = b * 15 + (size_t)(i - 1);
+            w[b * 16 + (size_t)i] = xi < nx ? xs[xi] : 0.0f;
+        }
+    }
+    c1 = malloc(nk / 2), c2 = malloc(nk / 2), s1 = malloc(nk / 16), s2 = malloc(nk / 16);
+    as_fpq_set_simd_level(1);
+    as_nvfp4_encode(w, N, K, 1.0f, c1, s1);
+    as_fpq_set_simd_level(-1);
+    as_nvfp4_encode(w, N, K, 1.0f, c2, s2);
+    for (size_t i = 0; i < nk / 16; i++)
+        assert_int_equal(s2[i], 0x38); /* E4M3 of 1.0 */
+    assert_memory_equal(s1, s2, nk / 16);
+    assert_memory_equal(c1, c2, nk / 2);
+    free(xs), free(w), free(c1), free(c2), free(s1), free(s2);
+}
+
 static void test_fp4_codec(void **st) {
     (void)st;
     static const float grid[8] = {0, 0.5f, 1, 1.5f, 2, 3, 4, 6};
@@ -404,6 +598,291 @@ static void test_forward_hook(void **st) {
     nftw(dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
 }
 
+/* KV-cache hook: what it sees equals keys/values recomputed independently (double precision,
+ * RoPE from theta), FP8 KV simulation writes DEC(ENC(x / s)) * s (dtype.c's reference codec) into
+ * the cache, changes the logits a little, and detaches to a bit-identical pass. */
+struct kv_seen {
+    int n_layers;
+    float amax[8][2];
+    float *rows[8][2]; /* copies of the first call's rows per layer */
+    int kvd, T;
+};
+static void kv_observe(void *ctx, int layer, float *k, float *v, int T, int kvd) {
+    struct kv_seen *ks = ctx;
+    for (size_t i = 0; i < (size_t)T * kvd; i++) {
+        ks->amax[layer][0] = fmaxf(ks->amax[layer][0], fabsf(k[i]));
+        ks->amax[layer][1] = fmaxf(ks->amax[layer][1], fabsf(v[i]));
+    }
+    for (int w = 0; w < 2; w++) {
+        free(ks->rows[layer][w]);
+        ks->rows[layer][w] = malloc(sizeof(float) * T * kvd);
+        memcpy(ks->rows[layer][w], w ? v : k, sizeof(float) * T * kvd);
+    }
+    ks->kvd = kvd, ks->T = T;
+}
+
+static void test_kv_cache(void **st) {
+    (void)st;
+    char dir[] = "/tmp/test_fpquant_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct as_model_config c = small_cfg();
+    assert_int_equal(as_model_write_random(&c, AS_F32, 13, dir), 0);
+    struct as_model *m = as_model_load(dir);
+    assert_non_null(m);
+    int T = 24, tok[24], D = c.hidden, hd = c.head_dim, kvd = c.n_kv_heads * hd;
+    for (int i = 0; i < T; i++)
+        tok[i] = (i * 11 + 5) % c.vocab;
+    struct as_run_state *s = as_state_new(m, T, T, AS_STATE_KEEP_ACTS);
+    size_t nl = (size_t)T * c.vocab;
+    float *ref = malloc(sizeof(float) * nl), *got = malloc(sizeof(float) * nl);
+    assert_int_equal(as_forward(m, s, tok, T, AS_LOGITS_ALL, NULL), 0);
+    memcpy(ref, s->logits, sizeof(float) * nl);
+    /* 1. the observer sees the cached keys (after RoPE) and values */
+    struct kv_seen ks = {.n_layers = c.n_layers};
+    s->on_kv = kv_observe, s->kvctx = &ks;
+    as_state_reset(s);
+    assert_int_equal(as_forward(m, s, tok, T, AS_LOGITS_ALL, NULL), 0);
+    assert_memory_equal(ref, s->logits, sizeof(float) * nl); /* observing changes nothing */
+    for (int l = 0; l < c.n_layers; l++) {
+        const float *x = s->layer_acts + (size_t)l * s->max_T * D;
+        const float *Wk = m->layers[l].w[AS_LIN_K], *Wv = m->layers[l].w[AS_LIN_V];
+        const float *nw = m->layers[l].attn_norm;
+        double amax_k = 0, amax_v = 0, maxdiff = 0;
+        for (int t = 0; t < T; t++) {
+            double ss = 0, xn[64], k[64], v[64];
+            for (int j = 0; j < D; j++)
+                ss += (double)x[t * D + j] * x[t * D + j];
+            double r = 1.0 / sqrt(ss / D + c.rms_eps);
+            for (int j = 0; j < D; j++)
+                xn[j] = x[t * D + j] * r * nw[j];
+            for (int o = 0; o < kvd; o++) {
+                k[o] = v[o] = 0;
+                for (int j = 0; j < D; j++)
+                    k[o] += xn[j] * Wk[o * D + j], v[o] += xn[j] * Wv[o * D + j];
+            }
+            for (int h = 0; h < c.n_kv_heads; h++) /* rotate-half RoPE at position t */
+                for (int i = 0; i < hd / 2; i++) {
+                    double ang = t * pow(c.rope_theta, -2.0 * i / hd);
+                    double *kh = k + h * hd, x1 = kh[i], x2 = kh[i + hd / 2];
+                    kh[i] = x1 * cos(ang) - x2 * sin(ang);
+                    kh[i + hd / 2] = x2 * cos(ang) + x1 * sin(ang);
+                }
+            for (int o = 0; o < kvd; o++) {
+                amax_k = fmax(amax_k, fabs(k[o])), amax_v = fmax(amax_v, fabs(v[o]));
+                maxdiff = fmax(maxdiff, fabs(k[o] - ks.rows[l][0][t * kvd + o]));
+                maxdiff = fmax(maxdiff, fabs(v[o] - ks.rows[l][1][t * kvd + o]));
+            }
+        }
+        assert_true(maxdiff < 1e-4 * (amax_k + amax_v));
+        assert_true(fabs(ks.amax[l][0] - amax_k) <= 1e-5 * amax_k);
+        assert_true(fabs(ks.amax[l][1] - amax_v) <= 1e-5 * amax_v);
+    }
+    /* 2. FP8 KV simulation with scales absmax / 448 */
+    struct as_kv_quant *kq = as_kv_quant_new(c.n_layers);
+    for (int l = 0; l < c.n_layers; l++) {
+        kq->k_scale[l] = as_scale_for(ks.amax[l][0], AS_FP8_MAX);
+        kq->v_scale[l] = as_scale_for(ks.amax[l][1], AS_FP8_MAX);
+    }
+    assert_int_equal(as_kv_quant_attach(kq, s), 1);
+    as_state_reset(s);
+    assert_int_equal(as_forward(m, s, tok, T, AS_LOGITS_ALL, NULL), 0);
+    memcpy(got, s->logits, sizeof(float) * nl);
+    for (int l = 0; l < c.n_layers; l++)
+        for (int w = 0; w < 2; w++) {
+            const float *cache = (w ? s->value_cache : s->key_cache) + (size_t)l * s->max_seq * kvd;
+            float sc = w ? kq->v_scale[l] : kq->k_scale[l];
+            for (int i = 0; i < T * kvd; i++) {
+                /* every cached value is a scaled E4M3 value; layer 0 (same input as the
+                 * unquantized pass) holds exactly the reference codec's rounding of what the
+                 * observer saw */
+                float q = as_fp8_e4m3_to_f32(as_f32_to_fp8_e4m3(cache[i] / sc)) * sc;
+                assert_true(q == cache[i]);
+                if (l == 0) {
+                    float x = ks.rows[0][w][i];
+                    assert_true(cache[i] == as_fp8_e4m3_to_f32(as_f32_to_fp8_e4m3(x / sc)) * sc);
+                }
+            }
+        }
+    double diff = 0, norm = 0;
+    for (size_t i = 0; i < nl; i++)
+        diff += fabs(got[i] - ref[i]), norm += fabs(ref[i]);
+    assert_true(diff > 0 && diff < 0.1 * norm);
+    /* 3. detached: bit-identical again */
+    assert_int_equal(as_kv_quant_attach(NULL, s), 0);
+    assert_null(s->on_kv);
+    as_state_reset(s);
+    assert_int_equal(as_forward(m, s, tok, T, AS_LOGITS_ALL, NULL), 0);
+    assert_memory_equal(ref, s->logits, sizeof(float) * nl);
+    /* 4. bad scales */
+    float bad[] = {NAN, 0.0f, -1.0f, INFINITY, -0.0f};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assert_int_equal(
+            as_kv_scale_check(bad[i], "file f: tensor model.layers.0.self_attn.k_scale"), -1);
+        assert_non_null(strstr(as_last_error(), "model.layers.0.self_attn.k_scale: scale"));
+        assert_non_null(strstr(as_last_error(), "not a positive finite number"));
+    }
+    assert_int_equal(as_kv_scale_check(0x1p-23f, "x"), 0);
+    for (int l = 0; l < c.n_layers; l++)
+        free(ks.rows[l][0]), free(ks.rows[l][1]);
+    as_kv_quant_free(kq);
+    as_state_free(s);
+    as_model_free(m);
+    free(ref), free(got);
+    nftw(dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Stream of fp8-tensor linears for every layer, plus KV-cache scales: layer l gets k 0.01 (l+1),
+ * v 0.02 (l+1); skip_v_layer >= 0 leaves that layer's v_scale out, bad_k puts a NaN k_scale. */
+static void write_kv_stream(const struct as_model *m, const char *path, int skip_v_layer,
+                            int bad_k) {
+    FILE *f = fopen(path, "wb");
+    struct as_stream_writer *w = as_stream_writer_fd(fileno(f), path);
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        for (int which = 0; which < AS_LIN_COUNT; which++) {
+            int rows, cols;
+            as_model_linear_shape(m, (enum as_linear)which, &rows, &cols);
+            struct as_fpq_weight q;
+            assert_int_equal(
+                as_fpq_quantize(m->layers[l].w[which], rows, cols, AS_WQ_FP8_TENSOR, 0, 0, "w", &q),
+                0);
+            char prefix[200];
+            snprintf(prefix, sizeof prefix, "model.layers.%d.%s.%s", l,
+                     which <= AS_LIN_O ? "self_attn" : "mlp", as_linear_name(which));
+            assert_int_equal(as_fplinear_write(w, prefix, l, &q, AS_AQ_FP8_STATIC, 0.05f, NULL), 0);
+            as_fpq_free(&q);
+        }
+        float k = bad_k ? NAN : 0.01f * (l + 1), v = 0.02f * (l + 1);
+        if (l == skip_v_layer) {
+            char name[100];
+            snprintf(name, sizeof name, "model.layers.%d.self_attn.k_scale", l);
+            int64_t one[1] = {1};
+            assert_int_equal(
+                as_stream_write_tensor(w, name, "kv-scale", l, AS_F32, 1, one, NULL, &k), 0);
+        } else {
+            assert_int_equal(as_kvscale_write(w, l, k, v, NULL), 0);
+        }
+    }
+    assert_int_equal(as_stream_write_end(w), 0);
+    as_stream_writer_free(w);
+    fclose(f);
+}
+
+/* Overwrite the first f32 of tensor `name` in a safetensors file (header parsed with jansson). */
+static void patch_f32(const char *path, const char *name, float v) {
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    uint64_t n;
+    assert_int_equal(fread(&n, 8, 1, f), 1);
+    char *h = malloc(n + 1);
+    assert_int_equal(fread(h, 1, n, f), n);
+    json_t *hdr = json_loadb(h, n, 0, NULL);
+    assert_non_null(hdr);
+    json_int_t off = json_integer_value(
+        json_array_get(json_object_get(json_object_get(hdr, name), "data_offsets"), 0));
+    assert_int_equal(fseek(f, (long)(8 + n + off), SEEK_SET), 0);
+    assert_int_equal(fwrite(&v, 4, 1, f), 1);
+    fclose(f);
+    json_decref(hdr);
+    free(h);
+}
+
+/* as_pack_fp writes the FP8 KV-cache scales and kv_cache_scheme; the loader reads them back;
+ * incomplete or bad scales are one-line errors naming the stream or file and tensor. */
+static void test_pack_kv_scales(void **st) {
+    (void)st;
+    char dir[] = "/tmp/test_fpquant_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char model[300], strm[300], out[300], path[400];
+    snprintf(model, sizeof model, "%s/model", dir);
+    snprintf(strm, sizeof strm, "%s/q.astr", dir);
+    struct as_model_config c = small_cfg();
+    c.n_layers = 3;
+    assert_int_equal(mkdir(model, 0755), 0);
+    assert_int_equal(as_model_write_random(&c, AS_F32, 17, model), 0);
+    as_register_model_loaders();
+    struct as_model *m = as_model_load(model);
+    assert_non_null(m);
+    char *inputs[1] = {strm};
+    /* a model without kv_cache_scheme: no KV quantizer */
+    struct as_kv_quant *kq = (struct as_kv_quant *)1;
+    assert_int_equal(as_kv_quant_from_checkpoint(m, model, &kq), 0);
+    assert_null(kq);
+    /* round trip, in ct-fp and fakequant-fp */
+    const char *fmts[2] = {"ct-fp", "fakequant-fp"};
+    for (int fi = 0; fi < 2; fi++) {
+        write_kv_stream(m, strm, -1, 0);
+        snprintf(out, sizeof out, "%s/out%d", dir, fi);
+        struct as_pack_fp_opts po = {model, out, fmts[fi], "model", 1, 0, 1, inputs};
+        int rc = as_pack_fp(&po);
+        if (rc) fprintf(stderr, "%s\n", as_last_error());
+        assert_int_equal(rc, 0);
+        snprintf(path, sizeof path, "%s/config.json", out);
+        json_t *cfg = json_load_file(path, 0, NULL);
+        json_t *kv =
+            json_object_get(json_object_get(cfg, "quantization_config"), "kv_cache_scheme");
+        json_t *want = json_pack("{s:i, s:s, s:s, s:b, s:b}", "num_bits", 8, "type", "float",
+                                 "strategy", "tensor", "dynamic", 0, "symmetric", 1);
+        assert_true(json_equal(kv, want));
+        json_decref(want);
+        json_decref(cfg);
+        assert_int_equal(as_kv_quant_from_checkpoint(m, out, &kq), 0);
+        assert_non_null(kq);
+        for (int l = 0; l < c.n_layers; l++) {
+            assert_true(kq->k_scale[l] == 0.01f * (l + 1));
+            assert_true(kq->v_scale[l] == 0.02f * (l + 1));
+        }
+        as_kv_quant_free(kq);
+        struct as_ckpt *ck = as_ckpt_open(out);
+        const struct as_st_tensor *t = as_ckpt_find(ck, "model.layers.2.self_attn.v_scale");
+        assert_non_null(t);
+        assert_int_equal(t->dtype, AS_F32);
+        assert_int_equal(t->ndim, 1);
+        assert_int_equal(t->shape[0], 1);
+        as_ckpt_close(ck);
+    }
+    /* bad scales in a checkpoint: NaN, zero, negative */
+    snprintf(path, sizeof path, "%s/out0/model.safetensors", dir);
+    float bads[3] = {NAN, 0.0f, -2.0f};
+    for (int i = 0; i < 3; i++) {
+        patch_f32(path, "model.layers.1.self_attn.v_scale", bads[i]);
+        snprintf(out, sizeof out, "%s/out0", dir);
+        assert_int_equal(as_kv_quant_from_checkpoint(m, out, &kq), -1);
+        assert_null(kq);
+        assert_non_null(strstr(as_last_error(), "model.safetensors: tensor "
+                                                "model.layers.1.self_attn.v_scale: scale"));
+        assert_non_null(strstr(as_last_error(), "not a positive finite number"));
+    }
+    /* an unsupported kv_cache_scheme */
+    snprintf(path, sizeof path, "%s/out1/config.json", dir);
+    json_t *cfg = json_load_file(path, 0, NULL);
+    json_object_set_new(
+        json_object_get(json_object_get(cfg, "quantization_config"), "kv_cache_scheme"), "dynamic",
+        json_true());
+    assert_int_equal(json_dump_file(cfg, path, 0), 0);
+    json_decref(cfg);
+    snprintf(out, sizeof out, "%s/out1", dir);
+    assert_int_equal(as_kv_quant_from_checkpoint(m, out, &kq), -1);
+    assert_non_null(strstr(as_last_error(), "kv_cache_scheme"));
+    /* the stream: a missing v_scale, a NaN k_scale, a format without kv_cache_scheme */
+    write_kv_stream(m, strm, 1, 0);
+    snprintf(out, sizeof out, "%s/bad", dir);
+    struct as_pack_fp_opts po = {model, out, "ct-fp", "model", 1, 0, 1, inputs};
+    int prc = as_pack_fp(&po);
+    if (prc != -1) fprintf(stderr, "unexpected success: %s\n", out);
+    assert_int_equal(prc, -1);
+    assert_non_null(strstr(as_last_error(), "model.layers.1.self_attn.v_scale: missing"));
+    write_kv_stream(m, strm, -1, 1);
+    assert_int_equal(as_pack_fp(&po), -1);
+    assert_non_null(strstr(as_last_error(), "tensor model.layers.0.self_attn.k_scale: scale nan"));
+    write_kv_stream(m, strm, -1, 0);
+    po.format = "fp8";
+    assert_int_equal(as_pack_fp(&po), -1);
+    assert_non_null(strstr(as_last_error(), "kv_cache_scheme"));
+    assert_int_equal(access(out, F_OK), -1); /* nothing written */
+    as_model_free(m);
+    nftw(dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
+}
+
 /* as_pack_fp round trip on a random model: every format read back through the engine loaders
  * equals DEC(code) * scale; input scales come back as the act-quant config. */
 static void test_pack_roundtrip(void **st) {
@@ -554,6 +1033,8 @@ static void test_loader_errors(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fp8_codec_against_reference),
+        cmocka_unit_test(test_fp8_fast_vs_reference),
+        cmocka_unit_test(test_nvfp4_fast_vs_portable),
         cmocka_unit_test(test_fp4_codec),
         cmocka_unit_test(test_weight_fp8_tensor_channel),
         cmocka_unit_test(test_weight_fp8_block_ragged),
@@ -561,6 +1042,8 @@ int main(void) {
         cmocka_unit_test(test_weight_nvfp4_mxfp4),
         cmocka_unit_test(test_act_fake_quant),
         cmocka_unit_test(test_forward_hook),
+        cmocka_unit_test(test_kv_cache),
+        cmocka_unit_test(test_pack_kv_scales),
         cmocka_unit_test(test_pack_roundtrip),
         cmocka_unit_test(test_loader_errors),
     };

@@ -23,6 +23,8 @@
 #include "dtype.h"
 #include "gguf.h"
 #include "model.h"
+#include "qstream.h"
+#include "quant_search.h"
 #include "tokenizer.h"
 
 static uint64_t rng = 0x9E3779B97F4A7C15ull;
@@ -585,6 +587,102 @@ static void test_pack_load_roundtrip(void **state) {
     free(dir), free(dir2), free(out);
 }
 
+/* Float-minimum layers (as_qlinear.minv): Q4_1 blocks hold d = scale and m = minv exactly (the
+ * search returns fp16 values), the file reads back as scale * q + minv computed here, q rows of
+ * attn_q in llama.cpp's interleaved order. The layers travel through stream records. */
+static void test_pack_float_min(void **state) {
+    (void)state;
+    struct as_model_config c = {0};
+    snprintf(c.model_type, sizeof c.model_type, "llama");
+    c.arch = AS_ARCH_LLAMA;
+    c.hidden = 64, c.intermediate = 96, c.n_layers = 1, c.n_heads = 4, c.n_kv_heads = 2;
+    c.head_dim = 16, c.vocab = 300, c.max_pos = 64, c.rms_eps = 1e-5f, c.rope_theta = 10000.0f;
+    char *dir = tmpname(".dir");
+    assert_int_equal(mkdir(dir, 0755), 0);
+    if (as_model_write_random(&c, AS_F32, 11, dir)) fail_msg("%s", as_last_error());
+    write_bytelevel_tokenizer(dir);
+    struct as_model *a = as_model_load(dir);
+    assert_non_null(a);
+    enum as_linear which[2] = {AS_LIN_Q, AS_LIN_DOWN};
+    struct as_qlinear ql[2];
+    char *spath = tmpname(".stream");
+    FILE *f = fopen(spath, "wb");
+    struct as_stream_writer *sw = as_stream_writer_fd(fileno(f), spath);
+    struct quant_search_params sp = {.bits = 4, .fp16_scale = 1};
+    for (int i = 0; i < 2; i++) {
+        int N, K;
+        as_model_linear_shape(a, which[i], &N, &K);
+        int G = K / 32;
+        ql[i] = (struct as_qlinear){.N = N, .K = K, .bits = 4, .group_size = 32, .sym = 0};
+        ql[i].q = malloc((size_t)N * K), ql[i].scale = malloc(sizeof(float) * N * G);
+        ql[i].minv = malloc(sizeof(float) * N * G), ql[i].zero = malloc(sizeof(int32_t) * N * G);
+        ql[i].g_idx = malloc(sizeof(int32_t) * K);
+        assert_int_equal(quant_fmin_rtn(a->layers[0].w[which[i]], N, K, 32, NULL, &sp, ql[i].q,
+                                        ql[i].scale, ql[i].minv, ql[i].zero, ql[i].g_idx),
+                         0);
+        char pfx[128];
+        as_linear_prefix(0, which[i], pfx, sizeof pfx);
+        assert_int_equal(as_qlinear_write(sw, pfx, 0, &ql[i], NULL), 0);
+    }
+    assert_int_equal(as_stream_write_end(sw), 0);
+    as_stream_writer_free(sw);
+    fclose(f);
+    struct as_stream_reader *r = as_stream_open(spath);
+    struct as_qcollect *qc = as_qcollect_new();
+    const struct as_rec *rec;
+    while (as_stream_next(r, &rec) == 1)
+        assert_true(as_qcollect_offer(qc, r, rec) >= 0);
+    as_stream_close(r);
+    assert_int_equal(as_qcollect_count(qc), 2);
+
+    char *out = tmpname(".gguf");
+    struct as_gguf_pack_opts o = {.float_type = AS_GGML_F32, .verify = 1};
+    struct as_gguf_pack_report rep;
+    if (as_gguf_pack(dir, qc, out, &o, &rep)) fail_msg("%s", as_last_error());
+    assert_int_equal(rep.n_blocks, 2);
+    assert_int_equal(rep.file_type, AS_FTYPE_MOSTLY_Q4_1);
+    struct as_gguf *g = as_gguf_open(out);
+    assert_non_null(g);
+    const char *names[2] = {"blk.0.attn_q.weight", "blk.0.ffn_down.weight"};
+    int perm[64];
+    as_gguf_qk_perm(c.n_heads, c.head_dim, perm);
+    int nonint = 0;
+    for (int i = 0; i < 2; i++) {
+        const struct as_gguf_tensor *t = as_gguf_find_tensor(g, names[i]);
+        assert_non_null(t);
+        assert_int_equal(t->type, AS_GGML_Q4_1);
+        int N = ql[i].N, K = ql[i].K, G = K / 32;
+        const as_block_q4_1 *blk = t->data;
+        float *got = malloc(sizeof(float) * N * K);
+        as_ggml_to_f32(AS_GGML_Q4_1, blk, got, (size_t)N * K);
+        for (int row = 0; row < N; row++) {
+            int n = i == 0 ? perm[row] : row;
+            for (int b = 0; b < G; b++) {
+                const as_block_q4_1 *x = &blk[row * G + b];
+                float d = ql[i].scale[n * G + b], m = ql[i].minv[n * G + b];
+                assert_true(as_f16_to_f32(x->d) == d && as_f16_to_f32(x->m) == m);
+                nonint += fabsf(m / d - rintf(m / d)) > 0.01f;
+                for (int j = 0; j < 32; j++) {
+                    int qv = j < 16 ? x->qs[j] & 15 : x->qs[j - 16] >> 4;
+                    assert_int_equal(qv, ql[i].q[n * K + b * 32 + j]);
+                    assert_true(got[row * K + b * 32 + j] == d * (float)qv + m);
+                }
+            }
+        }
+        free(got);
+    }
+    assert_true(nonint > 0); /* minimums that no integer zero could express */
+    as_gguf_close(g);
+    as_qcollect_free(qc);
+    for (int i = 0; i < 2; i++)
+        free(ql[i].q), free(ql[i].scale), free(ql[i].minv), free(ql[i].zero), free(ql[i].g_idx);
+    as_model_free(a);
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s' '%s'", dir, out, spath);
+    assert_int_equal(system(cmd), 0);
+    free(dir), free(out), free(spath);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_block_layout_by_hand),
@@ -594,6 +692,7 @@ int main(void) {
         cmocka_unit_test(test_roundtrip_kv_and_tensors),
         cmocka_unit_test(test_rejects_corrupt),
         cmocka_unit_test(test_pack_load_roundtrip),
+        cmocka_unit_test(test_pack_float_min),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,7 +5,9 @@
  * stored_scale * (q - zero) bit for bit, where stored_scale is the scale rounded to the file's
  * dtype; word layouts are checked against REFERENCE.md's formulas and a literal transcription of
  * AutoGPTQ's 3-bit pack() loop; tests/tools/pack_oracle.py (numpy + safetensors, written from the
- * format description) re-reads every round-trip file and must produce the same matrix. */
+ * format description) re-reads every round-trip file and must produce the same matrix.
+ * Float-minimum layers (minv): every integer format refuses them with a reason naming the float
+ * minimum; the stream records carry minv and dequantize to scale * q + minv. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -13,6 +15,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +25,7 @@
 #include "as_error.h"
 #include "dtype.h"
 #include "pack_formats.h"
+#include "qstream.h"
 #include "quant_load.h"
 #include "safetensors.h"
 
@@ -868,6 +872,108 @@ static int teardown(void **state) {
     return 0;
 }
 
+static void test_float_min_refused(void **state) {
+    (void)state;
+    struct as_qlinear l = make_layer((struct spec){32, 64, 4, 32, 0, 0}, 1);
+    char why[256];
+    assert_int_equal(as_gptq_packable(&l, why, sizeof why), 1);
+    assert_int_equal(as_ct_packable(&l, why, sizeof why), 1);
+    assert_int_equal(as_awq_packable(&l, why, sizeof why), 1);
+    l.minv = malloc(sizeof(float) * 32 * 2);
+    for (int i = 0; i < 64; i++)
+        l.minv[i] = -0.01f * (float)(i % 5);
+    assert_int_equal(as_qlinear_check(&l, PREFIX), 0);
+    assert_int_equal(as_gptq_packable(&l, why, sizeof why), 0);
+    assert_non_null(strstr(why, "float minimum"));
+    assert_non_null(strstr(why, "GPTQ"));
+    assert_int_equal(as_ct_packable(&l, why, sizeof why), 0);
+    assert_non_null(strstr(why, "float minimum"));
+    assert_int_equal(as_awq_packable(&l, why, sizeof why), 0);
+    assert_non_null(strstr(why, "float minimum"));
+    char st[512];
+    path_in(st, sizeof st, "", "fmin.safetensors");
+    struct as_st_writer *w = as_st_writer_new(st);
+    assert_int_equal(as_gptq_write(w, PREFIX, &l), -1);
+    assert_non_null(strstr(as_last_error(), "float minimum"));
+    assert_int_equal(as_ct_write(w, PREFIX, &l, AS_F16, 0), -1);
+    assert_int_equal(as_awq_write(w, PREFIX, &l), -1);
+    as_st_writer_abort(w);
+    l.minv[5] = NAN;
+    assert_int_equal(as_qlinear_check(&l, PREFIX), -1);
+    assert_non_null(strstr(as_last_error(), "float minimum at [2,1]"));
+    l.minv[5] = 0, l.sym = 1;
+    assert_int_equal(as_qlinear_check(&l, PREFIX), -1);
+    assert_non_null(strstr(as_last_error(), "symmetric"));
+    free(l.minv);
+    free_layer(&l);
+}
+
+/* Write N layers' records to a stream file, then gather them back. */
+static struct as_qcollect *stream_roundtrip(const char *path, const struct as_qlinear *l,
+                                            const char *extra_name, int *rc_out) {
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    struct as_stream_writer *w = as_stream_writer_fd(fileno(f), path);
+    assert_int_equal(as_qlinear_write(w, PREFIX, 3, l, NULL), 0);
+    if (extra_name) { /* a stray .min record for a layer that does not announce float_min */
+        int64_t shape[2] = {l->N, as_qlinear_groups(l)};
+        float *z = calloc((size_t)shape[0] * shape[1], sizeof(float));
+        assert_int_equal(as_stream_write_tensor(w, extra_name, "min", 3, AS_F32, 2, shape, NULL, z),
+                         0);
+        free(z);
+    }
+    assert_int_equal(as_stream_write_end(w), 0);
+    as_stream_writer_free(w);
+    fclose(f);
+    struct as_stream_reader *r = as_stream_open(path);
+    assert_non_null(r);
+    struct as_qcollect *qc = as_qcollect_new();
+    const struct as_rec *rec;
+    int rc = 0, n;
+    while (rc >= 0 && (n = as_stream_next(r, &rec)) == 1)
+        rc = as_qcollect_offer(qc, r, rec) < 0 ? -1 : 0;
+    as_stream_close(r);
+    *rc_out = rc;
+    return qc;
+}
+
+static void test_qstream_float_min(void **state) {
+    (void)state;
+    struct as_qlinear l = make_layer((struct spec){8, 64, 4, 32, 0, 0}, 0);
+    l.minv = malloc(sizeof(float) * 8 * 2);
+    for (int i = 0; i < 16; i++)
+        l.minv[i] = 0.003f * (float)i - 0.02f;
+    char path[512];
+    path_in(path, sizeof path, "", "fmin.stream");
+    int rc;
+    struct as_qcollect *qc = stream_roundtrip(path, &l, NULL, &rc);
+    assert_int_equal(rc, 0);
+    assert_int_equal(as_qcollect_check_complete(qc), 0);
+    const struct as_qlinear *b = as_qcollect_find(qc, PREFIX);
+    assert_non_null(b);
+    assert_non_null(b->minv);
+    assert_memory_equal(b->minv, l.minv, sizeof(float) * 16);
+    float got[8 * 64];
+    as_qlinear_dequant(b, got);
+    for (int n = 0; n < 8; n++) /* scale * q + minv, independently */
+        for (int k = 0; k < 64; k++) {
+            float want = l.scale[n * 2 + k / 32] * (float)l.q[n * 64 + k] + l.minv[n * 2 + k / 32];
+            assert_true(got[n * 64 + k] == want);
+        }
+    as_qcollect_free(qc);
+    /* an integer-zero layer with a stray .min record is refused */
+    float *mv = l.minv;
+    l.minv = NULL;
+    char stray[256];
+    snprintf(stray, sizeof stray, "%s.min", PREFIX);
+    qc = stream_roundtrip(path, &l, stray, &rc);
+    assert_int_equal(rc, -1);
+    assert_non_null(strstr(as_last_error(), "do not say float_min"));
+    as_qcollect_free(qc);
+    free(mv);
+    free_layer(&l);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gptq_pack_matches_autogptq),
@@ -877,6 +983,8 @@ int main(void) {
         cmocka_unit_test(test_ct_layout),
         cmocka_unit_test(test_ct_roundtrip),
         cmocka_unit_test(test_packable),
+        cmocka_unit_test(test_float_min_refused),
+        cmocka_unit_test(test_qstream_float_min),
         cmocka_unit_test(test_writer_bad_input),
         cmocka_unit_test(test_configs),
         cmocka_unit_test(test_loader_not_quantized),

@@ -669,15 +669,202 @@ static void test_writer_failures(void **state) {
     assert_false(count_prefix("wfail.safetensors"));
 }
 
+/* ---- sharded streaming writer ---- */
+
+/* Tensor i: I32 [len] with value i * 1000 + j (an expectation independent of the writer). */
+static int64_t shard_len(int i) {
+    return 1 + (i * 37) % 50;
+}
+
+static void shard_fill(int i, int32_t *v) {
+    for (int64_t j = 0; j < shard_len(i); j++)
+        v[j] = (int32_t)(i * 1000 + j);
+}
+
+/* Write n tensors (names "t.<i>" padded to name_len) into a new directory; return it. */
+static const char *write_sharded(const char *dir_name, int n, int name_len, uint64_t max_shard,
+                                 uint64_t buffer, struct as_st_shard_report *rep) {
+    const char *dir = tpath(dir_name);
+    assert_int_equal(mkdir(dir, 0755), 0);
+    struct as_st_shard_opts o = {max_shard, buffer, 1, rep};
+    struct as_st_writer *w = as_st_writer_new_sharded(dir, &o);
+    for (int i = 0; i < n; i++) {
+        char name[300];
+        snprintf(name, sizeof name, "t.%0*d", name_len, i);
+        int32_t v[64];
+        shard_fill(i, v);
+        int64_t shape[1] = {shard_len(i)};
+        if (as_st_writer_add_copy(w, name, AS_I32, 1, shape, v, 4 * (uint64_t)shape[0]))
+            fail_msg("%s", as_last_error());
+    }
+    if (as_st_writer_finish(w)) fail_msg("%s", as_last_error());
+    return dir;
+}
+
+/* Every tensor back through as_ckpt_open (which follows the index), with its values. */
+static void check_sharded(const char *dir, int n, int name_len) {
+    struct as_ckpt *c = as_ckpt_open(dir);
+    if (!c) fail_msg("%s", as_last_error());
+    assert_int_equal(c->n_tensors, n);
+    for (int i = 0; i < n; i++) {
+        char name[300];
+        snprintf(name, sizeof name, "t.%0*d", name_len, i);
+        const struct as_st_tensor *t = as_ckpt_find(c, name);
+        assert_non_null(t);
+        int32_t v[64];
+        shard_fill(i, v);
+        assert_int_equal(t->nbytes, 4 * shard_len(i));
+        assert_memory_equal(t->data, v, t->nbytes);
+    }
+    as_ckpt_close(c);
+}
+
+static void test_shard_writer(void **state) {
+    (void)state;
+    struct as_st_shard_report rep;
+    /* buffered and spilled shards give the same tensors; 100-byte shards hold tensors until the
+     * next would exceed 100 bytes (tensors are 4..200 bytes: a 200-byte one stands alone) */
+    for (int spill = 0; spill < 2; spill++) {
+        const char *d =
+            write_sharded(spill ? "sh_spill" : "sh_buf", 40, 2, 100, spill ? 0 : 1 << 20, &rep);
+        check_sharded(d, 40, 2);
+        assert_int_equal(rep.n_tensors, 40);
+        uint64_t total = 0;
+        int expect_shards = 0;
+        for (int i = 0, cur = 0; i < 40; i++) { /* the greedy rule, computed independently */
+            uint64_t b = 4 * (uint64_t)shard_len(i);
+            if (!i || cur + b > 100) expect_shards++, cur = 0;
+            cur += (int)b;
+            total += b;
+        }
+        assert_int_equal(rep.n_shards, expect_shards);
+        assert_int_equal(rep.total_bytes, total);
+        char p[1200];
+        snprintf(p, sizeof p, "%s/model-%05d-of-%05d.safetensors", d, expect_shards, expect_shards);
+        assert_true(exists(p));
+        snprintf(p, sizeof p, "%s/model.safetensors", d);
+        assert_false(exists(p));
+        char cmd[1400];
+        snprintf(cmd, sizeof cmd, "ls '%s' | grep -q part", d);
+        assert_int_not_equal(system(cmd), 0); /* no temporary left */
+    }
+    /* one shard: a plain model.safetensors, no index, byte-identical to the plain writer's */
+    const char *d = write_sharded("sh_one", 10, 2, 0, AS_ST_DEFAULT_BUFFER, &rep);
+    assert_int_equal(rep.n_shards, 1);
+    check_sharded(d, 10, 2);
+    char p[1200];
+    snprintf(p, sizeof p, "%s/model.safetensors.index.json", d);
+    assert_false(exists(p));
+    struct as_st_writer *w = as_st_writer_new(tpath("plain.safetensors"));
+    for (int i = 0; i < 10; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "t.%02d", i);
+        int32_t v[64];
+        shard_fill(i, v);
+        int64_t shape[1] = {shard_len(i)};
+        assert_int_equal(as_st_writer_add_copy(w, name, AS_I32, 1, shape, v, 4 * shape[0]), 0);
+    }
+    assert_int_equal(as_st_writer_finish(w), 0);
+    char cmd[2600];
+    snprintf(cmd, sizeof cmd, "cmp -s '%s/model.safetensors' '%s'", d, tpath("plain.safetensors"));
+    assert_int_equal(system(cmd), 0);
+    /* spilled shards reserve header space; a shard whose header would outgrow it is closed early
+     * (2000 names of 200 characters: ~450 KB of header; 64 MB shards reserve 64 KiB) */
+    d = write_sharded("sh_names", 2000, 200, 64u << 20, 0, &rep);
+    assert_true(rep.n_shards > 1);
+    check_sharded(d, 2000, 200);
+}
+
+static void test_shard_writer_errors(void **state) {
+    (void)state;
+    const char *dir = tpath("sh_err");
+    assert_int_equal(mkdir(dir, 0755), 0);
+    struct as_st_shard_opts o = {16, 0, 1, NULL};
+    struct as_st_writer *w = as_st_writer_new_sharded(dir, &o);
+    int32_t v[4] = {1, 2, 3, 4};
+    int64_t shape[1] = {4};
+    assert_int_equal(as_st_writer_add_copy(w, "a", AS_I32, 1, shape, v, 16), 0);
+    assert_int_equal(as_st_writer_add_copy(w, "b", AS_I32, 1, shape, v, 16), 0);
+    /* a name already written, even to an earlier shard */
+    assert_int_equal(as_st_writer_add_copy(w, "a", AS_I32, 1, shape, v, 16), -1);
+    assert_non_null(strstr(as_last_error(), "tensor a: added twice"));
+    /* the view is for plain writers only */
+    assert_null(as_st_writer_view(w));
+    as_st_writer_abort(w);
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A '%s')\"", dir);
+    assert_int_equal(system(cmd), 0); /* abort removed the shards */
+    /* sizes as transformers reads max_shard_size */
+    static const struct {
+        const char *s;
+        uint64_t v;
+    } ok[] = {{"5GB", 5000000000ull},  {"2GiB", 2147483648ull}, {"500MB", 500000000ull},
+              {"100kB", 100000},       {"1e9", 1000000000ull},  {"123", 123},
+              {"1.5gb", 1500000000ull}};
+    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+        uint64_t v = 0;
+        assert_int_equal(as_st_parse_size(ok[i].s, &v), 0);
+        assert_int_equal(v, ok[i].v);
+    }
+    static const char *const bad[] = {"", "GB", "-1GB", "0", "5XB", "1e30"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        uint64_t v;
+        assert_int_equal(as_st_parse_size(bad[i], &v), -1);
+        assert_non_null(strstr(as_last_error(), "size '"));
+    }
+}
+
+/* The view of a plain writer reads its tensors through the checkpoint API, without a file. */
+static void test_writer_view(void **state) {
+    (void)state;
+    struct as_st_writer *w = as_st_writer_new(tpath("never.safetensors"));
+    float a[3] = {1, 2, 3};
+    int64_t shape[1] = {3};
+    assert_int_equal(as_st_writer_add_copy(w, "z", AS_F32, 1, shape, a, sizeof a), 0);
+    assert_int_equal(as_st_writer_add(w, "y", AS_F32, 1, shape, a, sizeof a), 0);
+    struct as_ckpt *c = as_st_writer_view(w);
+    assert_non_null(c);
+    assert_int_equal(c->n_tensors, 2);
+    const struct as_st_tensor *t = as_ckpt_find(c, "z");
+    assert_non_null(t);
+    float back[3];
+    assert_int_equal(as_ckpt_read_f32(c, t, back), 0);
+    assert_memory_equal(back, a, sizeof a);
+    as_ckpt_close(c);
+    /* add_all moves the tensors to another writer and empties the source */
+    struct as_st_writer *w2 = as_st_writer_new(tpath("moved.safetensors"));
+    assert_int_equal(as_st_writer_add_all(w2, w), 0);
+    c = as_st_writer_view(w);
+    assert_int_equal(c->n_tensors, 0);
+    as_ckpt_close(c);
+    as_st_writer_abort(w);
+    assert_int_equal(as_st_writer_finish(w2), 0);
+    struct as_st_file *f = as_st_open(tpath("moved.safetensors"));
+    assert_non_null(f);
+    assert_int_equal(f->n_tensors, 2);
+    assert_memory_equal(as_st_find(f, "y")->data, a, sizeof a);
+    as_st_close(f);
+    assert_false(exists(tpath("never.safetensors")));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),        cmocka_unit_test(test_python_reads_ours),
-        cmocka_unit_test(test_we_read_python),    cmocka_unit_test(test_bad_truncated),
-        cmocka_unit_test(test_bad_header_len),    cmocka_unit_test(test_bad_overlap),
-        cmocka_unit_test(test_bad_out_of_bounds), cmocka_unit_test(test_bad_hole),
-        cmocka_unit_test(test_bad_dtype),         cmocka_unit_test(test_bad_size),
-        cmocka_unit_test(test_bad_json),          cmocka_unit_test(test_sharded),
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_python_reads_ours),
+        cmocka_unit_test(test_we_read_python),
+        cmocka_unit_test(test_bad_truncated),
+        cmocka_unit_test(test_bad_header_len),
+        cmocka_unit_test(test_bad_overlap),
+        cmocka_unit_test(test_bad_out_of_bounds),
+        cmocka_unit_test(test_bad_hole),
+        cmocka_unit_test(test_bad_dtype),
+        cmocka_unit_test(test_bad_size),
+        cmocka_unit_test(test_bad_json),
+        cmocka_unit_test(test_sharded),
         cmocka_unit_test(test_writer_failures),
+        cmocka_unit_test(test_shard_writer),
+        cmocka_unit_test(test_shard_writer_errors),
+        cmocka_unit_test(test_writer_view),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

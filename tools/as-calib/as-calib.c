@@ -13,6 +13,7 @@
  * dXXᵀ = (X_fp - X_q)ᵀ X_q (same 2/N scale as H). */
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +48,8 @@ static void usage(FILE *f) {
             "      --keep-seqs S     also emit the residual stream entering each layer for the\n"
             "                        first S windows (role layer-input, F32 [S*seqlen, hidden];\n"
             "                        for as-awq)\n"
+            "      --kv-stats        also emit per layer the absmax of the keys (after RoPE) and\n"
+            "                        values (role kv-absmax, F32 [2]; as-lepto --kv-cache fp8)\n"
             "      --no-weights      do not emit the weights by reference\n"
             "      --arena DIR       write payloads to an arena file in DIR and send references\n"
             "      --sequential CMD  true-sequential quantization with quantizer coprocess CMD;\n"
@@ -89,7 +92,37 @@ struct calib {
     /* --keep-seqs: the layer inputs of the first keep_seqs windows, [layer - lo][S*seqlen*D] */
     int keep_seqs;
     float *seq_inputs;
+    /* --kv-stats: absmax of the keys (after RoPE, as cached) and values, [layer - lo][2] */
+    float *kv_absmax;
+    uint64_t kv_tokens;
 };
+
+/* forward.h on_kv: the new cache rows of one layer (read only here). */
+static void on_kv(void *ctx, int layer, float *k, float *v, int T, int kv_dim) {
+    struct calib *c = ctx;
+    if (layer < c->layer_lo || layer > c->layer_hi) return;
+    float *a = c->kv_absmax + (size_t)(layer - c->layer_lo) * 2;
+    size_t n = (size_t)T * kv_dim;
+    for (size_t i = 0; i < n; i++) { /* NaN propagates (fmaxf would drop it): as-lepto rejects it */
+        float ak = fabsf(k[i]), av = fabsf(v[i]);
+        a[0] = ak > a[0] || isnan(ak) ? ak : a[0];
+        a[1] = av > a[1] || isnan(av) ? av : a[1];
+    }
+    if (layer == c->layer_lo) c->kv_tokens += (uint64_t)T;
+}
+
+/* --kv-stats: "model.layers.N.self_attn.kv_absmax", F32 [2] = {absmax K, absmax V}. */
+static int emit_kv(struct calib *c, struct as_stream_writer *w, int layer) {
+    char name[128];
+    snprintf(name, sizeof name, "model.layers.%d.self_attn.kv_absmax", layer);
+    int64_t shape[1] = {2};
+    struct as_rec rec;
+    as_rec_init(&rec, name, "kv-absmax", layer, AS_F32, 1, shape);
+    rec.attrs = json_pack("{s:I}", "tokens", (json_int_t)c->kv_tokens);
+    int rc = as_stream_write(w, &rec, c->kv_absmax + (size_t)(layer - c->layer_lo) * 2);
+    json_decref(rec.attrs);
+    return rc;
+}
 
 static struct as_act_stats *stats_for(struct calib *c, int layer, enum as_linear_group g) {
     if (layer < c->layer_lo || layer > c->layer_hi) return NULL;
@@ -115,10 +148,12 @@ static void on_input(void *ctx, int layer, enum as_linear_group g, const float *
         return;
     }
     if (c->dxx) { /* dXXᵀ += (X_fp - X_q)ᵀ X_q, X_fp minus X_q computed in place */
-        for (size_t i = 0; i < (size_t)T * d; i++) c->x_fp[i] -= x[i];
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, d, T, 1.0f, c->x_fp, d, x, d,
-                    0.0f, c->dxx_chunk, d);
-        for (size_t i = 0; i < (size_t)d * d; i++) c->dxx[i] += c->dxx_chunk[i];
+        for (size_t i = 0; i < (size_t)T * d; i++)
+            c->x_fp[i] -= x[i];
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, d, d, T, 1.0f, c->x_fp, d, x, d, 0.0f,
+                    c->dxx_chunk, d);
+        for (size_t i = 0; i < (size_t)d * d; i++)
+            c->dxx[i] += c->dxx_chunk[i];
     }
 }
 
@@ -128,7 +163,8 @@ static int run_samples(struct calib *c, const int32_t *tokens, int samples, int 
     struct as_hooks hk = {.on_linear_input = on_input, .ctx = c};
     int *win = as_xmalloc(sizeof(int) * seqlen);
     for (int i = 0; i < samples; i++) {
-        for (int j = 0; j < seqlen; j++) win[j] = tokens[(size_t)i * seqlen + j];
+        for (int j = 0; j < seqlen; j++)
+            win[j] = tokens[(size_t)i * seqlen + j];
         if (sfp) {
             c->capture_fp = 1;
             as_state_reset(sfp);
@@ -157,8 +193,10 @@ static int ckpt_index(const struct as_ckpt *ck, const char *name) {
     while (lo <= hi) {
         int mid = (lo + hi) / 2, cmp = strcmp(ck->tensors[mid]->name, name);
         if (!cmp) return mid;
-        if (cmp < 0) lo = mid + 1;
-        else hi = mid - 1;
+        if (cmp < 0)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
     }
     return -1;
 }
@@ -173,7 +211,8 @@ static int write_payload(struct as_stream_writer *w, struct as_arena *arena, str
 static int emit_group(struct calib *c, struct as_stream_writer *w, struct as_arena *arena,
                       int layer, enum as_linear_group g, int with_weights, const double *dxx) {
     struct as_act_stats *s = stats_for(c, layer, g);
-    if (!s || !s->dim) return as_fail("layer %d %s: no activations were seen", layer, as_group_names[g]);
+    if (!s || !s->dim)
+        return as_fail("layer %d %s: no activations were seen", layer, as_group_names[g]);
     int d = s->dim;
     json_t *attrs = json_object(), *targets = json_array();
     char buf[1024], name[1100];
@@ -196,7 +235,8 @@ static int emit_group(struct calib *c, struct as_stream_writer *w, struct as_are
     rc |= write_payload(w, arena, &rec, H);
     if (dxx && !rc) {
         double norm = 2.0 / (double)s->tokens;
-        for (size_t i = 0; i < (size_t)d * d; i++) H[i] = (float)(dxx[i] * norm);
+        for (size_t i = 0; i < (size_t)d * d; i++)
+            H[i] = (float)(dxx[i] * norm);
         snprintf(name, sizeof name, "model.layers.%d.%s.gptaq_dxx", layer, as_group_names[g]);
         as_rec_init(&rec, name, "gptaq-dxx", layer, AS_F32, 2, shape2);
         rec.attrs = attrs;
@@ -348,15 +388,17 @@ static int sequential_group(struct calib *c, struct coproc *cp, struct as_arena 
     if (as_stream_write_end_flush(cp->to)) return -1; /* "answer this group now" */
     struct as_qcollect *qc = as_qcollect_new();
     int need = 0;
-    while (group_members[g][need] != AS_LIN_COUNT) need++;
+    while (group_members[g][need] != AS_LIN_COUNT)
+        need++;
     const struct as_rec *rec;
     int rc = 0;
     while (as_qcollect_count(qc) < need) {
         int r = as_stream_next_segmented(cp->from, &rec);
         if (r == 2) continue; /* an answer's end; the check below catches a short answer */
         if (r <= 0) {
-            rc = r < 0 ? -1 : as_fail("quantizer ended before layer %d %s was quantized", layer,
-                                      as_group_names[g]);
+            rc = r < 0 ? -1
+                       : as_fail("quantizer ended before layer %d %s was quantized", layer,
+                                 as_group_names[g]);
             break;
         }
         if (as_qcollect_offer(qc, cp->from, rec) < 0) {
@@ -370,8 +412,7 @@ static int sequential_group(struct calib *c, struct coproc *cp, struct as_arena 
         const struct as_qlinear *l = as_qcollect_get(qc, i, &pfx, &attrs);
         int lyr;
         enum as_linear which;
-        if (as_linear_parse(pfx, &lyr, &which) || lyr != layer ||
-            as_linear_group_of(which) != g) {
+        if (as_linear_parse(pfx, &lyr, &which) || lyr != layer || as_linear_group_of(which) != g) {
             rc = as_fail("quantizer returned %s while layer %d %s was expected", pfx, layer,
                          as_group_names[g]);
             break;
@@ -404,35 +445,75 @@ int main(int argc, char **argv) {
     as_set_progname(argv[0]);
     const char *model_dir = NULL, *data = NULL, *layers = NULL, *arena_dir = NULL, *seq_cmd = NULL;
     int samples = 128, seqlen = 512, keep = 0, with_weights = 1, gptaq = 0, threads = 0;
-    int keep_seqs = 0;
+    int keep_seqs = 0, kv_stats = 0;
     uint64_t seed = 0;
-    static const struct option longopts[] = {
-        {"model", required_argument, 0, 'm'},  {"data", required_argument, 0, 'd'},
-        {"samples", required_argument, 0, 'n'}, {"seqlen", required_argument, 0, 'l'},
-        {"seed", required_argument, 0, 1},      {"layers", required_argument, 0, 2},
-        {"keep-inputs", required_argument, 0, 3}, {"no-weights", no_argument, 0, 4},
-        {"arena", required_argument, 0, 5},     {"sequential", required_argument, 0, 6},
-        {"gptaq", no_argument, 0, 7},           {"threads", required_argument, 0, 8},
-        {"keep-seqs", required_argument, 0, 9},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+    static const struct option longopts[] = {{"model", required_argument, 0, 'm'},
+                                             {"data", required_argument, 0, 'd'},
+                                             {"samples", required_argument, 0, 'n'},
+                                             {"seqlen", required_argument, 0, 'l'},
+                                             {"seed", required_argument, 0, 1},
+                                             {"layers", required_argument, 0, 2},
+                                             {"keep-inputs", required_argument, 0, 3},
+                                             {"no-weights", no_argument, 0, 4},
+                                             {"arena", required_argument, 0, 5},
+                                             {"sequential", required_argument, 0, 6},
+                                             {"gptaq", no_argument, 0, 7},
+                                             {"threads", required_argument, 0, 8},
+                                             {"keep-seqs", required_argument, 0, 9},
+                                             {"kv-stats", no_argument, 0, 10},
+                                             {"help", no_argument, 0, 'h'},
+                                             {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "m:d:n:l:h", longopts, NULL)) != -1) {
         switch (opt) {
-        case 'm': model_dir = optarg; break;
-        case 'd': data = optarg; break;
-        case 'n': samples = atoi(optarg); break;
-        case 'l': seqlen = atoi(optarg); break;
-        case 1: seed = strtoull(optarg, NULL, 10); break;
-        case 2: layers = optarg; break;
-        case 3: keep = atoi(optarg); break;
-        case 4: with_weights = 0; break;
-        case 5: arena_dir = optarg; break;
-        case 6: seq_cmd = optarg; break;
-        case 7: gptaq = 1; break;
-        case 8: threads = atoi(optarg); break;
-        case 9: keep_seqs = atoi(optarg); break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'm':
+            model_dir = optarg;
+            break;
+        case 'd':
+            data = optarg;
+            break;
+        case 'n':
+            samples = atoi(optarg);
+            break;
+        case 'l':
+            seqlen = atoi(optarg);
+            break;
+        case 1:
+            seed = strtoull(optarg, NULL, 10);
+            break;
+        case 2:
+            layers = optarg;
+            break;
+        case 3:
+            keep = atoi(optarg);
+            break;
+        case 4:
+            with_weights = 0;
+            break;
+        case 5:
+            arena_dir = optarg;
+            break;
+        case 6:
+            seq_cmd = optarg;
+            break;
+        case 7:
+            gptaq = 1;
+            break;
+        case 8:
+            threads = atoi(optarg);
+            break;
+        case 9:
+            keep_seqs = atoi(optarg);
+            break;
+        case 10:
+            kv_stats = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (!model_dir || !data || optind < argc) {
@@ -440,12 +521,16 @@ int main(int argc, char **argv) {
         return 2;
     }
     if (samples < 1 || seqlen < 2) as_die("--samples and --seqlen must be >= 1 and >= 2");
-    if (gptaq && !seq_cmd) as_die("--gptaq needs --sequential (it compares fp and quantized inputs)");
+    if (gptaq && !seq_cmd)
+        as_die("--gptaq needs --sequential (it compares fp and quantized inputs)");
     if (keep_seqs < 0 || keep_seqs > samples)
         as_die("--keep-seqs %d: expected 0..%d (the number of windows)", keep_seqs, samples);
     if (keep_seqs && seq_cmd)
         as_die("--keep-seqs keeps full-precision layer inputs; it does not combine with "
                "--sequential");
+    if (kv_stats && seq_cmd)
+        as_die("--kv-stats measures the full-precision model's KV cache; it does not combine "
+               "with --sequential");
     if (threads > 0) openblas_set_num_threads(threads);
     signal(SIGPIPE, SIG_IGN);
 
@@ -456,7 +541,8 @@ int main(int argc, char **argv) {
         as_die("%s: the model is quantized (%s); calibrate the original checkpoint", model_dir,
                c.m->cfg.quant_method);
     if (seqlen > c.m->cfg.max_pos)
-        as_die("--seqlen %d is larger than the model's maximum context %d", seqlen, c.m->cfg.max_pos);
+        as_die("--seqlen %d is larger than the model's maximum context %d", seqlen,
+               c.m->cfg.max_pos);
     c.ck = as_ckpt_open(model_dir);
     if (!c.ck) as_die_last();
     c.refs = as_ckpt_refs_new(c.ck);
@@ -480,14 +566,17 @@ int main(int argc, char **argv) {
 
     int n_layers_sel = c.layer_hi - c.layer_lo + 1;
     c.st = as_xcalloc((size_t)n_layers_sel * AS_GROUP_COUNT, sizeof *c.st);
-    struct as_run_state *s =
-        as_state_new(c.m, seqlen, seqlen, keep_seqs ? AS_STATE_KEEP_ACTS : 0);
+    struct as_run_state *s = as_state_new(c.m, seqlen, seqlen, keep_seqs ? AS_STATE_KEEP_ACTS : 0);
     if (keep_seqs) {
         c.keep_seqs = keep_seqs;
         c.seq_inputs =
             as_xmalloc(sizeof(float) * n_layers_sel * keep_seqs * seqlen * c.m->cfg.hidden);
     }
     if (!s) as_die_last();
+    if (kv_stats) {
+        c.kv_absmax = as_xcalloc((size_t)n_layers_sel * 2, sizeof(float));
+        s->on_kv = on_kv, s->kvctx = &c;
+    }
     struct as_stream_writer *out = as_stream_writer_fd(1, "stdout");
     if (!out) as_die_last();
     struct as_arena *arena = NULL;
@@ -501,20 +590,24 @@ int main(int argc, char **argv) {
         rc = run_samples(&c, tokens, samples, seqlen, s, NULL);
         for (int l = c.layer_lo; !rc && l <= c.layer_hi; l++) {
             if (c.seq_inputs) rc = emit_layer_input(&c, out, arena, l, seqlen);
+            if (!rc && c.kv_absmax) rc = emit_kv(&c, out, l);
             for (int g = 0; !rc && g < AS_GROUP_COUNT; g++)
                 rc = emit_group(&c, out, arena, l, (enum as_linear_group)g, with_weights, NULL);
         }
     } else {
         struct as_run_state *sfp = NULL;
-        int maxd = c.m->cfg.intermediate > c.m->cfg.hidden ? c.m->cfg.intermediate : c.m->cfg.hidden;
-        if (c.m->cfg.n_heads * c.m->cfg.head_dim > maxd) maxd = c.m->cfg.n_heads * c.m->cfg.head_dim;
+        int maxd =
+            c.m->cfg.intermediate > c.m->cfg.hidden ? c.m->cfg.intermediate : c.m->cfg.hidden;
+        if (c.m->cfg.n_heads * c.m->cfg.head_dim > maxd)
+            maxd = c.m->cfg.n_heads * c.m->cfg.head_dim;
         if (gptaq) {
             if (!(c.fp = as_model_load(model_dir))) as_die_last();
             sfp = as_state_new(c.fp, seqlen, seqlen, 0);
             c.x_fp = as_xmalloc(sizeof(float) * seqlen * maxd);
             c.dxx_chunk = as_xmalloc(sizeof(float) * maxd * maxd);
             c.dxx = as_xmalloc(sizeof(double) * maxd * maxd);
-            fprintf(stderr, "%s: GPTAQ: running the full-precision model side by side\n", as_progname());
+            fprintf(stderr, "%s: GPTAQ: running the full-precision model side by side\n",
+                    as_progname());
         }
         struct coproc cp = {0};
         rc = coproc_start(&cp, seq_cmd);
@@ -532,7 +625,8 @@ int main(int argc, char **argv) {
                     rc = as_fail("token id %d out of range (vocab %d)", tok, c.m->cfg.vocab);
                     break;
                 }
-                memcpy(X + i * win + (size_t)t * D, c.m->embed + (size_t)tok * D, sizeof(float) * D);
+                memcpy(X + i * win + (size_t)t * D, c.m->embed + (size_t)tok * D,
+                       sizeof(float) * D);
             }
         for (int l = 0; !rc && l < lo; l++) /* layers before the range: as they are */
             advance_layer(c.m, s, l, X, samples, seqlen);
@@ -589,9 +683,11 @@ int main(int argc, char **argv) {
         if (private_arena) unlink(as_arena_path(arena));
         as_arena_close(arena);
     }
-    for (int i = 0; i < n_layers_sel * AS_GROUP_COUNT; i++) as_act_stats_free(&c.st[i]);
+    for (int i = 0; i < n_layers_sel * AS_GROUP_COUNT; i++)
+        as_act_stats_free(&c.st[i]);
     free(c.st);
     free(c.seq_inputs);
+    free(c.kv_absmax);
     free(tokens);
     as_state_free(s);
     as_ckpt_refs_free(c.refs);

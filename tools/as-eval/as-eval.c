@@ -44,6 +44,9 @@ static void usage(FILE *f) {
             "                      (default: what the checkpoint declares, e.g. FP8 input_scale),\n"
             "                      none, or a dynamic scheme for every linear: fp8-dynamic,\n"
             "                      fp8-tensor-dynamic, fp8-group128, int8-dynamic, mxfp4\n"
+            "      --kv-cache K    KV cache of MODEL: auto (default: FP8 with the static\n"
+            "                      k_scale/v_scale the checkpoint's kv_cache_scheme declares,\n"
+            "                      simulated) or none (full precision)\n"
             "      --json          JSON report on stdout instead of the table\n"
             "  -h, --help          this help\n");
 }
@@ -65,7 +68,7 @@ struct eval_opts {
     const char *model, *base, *file;
     size_t bytes;
     int ctx, score_all, chunks, gen, json;
-    const char *act_quant;
+    const char *act_quant, *kv_cache;
 };
 
 /* Generation speed: greedy decode of n tokens after BOS, one token per forward call. */
@@ -95,33 +98,68 @@ int main(int argc, char **argv) {
     as_set_progname(argv[0]);
     struct eval_opts o = {.ctx = 512};
     int threads = 0;
-    static const struct option longopts[] = {
-        {"model", required_argument, 0, 'm'}, {"base", required_argument, 0, 'b'},
-        {"file", required_argument, 0, 'f'},  {"bytes", required_argument, 0, 1},
-        {"ctx", required_argument, 0, 'c'},   {"score", required_argument, 0, 2},
-        {"chunks", required_argument, 0, 3},  {"gen", required_argument, 0, 4},
-        {"json", no_argument, 0, 5},          {"threads", required_argument, 0, 6},
-        {"act-quant", required_argument, 0, 7},
-        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
+    static const struct option longopts[] = {{"model", required_argument, 0, 'm'},
+                                             {"base", required_argument, 0, 'b'},
+                                             {"file", required_argument, 0, 'f'},
+                                             {"bytes", required_argument, 0, 1},
+                                             {"ctx", required_argument, 0, 'c'},
+                                             {"score", required_argument, 0, 2},
+                                             {"chunks", required_argument, 0, 3},
+                                             {"gen", required_argument, 0, 4},
+                                             {"json", no_argument, 0, 5},
+                                             {"threads", required_argument, 0, 6},
+                                             {"act-quant", required_argument, 0, 7},
+                                             {"kv-cache", required_argument, 0, 8},
+                                             {"help", no_argument, 0, 'h'},
+                                             {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "m:b:f:c:h", longopts, NULL)) != -1) {
         switch (c) {
-        case 'm': o.model = optarg; break;
-        case 'b': o.base = optarg; break;
-        case 'f': o.file = optarg; break;
-        case 1: o.bytes = strtoull(optarg, NULL, 10); break;
-        case 'c': o.ctx = atoi(optarg); break;
-        case 2:
-            if (!strcmp(optarg, "all")) o.score_all = 1;
-            else if (strcmp(optarg, "half")) as_die("--score: expected half or all, got '%s'", optarg);
+        case 'm':
+            o.model = optarg;
             break;
-        case 3: o.chunks = atoi(optarg); break;
-        case 4: o.gen = atoi(optarg); break;
-        case 5: o.json = 1; break;
-        case 6: threads = atoi(optarg); break;
-        case 7: o.act_quant = optarg; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'b':
+            o.base = optarg;
+            break;
+        case 'f':
+            o.file = optarg;
+            break;
+        case 1:
+            o.bytes = strtoull(optarg, NULL, 10);
+            break;
+        case 'c':
+            o.ctx = atoi(optarg);
+            break;
+        case 2:
+            if (!strcmp(optarg, "all"))
+                o.score_all = 1;
+            else if (strcmp(optarg, "half"))
+                as_die("--score: expected half or all, got '%s'", optarg);
+            break;
+        case 3:
+            o.chunks = atoi(optarg);
+            break;
+        case 4:
+            o.gen = atoi(optarg);
+            break;
+        case 5:
+            o.json = 1;
+            break;
+        case 6:
+            threads = atoi(optarg);
+            break;
+        case 7:
+            o.act_quant = optarg;
+            break;
+        case 8:
+            o.kv_cache = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (!o.model || (!o.file && !o.gen)) {
@@ -156,11 +194,20 @@ int main(int argc, char **argv) {
             k != AS_AQ_INT8_TOKEN && k != AS_AQ_MXFP4)
             as_die("--act-quant '%s': expected auto, none, fp8-dynamic, fp8-tensor-dynamic, "
                    "fp8-group128, int8-dynamic or mxfp4 (static schemes take their scales from "
-                   "the checkpoint: auto)", aq_name);
+                   "the checkpoint: auto)",
+                   aq_name);
         aq = as_act_quant_new(m->cfg.n_layers);
         as_act_quant_set_all(aq, (enum as_aq_kind)k);
     }
     int aq_on = as_act_quant_active(aq);
+    /* FP8 KV cache (kv_cache_scheme): keys and values quantize-dequantized as they are cached */
+    struct as_kv_quant *kq = NULL;
+    const char *kv_name = o.kv_cache ? o.kv_cache : "auto";
+    if (strcmp(kv_name, "auto") && strcmp(kv_name, "none"))
+        as_die("--kv-cache '%s': expected auto or none", kv_name);
+    if (!strcmp(kv_name, "auto") && !as_path_is_gguf(o.model) &&
+        as_kv_quant_from_checkpoint(m, o.model, &kq))
+        as_die_last();
 
     json_t *rep = json_object();
     json_object_set_new(rep, "model", json_string(o.model));
@@ -177,6 +224,7 @@ int main(int argc, char **argv) {
         }
         json_object_set_new(rep, "act_quant", kinds);
     }
+    if (kq) json_object_set_new(rep, "kv_cache", json_string("fp8-static"));
 
     if (o.file) {
         if (o.ctx < 4) as_die("--ctx %d: need at least 4 tokens", o.ctx);
@@ -208,6 +256,7 @@ int main(int argc, char **argv) {
         struct as_run_state *sb = base ? as_state_new(base, o.ctx, o.ctx, 0) : NULL;
         if (!s || (base && !sb)) as_die_last();
         as_act_quant_attach(aq, s); /* the candidate only; the base stays full precision */
+        as_kv_quant_attach(kq, s);
         int V = m->cfg.vocab;
         double *lp = as_xmalloc(sizeof(double) * V), *lpb = as_xmalloc(sizeof(double) * V);
         struct as_nll_acc nll = {0}, nll_base = {0};
@@ -215,7 +264,8 @@ int main(int argc, char **argv) {
         int *window = as_xmalloc(sizeof(int) * o.ctx);
         double t_fwd = 0;
         for (int ch = 0; ch < n_chunks; ch++) {
-            for (int j = 0; j < o.ctx; j++) window[j] = ids[(size_t)ch * o.ctx + j];
+            for (int j = 0; j < o.ctx; j++)
+                window[j] = ids[(size_t)ch * o.ctx + j];
             if (bos >= 0) window[0] = bos;
             as_state_reset(s);
             double t0 = now_s();
@@ -230,13 +280,15 @@ int main(int argc, char **argv) {
                 as_log_softmax(s->logits + (size_t)j * V, V, lp);
                 if (!isfinite(lp[target]))
                     as_die("%s: non-finite logits in window %d at position %d (NaN or Inf "
-                           "weights?)", o.model, ch, j);
+                           "weights?)",
+                           o.model, ch, j);
                 as_nll_add(&nll, -lp[target]);
                 if (sb) {
                     as_log_softmax(sb->logits + (size_t)j * V, V, lpb);
                     if (!isfinite(lpb[target]))
                         as_die("%s: non-finite logits in window %d at position %d (NaN or Inf "
-                               "weights?)", o.base, ch, j);
+                               "weights?)",
+                               o.base, ch, j);
                     as_nll_add(&nll_base, -lpb[target]);
                     as_kld_add(&kld, lpb, lp, V, target);
                 }
@@ -258,10 +310,10 @@ int main(int argc, char **argv) {
             as_kld_summarize(&kld, &k);
             json_object_set_new(rep, "base_ppl", json_real(as_nll_ppl(&nll_base)));
             json_object_set_new(rep, "base_ppl_err", json_real(as_nll_ppl_err(&nll_base)));
-            json_t *kj = json_pack(
-                "{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "mean", k.mean, "mean_err",
-                k.mean_err, "max", k.max, "p99.9", k.p999, "p99", k.p99, "p95", k.p95, "p90",
-                k.p90, "median", k.median, "p10", k.p10, "p5", k.p05, "p1", k.p01, "min", k.min);
+            json_t *kj = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "mean",
+                                   k.mean, "mean_err", k.mean_err, "max", k.max, "p99.9", k.p999,
+                                   "p99", k.p99, "p95", k.p95, "p90", k.p90, "median", k.median,
+                                   "p10", k.p10, "p5", k.p05, "p1", k.p01, "min", k.min);
             json_object_set_new(rep, "kld", kj);
             json_object_set_new(rep, "dp_mean", json_real(k.dp_mean));
             json_object_set_new(rep, "dp_rms", json_real(k.dp_rms));
@@ -295,6 +347,8 @@ int main(int argc, char **argv) {
                 printf(" %s", json_string_value(json_array_get(v, j)));
             printf(" (simulated)\n");
         }
+        if ((v = json_object_get(rep, "kv_cache")))
+            printf("kv cache     %s (simulated)\n", json_string_value(v));
         if ((v = json_object_get(rep, "ppl"))) {
             printf("text         %s: %lld tokens, ctx %d, %lld windows, %lld scored (%s)\n", o.file,
                    json_integer_value(json_object_get(rep, "tokens")), o.ctx,
@@ -310,13 +364,15 @@ int main(int argc, char **argv) {
                    json_real_value(json_object_get(rep, "base_ppl_err")), o.base);
             printf("KLD mean     %.6f ± %.6f\n", json_real_value(json_object_get(v, "mean")),
                    json_real_value(json_object_get(v, "mean_err")));
-            const char *keys[] = {"max", "p99.9", "p99", "p95", "p90", "median", "p10", "p5", "p1",
-                                  "min"};
+            const char *keys[] = {"max",    "p99.9", "p99", "p95", "p90",
+                                  "median", "p10",   "p5",  "p1",  "min"};
             for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
                 printf("KLD %-8s %.6f\n", keys[i], json_real_value(json_object_get(v, keys[i])));
-            printf("Δp mean      %+.4f%%\n", 100 * json_real_value(json_object_get(rep, "dp_mean")));
+            printf("Δp mean      %+.4f%%\n",
+                   100 * json_real_value(json_object_get(rep, "dp_mean")));
             printf("Δp RMS       %.4f%%\n", 100 * json_real_value(json_object_get(rep, "dp_rms")));
-            printf("same top     %.3f%%\n", 100 * json_real_value(json_object_get(rep, "same_top")));
+            printf("same top     %.3f%%\n",
+                   100 * json_real_value(json_object_get(rep, "same_top")));
         }
         if ((v = json_object_get(rep, "prefill_tok_s")))
             printf("prefill      %.0f tokens/s\n", json_real_value(v));
@@ -325,6 +381,7 @@ int main(int argc, char **argv) {
     }
     json_decref(rep);
     as_act_quant_free(aq);
+    as_kv_quant_free(kq);
     as_model_free(m);
     as_model_free(base);
     return 0;

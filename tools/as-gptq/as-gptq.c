@@ -19,6 +19,7 @@
 #include "gptq.h"
 #include "qstream.h"
 #include "quant_int.h"
+#include "quant_search.h"
 #include "stream.h"
 
 static void usage(FILE *f) {
@@ -35,6 +36,9 @@ static void usage(FILE *f) {
             "      --scale-search    per-group scale (and zero) search minimising GPTQ's weighted\n"
             "                        error, scales evaluated in fp16 (GPTQ v1, GGUF store fp16)\n"
             "      --signed-scale    with --scale-search --sym: allow negative scales (Q4_0's -8)\n"
+            "      --float-min       with --asym: w = scale*q + min with a free (fp16) minimum per\n"
+            "                        group, GGUF Q4_1's x = d*q + m, searched on the same weighted\n"
+            "                        error (rtn: unweighted); only -f gguf stores it as blocks\n"
             "  -m, --method M        gptq (default), gptaq (needs gptaq-dxx records), rtn\n"
             "      --report FILE     JSON lines per layer: loss, damping, time\n"
             "      --json            print a summary JSON report on stderr at the end\n"
@@ -132,23 +136,31 @@ static int quantize_one(struct gptq_tool *t, struct pending_weight *pw) {
     struct gptq_result r = {0};
     if (t->rtn) {
         struct quant_int_params p = {t->o.bits, t->o.group_size, t->o.sym};
+        /* float minimum without a Hessian: the unweighted error, d and m evaluated in fp16 */
+        struct quant_search_params fp = {.bits = t->o.bits, .fp16_scale = 1};
         ql.q = as_xmalloc((size_t)pw->N * pw->K);
         ql.scale = as_xmalloc(sizeof(float) * pw->N * G);
         ql.zero = as_xmalloc(sizeof(int32_t) * pw->N * G);
         ql.g_idx = as_xmalloc(sizeof(int32_t) * pw->K);
+        if (t->o.float_min) ql.minv = as_xmalloc(sizeof(float) * pw->N * G);
         float *blk = as_xmalloc(sizeof(float) * (size_t)ROW_BLOCK * pw->K);
         int err = 0;
         for (int n0 = 0; n0 < pw->N && !err; n0 += ROW_BLOCK) { /* rows are independent */
             int rows = pw->N - n0 < ROW_BLOCK ? pw->N - n0 : ROW_BLOCK;
             err = weight_rows(pw, n0, rows, blk) ||
-                  quant_int_rtn(blk, rows, pw->K, &p, ql.q + (size_t)n0 * pw->K,
-                                ql.scale + (size_t)n0 * G, ql.zero + (size_t)n0 * G, ql.g_idx,
-                                NULL);
+                  (t->o.float_min
+                       ? quant_fmin_rtn(blk, rows, pw->K, t->o.group_size, NULL, &fp,
+                                        ql.q + (size_t)n0 * pw->K, ql.scale + (size_t)n0 * G,
+                                        ql.minv + (size_t)n0 * G, ql.zero + (size_t)n0 * G,
+                                        ql.g_idx)
+                       : quant_int_rtn(blk, rows, pw->K, &p, ql.q + (size_t)n0 * pw->K,
+                                       ql.scale + (size_t)n0 * G, ql.zero + (size_t)n0 * G,
+                                       ql.g_idx, NULL));
         }
         free(blk);
         if (err) {
             json_decref(attrs);
-            free(ql.q); free(ql.scale); free(ql.zero); free(ql.g_idx);
+            free(ql.q); free(ql.scale); free(ql.zero); free(ql.g_idx); free(ql.minv);
             return as_fail_prefix("tensor %s.weight: ", pw->prefix);
         }
         json_object_set_new(attrs, "method", json_string("rtn"));
@@ -184,6 +196,7 @@ static int quantize_one(struct gptq_tool *t, struct pending_weight *pw) {
             r.q = as_xmalloc((size_t)pw->N * pw->K);
             r.scale = as_xmalloc(sizeof(float) * pw->N * G);
             r.zero = as_xmalloc(sizeof(int32_t) * pw->N * G);
+            if (o.float_min) r.minv = as_xmalloc(sizeof(float) * pw->N * G);
             r.g_idx = as_xmalloc(sizeof(int32_t) * pw->K);
             memcpy(r.g_idx, plan.g_idx, sizeof(int32_t) * pw->K);
             r.damp_retries = plan.damp_retries, r.percdamp = plan.percdamp, r.n_dead = plan.n_dead;
@@ -191,8 +204,9 @@ static int quantize_one(struct gptq_tool *t, struct pending_weight *pw) {
             for (int n0 = 0; n0 < pw->N && !rc; n0 += ROW_BLOCK) {
                 int rows = pw->N - n0 < ROW_BLOCK ? pw->N - n0 : ROW_BLOCK;
                 rc = weight_rows(pw, n0, rows, blk) ||
-                     gptq_plan_rows(&plan, blk, rows, n0, r.q + (size_t)n0 * pw->K,
-                                    r.scale + (size_t)n0 * G, r.zero + (size_t)n0 * G, &r.loss);
+                     gptq_plan_rows_min(&plan, blk, rows, n0, r.q + (size_t)n0 * pw->K,
+                                        r.scale + (size_t)n0 * G, r.zero + (size_t)n0 * G,
+                                        r.minv ? r.minv + (size_t)n0 * G : NULL, &r.loss);
             }
             free(blk);
             gptq_plan_free(&plan);
@@ -211,7 +225,7 @@ static int quantize_one(struct gptq_tool *t, struct pending_weight *pw) {
             fprintf(stderr, "%s: tensor %s.weight: Hessian not positive definite, retried %d "
                     "times, damping raised to %.3f\n", as_progname(), pw->prefix, r.damp_retries,
                     r.percdamp);
-        ql.q = r.q; ql.scale = r.scale; ql.zero = r.zero; ql.g_idx = r.g_idx;
+        ql.q = r.q; ql.scale = r.scale; ql.zero = r.zero; ql.g_idx = r.g_idx; ql.minv = r.minv;
         ql.has_act_order = t->o.act_order;
         json_object_set_new(attrs, "method",
                             json_string(t->o.method == GPTQ_METHOD_GPTAQ ? "gptaq" : "gptq"));
@@ -240,7 +254,7 @@ static int quantize_one(struct gptq_tool *t, struct pending_weight *pw) {
     }
     json_decref(attrs);
     if (t->rtn) {
-        free(ql.q); free(ql.scale); free(ql.zero); free(ql.g_idx);
+        free(ql.q); free(ql.scale); free(ql.zero); free(ql.g_idx); free(ql.minv);
     } else {
         gptq_result_free(&r);
     }
@@ -360,6 +374,7 @@ int main(int argc, char **argv) {
         {"method", required_argument, 0, 'm'}, {"report", required_argument, 0, 7},
         {"json", no_argument, 0, 8},           {"help", no_argument, 0, 'h'},
         {"scale-search", no_argument, 0, 9},   {"signed-scale", no_argument, 0, 10},
+        {"float-min", no_argument, 0, 11},
         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "b:g:m:h", longopts, NULL)) != -1) {
@@ -381,6 +396,7 @@ int main(int argc, char **argv) {
         case 8: json = 1; break;
         case 9: t.o.scale_search = t.o.scale_search_fp16 = 1; break;
         case 10: t.o.scale_search_signed = 1; break;
+        case 11: t.o.float_min = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -389,6 +405,9 @@ int main(int argc, char **argv) {
     if (t.o.group_size == 0 || t.o.group_size < -1) as_die("--group %d: expected -1 or > 0", t.o.group_size);
     if (!(t.o.percdamp > 0)) as_die("--damp: expected a positive fraction");
     if (t.o.blocksize <= 0) as_die("--block: expected a positive size");
+    if (t.o.float_min && t.o.sym)
+        as_die("--float-min: needs --asym (a symmetric quantizer has no minimum)");
+    if (t.o.float_min) t.o.scale_search_fp16 = 1; /* GGUF Q4_1 stores d and m in fp16 */
     if (report_path && !(t.report = fopen(report_path, "w")))
         as_die("%s: cannot write report", report_path);
     t.out = as_stream_writer_fd(1, "stdout");

@@ -47,6 +47,9 @@ static void usage(FILE *f) {
             "      --block N          fp8-block edge (default 128)\n"
             "      --group N          w4a8-fp8 group size (default 128)\n"
             "      --smooth ALPHA     int8-dynamic: SmoothQuant into the q/k/v and gate/up norms\n"
+            "      --kv-cache fp8     also static FP8 KV-cache scales per layer (k_scale,\n"
+            "                         v_scale = absmax / 448 of the keys after RoPE and of the\n"
+            "                         values: as-calib --kv-stats)\n"
             "      --layers A[-B]     only these decoder layers\n"
             "      --report FILE      LeptoQuant: one JSON line per layer and group\n"
             "      --analyze          diagnostics: absmax, mean |x|, kurtosis, FP8 zero/saturated\n"
@@ -81,6 +84,8 @@ struct layer_data {
     struct group_data g[AS_GROUP_COUNT];
     float *input; /* layer-input [S*seqlen, hidden] */
     int seqs, seqlen;
+    float kv_absmax[2]; /* kv-absmax: keys (after RoPE), values */
+    int has_kv;
 };
 
 struct tool {
@@ -126,7 +131,7 @@ static int read_stream(struct tool *t, const char *path) {
         const char *role = rec->role ? rec->role : "";
         int l = rec->layer;
         if (strcmp(role, "act-absmax") && strcmp(role, "act-mean-abs") &&
-            strcmp(role, "act-sample") && strcmp(role, "layer-input"))
+            strcmp(role, "act-sample") && strcmp(role, "layer-input") && strcmp(role, "kv-absmax"))
             continue;
         if (l < 0 || l >= t->m->cfg.n_layers) {
             rc = as_fail("stream %s: tensor %s: layer %d out of range (model has %d)",
@@ -134,6 +139,28 @@ static int read_stream(struct tool *t, const char *path) {
             break;
         }
         struct layer_data *ld = &t->ld[l];
+        if (!strcmp(role, "kv-absmax")) { /* as-calib --kv-stats: [absmax K, absmax V] */
+            if (as_rec_numel(rec) != 2) {
+                rc = as_fail("stream %s: tensor %s: kv-absmax must hold 2 values (keys, values), "
+                             "got %llu",
+                             as_stream_name(r), rec->name, (unsigned long long)as_rec_numel(rec));
+                break;
+            }
+            float *f = copy_payload(r, rec);
+            if (!f) {
+                rc = -1;
+                break;
+            }
+            if (f[0] < 0 || f[1] < 0) {
+                rc = as_fail("stream %s: tensor %s: negative absmax %g, %g", as_stream_name(r),
+                             rec->name, (double)f[0], (double)f[1]);
+                free(f);
+                break;
+            }
+            ld->kv_absmax[0] = f[0], ld->kv_absmax[1] = f[1], ld->has_kv = 1;
+            free(f);
+            continue;
+        }
         if (!strcmp(role, "layer-input")) {
             int D = t->m->cfg.hidden;
             json_t *a = rec->attrs;
@@ -230,7 +257,7 @@ static void smooth_group(struct as_model *m, int l, int g, const float *xmax, fl
 
 struct opts {
     enum scheme scheme;
-    int lepto, weights_channel, block, group, json;
+    int lepto, weights_channel, block, group, json, kv_fp8;
     float smooth;
     FILE *report;
 };
@@ -361,6 +388,22 @@ fail:
     for (int g = 0; g < AS_GROUP_COUNT; g++)
         json_decref(gattrs[g]);
     return -1;
+}
+
+/* --kv-cache fp8: k_scale = max(absmax K / 448, eps), v_scale likewise (compressed-tensors'
+ * static per-tensor FP8 rule), from as-calib's statistics over every calibration token. */
+static int kv_scales(struct tool *t, struct as_stream_writer *w, int l) {
+    const struct layer_data *ld = &t->ld[l];
+    if (!ld->has_kv)
+        return as_fail("layer %d: no model.layers.%d.self_attn.kv_absmax record in the stream "
+                       "(--kv-cache fp8 needs the keys' and values' absmax: as-calib --kv-stats)",
+                       l, l);
+    json_t *a = json_pack("{s:f, s:f}", "k_absmax", (double)ld->kv_absmax[0], "v_absmax",
+                          (double)ld->kv_absmax[1]);
+    int rc = as_kvscale_write(w, l, as_scale_for(ld->kv_absmax[0], AS_FP8_MAX),
+                              as_scale_for(ld->kv_absmax[1], AS_FP8_MAX), a);
+    json_decref(a);
+    return rc;
 }
 
 /* ---- --analyze ---- */
@@ -515,6 +558,7 @@ int main(int argc, char **argv) {
                                              {"json", no_argument, 0, 11},
                                              {"threads", required_argument, 0, 12},
                                              {"outlier-kurtosis", required_argument, 0, 13},
+                                             {"kv-cache", required_argument, 0, 14},
                                              {"help", no_argument, 0, 'h'},
                                              {0, 0, 0, 0}};
     int c;
@@ -571,6 +615,10 @@ int main(int argc, char **argv) {
         case 13:
             kurt_thr = atof(optarg);
             break;
+        case 14:
+            if (strcmp(optarg, "fp8")) as_die("--kv-cache '%s': expected fp8", optarg);
+            o.kv_fp8 = 1;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -612,8 +660,8 @@ int main(int argc, char **argv) {
             as_die("--layers '%s': expected A or A-B within 0..%d", layers, L - 1);
     }
     t->ld = as_xcalloc(L, sizeof *t->ld);
-    int needs_data =
-        o.scheme == S_FP8_STATIC || o.scheme == S_W4A8 || o.scheme == S_NVFP4 || o.smooth > 0;
+    int needs_data = o.scheme == S_FP8_STATIC || o.scheme == S_W4A8 || o.scheme == S_NVFP4 ||
+                     o.smooth > 0 || o.kv_fp8;
     if (optind < argc) {
         for (int i = optind; i < argc; i++)
             if (read_stream(t, argv[i])) as_die_last();
@@ -635,6 +683,7 @@ int main(int argc, char **argv) {
     double t0 = now_s();
     for (int l = t->lo; l <= t->hi; l++) {
         if (quantize_layer(t, w, l, &o, held_summary)) as_die_last();
+        if (o.kv_fp8 && kv_scales(t, w, l)) as_die_last();
         free(t->ld[l].input);
         t->ld[l].input = NULL;
         as_progress("layer %d/%d", l + 1, t->hi + 1);
