@@ -94,7 +94,7 @@ static int fsync_parent(const char *path) {
  * when another run holds it. The holder unlinks the lock file before closing it, so a waiter
  * that locked an unlinked file checks that its fd is still the file at PATH.lock and retries
  * otherwise (two runs could otherwise each hold "the" lock on different inodes). */
-static int lock_output(const char *path) {
+int as_output_lock(const char *path) {
     size_t n = strlen(path) + 8;
     char *lp = as_xmalloc(n);
     snprintf(lp, n, "%s.lock", path);
@@ -150,7 +150,7 @@ static int lock_output(const char *path) {
 }
 
 /* Release: unlink first (see lock_output), then close, which drops the flock. */
-static void unlock_output(const char *path, int fd) {
+void as_output_unlock(const char *path, int fd) {
     if (fd < 0) return;
     size_t n = strlen(path) + 8;
     char *lp = as_xmalloc(n);
@@ -162,7 +162,7 @@ static void unlock_output(const char *path, int fd) {
 
 int as_atomic_open(struct as_atomic_file *af, const char *path) {
     memset(af, 0, sizeof *af);
-    af->lock_fd = lock_output(path);
+    af->lock_fd = as_output_lock(path);
     if (af->lock_fd == -1) return -1;
     remove_stale(path); /* only the lock holder may judge the leftovers */
     af->tmp_path = tmp_name(path);
@@ -185,7 +185,7 @@ int as_atomic_open(struct as_atomic_file *af, const char *path) {
 }
 
 static void atomic_free(struct as_atomic_file *af) {
-    if (af->path) unlock_output(af->path, af->lock_fd);
+    if (af->path) as_output_unlock(af->path, af->lock_fd);
     free(af->path), free(af->tmp_path);
     memset(af, 0, sizeof *af);
 }
@@ -262,7 +262,7 @@ static struct dir_lock {
 static void dir_unlock(const char *tmp_dir) {
     for (size_t i = 0; i < sizeof dir_locks / sizeof *dir_locks; i++)
         if (dir_locks[i].tmp && !strcmp(dir_locks[i].tmp, tmp_dir)) {
-            unlock_output(dir_locks[i].dir, dir_locks[i].fd);
+            as_output_unlock(dir_locks[i].dir, dir_locks[i].fd);
             free(dir_locks[i].tmp), free(dir_locks[i].dir);
             dir_locks[i] = (struct dir_lock){0};
         }
@@ -276,13 +276,13 @@ char *as_atomic_dir_begin(const char *dir) {
         as_fail("directory %s: too many directories staged at once", dir);
         return NULL;
     }
-    int fd = lock_output(dir);
+    int fd = as_output_lock(dir);
     if (fd == -1) return NULL;
     remove_stale(dir);
     char *tmp = tmp_name(dir);
     if (rm_tree(tmp) != 0 || mkdir(tmp, 0777) != 0) {
         as_fail("directory %s: cannot create %s: %s", dir, tmp, strerror(errno));
-        unlock_output(dir, fd);
+        as_output_unlock(dir, fd);
         free(tmp);
         return NULL;
     }

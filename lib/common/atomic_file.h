@@ -23,6 +23,12 @@ void as_atomic_abort(struct as_atomic_file *af); /* close and unlink the tempora
 /* Convenience: write a whole buffer to PATH atomically. */
 int as_atomic_write_file(const char *path, const void *data, size_t n);
 
+/* The output lock alone, for a writer that stages PATH its own way (gguf_pack.c verifies under
+ * another name): returns a token to pass to as_output_unlock (-2 where the filesystem has no
+ * locks), or -1 with as_fail naming the run that holds PATH. */
+int as_output_lock(const char *path);
+void as_output_unlock(const char *path, int token);
+
 /* Copy SRC to DST (plain, not atomic: DST is inside a staged directory). Returns 0, 1 when SRC
  * does not exist (optional files such as tokenizer.model), -1 with as_fail on an I/O error. */
 int as_copy_file(const char *src, const char *dst);

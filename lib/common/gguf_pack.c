@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "as_error.h"
+#include "atomic_file.h"
 #include "gguf.h"
 #include "model.h"
 #include "qstream.h"
@@ -336,6 +337,7 @@ static int verify_file(const char *path, const struct as_model_config *c,
 int as_gguf_pack(const char *model_dir, const struct as_qcollect *qc, const char *out_path,
                  const struct as_gguf_pack_opts *o, struct as_gguf_pack_report *rep) {
     struct as_gguf_pack_report r = {0};
+    int lock = -1; /* the output lock on out_path, held while it is written and verified */
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", model_dir);
     struct as_model_config c;
@@ -504,6 +506,7 @@ int as_gguf_pack(const char *model_dir, const struct as_qcollect *qc, const char
     as_gguf_set_u32(w, "general.file_type", (uint32_t)r.file_type);
     /* Written and verified under a temporary name, then renamed: a failed or killed run never
      * leaves a file at out_path that looks whole. */
+    if ((lock = as_output_lock(out_path)) == -1) goto out;
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.verify.%d", out_path, (int)getpid());
     if (as_gguf_writer_write(w, tmp)) goto out;
@@ -523,6 +526,7 @@ int as_gguf_pack(const char *model_dir, const struct as_qcollect *qc, const char
     }
     rc = 0;
 out:
+    if (lock != -1) as_output_unlock(out_path, lock);
     free(buf);
     free(stored);
     as_gguf_writer_free(w);

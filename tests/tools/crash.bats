@@ -90,6 +90,12 @@ absent_or_complete() {
     [ "$(printf '%s\n' "$stderr" | wc -l)" -eq 1 ]
     [[ "$stderr" == *"output $out: being written by another run"* ]]
     [ ! -e "$out" ]
+    # the same for a single-file output (GGUF, verified under another name before the rename)
+    flock "$out.gguf.lock" sleep 3 &
+    sleep 0.3
+    run -1 --separate-stderr as-pack -m "$M" -f gguf -o "$out.gguf" < "$BATS_FILE_TMPDIR/q.astr"
+    [[ "$stderr" == *"output $out.gguf: being written by another run"* ]]
+    [ ! -e "$out.gguf" ] && [ -z "$(ls "$BATS_TEST_TMPDIR" | grep verify)" ]
     # waiting instead: starts when the holder lets go, and leaves no lock file behind
     start=$(date +%s%N)
     AS_LOCK_WAIT=1 as-pack -m "$M" -f gptq -o "$out" < "$BATS_FILE_TMPDIR/q.astr" 2>/dev/null
