@@ -391,6 +391,21 @@ static int check_finite(const float *a, long rows, long cols, const char *what) 
     return 0;
 }
 
+/* H = 2 X X^T is symmetric; only its lower triangle is factorised, so an asymmetric H (a damaged
+ * or mislabelled record) would be used silently. Rounding of the accumulation may differ between
+ * H[i,j] and H[j,i]; a difference beyond 1e-3 of the entry's scale sqrt(H_ii H_jj) is not that. */
+static int check_symmetric(const float *H, long K) {
+    for (long i = 0; i < K; i++)
+        for (long j = 0; j < i; j++) {
+            double a = H[i * K + j], b = H[j * K + i];
+            double scale = sqrt(fabs((double)H[i * K + i] * H[j * K + j])) + 1e-30;
+            if (fabs(a - b) > 1e-3 * scale + 1e-6 * (fabs(a) + fabs(b)))
+                return as_fail("hessian: not symmetric: H[%ld, %ld] = %g but H[%ld, %ld] = %g", i,
+                               j, a, j, i, b);
+        }
+    return 0;
+}
+
 static int cmp_diag_desc(const void *a, const void *b, void *ctx) {
     const float *diag = ctx;
     int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
@@ -514,7 +529,7 @@ static int factor_reverse(float *H, int K) {
 int gptq_plan_init(struct gptq_plan *p, const struct gptq_opts *o, int N, int K, float *H) {
     memset(p, 0, sizeof *p);
     if (check_opts(o, N, K)) return -1;
-    if (check_finite(H, K, K, "hessian")) return -1;
+    if (check_finite(H, K, K, "hessian") || check_symmetric(H, K)) return -1;
     const int gptaq = o->method == GPTQ_METHOD_GPTAQ;
     if (gptaq && check_finite(o->dxxt, K, K, "dXXT")) return -1;
     double t0 = now_s();
