@@ -233,3 +233,20 @@ pack() { as-pack -m "$M" -f "$1" -o "$3" "${@:4}" "$2" 2>/dev/null; }
     run --separate-stderr as-eval -m "$M" -f "$WIKI" --bytes 5000 --ctx 128 --act-quant fp8-static
     [ "$status" -ne 0 ] && [[ "$stderr" == *"--act-quant 'fp8-static'"* ]]
 }
+
+@test "a damaged statistic (negative or NaN act_absmax in a well-formed stream) is refused, named" {
+    python3 -c 'import xxhash' 2>/dev/null || skip "python xxhash missing"
+    as-cat --inline "$CALIB" >"$(T inl.astr)"
+    for v in -2.5 nan; do
+        python3 "$BATS_TEST_DIRNAME/stream_oracle.py" set "$(T inl.astr)" "$(T bad.astr)" \
+            model.layers.1.attn_qkv.act_absmax 3 $v
+        run --separate-stderr as-lepto -m "$M" -s fp8-static "$(T bad.astr)"
+        [ "$status" -ne 0 ] && [ "$(wc -l <<<"$stderr")" -eq 1 ]
+        [[ "$stderr" == *"tensor model.layers.1.attn_qkv.act_absmax: element 3 is -2.5, a magnitude must be finite and >= 0" ||
+           "$stderr" == *"tensor model.layers.1.attn_qkv.act_absmax: non-finite value at 3" ]]
+    done
+    # the untouched copy is accepted (the editing itself is sound)
+    python3 "$BATS_TEST_DIRNAME/stream_oracle.py" set "$(T inl.astr)" "$(T ok.astr)" \
+        model.layers.1.attn_qkv.act_absmax 3 1.5
+    as-lepto -m "$M" -s fp8-static "$(T ok.astr)" >/dev/null
+}

@@ -9,6 +9,10 @@ Used by tests/tools/stream.bats as an oracle (never imports project code):
                                        the `safetensors` package (numpy).
   stream_oracle.py write ST OUT     -> writes the safetensors file's tensors as an inline stream
                                        (role "weight", layer from the name, attrs {"py": true}).
+  stream_oracle.py set IN OUT NAME I VALUE
+                                    -> copies the inline stream IN to OUT with element I of the F32
+                                       tensor NAME set to VALUE (e.g. -1, nan), checksums redone:
+                                       a well-formed stream carrying a damaged value.
 Exit status 3 means a needed module (xxhash, numpy, safetensors) is missing: the test skips.
 """
 import hashlib
@@ -158,6 +162,33 @@ def write_stream(st_path, out_path):
     open(out_path, "wb").write(out)
 
 
+def set_element(in_path, out_path, name, index, value):
+    need(xxhash, "xxhash")
+    data = open(in_path, "rb").read()
+    out = bytearray()
+    pos, hit = 0, False
+    while pos < len(data):
+        magic, version, kind, hlen, pad, plen, hsum = struct.unpack_from("<4sHHIIQQ", data, pos)
+        header = data[pos + 32:pos + 32 + hlen]
+        payload = bytearray(data[pos + 32 + hlen:pos + 32 + hlen + plen])
+        h = json.loads(header.decode("utf-8"))
+        if kind == 1 and h["name"] == name:
+            if h["dtype"] != "F32" or h["payload"]["kind"] != "inline":
+                die("set: %s is not an inline F32 tensor" % name)
+            struct.pack_into("<f", payload, 4 * index, float(value))
+            h["payload"]["xxh3"] = xxhash.xxh3_64_hexdigest(bytes(payload))
+            hj = json.dumps(h, separators=(",", ":")).encode()
+            header = hj + b" " * ((-(32 + len(hj))) % 64)
+            hit = True
+        pre = struct.pack("<4sHHIIQ", magic, version, kind, len(header), pad, plen)
+        out.extend(pre + struct.pack("<Q", xxhash.xxh3_64_intdigest(pre + header)) + header)
+        out.extend(payload + b"\0" * pad)
+        pos += 32 + hlen + plen + pad
+    if not hit:
+        die("set: no tensor %s" % name)
+    open(out_path, "wb").write(out)
+
+
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "read":
         read_stream(sys.argv[2])
@@ -165,5 +196,7 @@ if __name__ == "__main__":
         read_st(sys.argv[2])
     elif len(sys.argv) >= 4 and sys.argv[1] == "write":
         write_stream(sys.argv[2], sys.argv[3])
+    elif len(sys.argv) >= 7 and sys.argv[1] == "set":
+        set_element(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6])
     else:
         die("usage: stream_oracle.py read STREAM | st FILE | write ST OUT")

@@ -446,7 +446,8 @@ static void test_indefinite_retried(void **state) {
     /* asymmetric: only the lower triangle is factorised, so H[0,1] != H[1,0] must be caught */
     float H3[4] = {2, 0.5f, 0.1f, 2};
     assert_int_equal(gptq_quantize(&o, W2, 2, 2, H3, &r), -1);
-    assert_non_null(strstr(as_last_error(), "hessian: not symmetric: H[1, 0] = 0.1 but H[0, 1] = 0.5"));
+    assert_non_null(
+        strstr(as_last_error(), "hessian: not symmetric: H[1, 0] = 0.1 but H[0, 1] = 0.5"));
     assert_null(r.q);
     /* a rounding-level difference is not an asymmetry */
     float H4[4] = {2, 0.5f, 0.5f + 1e-6f, 2};

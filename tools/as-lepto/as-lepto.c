@@ -202,6 +202,20 @@ static int read_stream(struct tool *t, const char *path) {
             rc = -1;
             break;
         }
+        /* absmax and mean |x| are magnitudes: a negative or non-finite one is a damaged record,
+         * which fabs() downstream would otherwise turn into a plausible scale */
+        if (!is_sample)
+            for (int j = 0; j < dim; j++)
+                if (!(f[j] >= 0) || !isfinite(f[j])) {
+                    rc = as_fail("stream %s: tensor %s: element %d is %g, a magnitude must be "
+                                 "finite and >= 0",
+                                 as_stream_name(r), rec->name, j, (double)f[j]);
+                    break;
+                }
+        if (rc < 0) {
+            free(f);
+            break;
+        }
         struct group_data *gd = &ld->g[g];
         gd->dim = dim;
         if (is_sample)
