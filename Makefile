@@ -3,7 +3,8 @@
 #   tools/NAME/*.c          -> bin/NAME        (one program per directory)
 #   tests/unit/test_*.c     -> build/tests/test_* (cmocka)
 #   tests/tools/*.bats      -> run by tests/run
-# Targets: all (default), deps, test, bench, demo, format, clean.  SAN=1 builds with ASan+UBSan.
+# Targets: all (default), deps, test, check, bench, demo, format, clean.  SAN=1 builds with
+# ASan+UBSan. check = what CI runs: test, test SAN=1, and test-valgrind.
 
 CC      ?= cc
 SAN     ?= 0
@@ -33,7 +34,7 @@ TEST_BINS := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BINS:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all deps test bench demo fuzz format clean tools tests
+.PHONY: check test-valgrind all deps test bench demo fuzz format clean tools tests
 all: $(TOOL_BINS) $(TEST_BINS) $(BENCH_BINS)
 tools: $(TOOL_BINS)
 tests: $(TEST_BINS)
@@ -63,7 +64,8 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
 # Debian packages needed to build, test and run (idempotent; needs root or sudo).
 DEB_PKGS := build-essential pkg-config libopenblas-dev liblapacke-dev libjansson-dev libxxhash-dev libpcre2-dev \
             libcmocka-dev bats jq parallel time python3 python3-venv \
-            clang libclang-rt-14-dev xxhash slurm-wlm munge openssh-server openssh-client rsync bc
+            clang libclang-rt-14-dev xxhash slurm-wlm munge openssh-server openssh-client rsync bc \
+            valgrind util-linux
 deps:
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	missing=$$(for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -82,6 +84,21 @@ deps:
 
 test: all
 	SAN=$(SAN) BINDIR=$(BINDIR) BUILD=$(BUILD) tests/run
+
+# Under valgrind memcheck (errors and definite/indirect leaks of every process fail): all unit
+# tests, and the tool tests that drive every program on small inputs (memcheck.bats is a tour of
+# all tools and their error paths). The whole tool suite under valgrind takes hours on 2 cores:
+# `make test-valgrind VALGRIND_TESTS=` runs it all.
+VALGRIND_TESTS ?= test_ memcheck.bats hostile.bats stream.bats engine.bats tokenizer.bats
+test-valgrind: all
+	VALGRIND=1 BINDIR=$(BINDIR) BUILD=$(BUILD) tests/run $(VALGRIND_TESTS)
+
+# Everything CI runs: the suite natively, under ASan+UBSan (LeakSanitizer on: leaks fail), and
+# the valgrind selection above.
+check: all
+	BINDIR=$(BINDIR) BUILD=$(BUILD) tests/run
+	$(MAKE) --no-print-directory SAN=1 test
+	$(MAKE) --no-print-directory test-valgrind
 
 bench: all
 	BINDIR=$(BINDIR) BUILD=$(BUILD) bench/run

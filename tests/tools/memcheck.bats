@@ -10,12 +10,12 @@ load helpers
 setup_file() {
     import_model
     export W=$BATS_FILE_TMPDIR
-    as-calib -m "$M" -d "$AUSTEN" -n 4 -l 32 --kv-stats > "$W/calib.astr" 2>/dev/null
+    as-calib -m "$M" -d "$AUSTEN" -n 2 -l 32 --kv-stats > "$W/calib.astr" 2>/dev/null
 }
 
 ev() { # ev MODEL: a short evaluation that must give a finite perplexity
     local j
-    j=$(as-eval -m "$1" -b "$M" -f "$WIKI" --bytes 1500 --ctx 64 --json "${@:2}")
+    j=$(as-eval -m "$1" -b "$M" -f "$WIKI" --bytes 600 --ctx 32 --json "${@:2}")
     jq -e '.ppl > 1 and .ppl < 1e6' <<<"$j" >/dev/null
 }
 
@@ -38,41 +38,38 @@ ev() { # ev MODEL: a short evaluation that must give a finite perplexity
     as-cat "$M" | as-gptq -m rtn -b 8 -g 32 > "$W/r8.astr"
     for f in gptq compressed-tensors fakequant; do
         as-pack -m "$M" -f $f -o "$W/ck-$f" < "$W/g.astr" 2>/dev/null
-        ev "$W/ck-$f"
     done
+    ev "$W/ck-gptq"
     as-pack -m "$M" -f gptq -o "$W/ck-act" < "$W/ga.astr" 2>/dev/null
-    ev "$W/ck-act"
     as-pack -m "$M" -f compressed-tensors -o "$W/ck-sh" --max-shard-size 100kB < "$W/g.astr" 2>/dev/null
     ev "$W/ck-sh"
     as-pack -m "$M" -f gguf -o "$W/q40.gguf" < "$W/ga.astr" 2>/dev/null
     as-pack -m "$M" -f gguf -o "$W/q41.gguf" < "$W/gf.astr" 2>/dev/null
     as-pack -m "$M" -f gguf -o "$W/q80.gguf" < "$W/r8.astr" 2>/dev/null
-    for g in q40 q41 q80; do ev "$W/$g.gguf"; done
+    ev "$W/q41.gguf"
 }
 
 @test "memcheck: as-calib --keep-seqs, as-awq, as-pack -f awq; sequential GPTAQ" {
-    as-calib -m "$M" -d "$AUSTEN" -n 4 -l 32 --keep-seqs 2 > "$W/cs.astr" 2>/dev/null
-    as-awq -m "$M" -b 4 -g 32 -e quantized --grid 4 < "$W/cs.astr" > "$W/awq.astr" 2>/dev/null
+    as-calib -m "$M" -d "$AUSTEN" -n 2 -l 32 --keep-seqs 1 > "$W/cs.astr" 2>/dev/null
+    as-awq -m "$M" -b 4 -g 32 -e quantized --grid 2 < "$W/cs.astr" > "$W/awq.astr" 2>/dev/null
     as-pack -m "$M" -f awq -o "$W/ck-awq" < "$W/awq.astr" 2>/dev/null
     ev "$W/ck-awq"
-    as-calib -m "$M" -d "$AUSTEN" -n 4 -l 32 --gptaq \
+    as-calib -m "$M" -d "$AUSTEN" -n 2 -l 32 --gptaq \
         --sequential "as-gptq -b 4 -g 32 -m gptaq" > "$W/gptaq.astr" 2>/dev/null
     as-pack -m "$M" -f fakequant -o "$W/ck-gptaq" < "$W/gptaq.astr" 2>/dev/null
     ev "$W/ck-gptaq"
 }
 
 @test "memcheck: as-lepto schemes, LeptoQuant, KV-cache scales, analysis, activation simulation" {
-    as-calib -m "$M" -d "$AUSTEN" -n 4 -l 32 --kv-stats --keep-seqs 2 > "$W/cl.astr" 2>/dev/null
+    as-calib -m "$M" -d "$AUSTEN" -n 2 -l 32 --kv-stats --keep-seqs 1 > "$W/cl.astr" 2>/dev/null
     as-lepto -m "$M" -s fp8-static --method lepto --kv-cache fp8 < "$W/cl.astr" > "$W/l.astr" 2>/dev/null
     as-pack -m "$M" -f ct-fp -o "$W/ck-fp8" < "$W/l.astr" 2>/dev/null
     ev "$W/ck-fp8"
-    ev "$W/ck-fp8" --kv-cache none
-    for s in nvfp4 mxfp4 fp8-block int8-dynamic; do
+    for s in nvfp4 mxfp4 int8-dynamic; do
         as-lepto -m "$M" -s $s < "$W/calib.astr" > "$W/$s.astr" 2>/dev/null
         as-pack -m "$M" -f ct-fp -o "$W/ck-$s" < "$W/$s.astr" 2>/dev/null
     done
-    ev "$W/ck-nvfp4"
-    ev "$M" --act-quant int8-dynamic
+    ev "$W/ck-nvfp4" --act-quant mxfp4
     as-lepto -m "$M" --analyze --svg "$W/h.svg" --tensor model.layers.0.mlp.up_proj.weight \
         < "$W/calib.astr" > "$W/analysis.json" 2>/dev/null
     [ -s "$W/h.svg" ]
