@@ -253,3 +253,16 @@ setup() {
     jq '.rms_norm_eps = 0' "$M/config.json" >"$T/C/config.json"
     as-gen -m "$T/C" -p "Once upon a time" -n 4 >/dev/null
 }
+
+@test "a mistyped number in an option is named as typed, not read as 0" {
+    run --separate-stderr as-gptq -b abc < "$Q"
+    assert_error "argument 'abc': expected an integer"
+    run --separate-stderr as-calib -m "$M" -d "$AUSTEN" -n 4x -l 64
+    assert_error "argument '4x': expected an integer"
+    run --separate-stderr as-eval -m "$M" -f "$WIKI" --bytes -5
+    assert_error "argument '-5': expected a non-negative integer"
+    run --separate-stderr as-lepto -m "$M" -s int8-dynamic --smooth 0.5.1 < "$CAL"
+    assert_error "argument '0.5.1': expected a finite number"
+    run --separate-stderr as-awq -m "$M" -g 12e < "$CAL"
+    assert_error "argument '12e': expected an integer"
+}

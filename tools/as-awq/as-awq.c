@@ -22,6 +22,7 @@
 #include <jansson.h>
 
 #include "as_error.h"
+#include "cli_args.h"
 #include "awq.h"
 #include "model.h"
 #include "qstream.h"
@@ -383,10 +384,10 @@ int main(int argc, char **argv) {
             model_dir = optarg;
             break;
         case 'b':
-            t.o.bits = atoi(optarg);
+            t.o.bits = as_arg_int(optarg);
             break;
         case 'g':
-            t.o.group_size = atoi(optarg);
+            t.o.group_size = as_arg_int(optarg);
             break;
         case 1:
             t.o.sym = 0;
@@ -404,16 +405,16 @@ int main(int argc, char **argv) {
             t.o.duo_scaling = 0;
             break;
         case 5:
-            t.o.n_grid = atoi(optarg);
+            t.o.n_grid = as_arg_int(optarg);
             break;
         case 6:
             t.o.clip = 0;
             break;
         case 7:
-            t.o.clip_tokens = atoi(optarg);
+            t.o.clip_tokens = as_arg_int(optarg);
             break;
         case 8:
-            t.loss_seqs = atoi(optarg);
+            t.loss_seqs = as_arg_int(optarg);
             break;
         case 9:
             arena_dir = optarg;
@@ -425,7 +426,7 @@ int main(int argc, char **argv) {
             json = 1;
             break;
         case 12:
-            threads = atoi(optarg);
+            threads = as_arg_int(optarg);
             break;
         case 'h':
             usage(stdout);

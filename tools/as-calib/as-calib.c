@@ -27,6 +27,7 @@
 
 #include "act_stats.h"
 #include "as_error.h"
+#include "cli_args.h"
 #include "forward.h"
 #include "model.h"
 #include "qstream.h"
@@ -473,19 +474,19 @@ int main(int argc, char **argv) {
             data = optarg;
             break;
         case 'n':
-            samples = atoi(optarg);
+            samples = as_arg_int(optarg);
             break;
         case 'l':
-            seqlen = atoi(optarg);
+            seqlen = as_arg_int(optarg);
             break;
         case 1:
-            seed = strtoull(optarg, NULL, 10);
+            seed = as_arg_u64(optarg);
             break;
         case 2:
             layers = optarg;
             break;
         case 3:
-            keep = atoi(optarg);
+            keep = as_arg_int(optarg);
             break;
         case 4:
             with_weights = 0;
@@ -500,10 +501,10 @@ int main(int argc, char **argv) {
             gptaq = 1;
             break;
         case 8:
-            threads = atoi(optarg);
+            threads = as_arg_int(optarg);
             break;
         case 9:
-            keep_seqs = atoi(optarg);
+            keep_seqs = as_arg_int(optarg);
             break;
         case 10:
             kv_stats = 1;

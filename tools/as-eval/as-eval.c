@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "as_error.h"
+#include "cli_args.h"
 #include "eval_metrics.h"
 #include "forward.h"
 #include "fpquant.h"
@@ -125,10 +126,10 @@ int main(int argc, char **argv) {
             o.file = optarg;
             break;
         case 1:
-            o.bytes = strtoull(optarg, NULL, 10);
+            o.bytes = as_arg_u64(optarg);
             break;
         case 'c':
-            o.ctx = atoi(optarg);
+            o.ctx = as_arg_int(optarg);
             break;
         case 2:
             if (!strcmp(optarg, "all"))
@@ -137,16 +138,16 @@ int main(int argc, char **argv) {
                 as_die("--score: expected half or all, got '%s'", optarg);
             break;
         case 3:
-            o.chunks = atoi(optarg);
+            o.chunks = as_arg_int(optarg);
             break;
         case 4:
-            o.gen = atoi(optarg);
+            o.gen = as_arg_int(optarg);
             break;
         case 5:
             o.json = 1;
             break;
         case 6:
-            threads = atoi(optarg);
+            threads = as_arg_int(optarg);
             break;
         case 7:
             o.act_quant = optarg;

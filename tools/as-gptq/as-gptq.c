@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "as_error.h"
+#include "cli_args.h"
 #include "gptq.h"
 #include "qstream.h"
 #include "quant_int.h"
@@ -23,26 +24,26 @@
 #include "stream.h"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: as-gptq [options] [STREAM...] > QUANT_STREAM\n"
-            "Quantize every decoder linear of the input stream(s) (default stdin).\n"
-            "  -b, --bits N          2, 3, 4 (default) or 8\n"
-            "  -g, --group N         input columns per group; -1 = per channel (default 128)\n"
-            "      --sym / --asym    symmetric (default) or asymmetric quantizer\n"
-            "      --act-order       process columns by decreasing Hessian diagonal (desc_act)\n"
-            "      --static-groups   fit group parameters before any update (with --act-order)\n"
-            "      --damp P          relative damping, default 0.01\n"
-            "      --block N         lazy-batch block size, default 128\n"
-            "      --scale-search    per-group scale (and zero) search minimising GPTQ's weighted\n"
-            "                        error, scales evaluated in fp16 (GPTQ v1, GGUF store fp16)\n"
-            "      --signed-scale    with --scale-search --sym: allow negative scales (Q4_0's -8)\n"
-            "      --float-min       with --asym: w = scale*q + min with a free (fp16) minimum per\n"
-            "                        group, GGUF Q4_1's x = d*q + m, searched on the same weighted\n"
-            "                        error (rtn: unweighted); only -f gguf stores it as blocks\n"
-            "  -m, --method M        gptq (default), gptaq (needs gptaq-dxx records), rtn\n"
-            "      --report FILE     JSON lines per layer: loss, damping, time\n"
-            "      --json            print a summary JSON report on stderr at the end\n"
-            "  -h, --help\n");
+    fprintf(
+        f, "usage: as-gptq [options] [STREAM...] > QUANT_STREAM\n"
+           "Quantize every decoder linear of the input stream(s) (default stdin).\n"
+           "  -b, --bits N          2, 3, 4 (default) or 8\n"
+           "  -g, --group N         input columns per group; -1 = per channel (default 128)\n"
+           "      --sym / --asym    symmetric (default) or asymmetric quantizer\n"
+           "      --act-order       process columns by decreasing Hessian diagonal (desc_act)\n"
+           "      --static-groups   fit group parameters before any update (with --act-order)\n"
+           "      --damp P          relative damping, default 0.01\n"
+           "      --block N         lazy-batch block size, default 128\n"
+           "      --scale-search    per-group scale (and zero) search minimising GPTQ's weighted\n"
+           "                        error, scales evaluated in fp16 (GPTQ v1, GGUF store fp16)\n"
+           "      --signed-scale    with --scale-search --sym: allow negative scales (Q4_0's -8)\n"
+           "      --float-min       with --asym: w = scale*q + min with a free (fp16) minimum per\n"
+           "                        group, GGUF Q4_1's x = d*q + m, searched on the same weighted\n"
+           "                        error (rtn: unweighted); only -f gguf stores it as blocks\n"
+           "  -m, --method M        gptq (default), gptaq (needs gptaq-dxx records), rtn\n"
+           "      --report FILE     JSON lines per layer: loss, damping, time\n"
+           "      --json            print a summary JSON report on stderr at the end\n"
+           "  -h, --help\n");
 }
 
 struct stat_rec { /* a Hessian or GPTAQ dXXᵀ, kept until all its targets are done */
@@ -112,7 +113,8 @@ static struct stat_rec *find_stat(struct gptq_tool *t, const char *role, const c
 }
 
 static void stat_release_meta(struct stat_rec *s) {
-    for (int j = 0; j < s->n_targets; j++) free(s->targets[j]);
+    for (int j = 0; j < s->n_targets; j++)
+        free(s->targets[j]);
     free(s->targets);
     s->targets = NULL;
 }
@@ -121,15 +123,16 @@ static void stat_release(struct stat_rec *s) {
     if (--s->remaining > 0) return;
     free(s->data);
     s->data = NULL;
-    for (int j = 0; j < s->n_targets; j++) free(s->targets[j]);
+    for (int j = 0; j < s->n_targets; j++)
+        free(s->targets[j]);
     free(s->targets);
     s->targets = NULL;
 }
 
 /* Quantize one weight; H (and dXXᵀ) are copied because GPTQ overwrites them. */
 static int quantize_one(struct gptq_tool *t, struct pending_weight *pw) {
-    struct as_qlinear ql = {.N = pw->N, .K = pw->K, .bits = t->o.bits,
-                            .group_size = t->o.group_size, .sym = t->o.sym};
+    struct as_qlinear ql = {
+        .N = pw->N, .K = pw->K, .bits = t->o.bits, .group_size = t->o.group_size, .sym = t->o.sym};
     json_t *attrs = json_object();
     double t0 = now_s();
     int G = quant_int_n_groups(pw->K, t->o.group_size);
@@ -147,27 +150,31 @@ static int quantize_one(struct gptq_tool *t, struct pending_weight *pw) {
         int err = 0;
         for (int n0 = 0; n0 < pw->N && !err; n0 += ROW_BLOCK) { /* rows are independent */
             int rows = pw->N - n0 < ROW_BLOCK ? pw->N - n0 : ROW_BLOCK;
-            err = weight_rows(pw, n0, rows, blk) ||
-                  (t->o.float_min
-                       ? quant_fmin_rtn(blk, rows, pw->K, t->o.group_size, NULL, &fp,
-                                        ql.q + (size_t)n0 * pw->K, ql.scale + (size_t)n0 * G,
-                                        ql.minv + (size_t)n0 * G, ql.zero + (size_t)n0 * G,
-                                        ql.g_idx)
-                       : quant_int_rtn(blk, rows, pw->K, &p, ql.q + (size_t)n0 * pw->K,
-                                       ql.scale + (size_t)n0 * G, ql.zero + (size_t)n0 * G,
-                                       ql.g_idx, NULL));
+            err =
+                weight_rows(pw, n0, rows, blk) ||
+                (t->o.float_min
+                     ? quant_fmin_rtn(blk, rows, pw->K, t->o.group_size, NULL, &fp,
+                                      ql.q + (size_t)n0 * pw->K, ql.scale + (size_t)n0 * G,
+                                      ql.minv + (size_t)n0 * G, ql.zero + (size_t)n0 * G, ql.g_idx)
+                     : quant_int_rtn(blk, rows, pw->K, &p, ql.q + (size_t)n0 * pw->K,
+                                     ql.scale + (size_t)n0 * G, ql.zero + (size_t)n0 * G, ql.g_idx,
+                                     NULL));
         }
         free(blk);
         if (err) {
             json_decref(attrs);
-            free(ql.q); free(ql.scale); free(ql.zero); free(ql.g_idx); free(ql.minv);
+            free(ql.q);
+            free(ql.scale);
+            free(ql.zero);
+            free(ql.g_idx);
+            free(ql.minv);
             return as_fail_prefix("tensor %s.weight: ", pw->prefix);
         }
         json_object_set_new(attrs, "method", json_string("rtn"));
     } else {
         struct stat_rec *h = find_stat(t, "hessian", pw->prefix);
-        struct stat_rec *d = t->o.method == GPTQ_METHOD_GPTAQ ? find_stat(t, "gptaq-dxx", pw->prefix)
-                                                              : NULL;
+        struct stat_rec *d =
+            t->o.method == GPTQ_METHOD_GPTAQ ? find_stat(t, "gptaq-dxx", pw->prefix) : NULL;
         if (h->K != pw->K) {
             json_decref(attrs);
             return as_fail("tensor %s.weight: has %d input columns but its Hessian is %dx%d",
@@ -213,8 +220,10 @@ static int quantize_one(struct gptq_tool *t, struct pending_weight *pw) {
         }
         free(H);
         free(dxx);
-        if (h->data) stat_release(h);
-        else if (--h->remaining == 0) stat_release_meta(h);
+        if (h->data)
+            stat_release(h);
+        else if (--h->remaining == 0)
+            stat_release_meta(h);
         if (d) stat_release(d);
         if (rc) {
             gptq_result_free(&r);
@@ -222,15 +231,21 @@ static int quantize_one(struct gptq_tool *t, struct pending_weight *pw) {
             return as_fail_prefix("tensor %s.weight: ", pw->prefix);
         }
         if (r.damp_retries)
-            fprintf(stderr, "%s: tensor %s.weight: Hessian not positive definite, retried %d "
-                    "times, damping raised to %.3f\n", as_progname(), pw->prefix, r.damp_retries,
-                    r.percdamp);
-        ql.q = r.q; ql.scale = r.scale; ql.zero = r.zero; ql.g_idx = r.g_idx; ql.minv = r.minv;
+            fprintf(stderr,
+                    "%s: tensor %s.weight: Hessian not positive definite, retried %d "
+                    "times, damping raised to %.3f\n",
+                    as_progname(), pw->prefix, r.damp_retries, r.percdamp);
+        ql.q = r.q;
+        ql.scale = r.scale;
+        ql.zero = r.zero;
+        ql.g_idx = r.g_idx;
+        ql.minv = r.minv;
         ql.has_act_order = t->o.act_order;
         json_object_set_new(attrs, "method",
                             json_string(t->o.method == GPTQ_METHOD_GPTAQ ? "gptaq" : "gptq"));
         json_object_set_new(attrs, "loss", json_real(r.loss));
-        char damp[32]; /* the float as its shortest decimal, so configs read 0.01, not 0.0099999998 */
+        char damp[32]; /* the float as its shortest decimal, so configs read 0.01, not 0.0099999998
+                        */
         snprintf(damp, sizeof damp, "%.6g", r.percdamp);
         json_object_set_new(attrs, "percdamp", json_real(strtod(damp, NULL)));
         json_object_set_new(attrs, "damp_retries", json_integer(r.damp_retries));
@@ -254,7 +269,11 @@ static int quantize_one(struct gptq_tool *t, struct pending_weight *pw) {
     }
     json_decref(attrs);
     if (t->rtn) {
-        free(ql.q); free(ql.scale); free(ql.zero); free(ql.g_idx); free(ql.minv);
+        free(ql.q);
+        free(ql.scale);
+        free(ql.zero);
+        free(ql.g_idx);
+        free(ql.minv);
     } else {
         gptq_result_free(&r);
     }
@@ -291,8 +310,8 @@ static int take_stat(struct gptq_tool *t, struct as_stream_reader *r, const stru
         return as_fail("stream %s: tensor %s: %s must be F32 [K,K]", sname, rec->name, rec->role);
     json_t *targets = rec->attrs ? json_object_get(rec->attrs, "targets") : NULL;
     if (!json_is_array(targets) || !json_array_size(targets))
-        return as_fail("stream %s: tensor %s: attrs.targets (the linears it serves) missing",
-                       sname, rec->name);
+        return as_fail("stream %s: tensor %s: attrs.targets (the linears it serves) missing", sname,
+                       rec->name);
     const void *data = as_stream_payload(r);
     if (!data) return -1;
     t->stats = as_xrealloc(t->stats, (t->n_stats + 1) * sizeof *t->stats);
@@ -330,8 +349,11 @@ static int take_weight(struct gptq_tool *t, struct as_stream_reader *r, const st
                        rec->name);
     const void *data = as_stream_payload(r);
     if (!data) return -1;
-    struct pending_weight pw = {.layer = layer, .N = (int)rec->shape[0], .K = (int)rec->shape[1],
-                                .dtype = rec->dtype, .raw = data};
+    struct pending_weight pw = {.layer = layer,
+                                .N = (int)rec->shape[0],
+                                .K = (int)rec->shape[1],
+                                .dtype = rec->dtype,
+                                .raw = data};
     float probe;
     if (as_convert_to_f32(rec->dtype, data, &probe, 0)) /* a dtype we can convert */
         return as_fail_prefix("stream %s: tensor %s: ", as_stream_name(r), rec->name);
@@ -366,43 +388,83 @@ int main(int argc, char **argv) {
     t.o.sym = 1;
     const char *report_path = NULL;
     int json = 0;
-    static const struct option longopts[] = {
-        {"bits", required_argument, 0, 'b'},   {"group", required_argument, 0, 'g'},
-        {"sym", no_argument, 0, 1},            {"asym", no_argument, 0, 2},
-        {"act-order", no_argument, 0, 3},      {"static-groups", no_argument, 0, 4},
-        {"damp", required_argument, 0, 5},     {"block", required_argument, 0, 6},
-        {"method", required_argument, 0, 'm'}, {"report", required_argument, 0, 7},
-        {"json", no_argument, 0, 8},           {"help", no_argument, 0, 'h'},
-        {"scale-search", no_argument, 0, 9},   {"signed-scale", no_argument, 0, 10},
-        {"float-min", no_argument, 0, 11},
-        {0, 0, 0, 0}};
+    static const struct option longopts[] = {{"bits", required_argument, 0, 'b'},
+                                             {"group", required_argument, 0, 'g'},
+                                             {"sym", no_argument, 0, 1},
+                                             {"asym", no_argument, 0, 2},
+                                             {"act-order", no_argument, 0, 3},
+                                             {"static-groups", no_argument, 0, 4},
+                                             {"damp", required_argument, 0, 5},
+                                             {"block", required_argument, 0, 6},
+                                             {"method", required_argument, 0, 'm'},
+                                             {"report", required_argument, 0, 7},
+                                             {"json", no_argument, 0, 8},
+                                             {"help", no_argument, 0, 'h'},
+                                             {"scale-search", no_argument, 0, 9},
+                                             {"signed-scale", no_argument, 0, 10},
+                                             {"float-min", no_argument, 0, 11},
+                                             {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "b:g:m:h", longopts, NULL)) != -1) {
         switch (c) {
-        case 'b': t.o.bits = atoi(optarg); break;
-        case 'g': t.o.group_size = atoi(optarg); break;
-        case 1: t.o.sym = 1; break;
-        case 2: t.o.sym = 0; break;
-        case 3: t.o.act_order = 1; break;
-        case 4: t.o.static_groups = 1; break;
-        case 5: t.o.percdamp = strtof(optarg, NULL); break;
-        case 6: t.o.blocksize = atoi(optarg); break;
-        case 'm':
-            if (!strcmp(optarg, "rtn")) t.rtn = 1;
-            else if (!strcmp(optarg, "gptaq")) t.o.method = GPTQ_METHOD_GPTAQ;
-            else if (strcmp(optarg, "gptq")) as_die("--method: expected gptq, gptaq or rtn, got '%s'", optarg);
+        case 'b':
+            t.o.bits = as_arg_int(optarg);
             break;
-        case 7: report_path = optarg; break;
-        case 8: json = 1; break;
-        case 9: t.o.scale_search = t.o.scale_search_fp16 = 1; break;
-        case 10: t.o.scale_search_signed = 1; break;
-        case 11: t.o.float_min = 1; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'g':
+            t.o.group_size = as_arg_int(optarg);
+            break;
+        case 1:
+            t.o.sym = 1;
+            break;
+        case 2:
+            t.o.sym = 0;
+            break;
+        case 3:
+            t.o.act_order = 1;
+            break;
+        case 4:
+            t.o.static_groups = 1;
+            break;
+        case 5:
+            t.o.percdamp = (float)as_arg_double(optarg);
+            break;
+        case 6:
+            t.o.blocksize = as_arg_int(optarg);
+            break;
+        case 'm':
+            if (!strcmp(optarg, "rtn"))
+                t.rtn = 1;
+            else if (!strcmp(optarg, "gptaq"))
+                t.o.method = GPTQ_METHOD_GPTAQ;
+            else if (strcmp(optarg, "gptq"))
+                as_die("--method: expected gptq, gptaq or rtn, got '%s'", optarg);
+            break;
+        case 7:
+            report_path = optarg;
+            break;
+        case 8:
+            json = 1;
+            break;
+        case 9:
+            t.o.scale_search = t.o.scale_search_fp16 = 1;
+            break;
+        case 10:
+            t.o.scale_search_signed = 1;
+            break;
+        case 11:
+            t.o.float_min = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (t.o.bits < 2 || t.o.bits > 8) as_die("--bits %d: expected 2..8", t.o.bits);
-    if (t.o.group_size == 0 || t.o.group_size < -1) as_die("--group %d: expected -1 or > 0", t.o.group_size);
+    if (t.o.group_size == 0 || t.o.group_size < -1)
+        as_die("--group %d: expected -1 or > 0", t.o.group_size);
     if (!(t.o.percdamp > 0)) as_die("--damp: expected a positive fraction");
     if (t.o.blocksize <= 0) as_die("--block: expected a positive size");
     if (t.o.float_min && t.o.sym)
@@ -447,8 +509,8 @@ int main(int argc, char **argv) {
     as_stream_writer_free(t.out);
     if (t.report) fclose(t.report);
     if (json)
-        fprintf(stderr, "{\"layers\":%d,\"loss\":%.6g,\"seconds\":%.3f}\n", t.n_done,
-                t.loss_total, t.seconds);
+        fprintf(stderr, "{\"layers\":%d,\"loss\":%.6g,\"seconds\":%.3f}\n", t.n_done, t.loss_total,
+                t.seconds);
     for (int i = 0; i < t.n_stats; i++)
         if (t.stats[i].data) {
             t.stats[i].remaining = 1;

@@ -20,6 +20,7 @@
 #include <jansson.h>
 
 #include "as_error.h"
+#include "cli_args.h"
 #include "fpquant.h"
 #include "lepto.h"
 #include "model.h"
@@ -597,13 +598,13 @@ int main(int argc, char **argv) {
                 as_die("--weights '%s': expected tensor or channel", optarg);
             break;
         case 3:
-            o.block = atoi(optarg);
+            o.block = as_arg_int(optarg);
             break;
         case 4:
-            o.group = atoi(optarg);
+            o.group = as_arg_int(optarg);
             break;
         case 5:
-            o.smooth = (float)atof(optarg);
+            o.smooth = (float)as_arg_double(optarg);
             break;
         case 6:
             layers = optarg;
@@ -624,10 +625,10 @@ int main(int argc, char **argv) {
             o.json = 1;
             break;
         case 12:
-            threads = atoi(optarg);
+            threads = as_arg_int(optarg);
             break;
         case 13:
-            kurt_thr = atof(optarg);
+            kurt_thr = as_arg_double(optarg);
             break;
         case 14:
             if (strcmp(optarg, "fp8")) as_die("--kv-cache '%s': expected fp8", optarg);
