@@ -77,9 +77,16 @@ static void fp8_tensor_bf16_ref(const uint16_t *w, int N, int K, uint8_t *codes,
     as_fp8_encode_bf16_ref(w, n, scale[0], codes);
 }
 
-/* nvfp4: global amax pass, then rows converted to f32 in chunks of 8 and encoded. */
-static void nvfp4_bf16(const uint16_t *w, int N, int K, uint8_t *codes, uint8_t *scale8,
-                       float *tmp) {
+/* nvfp4 straight from bf16: global amax pass, then one encode pass (block absmax, scale and
+ * codes per eight blocks while they are in cache). */
+static void nvfp4_bf16(const uint16_t *w, int N, int K, uint8_t *codes, uint8_t *scale8) {
+    float g = as_nvfp4_global_scale(as_absmax_bf16(w, (size_t)N * K));
+    as_nvfp4_encode_bf16(w, N, K, g, codes, scale8);
+}
+
+/* nvfp4 through f32: global amax pass, then rows converted to f32 in chunks of 8 and encoded. */
+static void nvfp4_via_f32(const uint16_t *w, int N, int K, uint8_t *codes, uint8_t *scale8,
+                          float *tmp) {
     float g = as_nvfp4_global_scale(as_absmax_bf16(w, (size_t)N * K));
     for (int n0 = 0; n0 < N; n0 += 8) {
         int rows = n0 + 8 <= N ? 8 : N - n0;
@@ -99,19 +106,25 @@ int main(void) {
     printf("%-28s %-22s %10s %10s %8s\n", "tensor", "kernel", "GB/s(in)", "Gelem/s", "vs copy");
     int shapes[2] = {rows_q, rows_g};
     const char *names[2] = {"q_proj [4096, 4096]", "gate_proj [11008, 4096]"};
-    enum { NK = 6 };
-    const char *kern[NK] = {
-        "memcpy", "fp8 channel", "fp8 tensor", "fp8 tensor portable", "fp8 tensor scalar ref",
-        "nvfp4"};
+    enum { NK = 8 };
+    const char *kern[NK] = {"memcpy",
+                            "fp8 channel",
+                            "fp8 tensor",
+                            "fp8 tensor portable",
+                            "fp8 tensor scalar ref",
+                            "nvfp4",
+                            "nvfp4 via f32",
+                            "nvfp4 portable"};
     for (int si = 0; si < 2; si++) {
         int N = shapes[si];
         size_t n = (size_t)N * K;
         uint16_t *w = malloc(n * 2), *copy = malloc(n * 2);
-        uint8_t *codes = malloc(n), *ref = malloc(n), *s8 = malloc(n / 16);
+        uint8_t *codes = malloc(n), *ref = malloc(n), *s8 = malloc(n / 16), *s8ref = malloc(n / 16);
         float *scale = malloc(sizeof(float) * N), *tmp = malloc(sizeof(float) * 8 * K);
         for (size_t i = 0; i < n; i++)
             w[i] = as_f32_to_bf16(gauss() * 0.02f);
         memset(copy, 0, n * 2), memset(codes, 0, n), memset(ref, 0, n), memset(s8, 0, n / 16);
+        memset(s8ref, 0, n / 16);
         double best[NK];
         for (int k = 0; k < NK; k++)
             best[k] = 1e9;
@@ -130,13 +143,29 @@ int main(void) {
             t[4] = cpu_s();
             if (r < 2) fp8_tensor_bf16_ref(w, N, K, ref, scale); /* slow: twice is enough */
             t[5] = cpu_s();
-            nvfp4_bf16(w, N, K, codes, s8, tmp);
+            nvfp4_bf16(w, N, K, codes, s8);
             t[6] = cpu_s();
+            nvfp4_via_f32(w, N, K, ref, s8ref, tmp);
+            t[7] = cpu_s();
+            if (r < 2) { /* slow: twice is enough */
+                as_fpq_set_simd_level(1);
+                nvfp4_bf16(w, N, K, ref, s8ref);
+                as_fpq_set_simd_level(-1);
+            }
+            t[8] = cpu_s();
             for (int k = 0; k < NK; k++)
-                if (k != 4 || r < 2)
+                if ((k != 4 && k != 7) || r < 2)
                     best[k] = t[k + 1] - t[k] < best[k] ? t[k + 1] - t[k] : best[k];
         }
+        /* sanity: the fast NVFP4 codes equal the portable path's */
+        as_fpq_set_simd_level(1);
+        nvfp4_bf16(w, N, K, ref, s8ref);
+        as_fpq_set_simd_level(-1);
+        nvfp4_bf16(w, N, K, codes, s8);
+        if (memcmp(codes, ref, n / 2) || memcmp(s8, s8ref, n / 16))
+            printf("# WARNING: fast and portable NVFP4 codes differ\n");
         /* sanity: the fast per-tensor codes equal the scalar reference's, and decode close */
+        fp8_tensor_bf16_ref(w, N, K, ref, scale);
         fp8_tensor_bf16(w, N, K, codes, scale);
         if (memcmp(codes, ref, n)) printf("# WARNING: fast and reference FP8 codes differ\n");
         fp8_channel_bf16(w, N, K, codes, scale);
@@ -147,7 +176,7 @@ int main(void) {
             printf("%-28s %-22s %10.2f %10.3f %7.0f%%\n", names[si], kern[k], n * 2 / best[k] / 1e9,
                    n / best[k] / 1e9, 100 * best[0] / best[k]);
         if (err > 0.02 * 4 / 16.0) printf("# WARNING: fp8 decode error %g\n", err);
-        free(w), free(copy), free(codes), free(ref), free(s8), free(scale), free(tmp);
+        free(w), free(copy), free(codes), free(ref), free(s8), free(s8ref), free(scale), free(tmp);
     }
 
     /* LeptoQuant search per layer */

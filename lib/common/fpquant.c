@@ -424,99 +424,209 @@ static inline void fp4_block(const float *w, int n, float s, uint8_t *codes4) {
 }
 
 #ifdef AS_FPQ_AVX2
-/* E2M1 codes of 8 quotients, by the same rounding trick as E4M3: a = min(6, |v|), m = 2^(max(e(a),
- * 0) + 22) whose ulp is a's E2M1 step (0.5 below 1), steps = bits(a + m) - bits(m) (the FPU rounds,
- * ties to even: 2 + M for normals, 4 when rounding up a binade, 0..2 below 1), code = steps +
- * 2 e(a). NaN quotients get magnitude 0 (the reference's comparisons are all false), the sign bit
- * comes from the quotient, as in the reference. */
-AVX2 static inline __m256i e2m1_avx2(__m256 v) {
-    __m256 a = _mm256_min_ps(_mm256_set1_ps(AS_FP4_MAX),
-                             _mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF))));
-    __m256i e =
-        _mm256_max_epi32(_mm256_and_si256(_mm256_castps_si256(a), _mm256_set1_epi32(0x7F800000)),
-                         _mm256_set1_epi32(0x3F800000));
-    __m256i m = _mm256_add_epi32(e, _mm256_set1_epi32(22 << 23));
-    __m256i steps =
-        _mm256_sub_epi32(_mm256_castps_si256(_mm256_add_ps(a, _mm256_castsi256_ps(m))), m);
-    __m256i mag = _mm256_add_epi32(
-        steps, _mm256_srli_epi32(_mm256_sub_epi32(e, _mm256_set1_epi32(0x3F800000)), 22));
-    mag = _mm256_and_si256(mag, _mm256_castps_si256(_mm256_cmp_ps(v, v, _CMP_ORD_Q)));
-    __m256i sign =
-        _mm256_and_si256(_mm256_srli_epi32(_mm256_castps_si256(v), 28), _mm256_set1_epi32(8));
-    return _mm256_or_si256(mag, sign);
+/* Division-free NVFP4 (REFERENCE.md NVFP4: code = E2M1(fl(w / s)), s = DEC(bs) / g). For one
+ * block scale s > 0 the reference magnitude is the number of k in 1..7 whose midpoint rule
+ * holds for q = fl(|w| / s) (q > 0.25, q >= 0.75, q > 1.25, ..., q > 5: ties to the even code).
+ * The division is correctly rounded, so q is monotone in |w| and each rule holds exactly when
+ * |w| >= t_k, the smallest float satisfying it. t_k is found from the estimate m_k s by stepping
+ * with nextafterf and checking dtype.c's reference codec on t / s itself (a few divisions), so
+ * the ties and the f32 rounding of the quotient are the reference's by construction. The block
+ * scale byte has at most 128 values under one global scale g: a table of rows (t_1..t_7, sign
+ * mask) per byte, cached per thread for the last g, turns encoding into 7 compares per element.
+ * Rows for s == 0, NaN (all-zero, underflowing or NaN blocks: codes 0, as the scalar path's
+ * !(s > 0) test) never pass and drop the sign; s == inf (x / s = +-0) never passes.
+ * bf16 input: x >= t  <=>  x >= ceil_bf16(t), compared as 15-bit integers, 16 lanes a vector. */
+struct nvfp4_tab {
+    uint32_t g_bits;
+    int valid;
+    uint32_t f32[128][8]; /* float bits of t_1..t_7 (NaN: never), [7] 0x80000000 or 0 */
+    uint32_t b16[128][8]; /* ceil_bf16(t_k) - 1 in both halves (0x7FFF: never), [7] sign */
+};
+static _Thread_local struct nvfp4_tab nv_tab;
+
+static float nvfp4_threshold(float s, int k) {
+    static const float mid[8] = {0, 0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f};
+#define NV_REACHES(t) ((as_f32_to_fp4_e2m1((t) / s) & 7) >= k)
+    float t = mid[k] * s;
+    if (t > 0x1.fffffep127f) t = 0x1.fffffep127f;
+    while (t > 0 && NV_REACHES(nextafterf(t, 0)))
+        t = nextafterf(t, 0);
+    while (t < INFINITY && !NV_REACHES(t))
+        t = nextafterf(t, INFINITY);
+#undef NV_REACHES
+    return t;
+}
+
+static const struct nvfp4_tab *nvfp4_table(float g) {
+    struct nvfp4_tab *tb = &nv_tab;
+    if (tb->valid && tb->g_bits == fbits(g)) return tb;
+    const float *dec = e4m3_table();
+    for (int c = 0; c < 128; c++) {
+        float s = dec[c] / g; /* the scalar path's effective scale */
+        int live = s > 0, finite = s < INFINITY;
+        for (int k = 1; k <= 7; k++) {
+            uint32_t t = 0x7FC00000u, t16 = 0x7FFF;
+            if (live && finite) {
+                t = fbits(nvfp4_threshold(s, k));
+                t16 = ((t + 0xFFFFu) >> 16) - 1; /* t > 0: ceil_bf16(t) >= 1 */
+            }
+            tb->f32[c][k - 1] = t;
+            tb->b16[c][k - 1] = t16 | t16 << 16;
+        }
+        tb->f32[c][7] = live ? 0x80000000u : 0;
+        tb->b16[c][7] = live ? 0x80008000u : 0;
+    }
+    tb->g_bits = fbits(g), tb->valid = 1;
+    return tb;
+}
+
+/* Block scale bytes of 8 blocks whose absmaxes are the lanes of amax: E4M3(g amax / 6) with the
+ * scalar path's f32 operations, NaN -> 0x7F (whose row zeroes the block). */
+AVX2 static inline void nvfp4_scale_bytes_avx2(__m256 amax, __m256 gv, uint32_t *bs) {
+    __m256i c =
+        e4m3_mag_avx2(_mm256_div_ps(_mm256_mul_ps(gv, amax), _mm256_set1_ps(AS_FP4_MAX)));
+    __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(amax, amax, _CMP_UNORD_Q));
+    c = _mm256_blendv_epi8(c, _mm256_set1_epi32(0x7F), nan);
+    _mm256_storeu_si256((__m256i *)bs, _mm256_and_si256(c, _mm256_set1_epi32(0x7F)));
+}
+
+/* Packs the 16-bit codes (0..15, element order) of 4 blocks two per byte, even element in the
+ * low nibble: madd gives c[2i] + 16 c[2i+1] per dword, the packs interleave 128-bit lanes. */
+AVX2 static inline void nvfp4_store4_avx2(__m256i c0, __m256i c1, __m256i c2, __m256i c3,
+                                          uint8_t *dst) {
+    const __m256i nib = _mm256_set1_epi32(0x00100001);
+    __m256i p = _mm256_packus_epi16(
+        _mm256_packus_epi32(_mm256_madd_epi16(c0, nib), _mm256_madd_epi16(c1, nib)),
+        _mm256_packus_epi32(_mm256_madd_epi16(c2, nib), _mm256_madd_epi16(c3, nib)));
+    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)dst, p);
+}
+
+/* 16 f32 elements -> 16 codes as 16-bit lanes in element order. */
+AVX2 static inline __m256i nvfp4_codes16_f32_avx2(const float *r, const uint32_t *row) {
+    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    __m256 x0 = _mm256_loadu_ps(r), x1 = _mm256_loadu_ps(r + 8);
+    __m256 a0 = _mm256_and_ps(x0, absm), a1 = _mm256_and_ps(x1, absm);
+    __m256i c0 = _mm256_setzero_si256(), c1 = c0;
+    _Pragma("GCC unroll 8") for (int k = 0; k < 7; k++) { /* each passed threshold adds 1 (mask -1 subtracted) */
+        __m256 t = _mm256_broadcast_ss((const float *)&row[k]);
+        c0 = _mm256_sub_epi32(c0, _mm256_castps_si256(_mm256_cmp_ps(a0, t, _CMP_GE_OQ)));
+        c1 = _mm256_sub_epi32(c1, _mm256_castps_si256(_mm256_cmp_ps(a1, t, _CMP_GE_OQ)));
+    }
+    __m256 sm = _mm256_broadcast_ss((const float *)&row[7]);
+    c0 = _mm256_or_si256(c0, _mm256_srli_epi32(_mm256_castps_si256(_mm256_and_ps(x0, sm)), 28));
+    c1 = _mm256_or_si256(c1, _mm256_srli_epi32(_mm256_castps_si256(_mm256_and_ps(x1, sm)), 28));
+    return _mm256_permute4x64_epi64(_mm256_packus_epi32(c0, c1), 0xD8);
+}
+
+/* 16 bf16 elements -> 16 codes as 16-bit lanes (|x| compared as 15-bit integers). */
+AVX2 static inline __m256i nvfp4_codes16_bf16_avx2(const uint16_t *r, const uint32_t *row) {
+    __m256i x = _mm256_loadu_si256((const __m256i *)r);
+    __m256i a = _mm256_and_si256(x, _mm256_set1_epi16(0x7FFF)), c = _mm256_setzero_si256();
+    _Pragma("GCC unroll 8") for (int k = 0; k < 7; k++)
+        c = _mm256_sub_epi16(c, _mm256_cmpgt_epi16(a, _mm256_set1_epi32((int)row[k])));
+    __m256i sm = _mm256_set1_epi32((int)row[7]);
+    return _mm256_or_si256(c, _mm256_srli_epi16(_mm256_and_si256(x, sm), 12));
+}
+
+/* Eight f32 blocks (128 elements at r): scale bytes to s8[0..7], codes to dst[0..63]. Block
+ * absmaxes as 31-bit integers (NaN stays the largest, as in as_absmax), reduced so that lane j
+ * holds block j's: pairwise unpack/max, 64-bit unpack/max, then the 128-bit halves. */
+AVX2 static inline void nvfp4_step8_f32_avx2(const float *r, __m256 gv, const struct nvfp4_tab *tb,
+                                             uint8_t *s8, uint8_t *dst) {
+    const __m256i absm = _mm256_set1_epi32(0x7FFFFFFF);
+    __m256i m[8], u[4], v[2];
+    _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++)
+        m[j] = _mm256_max_epi32(
+            _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(r + 16 * j)), absm),
+            _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(r + 16 * j + 8)), absm));
+    _Pragma("GCC unroll 8") for (int k = 0; k < 4; k++)
+        u[k] = _mm256_max_epi32(_mm256_unpacklo_epi32(m[2 * k], m[2 * k + 1]),
+                                _mm256_unpackhi_epi32(m[2 * k], m[2 * k + 1]));
+    _Pragma("GCC unroll 8") for (int k = 0; k < 2; k++)
+        v[k] = _mm256_max_epi32(_mm256_unpacklo_epi64(u[2 * k], u[2 * k + 1]),
+                                _mm256_unpackhi_epi64(u[2 * k], u[2 * k + 1]));
+    __m256i amax = _mm256_max_epi32(_mm256_permute2x128_si256(v[0], v[1], 0x20),
+                                    _mm256_permute2x128_si256(v[0], v[1], 0x31));
+    uint32_t bs[8];
+    nvfp4_scale_bytes_avx2(_mm256_castsi256_ps(amax), gv, bs);
+    _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++)
+        s8[j] = (uint8_t)bs[j];
+    _Pragma("GCC unroll 8") for (int h = 0; h < 2; h++) {
+        const float *q = r + 64 * h;
+        const uint32_t *b = bs + 4 * h;
+        nvfp4_store4_avx2(nvfp4_codes16_f32_avx2(q, tb->f32[b[0]]),
+                          nvfp4_codes16_f32_avx2(q + 16, tb->f32[b[1]]),
+                          nvfp4_codes16_f32_avx2(q + 32, tb->f32[b[2]]),
+                          nvfp4_codes16_f32_avx2(q + 48, tb->f32[b[3]]), dst + 32 * h);
+    }
+}
+
+/* The same for eight bf16 blocks: one vector per block, 16-bit integer max (16 -> 8 lanes per
+ * level), the absmaxes widened to f32 (bf16 << 16) for the block scales. */
+AVX2 static inline void nvfp4_step8_bf16_avx2(const uint16_t *r, __m256 gv,
+                                              const struct nvfp4_tab *tb, uint8_t *s8,
+                                              uint8_t *dst) {
+    const __m256i absm = _mm256_set1_epi16(0x7FFF);
+    __m256i a[8], u[4], v[2];
+    _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++)
+        a[j] = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(r + 16 * j)), absm);
+    _Pragma("GCC unroll 8") for (int k = 0; k < 4; k++)
+        u[k] = _mm256_max_epu16(_mm256_unpacklo_epi16(a[2 * k], a[2 * k + 1]),
+                                _mm256_unpackhi_epi16(a[2 * k], a[2 * k + 1]));
+    _Pragma("GCC unroll 8") for (int k = 0; k < 2; k++)
+        v[k] = _mm256_max_epu16(_mm256_unpacklo_epi32(u[2 * k], u[2 * k + 1]),
+                                _mm256_unpackhi_epi32(u[2 * k], u[2 * k + 1]));
+    __m256i w8 = _mm256_max_epu16(_mm256_unpacklo_epi64(v[0], v[1]),
+                                  _mm256_unpackhi_epi64(v[0], v[1]));
+    __m128i m8 = _mm_max_epu16(_mm256_castsi256_si128(w8), _mm256_extracti128_si256(w8, 1));
+    __m256 amax = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(m8), 16));
+    uint32_t bs[8];
+    nvfp4_scale_bytes_avx2(amax, gv, bs);
+    _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++)
+        s8[j] = (uint8_t)bs[j];
+    _Pragma("GCC unroll 8") for (int h = 0; h < 2; h++) {
+        const uint16_t *q = r + 64 * h;
+        const uint32_t *b = bs + 4 * h;
+        nvfp4_store4_avx2(nvfp4_codes16_bf16_avx2(q, tb->b16[b[0]]),
+                          nvfp4_codes16_bf16_avx2(q + 16, tb->b16[b[1]]),
+                          nvfp4_codes16_bf16_avx2(q + 32, tb->b16[b[2]]),
+                          nvfp4_codes16_bf16_avx2(q + 48, tb->b16[b[3]]), dst + 32 * h);
+    }
 }
 
 /* NVFP4 with K % 16 == 0: the blocks of all rows form one flat sequence (block b: elements
- * 16b.., codes bytes 8b.., scale byte b). Eight blocks per step: their absmaxes are reduced into
- * one vector (lane j = block j), so the block scales cost one division for eight blocks: the
- * E4M3 code of g amax / 6 computed as the scalar path does (same f32 ops, the E4M3 rounding of
- * the AVX2 FP8 kernel, whose rounded value is the decoded scale), the effective scale DEC / g,
- * then per block 16 E2M1 codes packed two per byte (even element in the low nibble). A block
- * whose effective scale is 0 (all zero, or underflow) gets codes 0, as in the scalar path. */
-AVX2 static inline void nvfp4_block_codes_avx2(const float *r, __m256 sv, uint8_t *dst) {
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-    __m256i live = _mm256_castps_si256(_mm256_cmp_ps(sv, _mm256_setzero_ps(), _CMP_GT_OQ));
-    __m256i c = _mm256_packus_epi32(
-        _mm256_and_si256(e2m1_avx2(_mm256_div_ps(_mm256_loadu_ps(r), sv)), live),
-        _mm256_and_si256(e2m1_avx2(_mm256_div_ps(_mm256_loadu_ps(r + 8), sv)), live));
-    c = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(c, c), order);
-    __m128i x = _mm256_castsi256_si128(c); /* 16 codes, one per byte, in order */
-    x = _mm_and_si128(_mm_or_si128(x, _mm_srli_epi16(x, 4)), _mm_set1_epi16(0xFF));
-    _mm_storel_epi64((__m128i *)dst, _mm_packus_epi16(x, x));
-}
-
-AVX2 static inline __m256 abs_max16_avx2(const float *r) {
-    const __m256 absm = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
-    return _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(r), absm),
-                         _mm256_and_ps(_mm256_loadu_ps(r + 8), absm));
-}
-
-/* Block scales of up to 8 blocks whose absmaxes are the lanes of amax: codes to scale8 (n
- * bytes), effective scales returned. */
-AVX2 static inline __m256 nvfp4_scales_avx2(__m256 amax, __m256 gv, uint8_t *scale8, int n) {
-    __m256 dec;
-    __m256i bs =
-        e4m3_mag_dec_avx2(_mm256_div_ps(_mm256_mul_ps(gv, amax), _mm256_set1_ps(AS_FP4_MAX)), &dec);
-    __m256i p = _mm256_packus_epi32(bs, bs);
-    p = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(p, p),
-                                    _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    uint8_t tmp[8];
-    _mm_storel_epi64((__m128i *)tmp, _mm256_castsi256_si128(p));
-    memcpy(scale8, tmp, (size_t)n);
-    return _mm256_div_ps(dec, gv);
-}
-
+ * 16b.., codes bytes 8b.., scale byte b), eight per step; the last < 8 blocks go through a
+ * zero-padded copy. */
 AVX2 static void nvfp4_rows_avx2(const float *w, int N, int K, float g, uint8_t *codes,
                                  uint8_t *scale8) {
+    const struct nvfp4_tab *tb = nvfp4_table(g);
     const __m256 gv = _mm256_set1_ps(g);
     size_t nb = (size_t)N * (K / 16), b = 0;
-    for (; b + 8 <= nb; b += 8) {
-        const float *r = w + b * 16;
-        __m256 m[8];
-        for (int j = 0; j < 8; j++)
-            m[j] = abs_max16_avx2(r + 16 * j);
-        /* lane j = max over m[j]: pairwise unpack/max, then shuffles, then 128-bit halves */
-        __m256 u[4], v[2];
-        for (int k = 0; k < 4; k++)
-            u[k] = _mm256_max_ps(_mm256_unpacklo_ps(m[2 * k], m[2 * k + 1]),
-                                 _mm256_unpackhi_ps(m[2 * k], m[2 * k + 1]));
-        for (int k = 0; k < 2; k++)
-            v[k] = _mm256_max_ps(_mm256_shuffle_ps(u[2 * k], u[2 * k + 1], 0x44),
-                                 _mm256_shuffle_ps(u[2 * k], u[2 * k + 1], 0xEE));
-        __m256 amax = _mm256_max_ps(_mm256_permute2f128_ps(v[0], v[1], 0x20),
-                                    _mm256_permute2f128_ps(v[0], v[1], 0x31));
-        __m256 sv = nvfp4_scales_avx2(amax, gv, scale8 + b, 8);
-        for (int j = 0; j < 8; j++)
-            nvfp4_block_codes_avx2(r + 16 * j, _mm256_permutevar8x32_ps(sv, _mm256_set1_epi32(j)),
-                                   codes + (b + (size_t)j) * 8);
+    for (; b + 8 <= nb; b += 8)
+        nvfp4_step8_f32_avx2(w + b * 16, gv, tb, scale8 + b, codes + b * 8);
+    if (b < nb) {
+        float pad[128] = {0};
+        uint8_t s8[8], c[64];
+        memcpy(pad, w + b * 16, (nb - b) * 16 * sizeof(float));
+        nvfp4_step8_f32_avx2(pad, gv, tb, s8, c);
+        memcpy(scale8 + b, s8, nb - b), memcpy(codes + b * 8, c, (nb - b) * 8);
     }
-    for (; b < nb; b++) { /* the last < 8 blocks, one at a time */
-        __m256 m = abs_max16_avx2(w + b * 16);
-        m = _mm256_max_ps(m, _mm256_permute2f128_ps(m, m, 1));
-        m = _mm256_max_ps(m, _mm256_permute_ps(m, 0x4E));
-        m = _mm256_max_ps(m, _mm256_permute_ps(m, 0xB1));
-        __m256 sv = nvfp4_scales_avx2(m, gv, scale8 + b, 1);
-        nvfp4_block_codes_avx2(w + b * 16, sv, codes + b * 8);
+}
+
+AVX2 static void nvfp4_rows_bf16_avx2(const uint16_t *w, int N, int K, float g, uint8_t *codes,
+                                      uint8_t *scale8) {
+    const struct nvfp4_tab *tb = nvfp4_table(g);
+    const __m256 gv = _mm256_set1_ps(g);
+    size_t nb = (size_t)N * (K / 16), b = 0;
+    for (; b + 8 <= nb; b += 8)
+        nvfp4_step8_bf16_avx2(w + b * 16, gv, tb, scale8 + b, codes + b * 8);
+    if (b < nb) {
+        uint16_t pad[128] = {0};
+        uint8_t s8[8], c[64];
+        memcpy(pad, w + b * 16, (nb - b) * 16 * sizeof(uint16_t));
+        nvfp4_step8_bf16_avx2(pad, gv, tb, s8, c);
+        memcpy(scale8 + b, s8, nb - b), memcpy(codes + b * 8, c, (nb - b) * 8);
     }
 }
 #endif
@@ -555,6 +665,27 @@ void as_nvfp4_encode(const float *w, int N, int K, float global_scale, uint8_t *
                      uint8_t *scale8) {
     memset(codes, 0, (size_t)N * K / 2);
     fp4_rows(w, N, K, 1, global_scale, codes, scale8);
+}
+
+void as_nvfp4_encode_bf16(const uint16_t *w, int N, int K, float global_scale, uint8_t *codes,
+                          uint8_t *scale8) {
+#ifdef AS_FPQ_AVX2
+    if (K % 16 == 0 && have_avx2()) {
+        nvfp4_rows_bf16_avx2(w, N, K, global_scale, codes, scale8);
+        return;
+    }
+#endif
+    /* portable: rows widened to f32 in chunks of about 16K elements */
+    int rows = K < 16384 ? 16384 / K : 1, sk = (K + 15) / 16;
+    float *tmp = as_xmalloc(sizeof(float) * (size_t)rows * K);
+    for (int n0 = 0; n0 < N; n0 += rows) {
+        int r = n0 + rows <= N ? rows : N - n0;
+        for (size_t i = 0; i < (size_t)r * K; i++)
+            tmp[i] = as_bf16_to_f32(w[(size_t)n0 * K + i]);
+        as_nvfp4_encode(tmp, r, K, global_scale, codes + (size_t)n0 * K / 2,
+                        scale8 + (size_t)n0 * sk);
+    }
+    free(tmp);
 }
 
 int as_fpq_quantize(const float *w, int N, int K, enum as_wq_kind kind, int block,
