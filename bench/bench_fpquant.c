@@ -6,7 +6,10 @@
  * the memcpy it is compared with (glibc's, one thread, measured in the same repetition loop);
  * best of AS_BENCH_REPS (default 5) runs. Throughput counts input bytes (bf16) per second.
  * Kernels: the default level (AVX2 when the CPU has it), the portable 4-lane level, and the
- * scalar reference (dtype.c's codec per element) that the fast kernels must equal.
+ * scalar reference (dtype.c's codec per element) that the fast kernels must equal. NVFP4 both
+ * straight from bf16 (as_nvfp4_encode_bf16) and through f32 rows (as_nvfp4_encode, what
+ * as_fpq_quantize runs), each including the global absmax pass; the bench checks the bf16
+ * kernel's codes equal the portable level's.
  * LeptoQuant: a random model (hidden AS_BENCH_HIDDEN, default 256) with AS_BENCH_SEQS x
  * AS_BENCH_SEQLEN (default 128 x 512) calibration tokens entering one layer. */
 #include <math.h>
@@ -107,14 +110,9 @@ int main(void) {
     int shapes[2] = {rows_q, rows_g};
     const char *names[2] = {"q_proj [4096, 4096]", "gate_proj [11008, 4096]"};
     enum { NK = 8 };
-    const char *kern[NK] = {"memcpy",
-                            "fp8 channel",
-                            "fp8 tensor",
-                            "fp8 tensor portable",
-                            "fp8 tensor scalar ref",
-                            "nvfp4",
-                            "nvfp4 via f32",
-                            "nvfp4 portable"};
+    const char *kern[NK] = {
+        "memcpy", "fp8 channel",   "fp8 tensor",    "fp8 tensor portable", "fp8 tensor scalar ref",
+        "nvfp4",  "nvfp4 via f32", "nvfp4 portable"};
     for (int si = 0; si < 2; si++) {
         int N = shapes[si];
         size_t n = (size_t)N * K;

@@ -3,7 +3,8 @@
  * Three levels of the array encoders live side by side (ggml style): dtype.c's scalar reference
  * codecs (as_fp8_encode_ref...), portable branchless lane code (GCC vector extensions, 4 lanes),
  * and AVX2 kernels chosen at run time (FP8 at 58-78% of a single-thread memcpy's bandwidth on
- * bf16 weights, bench/lepto.sh). Unit tests compare every level byte for byte with the reference.
+ * bf16 weights, NVFP4 from bf16 about half of it, division-free: bench/lepto.sh). Unit tests
+ * compare every level byte for byte with the reference.
  * The FP8 KV-cache simulation (as_kv_quant) is at the end. */
 #include "fpquant.h"
 
@@ -440,7 +441,8 @@ struct nvfp4_tab {
     uint32_t g_bits;
     int valid;
     uint32_t f32[128][8]; /* float bits of t_1..t_7 (NaN: never), [7] 0x80000000 or 0 */
-    uint32_t b16[128][8]; /* ceil_bf16(t_k) - 1 in both halves (0x7FFF: never), [7] sign */
+    uint32_t b16[128][8]; /* ceil_bf16(t_k) - 1 in both halves (0x7FFF: never), [7] 0x00080008
+                             (sign bit 3 kept) or 0 */
 };
 static _Thread_local struct nvfp4_tab nv_tab;
 
@@ -474,7 +476,7 @@ static const struct nvfp4_tab *nvfp4_table(float g) {
             tb->b16[c][k - 1] = t16 | t16 << 16;
         }
         tb->f32[c][7] = live ? 0x80000000u : 0;
-        tb->b16[c][7] = live ? 0x80008000u : 0;
+        tb->b16[c][7] = live ? 0x00080008u : 0;
     }
     tb->g_bits = fbits(g), tb->valid = 1;
     return tb;
@@ -483,8 +485,7 @@ static const struct nvfp4_tab *nvfp4_table(float g) {
 /* Block scale bytes of 8 blocks whose absmaxes are the lanes of amax: E4M3(g amax / 6) with the
  * scalar path's f32 operations, NaN -> 0x7F (whose row zeroes the block). */
 AVX2 static inline void nvfp4_scale_bytes_avx2(__m256 amax, __m256 gv, uint32_t *bs) {
-    __m256i c =
-        e4m3_mag_avx2(_mm256_div_ps(_mm256_mul_ps(gv, amax), _mm256_set1_ps(AS_FP4_MAX)));
+    __m256i c = e4m3_mag_avx2(_mm256_div_ps(_mm256_mul_ps(gv, amax), _mm256_set1_ps(AS_FP4_MAX)));
     __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(amax, amax, _CMP_UNORD_Q));
     c = _mm256_blendv_epi8(c, _mm256_set1_epi32(0x7F), nan);
     _mm256_storeu_si256((__m256i *)bs, _mm256_and_si256(c, _mm256_set1_epi32(0x7F)));
@@ -508,7 +509,8 @@ AVX2 static inline __m256i nvfp4_codes16_f32_avx2(const float *r, const uint32_t
     __m256 x0 = _mm256_loadu_ps(r), x1 = _mm256_loadu_ps(r + 8);
     __m256 a0 = _mm256_and_ps(x0, absm), a1 = _mm256_and_ps(x1, absm);
     __m256i c0 = _mm256_setzero_si256(), c1 = c0;
-    _Pragma("GCC unroll 8") for (int k = 0; k < 7; k++) { /* each passed threshold adds 1 (mask -1 subtracted) */
+#pragma GCC unroll 8
+    for (int k = 0; k < 7; k++) { /* each passed threshold adds 1 (mask -1 subtracted) */
         __m256 t = _mm256_broadcast_ss((const float *)&row[k]);
         c0 = _mm256_sub_epi32(c0, _mm256_castps_si256(_mm256_cmp_ps(a0, t, _CMP_GE_OQ)));
         c1 = _mm256_sub_epi32(c1, _mm256_castps_si256(_mm256_cmp_ps(a1, t, _CMP_GE_OQ)));
@@ -519,40 +521,75 @@ AVX2 static inline __m256i nvfp4_codes16_f32_avx2(const float *r, const uint32_t
     return _mm256_permute4x64_epi64(_mm256_packus_epi32(c0, c1), 0xD8);
 }
 
-/* 16 bf16 elements -> 16 codes as 16-bit lanes (|x| compared as 15-bit integers). */
-AVX2 static inline __m256i nvfp4_codes16_bf16_avx2(const uint16_t *r, const uint32_t *row) {
-    __m256i x = _mm256_loadu_si256((const __m256i *)r);
-    __m256i a = _mm256_and_si256(x, _mm256_set1_epi16(0x7FFF)), c = _mm256_setzero_si256();
-    _Pragma("GCC unroll 8") for (int k = 0; k < 7; k++)
-        c = _mm256_sub_epi16(c, _mm256_cmpgt_epi16(a, _mm256_set1_epi32((int)row[k])));
-    __m256i sm = _mm256_set1_epi32((int)row[7]);
-    return _mm256_or_si256(c, _mm256_srli_epi16(_mm256_and_si256(x, sm), 12));
+/* 16 bf16 elements (a: their |x| bits) -> 16 codes as 16-bit lanes: the compare masks (-1)
+ * summed give -magnitude; the sign (bit 15 -> bit 3, masked by the row) minus that sum. */
+AVX2 static inline __m256i nvfp4_codes16_bf16_avx2(__m256i x, __m256i a, const uint32_t *row) {
+    __m256i m[7];
+#pragma GCC unroll 8
+    for (int k = 0; k < 7; k++)
+        m[k] = _mm256_cmpgt_epi16(a, _mm256_set1_epi32((int)row[k]));
+    __m256i neg = _mm256_add_epi16(
+        _mm256_add_epi16(_mm256_add_epi16(m[0], m[1]), _mm256_add_epi16(m[2], m[3])),
+        _mm256_add_epi16(_mm256_add_epi16(m[4], m[5]), m[6]));
+    __m256i sign = _mm256_and_si256(_mm256_srli_epi16(x, 12), _mm256_set1_epi32((int)row[7]));
+    return _mm256_sub_epi16(sign, neg);
 }
 
-/* Eight f32 blocks (128 elements at r): scale bytes to s8[0..7], codes to dst[0..63]. Block
- * absmaxes as 31-bit integers (NaN stays the largest, as in as_absmax), reduced so that lane j
- * holds block j's: pairwise unpack/max, 64-bit unpack/max, then the 128-bit halves. */
-AVX2 static inline void nvfp4_step8_f32_avx2(const float *r, __m256 gv, const struct nvfp4_tab *tb,
-                                             uint8_t *s8, uint8_t *dst) {
+/* Scale bytes of eight f32 blocks (128 elements at r) to bs[0..7]. Block absmaxes as 31-bit
+ * integers (NaN stays the largest, as in as_absmax), reduced so that lane j holds block j's:
+ * pairwise unpack/max, 64-bit unpack/max, then the 128-bit halves. */
+AVX2 static inline void nvfp4_scales8_f32_avx2(const float *r, __m256 gv, uint32_t *bs) {
     const __m256i absm = _mm256_set1_epi32(0x7FFFFFFF);
     __m256i m[8], u[4], v[2];
-    _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++)
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++)
         m[j] = _mm256_max_epi32(
             _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(r + 16 * j)), absm),
             _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(r + 16 * j + 8)), absm));
-    _Pragma("GCC unroll 8") for (int k = 0; k < 4; k++)
+#pragma GCC unroll 8
+    for (int k = 0; k < 4; k++)
         u[k] = _mm256_max_epi32(_mm256_unpacklo_epi32(m[2 * k], m[2 * k + 1]),
                                 _mm256_unpackhi_epi32(m[2 * k], m[2 * k + 1]));
-    _Pragma("GCC unroll 8") for (int k = 0; k < 2; k++)
+#pragma GCC unroll 8
+    for (int k = 0; k < 2; k++)
         v[k] = _mm256_max_epi32(_mm256_unpacklo_epi64(u[2 * k], u[2 * k + 1]),
                                 _mm256_unpackhi_epi64(u[2 * k], u[2 * k + 1]));
     __m256i amax = _mm256_max_epi32(_mm256_permute2x128_si256(v[0], v[1], 0x20),
                                     _mm256_permute2x128_si256(v[0], v[1], 0x31));
-    uint32_t bs[8];
     nvfp4_scale_bytes_avx2(_mm256_castsi256_ps(amax), gv, bs);
-    _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++)
+}
+
+/* The same for eight bf16 blocks: one vector per block, 16-bit integer max (16 -> 8 lanes per
+ * level), the absmaxes widened to f32 (bf16 << 16) for the block scales. */
+AVX2 static inline void nvfp4_scales8_bf16_avx2(const uint16_t *r, __m256 gv, uint32_t *bs) {
+    const __m256i absm = _mm256_set1_epi16(0x7FFF);
+    __m256i a[8], u[4], v[2];
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++)
+        a[j] = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(r + 16 * j)), absm);
+#pragma GCC unroll 8
+    for (int k = 0; k < 4; k++)
+        u[k] = _mm256_max_epu16(_mm256_unpacklo_epi16(a[2 * k], a[2 * k + 1]),
+                                _mm256_unpackhi_epi16(a[2 * k], a[2 * k + 1]));
+#pragma GCC unroll 8
+    for (int k = 0; k < 2; k++)
+        v[k] = _mm256_max_epu16(_mm256_unpacklo_epi32(u[2 * k], u[2 * k + 1]),
+                                _mm256_unpackhi_epi32(u[2 * k], u[2 * k + 1]));
+    __m256i w8 =
+        _mm256_max_epu16(_mm256_unpacklo_epi64(v[0], v[1]), _mm256_unpackhi_epi64(v[0], v[1]));
+    __m128i m8 = _mm_max_epu16(_mm256_castsi256_si128(w8), _mm256_extracti128_si256(w8, 1));
+    nvfp4_scale_bytes_avx2(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(m8), 16)),
+                           gv, bs);
+}
+
+/* Codes of eight blocks with scale bytes bs: scale bytes to s8[0..7], codes to dst[0..63]. */
+AVX2 static inline void nvfp4_codes8_f32_avx2(const float *r, const struct nvfp4_tab *tb,
+                                              const uint32_t *bs, uint8_t *s8, uint8_t *dst) {
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++)
         s8[j] = (uint8_t)bs[j];
-    _Pragma("GCC unroll 8") for (int h = 0; h < 2; h++) {
+#pragma GCC unroll 8
+    for (int h = 0; h < 2; h++) {
         const float *q = r + 64 * h;
         const uint32_t *b = bs + 4 * h;
         nvfp4_store4_avx2(nvfp4_codes16_f32_avx2(q, tb->f32[b[0]]),
@@ -562,72 +599,61 @@ AVX2 static inline void nvfp4_step8_f32_avx2(const float *r, __m256 gv, const st
     }
 }
 
-/* The same for eight bf16 blocks: one vector per block, 16-bit integer max (16 -> 8 lanes per
- * level), the absmaxes widened to f32 (bf16 << 16) for the block scales. */
-AVX2 static inline void nvfp4_step8_bf16_avx2(const uint16_t *r, __m256 gv,
-                                              const struct nvfp4_tab *tb, uint8_t *s8,
-                                              uint8_t *dst) {
+AVX2 static inline void nvfp4_codes8_bf16_avx2(const uint16_t *r, const struct nvfp4_tab *tb,
+                                               const uint32_t *bs, uint8_t *s8, uint8_t *dst) {
     const __m256i absm = _mm256_set1_epi16(0x7FFF);
-    __m256i a[8], u[4], v[2];
-    _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++)
-        a[j] = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(r + 16 * j)), absm);
-    _Pragma("GCC unroll 8") for (int k = 0; k < 4; k++)
-        u[k] = _mm256_max_epu16(_mm256_unpacklo_epi16(a[2 * k], a[2 * k + 1]),
-                                _mm256_unpackhi_epi16(a[2 * k], a[2 * k + 1]));
-    _Pragma("GCC unroll 8") for (int k = 0; k < 2; k++)
-        v[k] = _mm256_max_epu16(_mm256_unpacklo_epi32(u[2 * k], u[2 * k + 1]),
-                                _mm256_unpackhi_epi32(u[2 * k], u[2 * k + 1]));
-    __m256i w8 = _mm256_max_epu16(_mm256_unpacklo_epi64(v[0], v[1]),
-                                  _mm256_unpackhi_epi64(v[0], v[1]));
-    __m128i m8 = _mm_max_epu16(_mm256_castsi256_si128(w8), _mm256_extracti128_si256(w8, 1));
-    __m256 amax = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(m8), 16));
-    uint32_t bs[8];
-    nvfp4_scale_bytes_avx2(amax, gv, bs);
-    _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++)
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++)
         s8[j] = (uint8_t)bs[j];
-    _Pragma("GCC unroll 8") for (int h = 0; h < 2; h++) {
+#pragma GCC unroll 8
+    for (int h = 0; h < 2; h++) {
         const uint16_t *q = r + 64 * h;
         const uint32_t *b = bs + 4 * h;
-        nvfp4_store4_avx2(nvfp4_codes16_bf16_avx2(q, tb->b16[b[0]]),
-                          nvfp4_codes16_bf16_avx2(q + 16, tb->b16[b[1]]),
-                          nvfp4_codes16_bf16_avx2(q + 32, tb->b16[b[2]]),
-                          nvfp4_codes16_bf16_avx2(q + 48, tb->b16[b[3]]), dst + 32 * h);
+        __m256i c[4];
+#pragma GCC unroll 8
+        for (int j = 0; j < 4; j++) {
+            __m256i x = _mm256_loadu_si256((const __m256i *)(q + 16 * j));
+            c[j] = nvfp4_codes16_bf16_avx2(x, _mm256_and_si256(x, absm), tb->b16[b[j]]);
+        }
+        nvfp4_store4_avx2(c[0], c[1], c[2], c[3], dst + 32 * h);
     }
 }
 
 /* NVFP4 with K % 16 == 0: the blocks of all rows form one flat sequence (block b: elements
- * 16b.., codes bytes 8b.., scale byte b), eight per step; the last < 8 blocks go through a
- * zero-padded copy. */
+ * 16b.., codes bytes 8b.., scale byte b), eight per step. Software-pipelined: the scale bytes of
+ * the next eight blocks (a long dependency chain through a division) are computed before the
+ * codes of the current eight, so the two overlap. The last < 8 blocks go through a zero-padded
+ * copy. */
+#define NVFP4_ROWS_AVX2(T, scales8, codes8)                                                        \
+    do {                                                                                           \
+        const struct nvfp4_tab *tb = nvfp4_table(g);                                               \
+        const __m256 gv = _mm256_set1_ps(g);                                                       \
+        size_t nb = (size_t)N * (K / 16), nfull = nb / 8 * 8;                                      \
+        uint32_t bs[2][8];                                                                         \
+        if (nfull) scales8(w, gv, bs[0]);                                                          \
+        for (size_t b = 0, i = 0; b < nfull; b += 8, i ^= 1) {                                     \
+            if (b + 8 < nfull) scales8(w + (b + 8) * 16, gv, bs[i ^ 1]);                           \
+            codes8(w + b * 16, tb, bs[i], scale8 + b, codes + b * 8);                              \
+        }                                                                                          \
+        if (nfull < nb) {                                                                          \
+            T pad[128] = {0};                                                                      \
+            uint8_t s8[8], c[64];                                                                  \
+            memcpy(pad, w + nfull * 16, (nb - nfull) * 16 * sizeof(T));                            \
+            scales8(pad, gv, bs[0]);                                                               \
+            codes8(pad, tb, bs[0], s8, c);                                                         \
+            memcpy(scale8 + nfull, s8, nb - nfull),                                                \
+                memcpy(codes + nfull * 8, c, (nb - nfull) * 8);                                    \
+        }                                                                                          \
+    } while (0)
+
 AVX2 static void nvfp4_rows_avx2(const float *w, int N, int K, float g, uint8_t *codes,
                                  uint8_t *scale8) {
-    const struct nvfp4_tab *tb = nvfp4_table(g);
-    const __m256 gv = _mm256_set1_ps(g);
-    size_t nb = (size_t)N * (K / 16), b = 0;
-    for (; b + 8 <= nb; b += 8)
-        nvfp4_step8_f32_avx2(w + b * 16, gv, tb, scale8 + b, codes + b * 8);
-    if (b < nb) {
-        float pad[128] = {0};
-        uint8_t s8[8], c[64];
-        memcpy(pad, w + b * 16, (nb - b) * 16 * sizeof(float));
-        nvfp4_step8_f32_avx2(pad, gv, tb, s8, c);
-        memcpy(scale8 + b, s8, nb - b), memcpy(codes + b * 8, c, (nb - b) * 8);
-    }
+    NVFP4_ROWS_AVX2(float, nvfp4_scales8_f32_avx2, nvfp4_codes8_f32_avx2);
 }
 
 AVX2 static void nvfp4_rows_bf16_avx2(const uint16_t *w, int N, int K, float g, uint8_t *codes,
                                       uint8_t *scale8) {
-    const struct nvfp4_tab *tb = nvfp4_table(g);
-    const __m256 gv = _mm256_set1_ps(g);
-    size_t nb = (size_t)N * (K / 16), b = 0;
-    for (; b + 8 <= nb; b += 8)
-        nvfp4_step8_bf16_avx2(w + b * 16, gv, tb, scale8 + b, codes + b * 8);
-    if (b < nb) {
-        uint16_t pad[128] = {0};
-        uint8_t s8[8], c[64];
-        memcpy(pad, w + b * 16, (nb - b) * 16 * sizeof(uint16_t));
-        nvfp4_step8_bf16_avx2(pad, gv, tb, s8, c);
-        memcpy(scale8 + b, s8, nb - b), memcpy(codes + b * 8, c, (nb - b) * 8);
-    }
+    NVFP4_ROWS_AVX2(uint16_t, nvfp4_scales8_bf16_avx2, nvfp4_codes8_bf16_avx2);
 }
 #endif
 

@@ -93,7 +93,8 @@ void as_fpq_free(struct as_fpq_weight *q);
  * nibble), E4M3 block scales [N, ceil(K/16)]. The kernel of as_fpq_quantize, for streaming use. */
 void as_nvfp4_encode(const float *w, int N, int K, float global_scale, uint8_t *codes,
                      uint8_t *scale8);
-/* The same from bf16 weights (as if widened to f32 first, byte for byte). */
+/* The same from bf16 weights: byte for byte what as_nvfp4_encode gives on the weights widened to
+ * f32 (any K; the AVX2 kernel, K % 16 == 0, compares bf16 bits with per-block thresholds). */
 void as_nvfp4_encode_bf16(const uint16_t *w, int N, int K, float global_scale, uint8_t *codes,
                           uint8_t *scale8);
 /* Global NVFP4 scale 448*6/amax (1 when amax == 0). */

@@ -312,6 +312,171 @@ static void test_nvfp4_fast_vs_portable(void **st) {
     free(xs), free(w), free(c1), free(c2), free(s1), free(s2);
 }
 
+/* NVFP4 straight from dtype.c's scalar codecs and REFERENCE.md's rule, independent of fpquant.c:
+ * bs = E4M3(g absmax16 / 6), s = DEC(bs) / g, code = E2M1(w / s) (0 when s is not positive). */
+static void nvfp4_expect(const float *w, int N, int K, float g, uint8_t *codes, uint8_t *s8) {
+    int sk = (K + 15) / 16;
+    memset(codes, 0, (size_t)N * K / 2);
+    for (int n = 0; n < N; n++)
+        for (int j = 0; j < sk; j++) {
+            int k0 = j * 16, len = k0 + 16 <= K ? 16 : K - k0;
+            const float *r = w + (size_t)n * K + k0;
+            float amax = 0;
+            for (int i = 0; i < len; i++)
+                amax = fmaxf(amax, fabsf(r[i]));
+            uint8_t bs = as_f32_to_fp8_e4m3(g * amax / 6.0f);
+            float s = as_fp8_e4m3_to_f32(bs) / g;
+            s8[n * sk + j] = bs;
+            for (int i = 0; i < len; i++) {
+                size_t at = (size_t)n * K + k0 + i;
+                uint8_t c = s > 0 ? as_f32_to_fp4_e2m1(r[i] / s) : 0;
+                codes[at / 2] |= (uint8_t)(c << (4 * (at & 1)));
+            }
+        }
+}
+
+/* A random float near a decision threshold of E2M1 under block scale s: fl(m s) moved by up to
+ * 3 ulps, random sign (a power-of-two g makes s short, so m s is often an exact tie). */
+static float near_threshold(float s) {
+    static const float mids[7] = {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f};
+    int k = (int)((frand() + 1) * 3.5f) % 7, d = (int)((frand() + 1) * 3.5f) - 3;
+    float x = mids[k] * s;
+    for (; d > 0; d--)
+        x = nextafterf(x, INFINITY);
+    for (; d < 0; d++)
+        x = nextafterf(x, 0);
+    return frand() < 0 ? -x : x;
+}
+
+/* Blocks of random absmax whose other elements sit at the E2M1 decision thresholds of that
+ * block's scale (and a few random ones), under many global scales: power-of-two ones (exact
+ * quotient ties at every threshold), random ones, and extremes (s subnormal or underflowing to
+ * 0; s near overflow). Both kernel levels must equal the independent expectation, for f32 and
+ * bf16 input (bf16: the elements rounded to bf16 and moved by up to 3 bf16 ulps). The shape has
+ * 9 blocks a row and 61 rows, so the AVX2 kernel's tail of < 8 blocks runs too. */
+static void test_nvfp4_threshold_ties(void **st) {
+    (void)st;
+    int N = 61, K = 144;
+    size_t nk = (size_t)N * K;
+    float *w = malloc(sizeof(float) * nk), *wb = malloc(sizeof(float) * nk);
+    uint16_t *h = malloc(sizeof(uint16_t) * nk);
+    uint8_t *want = malloc(nk / 2), *got = malloc(nk / 2), *s8w = malloc(nk / 16),
+            *s8g = malloc(nk / 16);
+    for (int trial = 0; trial < 48; trial++) {
+        float g = trial < 16    ? ldexpf(1.0f, trial * 5 - 40)
+                  : trial < 44  ? ldexpf(1.0f + (frand() + 1) / 2, (int)(frand() * 40))
+                  : trial == 44 ? 1e-30f
+                  : trial == 45 ? 1e30f
+                  : trial == 46 ? 3e36f
+                                : 2e-36f;
+        for (size_t b = 0; b < nk / 16; b++) {
+            float *r = w + b * 16;
+            float amax = ldexpf(0.5f + (frand() + 1) / 4, (int)(frand() * 30));
+            float s = as_fp8_e4m3_to_f32(as_f32_to_fp8_e4m3(g * amax / 6.0f)) / g;
+            r[0] = frand() < 0 ? -amax : amax;
+            for (int i = 1; i < 16; i++) {
+                float x = i % 5 == 4 ? frand() * amax : near_threshold(s);
+                r[i] = fabsf(x) <= amax ? x : frand() * amax;
+            }
+            /* bf16 copy: amax rounded first, the others moved in bf16 ulps and kept below it */
+            uint16_t hm = as_f32_to_bf16(amax);
+            for (int i = 0; i < 16; i++) {
+                uint16_t v =
+                    i == 0 ? (uint16_t)(hm | (r[0] < 0 ? 0x8000 : 0)) : as_f32_to_bf16(r[i]);
+                if (i > 0 && (v & 0x7FFF) > 3 && (v & 0x7FFF) < 0x7F00)
+                    v = (uint16_t)(v + (int)((frand() + 1) * 3.5f) - 3);
+                if ((v & 0x7FFF) > hm) v = (uint16_t)((v & 0x8000) | hm);
+                h[b * 16 + (size_t)i] = v;
+                wb[b * 16 + (size_t)i] = as_bf16_to_f32(v);
+            }
+        }
+        for (int level = 2; level >= 1; level--) {
+            as_fpq_set_simd_level(level);
+            nvfp4_expect(w, N, K, g, want, s8w);
+            as_nvfp4_encode(w, N, K, g, got, s8g);
+            assert_memory_equal(s8w, s8g, nk / 16);
+            assert_memory_equal(want, got, nk / 2);
+            nvfp4_expect(wb, N, K, g, want, s8w);
+            memset(got, 0xAA, nk / 2);
+            as_nvfp4_encode_bf16(h, N, K, g, got, s8g);
+            assert_memory_equal(s8w, s8g, nk / 16);
+            assert_memory_equal(want, got, nk / 2);
+        }
+        as_fpq_set_simd_level(-1);
+    }
+    /* bf16 with K % 16 != 0 (portable fallback, ragged last block) and a single row */
+    int K2 = 40, N2 = 7;
+    for (size_t i = 0; i < (size_t)N2 * K2; i++)
+        wb[i] = as_bf16_to_f32(h[i] = as_f32_to_bf16(frand() * 3.0f));
+    float g2 = as_nvfp4_global_scale(as_absmax(wb, (size_t)N2 * K2));
+    nvfp4_expect(wb, N2, K2, g2, want, s8w);
+    as_nvfp4_encode_bf16(h, N2, K2, g2, got, s8g);
+    assert_memory_equal(s8w, s8g, (size_t)N2 * 3);
+    assert_memory_equal(want, got, (size_t)N2 * K2 / 2);
+    free(w), free(wb), free(h), free(want), free(got), free(s8w), free(s8g);
+}
+
+/* Every finite bf16 magnitude (and inf, NaN) of either sign under one block scale per E4M3
+ * byte: for each bs in 1..126 a block [A, x1..x15] with A the largest bf16 whose block scale is
+ * bs, and x running through all bf16 values below A: the bf16 AVX2 kernel, the f32 AVX2 kernel
+ * and the portable path agree byte for byte (NaN blocks: scale byte 0x7F, codes 0). */
+static void test_nvfp4_bf16_exhaustive(void **st) {
+    (void)st;
+    const float g = 0.75f * 4096;
+    size_t cap = (size_t)1 << 20, nb = 0;
+    uint16_t *h = malloc(sizeof(uint16_t) * (cap + 2) * 16);
+    for (uint16_t v = 0x0080; v < 0x7F80; v++) { /* block heads: every normal magnitude */
+        float a = as_bf16_to_f32(v);
+        uint16_t nx = (uint16_t)(v + 1);
+        int last = v == 0x7F7F || as_f32_to_fp8_e4m3(g * as_bf16_to_f32(nx) / 6.0f) !=
+                                      as_f32_to_fp8_e4m3(g * a / 6.0f);
+        if (!last || as_f32_to_fp8_e4m3(g * a / 6.0f) == 0) continue;
+        /* one block scale: x from the 16-bit patterns up to v, both signs, 15 per block */
+        for (uint32_t x = 0; x <= v && nb < cap; x += 15, nb++) {
+            uint16_t *r = h + nb * 16;
+            r[0] = v;
+            for (int i = 1; i < 16; i++) {
+                uint32_t e = x + (uint32_t)i - 1;
+                r[i] = (uint16_t)((e <= v ? e : 0) | ((e & 1) ? 0x8000 : 0));
+            }
+        }
+    }
+    /* inf and NaN blocks */
+    for (int i = 0; i < 16; i++)
+        h[nb * 16 + (size_t)i] = i == 3 ? 0x7F80 : (uint16_t)(0x3F80 + i);
+    for (int i = 0; i < 16; i++) /* next block: a NaN */
+        h[(nb + 1) * 16 + (size_t)i] = i == 5 ? 0x7FC1 : (uint16_t)(0xBF80 + i);
+    nb += 2;
+    int N = (int)nb, K = 16;
+    size_t nk = nb * 16;
+    float *w = malloc(sizeof(float) * nk);
+    for (size_t i = 0; i < nk; i++)
+        w[i] = as_bf16_to_f32(h[i]);
+    uint8_t *c1 = malloc(nk / 2), *c2 = malloc(nk / 2), *c3 = malloc(nk / 2), *s1 = malloc(nb),
+            *s2 = malloc(nb), *s3 = malloc(nb);
+    as_fpq_set_simd_level(1);
+    as_nvfp4_encode_bf16(h, N, K, g, c1, s1);
+    as_fpq_set_simd_level(-1);
+    as_nvfp4_encode_bf16(h, N, K, g, c2, s2);
+    as_nvfp4_encode(w, N, K, g, c3, s3);
+    assert_memory_equal(s1, s2, nb);
+    assert_memory_equal(c1, c2, nk / 2);
+    assert_memory_equal(s1, s3, nb);
+    assert_memory_equal(c1, c3, nk / 2);
+    assert_int_equal(s2[nb - 1], 0x7F);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(c2[(nb - 1) * 8 + (size_t)i], 0);
+    assert_int_equal(s2[nb - 2], 0x7E); /* inf saturates the block scale */
+    assert_int_equal((c2[(nb - 2) * 8 + 1] >> 4) & 15, 7);
+    /* and against the independent expectation on the finite blocks */
+    uint8_t *cw = malloc(nk / 2), *sw = malloc(nb);
+    nvfp4_expect(w, N - 2, K, g, cw, sw);
+    assert_memory_equal(sw, s2, nb - 2);
+    assert_memory_equal(cw, c2, (nb - 2) * 8);
+    free(h), free(w), free(c1), free(c2), free(c3), free(s1), free(s2), free(s3), free(cw),
+        free(sw);
+}
+
 static void test_fp4_codec(void **st) {
     (void)st;
     static const float grid[8] = {0, 0.5f, 1, 1.5f, 2, 3, 4, 6};
@@ -1035,6 +1200,8 @@ int main(void) {
         cmocka_unit_test(test_fp8_codec_against_reference),
         cmocka_unit_test(test_fp8_fast_vs_reference),
         cmocka_unit_test(test_nvfp4_fast_vs_portable),
+        cmocka_unit_test(test_nvfp4_threshold_ties),
+        cmocka_unit_test(test_nvfp4_bf16_exhaustive),
         cmocka_unit_test(test_fp4_codec),
         cmocka_unit_test(test_weight_fp8_tensor_channel),
         cmocka_unit_test(test_weight_fp8_block_ragged),
