@@ -364,6 +364,10 @@ static int load_normalizer(struct as_tokenizer *t, const json_t *n) {
     } else {
         return as_fail("unsupported normalizer '%s'", type);
     }
+    if (t->n_norm >= 32) {
+        free(s.a), free(s.b);
+        return as_fail("normalizer: more than 32 steps");
+    }
     t->norm = as_xrealloc(t->norm, (size_t)(t->n_norm + 1) * sizeof *t->norm);
     t->norm[t->n_norm++] = s;
     return 0;
@@ -406,6 +410,12 @@ static int load_pretokenizer(struct as_tokenizer *t, const json_t *p) {
         const json_t *split = json_object_get(p, "split");
         s.split = split ? json_is_true(split) : 1; /* HF default: split = true */
     } else if (!strcmp(type, "ByteLevel")) {
+        /* A second ByteLevel would re-encode the first one's stand-in characters (two bytes
+         * each): the text doubles per step, so a hostile file with 20 of them makes a megabyte
+         * of every word (found by fuzz_tokenizer). No real tokenizer has two. */
+        for (int i = 0; i < t->n_pre; i++)
+            if (t->pre[i].type == PRE_BYTELEVEL)
+                return as_fail("pre_tokenizer: more than one ByteLevel step");
         s.type = PRE_BYTELEVEL;
         s.add_prefix_space = json_is_true(json_object_get(p, "add_prefix_space"));
         const json_t *ur = json_object_get(p, "use_regex");
@@ -436,6 +446,10 @@ static int load_pretokenizer(struct as_tokenizer *t, const json_t *p) {
         if (!s.re) return -1;
     } else {
         return as_fail("unsupported pre_tokenizer '%s'", type);
+    }
+    if (t->n_pre >= 32) {
+        if (s.re) pcre2_code_free(s.re);
+        return as_fail("pre_tokenizer: more than 32 steps");
     }
     t->pre = as_xrealloc(t->pre, (size_t)(t->n_pre + 1) * sizeof *t->pre);
     t->pre[t->n_pre++] = s;
@@ -1062,6 +1076,10 @@ static int encode_segment(const struct as_tokenizer *t, struct work *w, const ch
             }
             struct sbuf tmp = *cur;
             *cur = *nxt, *nxt = tmp;
+            /* Replace steps can chain into exponential growth ("a" -> "aa", 30 times); real
+             * normalizers grow text by a few times at most */
+            if (cur->n > 64 * n + 4096)
+                return as_fail("normalizer step %d expands the text more than 64 times", i + 1);
         }
         s = w->norm.s, n = w->norm.n;
     }

@@ -449,12 +449,44 @@ static void test_bad_files(void **state) {
          "\"Isolated\"}",
          "pre_tokenizer Split: bad regex at offset"},
         {"\"added_tokens\":[{\"id\":\"x\",\"content\":\"<s>\"}]", "added_tokens[0]: needs"},
+        /* resource exhaustion (fuzz_tokenizer timeout 3f6e605b): a second ByteLevel doubles the
+         * text per step */
+        {"\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":"
+         "\"ByteLevel\"},{\"type\":\"ByteLevel\"}]}",
+         "pre_tokenizer: more than one ByteLevel step"},
     };
     for (size_t i = 0; i < sizeof bad_parts / sizeof bad_parts[0]; i++) {
         assert_true(asprintf(&j, "{%s,%s[\"a b\"]}}", bad_parts[i].extra, v + 1) > 0);
         expect_load_error(j, bad_parts[i].want);
         free(j);
     }
+    /* Replace chains: "a" -> "aa" twenty times would make 2^20 a's of each; refused at encode
+     * once the text grows past 64x (step 7: 199 * 2^7 > 64 * 199 + 4096); two steps (4x) are fine
+     */
+    char norm[4096], *q = norm;
+    q += sprintf(q, "{\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[");
+    for (int k = 0; k < 20; k++)
+        q += sprintf(q,
+                     "%s{\"type\":\"Replace\",\"pattern\":{\"String\":\"a\"},\"content\":"
+                     "\"aa\"}",
+                     k ? "," : "");
+    sprintf(q, "]},%s[\"a b\"]}}", v + 1);
+    struct as_tokenizer *t = load_text(norm);
+    assert_non_null(t);
+    int32_t *ids;
+    size_t n;
+    char text[200];
+    memset(text, 'a', sizeof text - 1), text[sizeof text - 1] = 0;
+    assert_int_equal(as_tokenizer_encode(t, text, strlen(text), 0, &ids, &n), -1);
+    assert_non_null(strstr(
+        as_last_error(), "tokenizer.json: normalizer step 7 expands the text more than 64 times"));
+    as_tokenizer_free(t);
+    /* more than 32 steps */
+    q = norm + sprintf(norm, "{\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[");
+    for (int k = 0; k < 33; k++)
+        q += sprintf(q, "%s{\"type\":\"Prepend\",\"prepend\":\"a\"}", k ? "," : "");
+    sprintf(q, "]},%s[\"a b\"]}}", v + 1);
+    expect_load_error(norm, "normalizer: more than 32 steps");
 }
 
 static int group_setup(void **state) {
