@@ -1,4 +1,4 @@
-/* gguf: GGUF v3 writer and validating reader, ggml block codecs, exact encoding of integer codes.
+/* gguf: GGUF v3 writer and validating reader, exact encoding of integer codes into ggml blocks.
  * See gguf.h for the file layout; docs/gguf.md for the rules each check enforces. */
 #include "gguf.h"
 
@@ -21,105 +21,7 @@
 #error "gguf.c assumes a little-endian host"
 #endif
 
-/* ---- types ---------------------------------------------------------------------------------- */
-
-const char *as_ggml_type_name(enum as_ggml_type t) {
-    switch (t) {
-    case AS_GGML_F32:
-        return "F32";
-    case AS_GGML_F16:
-        return "F16";
-    case AS_GGML_BF16:
-        return "BF16";
-    case AS_GGML_Q4_0:
-        return "Q4_0";
-    case AS_GGML_Q4_1:
-        return "Q4_1";
-    case AS_GGML_Q8_0:
-        return "Q8_0";
-    }
-    return NULL;
-}
-
-int as_ggml_type_known(uint32_t t) {
-    return t == AS_GGML_F32 || t == AS_GGML_F16 || t == AS_GGML_BF16 || t == AS_GGML_Q4_0 ||
-           t == AS_GGML_Q4_1 || t == AS_GGML_Q8_0;
-}
-
-int as_ggml_blck_size(enum as_ggml_type t) {
-    return t == AS_GGML_Q4_0 || t == AS_GGML_Q4_1 || t == AS_GGML_Q8_0 ? AS_QK : 1;
-}
-
-size_t as_ggml_type_size(enum as_ggml_type t) {
-    switch (t) {
-    case AS_GGML_F32:
-        return 4;
-    case AS_GGML_F16:
-    case AS_GGML_BF16:
-        return 2;
-    case AS_GGML_Q4_0:
-        return sizeof(as_block_q4_0);
-    case AS_GGML_Q4_1:
-        return sizeof(as_block_q4_1);
-    case AS_GGML_Q8_0:
-        return sizeof(as_block_q8_0);
-    }
-    return 0;
-}
-
-size_t as_ggml_row_size(enum as_ggml_type t, int64_t ne0) {
-    int bs = as_ggml_blck_size(t);
-    if (ne0 <= 0 || ne0 % bs) return 0;
-    return (size_t)(ne0 / bs) * as_ggml_type_size(t);
-}
-
-/* ---- codecs --------------------------------------------------------------------------------- */
-
-/* ggml's dequantize_row_*: the arithmetic order matters for bit-exactness (docs/gguf.md). */
-void as_ggml_to_f32(enum as_ggml_type t, const void *src, float *dst, size_t n) {
-    switch (t) {
-    case AS_GGML_F32:
-        memcpy(dst, src, n * sizeof(float));
-        return;
-    case AS_GGML_F16:
-        as_convert_to_f32(AS_F16, src, dst, n);
-        return;
-    case AS_GGML_BF16:
-        as_convert_to_f32(AS_BF16, src, dst, n);
-        return;
-    case AS_GGML_Q4_0: {
-        const as_block_q4_0 *b = src;
-        for (size_t i = 0; i < n / AS_QK; i++) {
-            float d = as_f16_to_f32(b[i].d);
-            for (int j = 0; j < AS_QK / 2; j++) {
-                dst[i * AS_QK + j] = (float)((b[i].qs[j] & 0x0F) - 8) * d;
-                dst[i * AS_QK + j + AS_QK / 2] = (float)((b[i].qs[j] >> 4) - 8) * d;
-            }
-        }
-        return;
-    }
-    case AS_GGML_Q4_1: {
-        const as_block_q4_1 *b = src;
-        for (size_t i = 0; i < n / AS_QK; i++) {
-            float d = as_f16_to_f32(b[i].d), m = as_f16_to_f32(b[i].m);
-            for (int j = 0; j < AS_QK / 2; j++) {
-                dst[i * AS_QK + j] = (float)(b[i].qs[j] & 0x0F) * d + m;
-                dst[i * AS_QK + j + AS_QK / 2] = (float)(b[i].qs[j] >> 4) * d + m;
-            }
-        }
-        return;
-    }
-    case AS_GGML_Q8_0: {
-        const as_block_q8_0 *b = src;
-        for (size_t i = 0; i < n / AS_QK; i++) {
-            float d = as_f16_to_f32(b[i].d);
-            for (int j = 0; j < AS_QK; j++)
-                dst[i * AS_QK + j] = (float)b[i].qs[j] * d;
-        }
-        return;
-    }
-    }
-}
+/* ---- f32 -> float types (the block types are encoded from integer codes below) ---------- */
 
 int as_ggml_from_f32(enum as_ggml_type t, const float *src, void *dst, size_t n) {
     switch (t) {
@@ -715,14 +617,17 @@ struct as_gguf *as_gguf_open(const char *path) {
         t->offset = rd_u64(&r, t->name);
         if (r.err) goto fail;
         if (!as_ggml_type_known(type)) {
-            as_fail("file %s: tensor %s: unsupported ggml type %u", path, t->name, type);
+            const char *tn = as_ggml_type_name(type);
+            as_fail("file %s: tensor %s: unsupported ggml type %u (%s)", path, t->name, type,
+                    tn ? tn : "not a ggml type");
             goto fail;
         }
         t->type = (enum as_ggml_type)type;
         size_t row = as_ggml_row_size(t->type, t->ne[0]);
         if (!row) {
-            as_fail("file %s: tensor %s: ne[0] = %lld is not a multiple of the %s block size", path,
-                    t->name, (long long)t->ne[0], as_ggml_type_name(t->type));
+            as_fail("file %s: tensor %s: ne[0] = %lld is not a multiple of the %s block size (%d)",
+                    path, t->name, (long long)t->ne[0], as_ggml_type_name(t->type),
+                    as_ggml_blck_size(t->type));
             goto fail;
         }
         t->nbytes = row * (numel / (uint64_t)t->ne[0]);

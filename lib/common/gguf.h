@@ -6,11 +6,10 @@
  * n_dims, u64 ne[n_dims] innermost first, u32 ggml type, u64 offset relative to the data section);
  * zero padding to general.alignment (default 32); the data section, each tensor padded to the
  * alignment in info order (llama.cpp's gguf.cpp insists on exactly these offsets).
- * Block types (ggml-common.h): Q8_0 {f16 d; i8 q[32]} x = d*q; Q4_0 {f16 d; u8 qs[16]} x =
- * d*(q-8), low nibbles elements 0..15, high nibbles 16..31; Q4_1 {f16 d, m; u8 qs[16]} x = d*q + m.
+ * Tensor types, blocks and their dequantizers: ggml_types.h (the type-traits table).
  *
  * gguf.c       writer (as_gguf_writer_*), reader (as_gguf_open, validates everything it maps),
- *              block codecs, exact encoding of as_qlinear group-32 codes into Q4_0/Q4_1/Q8_0
+ *              exact encoding of as_qlinear group-32 codes into Q4_0/Q4_1/Q8_0
  * gguf_pack.c  HF checkpoint + quantized linears -> llama-architecture GGUF (names, q/k rows,
  *              tokenizer metadata), written atomically
  * gguf_load.c  GGUF -> engine model (struct as_model, HF layout) and tokenizer */
@@ -20,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ggml_types.h"
 #include "pack_formats.h"
 
 #define AS_GGUF_MAGIC 0x46554747u /* "GGUF" read as a little-endian u32 */
@@ -44,16 +44,6 @@ enum as_gguf_vtype {
     AS_GGUF_VTYPE_COUNT
 };
 
-/* Tensor types (ggml.h enum ggml_type); only these are written and read. */
-enum as_ggml_type {
-    AS_GGML_F32 = 0,
-    AS_GGML_F16 = 1,
-    AS_GGML_Q4_0 = 2,
-    AS_GGML_Q4_1 = 3,
-    AS_GGML_Q8_0 = 8,
-    AS_GGML_BF16 = 30,
-};
-
 /* llama.cpp's general.file_type (enum llama_ftype) for the dominant tensor type. */
 enum as_llama_ftype {
     AS_FTYPE_ALL_F32 = 0,
@@ -64,33 +54,6 @@ enum as_llama_ftype {
     AS_FTYPE_MOSTLY_BF16 = 32,
 };
 
-/* Blocks, byte for byte as ggml-common.h declares them (d and m are IEEE binary16 bit patterns). */
-#define AS_QK 32
-typedef struct {
-    uint16_t d;
-    uint8_t qs[AS_QK / 2];
-} as_block_q4_0;
-typedef struct {
-    uint16_t d, m;
-    uint8_t qs[AS_QK / 2];
-} as_block_q4_1;
-typedef struct {
-    uint16_t d;
-    int8_t qs[AS_QK];
-} as_block_q8_0;
-_Static_assert(sizeof(as_block_q4_0) == 2 + AS_QK / 2, "wrong q4_0 block size/padding");
-_Static_assert(sizeof(as_block_q4_1) == 4 + AS_QK / 2, "wrong q4_1 block size/padding");
-_Static_assert(sizeof(as_block_q8_0) == 2 + AS_QK, "wrong q8_0 block size/padding");
-
-const char *as_ggml_type_name(enum as_ggml_type t); /* "Q4_0", ...; NULL if unsupported */
-int as_ggml_type_known(uint32_t t);                 /* 1 for the six types above */
-int as_ggml_blck_size(enum as_ggml_type t);         /* elements per block: 1 or 32 */
-size_t as_ggml_type_size(enum as_ggml_type t);      /* bytes per block */
-/* Bytes of a row of ne0 elements; 0 if ne0 is not a multiple of the block size. */
-size_t as_ggml_row_size(enum as_ggml_type t, int64_t ne0);
-
-/* Dequantize n elements (n a multiple of the block size) of type t to f32, as ggml's to_float. */
-void as_ggml_to_f32(enum as_ggml_type t, const void *src, float *dst, size_t n);
 /* Encode f32 into F32/F16/BF16 (round to nearest even). Quantized types go through
  * as_gguf_encode_qlinear, never through a re-rounding f32 path. -1 for a block type. */
 int as_ggml_from_f32(enum as_ggml_type t, const float *src, void *dst, size_t n);
