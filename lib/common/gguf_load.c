@@ -126,8 +126,7 @@ static int parse_config(const struct as_gguf *g, struct as_model_config *c,
     if (c->n_kv_heads <= 0 || c->n_heads % c->n_kv_heads || c->head_dim <= 0 || c->head_dim % 2)
         return as_fail("file %s: head_count %d, head_count_kv %d, head dim %d do not fit", g->path,
                        c->n_heads, c->n_kv_heads, c->head_dim);
-    if ((r = as_gguf_get_u32(g, akey(a, "attention.value_length", k, sizeof k), &v)) < 0)
-        return -1;
+    if ((r = as_gguf_get_u32(g, akey(a, "attention.value_length", k, sizeof k), &v)) < 0) return -1;
     if (r == 1 && (int)v != c->head_dim)
         return as_fail("file %s: %s %u differs from the key length %d (not supported)", g->path, k,
                        v, c->head_dim);
@@ -138,8 +137,8 @@ static int parse_config(const struct as_gguf *g, struct as_model_config *c,
                        g->path, k, v, c->head_dim);
     c->rms_eps = 1e-5f, c->rope_theta = 10000.0f;
     c->rope_type = AS_ROPE_DEFAULT;
-    if (as_gguf_get_f32(g, akey(a, "attention.layer_norm_rms_epsilon", k, sizeof k),
-                        &c->rms_eps) < 0 ||
+    if (as_gguf_get_f32(g, akey(a, "attention.layer_norm_rms_epsilon", k, sizeof k), &c->rms_eps) <
+            0 ||
         as_gguf_get_f32(g, akey(a, "rope.freq_base", k, sizeof k), &c->rope_theta) < 0)
         return -1;
     if (!(c->rms_eps > 0) || !(c->rope_theta > 0))

@@ -1,5 +1,6 @@
 /* model: HF config.json parsing and f32 weight loading for Llama-family decoders. */
 #include "model.h"
+#include "model_save.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -506,38 +507,10 @@ int as_model_write_random(const struct as_model_config *c, int dtype, uint64_t s
     enum as_dtype dt = (enum as_dtype)dtype;
     uint64_t st = seed;
     char path[4096];
-    json_t *cfg = json_pack(
-        "{s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:b, s:s, s:s}", "model_type",
-        c->model_type, "hidden_size", c->hidden, "intermediate_size", c->intermediate,
-        "num_hidden_layers", c->n_layers, "num_attention_heads", c->n_heads, "num_key_value_heads",
-        c->n_kv_heads, "head_dim", c->head_dim, "vocab_size", c->vocab, "max_position_embeddings",
-        c->max_pos, "rms_norm_eps", (double)c->rms_eps, "rope_theta", (double)c->rope_theta,
-        "tie_word_embeddings", c->tie_embeddings, "hidden_act", "silu", "torch_dtype",
-        dt == AS_BF16  ? "bfloat16"
-        : dt == AS_F16 ? "float16"
-                       : "float32");
-    if (c->rope_type != AS_ROPE_DEFAULT) {
-        const char *names[] = {"default", "linear", "llama3", "yarn"};
-        json_t *rs = json_pack("{s:s, s:f}", "rope_type", names[c->rope_type], "factor",
-                               (double)c->rope_factor);
-        if (c->rope_orig_max_pos)
-            json_object_set_new(rs, "original_max_position_embeddings",
-                                json_integer(c->rope_orig_max_pos));
-        if (c->rope_type == AS_ROPE_LLAMA3) {
-            json_object_set_new(rs, "low_freq_factor", json_real(c->rope_low_freq_factor));
-            json_object_set_new(rs, "high_freq_factor", json_real(c->rope_high_freq_factor));
-        }
-        if (c->rope_type == AS_ROPE_YARN) {
-            json_object_set_new(rs, "beta_fast", json_real(c->yarn_beta_fast));
-            json_object_set_new(rs, "beta_slow", json_real(c->yarn_beta_slow));
-        }
-        json_object_set_new(cfg, "rope_scaling", rs);
-    }
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    int rc =
-        json_dump_file(cfg, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
+    json_t *cfg = as_config_to_json(c, dt);
+    int rc = as_json_write_file(cfg, dir, "config.json");
     json_decref(cfg);
-    if (rc != 0) return as_fail("file %s: cannot write", path);
+    if (rc != 0) return -1;
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
     struct as_st_writer *w = as_st_writer_new(path);
     if (!w) return -1;
