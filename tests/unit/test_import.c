@@ -1,9 +1,11 @@
 /* test_import: the llama2.c reader and the importer (llama2c.c).
  *  - reference encoder: token counts of the data README (computed by an independent
  *    implementation), decode round trip;
- *  - the tokenizer.json written by the importer, read by the toolkit's tokenizer (tokenizer.h)
- *    and by Hugging Face `tokenizers` (python, skipped if missing), gives the reference
- *    encoder's ids on the first 20 KB of wiki.test.raw and of an Austen novel;
+ *  - the llama2.c encoder, and the tokenizer.json written by the importer read by the toolkit's
+ *    tokenizer (tokenizer.h) and by Hugging Face `tokenizers`, all give the ids of an
+ *    independent Python transcription of llama2.c's encode() (tests/tools/tokenizer_oracle.py
+ *    spm-encode) on the first 20 KB of wiki.test.raw and of Austen novels; a missing python3,
+ *    oracle or `tokenizers` package is a failure, not a skip;
  *  - q/k permutation: the imported rows under rotate-half RoPE equal llama2.c's rows under
  *    interleaved RoPE, element for element;
  *  - bad input: unreadable, truncated and corrupt checkpoints/tokenizers, unwritable output. */
@@ -121,13 +123,39 @@ static void test_reference_encoder_counts(void **state) {
     assert_int_equal(few[3], 0xad + 3);
 }
 
-/* Encode with the reference and with tokenizer.json (toolkit tokenizer and, if installed, HF
- * tokenizers) and require identical ids. */
+/* Reads whitespace-separated ids from the output of CMD (exit status 0 required); BOS first if
+ * bos. Returns the count; fails the test if the command fails. */
+static int ids_from_command(const char *cmd, int bos, int *ids, int cap) {
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    int n = 0, v;
+    if (bos) ids[n++] = 1;
+    while (fscanf(p, "%d", &v) == 1) {
+        if (n >= cap) fail_msg("%s: more than %d ids", cmd, cap);
+        ids[n++] = v;
+    }
+    if (pclose(p) != 0) fail_msg("oracle failed (python3, numpy, tokenizers installed?): %s", cmd);
+    return n;
+}
+
+/* Expected ids (BOS first) from the independent oracle; the llama2.c encoder, tokenizer.h on the
+ * imported tokenizer.json, and HF `tokenizers` on the same file must all give them. */
 static void compare_tokenizers(const char *path, size_t nbytes) {
     char *text = read_prefix(path, nbytes);
     size_t len = strlen(text);
-    int *ref = malloc((len + 3) * sizeof(int));
-    int n = as_l2c_encode(&tok, text, 1, 0, ref);
+    int cap = (int)len + 3;
+    int *want = malloc((size_t)cap * sizeof(int)), *got = malloc((size_t)cap * sizeof(int));
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "python3 tests/tools/tokenizer_oracle.py spm-encode '%s' '%s' %zu",
+             data_path("models/stories260K/tok512.bin"), path, len);
+    int n = ids_from_command(cmd, 1, want, cap);
+    assert_true(n > (int)len / 4); /* a real encoding, not an empty output */
+    int m0 = as_l2c_encode(&tok, text, 1, 0, got);
+    assert_int_equal(m0, n);
+    for (int i = 0; i < n; i++)
+        if (got[i] != want[i])
+            fail_msg("%s: token %d: llama2.c encoder gives %d, oracle %d", path, i, got[i],
+                     want[i]);
     struct as_tokenizer *t = as_tokenizer_load(hf_dir);
     if (!t) fail_msg("%s", as_last_error());
     int32_t *ids;
@@ -135,38 +163,25 @@ static void compare_tokenizers(const char *path, size_t nbytes) {
     assert_int_equal(as_tokenizer_encode(t, text, len, 1, &ids, &m), 0);
     assert_int_equal((int)m, n);
     for (int i = 0; i < n; i++)
-        if (ids[i] != ref[i])
-            fail_msg("%s: token %d: tokenizer.json gives %d, llama2.c %d", path, i, ids[i], ref[i]);
+        if (ids[i] != want[i])
+            fail_msg("%s: token %d: tokenizer.json gives %d, oracle %d", path, i, ids[i], want[i]);
     free(ids);
     as_tokenizer_free(t);
-    if (system("python3 -c 'import tokenizers' >/dev/null 2>&1") == 0) {
-        char cmd[8192], out[256];
-        snprintf(out, sizeof out, "%s/hf_ids.txt", tmp_root);
-        snprintf(
-            cmd, sizeof cmd,
-            "python3 -c 'import sys, tokenizers\n"
-            "t = tokenizers.Tokenizer.from_file(sys.argv[1])\n"
-            "s = open(sys.argv[2], \"rb\").read()[:int(sys.argv[3])].decode(\"utf-8\")\n"
-            "print(\" \".join(map(str, t.encode(s).ids)))' '%s/tokenizer.json' '%s' %zu > '%s'",
-            hf_dir, path, len, out);
-        assert_int_equal(system(cmd), 0);
-        FILE *f = fopen(out, "r");
-        assert_non_null(f);
-        int i = 0, v;
-        while (fscanf(f, "%d", &v) == 1) {
-            if (i >= n || v != ref[i])
-                fail_msg("%s: token %d: HF tokenizers gives %d, llama2.c %d", path, i, v,
-                         i < n ? ref[i] : -1);
-            i++;
-        }
-        fclose(f);
-        assert_int_equal(i, n);
-        print_message("# %s: %d ids equal (reference, tokenizer.h, HF tokenizers)\n", path, n);
-    } else {
-        print_message("# %s: %d ids equal (reference, tokenizer.h); HF tokenizers not installed\n",
-                      path, n);
-    }
-    free(ref);
+    snprintf(cmd, sizeof cmd,
+             "python3 -c 'import sys, tokenizers\n"
+             "t = tokenizers.Tokenizer.from_file(sys.argv[1])\n"
+             "s = open(sys.argv[2], \"rb\").read()[:int(sys.argv[3])].decode(\"utf-8\")\n"
+             "print(\" \".join(map(str, t.encode(s).ids)))' '%s/tokenizer.json' '%s' %zu",
+             hf_dir, path, len);
+    int h = ids_from_command(cmd, 0, got, cap);
+    assert_int_equal(h, n);
+    for (int i = 0; i < n; i++)
+        if (got[i] != want[i])
+            fail_msg("%s: token %d: HF tokenizers gives %d, oracle %d", path, i, got[i], want[i]);
+    print_message("# %s: %d ids equal (oracle, llama2.c encoder, tokenizer.h, HF tokenizers)\n",
+                  path, n);
+    free(want);
+    free(got);
     free(text);
 }
 
