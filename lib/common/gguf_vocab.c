@@ -2,14 +2,18 @@
  *
  * "llama" (SentencePiece) vocabularies get merges derived from the scores exactly as the
  * llama2.c importer derives them (every split of a token into two vocabulary tokens, by the
- * token's score); "gpt2" (byte-level BPE) ones their merges. */
+ * token's score). "gpt2" (byte-level BPE) ones keep their merges and get the pre-tokenizer that
+ * llama.cpp's llama-vocab.cpp selects by tokenizer.ggml.pre, written the way the model's own
+ * tokenizer.json has it where that is known (pre_defs below; docs/tokenizers.md). */
+#include "gguf_vocab.h"
+
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "as_error.h"
-#include "gguf.h"
+#include "atomic_file.h"
 #include "tokenizer.h"
 
 /* ---- tokenizer ------------------------------------------------------------------------------ */
@@ -65,28 +69,243 @@ static json_t *merges_from_scores(const struct as_gguf_kv *tok, const float *sco
     return arr;
 }
 
+/* ---- pre-tokenizers by GGUF name ---------------------------------------------------------- */
+
+/* GPT-2's regex (HF ByteLevel use_regex). llama.cpp's copy lacks the final |\s+; the whitespace
+ * it would match (one \t or \n before a non-space) is left between matches and becomes a piece
+ * of its own all the same, so both split alike. */
+#define RE_GPT2 "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
+/* Llama 3's tokenizer.json (llama.cpp spells the (?i:...) group out case by case) */
+#define RE_LLAMA3                                                                                  \
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "                     \
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+/* Qwen2's: Llama 3's with single digits */
+#define RE_QWEN2                                                                                   \
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "                          \
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+
+enum pre_kind {
+    PK_BYTELEVEL, /* ByteLevel with the GPT-2 regex */
+    PK_DIGITS_BL, /* Digits (one per digit), then ByteLevel with the GPT-2 regex */
+    PK_SPLIT,     /* Split (Isolated) by each regex in turn, then ByteLevel without regex */
+};
+
+struct pre_def {
+    const char *name; /* tokenizer.ggml.pre */
+    enum pre_kind kind;
+    const char *re[4]; /* PK_SPLIT */
+    /* llama.cpp's flags for the name: BPE ignore_merges, add_bos default, clean_spaces; nfc: the
+     * model's own tokenizer.json normalizes to NFC (llama.cpp does not; tokenizer.c takes input
+     * as NFC already, so only non-NFC text could tell) */
+    int ignore_merges, add_bos, clean_spaces, nfc;
+};
+
+static const struct pre_def pre_defs[] = {
+    /* llama.cpp's fallback set, also for a missing key */
+    {"default",
+     PK_SPLIT,
+     {"[\\p{P}\\$\\+<=>\\^~\\|]+", RE_GPT2, "\\p{N}+", "[0-9][0-9][0-9]"},
+     0,
+     0,
+     1,
+     0},
+    {"gpt-2", PK_BYTELEVEL, {0}, 0, 0, 1, 0},
+    {"gpt2", PK_BYTELEVEL, {0}, 0, 0, 1, 0}, /* what gguf_pack.c wrote for GPT-2 ByteLevel */
+    {"phi-2", PK_BYTELEVEL, {0}, 0, 0, 1, 0},
+    {"mpt", PK_BYTELEVEL, {0}, 0, 0, 1, 0},
+    {"olmo", PK_BYTELEVEL, {0}, 0, 0, 1, 0},
+    {"llama-bpe", PK_SPLIT, {RE_LLAMA3}, 1, 1, 1, 0},
+    {"llama3", PK_SPLIT, {RE_LLAMA3}, 1, 1, 1, 0},
+    {"llama-v3", PK_SPLIT, {RE_LLAMA3}, 1, 1, 1, 0},
+    {"dbrx", PK_SPLIT, {RE_LLAMA3}, 0, 0, 1, 0},
+    {"smaug-bpe", PK_SPLIT, {RE_LLAMA3}, 0, 0, 1, 0},
+    {"starcoder", PK_DIGITS_BL, {0}, 0, 0, 1, 0},
+    {"refact", PK_DIGITS_BL, {0}, 0, 0, 1, 0},
+    {"codeshell", PK_DIGITS_BL, {0}, 0, 0, 1, 0},
+    {"command-r", PK_DIGITS_BL, {0}, 0, 0, 0, 0},
+    {"smollm", PK_DIGITS_BL, {0}, 0, 0, 0, 0},
+    {"qwen2", PK_SPLIT, {RE_QWEN2}, 0, 0, 0, 1},
+    {"deepseek-r1-qwen", PK_SPLIT, {RE_QWEN2}, 0, 0, 0, 1},
+    {"stablelm2", PK_SPLIT, {RE_QWEN2}, 0, 0, 1, 0},
+};
+#define N_PRE_DEFS (sizeof pre_defs / sizeof pre_defs[0])
+
+const char *as_gguf_pre_name(size_t i) {
+    return i < N_PRE_DEFS ? pre_defs[i].name : NULL;
+}
+
+/* The vocabulary's kind: 1 SentencePiece ("llama"), 0 byte-level ("gpt2", *pre set), -1 with
+ * as_fail for anything else. */
+static int vocab_kind(const struct as_gguf *g, const struct pre_def **pre) {
+    const char *model = as_gguf_get_str(g, "tokenizer.ggml.model");
+    *pre = NULL;
+    if (model && !strcmp(model, "llama")) return 1;
+    if (!model || strcmp(model, "gpt2"))
+        return as_fail("file %s: tokenizer.ggml.model \"%s\" is not supported (llama, gpt2)",
+                       g->path, model ? model : "(missing)");
+    const struct as_gguf_kv *kv = as_gguf_find_kv(g, "tokenizer.ggml.pre");
+    if (kv && kv->type != AS_GGUF_STRING)
+        return as_fail("file %s: tokenizer.ggml.pre is not a string", g->path);
+    const char *name = kv ? kv->str : "default"; /* llama.cpp's choice for old files */
+    for (size_t i = 0; i < N_PRE_DEFS; i++)
+        if (!strcmp(pre_defs[i].name, name)) {
+            *pre = &pre_defs[i];
+            return 0;
+        }
+    return as_fail("file %s: tokenizer.ggml.pre \"%s\" is not supported (known: "
+                   "docs/tokenizers.md, GGUF vocabularies)",
+                   g->path, name);
+}
+
+static json_t *byte_level(int use_regex) {
+    return json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 0,
+                     "trim_offsets", 1, "use_regex", use_regex);
+}
+
+/* The tokenizer.json pre_tokenizer for a pre name. */
+static json_t *pre_tokenizer_json(const struct pre_def *d) {
+    if (d->kind == PK_BYTELEVEL) return byte_level(1);
+    json_t *seq = json_array();
+    if (d->kind == PK_DIGITS_BL) {
+        json_array_append_new(seq,
+                              json_pack("{s:s, s:b}", "type", "Digits", "individual_digits", 1));
+        json_array_append_new(seq, byte_level(1));
+    } else {
+        for (int i = 0; i < 4 && d->re[i]; i++)
+            json_array_append_new(seq, json_pack("{s:s, s:{s:s}, s:s, s:b}", "type", "Split",
+                                                 "pattern", "Regex", d->re[i], "behavior",
+                                                 "Isolated", "invert", 0));
+        json_array_append_new(seq, byte_level(0));
+    }
+    return json_pack("{s:s, s:o}", "type", "Sequence", "pretokenizers", seq);
+}
+
+/* ---- the vocabulary ----------------------------------------------------------------------- */
+
 static json_t *replace_step(const char *from, const char *to) {
     return json_pack("{s:s, s:{s:s}, s:s}", "type", "Replace", "pattern", "String", from, "content",
                      to);
 }
 
-struct as_tokenizer *as_tokenizer_load_gguf(const char *path) {
-    struct as_gguf *g = as_gguf_open(path);
-    if (!g) return NULL;
-    struct as_tokenizer *t = NULL;
+/* Token id from key (u32), -1 if absent or out of the vocabulary. */
+static int32_t token_key(const struct as_gguf *g, const char *key, uint64_t n) {
+    uint32_t v;
+    if (as_gguf_get_u32(g, key, &v) != 1 || v >= n) return -1;
+    return (int32_t)v;
+}
+
+static int get_flag(const struct as_gguf *g, const char *key, int dflt) {
+    int v = dflt;
+    if (as_gguf_get_bool(g, key, &v) < 0) return -1;
+    return v != 0;
+}
+
+int as_gguf_vocab_add_bos(const struct as_gguf *g) {
+    const struct pre_def *pre;
+    int spm = vocab_kind(g, &pre);
+    if (spm < 0) return -1;
+    return get_flag(g, "tokenizer.ggml.add_bos_token", spm ? 1 : pre->add_bos);
+}
+
+int as_gguf_vocab_add_eos(const struct as_gguf *g) {
+    const struct pre_def *pre;
+    if (vocab_kind(g, &pre) < 0) return -1;
+    return get_flag(g, "tokenizer.ggml.add_eos_token", 0);
+}
+
+/* Byte-level merges as llama.cpp reads them: split at the first space after the first byte (a
+ * token may itself be " "), both halves and their concatenation in the vocabulary. Written as
+ * "a b", or as ["a", "b"] where a half holds a space. NULL with as_fail naming the merge. */
+static json_t *bpe_merges(const struct as_gguf *g, const struct as_gguf_kv *mg,
+                          const json_t *vocab) {
+    json_t *arr = json_array();
+    char *ab = NULL;
+    for (uint64_t i = 0; i < mg->n; i++) {
+        const char *m = mg->strs[i];
+        size_t len = mg->lens[i];
+        const char *sp = len > 1 ? memchr(m + 1, ' ', len - 1) : NULL;
+        if (!sp || sp + 1 == m + len) {
+            as_fail("file %s: tokenizer.ggml.merges[%llu] \"%s\" is not two tokens separated by a "
+                    "space",
+                    g->path, (unsigned long long)i, m);
+            goto fail;
+        }
+        size_t alen = (size_t)(sp - m), blen = len - alen - 1;
+        ab = as_xrealloc(ab, len);
+        memcpy(ab, m, alen), memcpy(ab + alen, sp + 1, blen);
+        const char *miss = NULL;
+        size_t mlen = 0;
+        if (!json_object_getn(vocab, m, alen))
+            miss = m, mlen = alen;
+        else if (!json_object_getn(vocab, sp + 1, blen))
+            miss = sp + 1, mlen = blen;
+        else if (!json_object_getn(vocab, ab, alen + blen))
+            miss = ab, mlen = alen + blen;
+        if (miss) {
+            as_fail("file %s: tokenizer.ggml.merges[%llu] \"%s\": token \"%.*s\" is not in the "
+                    "vocabulary",
+                    g->path, (unsigned long long)i, m, (int)mlen, miss);
+            goto fail;
+        }
+        json_t *e = memchr(m, ' ', alen) || memchr(sp + 1, ' ', blen)
+                        ? json_pack("[s#, s#]", m, alen, sp + 1, blen)
+                        : json_stringn(m, len);
+        if (!e) { /* the halves are vocabulary tokens, so valid UTF-8; this is unreachable */
+            as_fail("file %s: tokenizer.ggml.merges[%llu] is not valid UTF-8", g->path,
+                    (unsigned long long)i);
+            goto fail;
+        }
+        json_array_append_new(arr, e);
+    }
+    free(ab);
+    return arr;
+fail:
+    free(ab);
+    json_decref(arr);
+    return NULL;
+}
+
+/* HF adds BOS/EOS through the post-processor: a template [BOS] $A [EOS]. */
+static json_t *template_processor(const char *bos, int32_t bos_id, const char *eos,
+                                  int32_t eos_id) {
+    json_t *single = json_array(), *pair = json_array(), *special = json_object();
+    for (int part = 0; part < 2; part++) {
+        json_t *seq = part ? pair : single;
+        for (int k = 0; k < 2; k++) {
+            if (bos)
+                json_array_append_new(
+                    seq, json_pack("{s:{s:s, s:i}}", "SpecialToken", "id", bos, "type_id", k));
+            json_array_append_new(
+                seq, json_pack("{s:{s:s, s:i}}", "Sequence", "id", k ? "B" : "A", "type_id", k));
+            if (eos)
+                json_array_append_new(
+                    seq, json_pack("{s:{s:s, s:i}}", "SpecialToken", "id", eos, "type_id", k));
+            if (!part) break;
+        }
+    }
+    if (bos)
+        json_object_set_new(
+            special, bos,
+            json_pack("{s:s, s:[i], s:[s]}", "id", bos, "ids", bos_id, "tokens", bos));
+    if (eos && (!bos || strcmp(bos, eos)))
+        json_object_set_new(
+            special, eos,
+            json_pack("{s:s, s:[i], s:[s]}", "id", eos, "ids", eos_id, "tokens", eos));
+    return json_pack("{s:s, s:o, s:o, s:o}", "type", "TemplateProcessing", "single", single, "pair",
+                     pair, "special_tokens", special);
+}
+
+json_t *as_gguf_vocab_tokenizer_json(const struct as_gguf *g) {
+    const char *path = g->path;
     json_t *root = NULL;
     int32_t *types = NULL;
-    const char *model = as_gguf_get_str(g, "tokenizer.ggml.model");
+    const struct pre_def *pre;
+    int spm = vocab_kind(g, &pre);
+    if (spm < 0) return NULL;
     const struct as_gguf_kv *tok = as_gguf_find_kv(g, "tokenizer.ggml.tokens");
     const struct as_gguf_kv *tt = as_gguf_find_kv(g, "tokenizer.ggml.token_type");
     const struct as_gguf_kv *sc = as_gguf_find_kv(g, "tokenizer.ggml.scores");
     const struct as_gguf_kv *mg = as_gguf_find_kv(g, "tokenizer.ggml.merges");
-    int spm = model && !strcmp(model, "llama");
-    if (!model || (!spm && strcmp(model, "gpt2"))) {
-        as_fail("file %s: tokenizer.ggml.model \"%s\" is not supported (llama, gpt2)", path,
-                model ? model : "(missing)");
-        goto out;
-    }
     if (!tok || tok->type != AS_GGUF_ARRAY || tok->arr_type != AS_GGUF_STRING) {
         as_fail("file %s: tokenizer.ggml.tokens missing or not an array of strings", path);
         goto out;
@@ -106,27 +325,22 @@ struct as_tokenizer *as_tokenizer_load_gguf(const char *path) {
         as_fail("file %s: tokenizer.ggml.merges missing for a gpt2 vocabulary", path);
         goto out;
     }
-    const char *pre = as_gguf_get_str(g, "tokenizer.ggml.pre");
-    if (!spm && pre && strcmp(pre, "gpt2") && strcmp(pre, "default")) {
-        as_fail("file %s: tokenizer.ggml.pre \"%s\" is not supported (gpt2)", path, pre);
-        goto out;
-    }
+    int add_bos = as_gguf_vocab_add_bos(g), add_eos = as_gguf_vocab_add_eos(g);
+    if (add_bos < 0 || add_eos < 0) goto out;
     types = as_xmalloc(sizeof(int32_t) * (size_t)(tok->n ? tok->n : 1));
     for (uint64_t i = 0; i < tok->n; i++) {
         types[i] = TT_NORMAL;
         if (tt) memcpy(&types[i], (const char *)tt->arr + 4 * i, 4);
     }
-    uint32_t v;
-    int32_t bos = -1, eos = -1, unk = -1;
-    if (as_gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &v) == 1) bos = (int32_t)v;
-    if (as_gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &v) == 1) eos = (int32_t)v;
-    if (as_gguf_get_u32(g, "tokenizer.ggml.unknown_token_id", &v) == 1) unk = (int32_t)v;
+    int32_t bos = token_key(g, "tokenizer.ggml.bos_token_id", tok->n);
+    int32_t eos = token_key(g, "tokenizer.ggml.eos_token_id", tok->n);
+    int32_t unk = token_key(g, "tokenizer.ggml.unknown_token_id", tok->n);
 
     json_t *vocab = json_object(), *added = json_array();
     for (uint64_t i = 0; i < tok->n; i++) {
         if (types[i] == TT_UNUSED) continue;
         /* a duplicate string keeps its first id, as tokenizer.json's vocab can hold only one */
-        if (!json_object_get(vocab, tok->strs[i]) &&
+        if (!json_object_getn(vocab, tok->strs[i], tok->lens[i]) &&
             json_object_setn_new(vocab, tok->strs[i], tok->lens[i], json_integer((json_int_t)i))) {
             json_decref(vocab), json_decref(added);
             as_fail("file %s: tokenizer.ggml.tokens[%llu] is not valid UTF-8", path,
@@ -134,23 +348,25 @@ struct as_tokenizer *as_tokenizer_load_gguf(const char *path) {
             goto out;
         }
         if (types[i] == TT_CONTROL || types[i] == TT_UNKNOWN || types[i] == TT_USER)
-            json_array_append_new(added, json_pack("{s:I, s:s, s:b, s:b}", "id", (json_int_t)i,
-                                                   "content", tok->strs[i], "normalized", 0,
-                                                   "special", types[i] != TT_USER));
+            json_array_append_new(
+                added, json_pack("{s:I, s:s, s:b, s:b, s:b, s:b, s:b}", "id", (json_int_t)i,
+                                 "content", tok->strs[i], "single_word", 0, "lstrip", 0, "rstrip",
+                                 0, "normalized", 0, "special", types[i] != TT_USER));
     }
-    json_t *merges;
-    if (spm) {
-        merges = merges_from_scores(tok, sc->arr, types, vocab);
-    } else {
-        merges = json_array();
-        for (uint64_t i = 0; i < mg->n; i++)
-            json_array_append_new(merges, json_string(mg->strs[i]));
+    json_t *merges =
+        spm ? merges_from_scores(tok, sc->arr, types, vocab) : bpe_merges(g, mg, vocab);
+    if (!merges) {
+        json_decref(vocab), json_decref(added);
+        goto out;
     }
-    json_t *bpe = json_pack("{s:s, s:o, s:o, s:b, s:b}", "type", "BPE", "vocab", vocab, "merges",
-                            merges, "byte_fallback", spm, "fuse_unk", spm);
-    if (unk >= 0 && (uint64_t)unk < tok->n)
-        json_object_set_new(bpe, "unk_token", json_string(tok->strs[unk]));
-    root = json_pack("{s:o, s:o}", "model", bpe, "added_tokens", added);
+    json_t *bpe = json_pack(
+        "{s:s, s:n, s:n, s:n, s:n, s:b, s:b, s:b, s:o, s:o}", "type", "BPE", "dropout", "unk_token",
+        "continuing_subword_prefix", "end_of_word_suffix", "fuse_unk", spm, "byte_fallback", spm,
+        "ignore_merges", pre ? pre->ignore_merges : 0, "vocab", vocab, "merges", merges);
+    if (unk >= 0) json_object_set_new(bpe, "unk_token", json_string(tok->strs[unk]));
+    root = json_pack("{s:s, s:n, s:n, s:o, s:n, s:n, s:n, s:n, s:o}", "version", "1.0",
+                     "truncation", "padding", "added_tokens", added, "normalizer", "pre_tokenizer",
+                     "post_processor", "decoder", "model", bpe);
     if (spm) {
         int prefix = 1;
         as_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &prefix);
@@ -168,14 +384,107 @@ struct as_tokenizer *as_tokenizer_load_gguf(const char *path) {
                                       "ByteFallback", "type", "Fuse", "type", "Strip", "content",
                                       " ", "start", prefix ? 1 : 0, "stop", 0));
     } else {
-        json_object_set_new(root, "pre_tokenizer",
-                            json_pack("{s:s, s:b, s:b}", "type", "ByteLevel", "add_prefix_space", 0,
-                                      "use_regex", 1));
-        json_object_set_new(root, "decoder", json_pack("{s:s}", "type", "ByteLevel"));
+        if (pre->nfc) json_object_set_new(root, "normalizer", json_pack("{s:s}", "type", "NFC"));
+        json_object_set_new(root, "pre_tokenizer", pre_tokenizer_json(pre));
+        json_object_set_new(root, "decoder",
+                            json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel",
+                                      "add_prefix_space", 1, "trim_offsets", 1, "use_regex", 1));
     }
-    t = as_tokenizer_from_json(path, root, bos, eos);
+    if ((add_bos && bos >= 0) || (add_eos && eos >= 0))
+        json_object_set_new(root, "post_processor",
+                            template_processor(add_bos && bos >= 0 ? tok->strs[bos] : NULL, bos,
+                                               add_eos && eos >= 0 ? tok->strs[eos] : NULL, eos));
 out:
     free(types);
+    return root;
+}
+
+json_t *as_gguf_vocab_config_json(const struct as_gguf *g) {
+    const struct pre_def *pre;
+    int spm = vocab_kind(g, &pre);
+    if (spm < 0) return NULL;
+    const struct as_gguf_kv *tok = as_gguf_find_kv(g, "tokenizer.ggml.tokens");
+    if (!tok || tok->type != AS_GGUF_ARRAY || tok->arr_type != AS_GGUF_STRING) {
+        as_fail("file %s: tokenizer.ggml.tokens missing or not an array of strings", g->path);
+        return NULL;
+    }
+    int add_bos = as_gguf_vocab_add_bos(g), add_eos = as_gguf_vocab_add_eos(g);
+    if (add_bos < 0 || add_eos < 0) return NULL;
+    json_t *c = json_object();
+    static const char *const keys[][2] = {{"bos_token", "tokenizer.ggml.bos_token_id"},
+                                          {"eos_token", "tokenizer.ggml.eos_token_id"},
+                                          {"unk_token", "tokenizer.ggml.unknown_token_id"},
+                                          {"pad_token", "tokenizer.ggml.padding_token_id"}};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        int32_t id = token_key(g, keys[k][1], tok->n);
+        json_object_set_new(c, keys[k][0], id >= 0 ? json_string(tok->strs[id]) : json_null());
+    }
+    json_object_set_new(c, "add_bos_token", json_boolean(add_bos));
+    json_object_set_new(c, "add_eos_token", json_boolean(add_eos));
+    const char *tmpl = as_gguf_get_str(g, "tokenizer.chat_template");
+    if (tmpl) json_object_set_new(c, "chat_template", json_string(tmpl));
+    const char *arch = as_gguf_get_str(g, "general.architecture");
+    char key[128];
+    uint32_t ctx;
+    snprintf(key, sizeof key, "%s.context_length", arch ? arch : "");
+    if (arch && as_gguf_get_u32(g, key, &ctx) == 1)
+        json_object_set_new(c, "model_max_length", json_integer(ctx));
+    json_object_set_new(c, "tokenizer_class", json_string("PreTrainedTokenizerFast"));
+    json_object_set_new(c, "clean_up_tokenization_spaces",
+                        json_boolean(spm ? 0 : pre->clean_spaces));
+    return c;
+}
+
+/* Serialized JSON with a final newline, or NULL with as_fail. */
+static char *dump(const json_t *j, const char *what) {
+    char *s = json_dumps(j, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+    if (!s) {
+        as_fail("%s: cannot serialize", what);
+        return NULL;
+    }
+    size_t n = strlen(s);
+    s = as_xrealloc(s, n + 2);
+    s[n] = '\n', s[n + 1] = 0;
+    return s;
+}
+
+int as_gguf_vocab_write_hf(const struct as_gguf *g, const char *dir) {
+    json_t *tj = as_gguf_vocab_tokenizer_json(g);
+    json_t *cj = tj ? as_gguf_vocab_config_json(g) : NULL;
+    char *ts = cj ? dump(tj, "tokenizer.json") : NULL;
+    char *cs = ts ? dump(cj, "tokenizer_config.json") : NULL;
+    json_decref(tj), json_decref(cj);
+    int rc = -1;
+    char *tp = NULL, *cp = NULL;
+    if (!cs) goto out;
+    if (asprintf(&tp, "%s/tokenizer.json", dir) < 0 ||
+        asprintf(&cp, "%s/tokenizer_config.json", dir) < 0) {
+        as_fail("%s: out of memory", dir);
+        goto out;
+    }
+    if (as_atomic_write_file(tp, ts, strlen(ts))) goto out;
+    if (as_atomic_write_file(cp, cs, strlen(cs))) {
+        remove(tp);
+        goto out;
+    }
+    rc = 0;
+out:
+    free(ts), free(cs), free(tp), free(cp);
+    return rc;
+}
+
+struct as_tokenizer *as_tokenizer_load_gguf(const char *path) {
+    struct as_gguf *g = as_gguf_open(path);
+    if (!g) return NULL;
+    struct as_tokenizer *t = NULL;
+    json_t *root = as_gguf_vocab_tokenizer_json(g);
+    int add_bos = root ? as_gguf_vocab_add_bos(g) : -1;
+    if (add_bos >= 0) {
+        const struct as_gguf_kv *tok = as_gguf_find_kv(g, "tokenizer.ggml.tokens");
+        t = as_tokenizer_from_json(path, root, token_key(g, "tokenizer.ggml.bos_token_id", tok->n),
+                                   token_key(g, "tokenizer.ggml.eos_token_id", tok->n));
+        if (t) as_tokenizer_set_add_bos(t, add_bos);
+    }
     json_decref(root);
     as_gguf_close(g);
     return t;

@@ -2,7 +2,7 @@
  *
  * Pipeline per encode (as the HF tokenizers library): split the input on added tokens (matched
  * verbatim, leftmost-longest) -> normalize each remaining segment (Prepend, Replace) ->
- * pre-tokenize (Metaspace, Split regex, ByteLevel) -> BPE on each pre-token -> ids.
+ * pre-tokenize (Metaspace, Split regex, Digits, ByteLevel) -> BPE on each pre-token -> ids.
  * BPE keeps the symbols of a pre-token in a linked list and candidate pairs in a binary heap keyed
  * (rank, position of the left symbol): O(n log n), so a 1 MB text without pre-tokenization (the
  * SentencePiece case) is one word and still fast. See docs/tokenizers.md for the rank rule. */
@@ -191,6 +191,7 @@ struct as_tokenizer {
     struct pairmap merges;
     int byte_fallback, fuse_unk, ignore_merges;
     int32_t unk, bos, eos;
+    int add_bos;          /* the model's own BOS rule (as_tokenizer_add_bos) */
     int32_t byte_id[256]; /* id of "<0xXX>" or -1 */
     struct norm_step *norm;
     int n_norm;
@@ -424,6 +425,16 @@ static int load_pretokenizer(struct as_tokenizer *t, const json_t *p) {
             if (!s.re) return -1;
         }
         t->kind = AS_TOK_BYTELEVEL;
+    } else if (!strcmp(type, "Digits")) {
+        /* HF Digits: numeric characters (Rust char::is_numeric, general category N) split off
+         * as Isolated pieces, one per digit or one per run; \p{N} is the same category */
+        const json_t *ind = json_object_get(p, "individual_digits");
+        if (ind && !json_is_boolean(ind))
+            return as_fail("pre_tokenizer: Digits: individual_digits must be true or false");
+        s.type = PRE_SPLIT;
+        s.re = compile_regex(json_is_true(ind) ? "\\p{N}" : "\\p{N}+", PCRE2_ZERO_TERMINATED, 0,
+                             "pre_tokenizer Digits");
+        if (!s.re) return -1;
     } else if (!strcmp(type, "Split")) {
         const json_t *pat = json_object_get(p, "pattern");
         const json_t *rx = json_object_get(pat, "Regex"), *str = json_object_get(pat, "String");
@@ -634,9 +645,12 @@ static void find_bos_eos(struct as_tokenizer *t, const json_t *root) {
     free(dir);
     json_t *cfg = cfgpath ? json_load_file(cfgpath, 0, NULL) : NULL;
     free(cfgpath);
+    t->add_bos = -1;
     if (cfg) {
         t->bos = config_token(t, cfg, "bos_token");
         t->eos = config_token(t, cfg, "eos_token");
+        const json_t *ab = json_object_get(cfg, "add_bos_token");
+        if (json_is_boolean(ab)) t->add_bos = json_is_true(ab);
         json_decref(cfg);
     }
     if (t->bos == -2) { /* TemplateProcessing "single": [SpecialToken BOS, Sequence A, ...] */
@@ -650,6 +664,17 @@ static void find_bos_eos(struct as_tokenizer *t, const json_t *root) {
             if (jstr(first, "id")) t->bos = lookup_any(t, jstr(first, "id"));
         }
     }
+    if (t->add_bos < 0) { /* HF adds BOS through the post-processor's template */
+        const json_t *pp = json_object_get(root, "post_processor");
+        const json_t *procs = json_object_get(pp, "processors");
+        size_t np = json_is_array(procs) ? json_array_size(procs) : 1;
+        for (size_t i = 0; i < np && t->add_bos < 0; i++) {
+            const json_t *p = json_is_array(procs) ? json_array_get(procs, i) : pp;
+            const json_t *single = json_object_get(p, "single");
+            if (json_is_array(single))
+                t->add_bos = json_object_get(json_array_get(single, 0), "SpecialToken") != NULL;
+        }
+    }
     static const char *bos_names[] = {"<s>", "<|begin_of_text|>", "<|startoftext|>", NULL};
     static const char *eos_names[] = {"</s>", "<|end_of_text|>", "<|endoftext|>", NULL};
     for (int i = 0; t->bos == -2 && bos_names[i]; i++)
@@ -658,6 +683,8 @@ static void find_bos_eos(struct as_tokenizer *t, const json_t *root) {
         if (lookup_any(t, eos_names[i]) >= 0) t->eos = lookup_any(t, eos_names[i]);
     if (t->bos < 0) t->bos = -1;
     if (t->eos < 0) t->eos = -1;
+    /* neither says: SentencePiece (Llama-2) tokenizers add BOS, byte-level ones do not */
+    if (t->add_bos < 0) t->add_bos = t->kind == AS_TOK_SPM;
 }
 
 static int load_model(struct as_tokenizer *t, const json_t *root) {
@@ -1246,6 +1273,12 @@ int32_t as_tokenizer_bos(const struct as_tokenizer *t) {
 }
 int32_t as_tokenizer_eos(const struct as_tokenizer *t) {
     return t->eos;
+}
+int as_tokenizer_add_bos(const struct as_tokenizer *t) {
+    return t->add_bos && t->bos >= 0;
+}
+void as_tokenizer_set_add_bos(struct as_tokenizer *t, int add_bos) {
+    t->add_bos = add_bos != 0;
 }
 int32_t as_tokenizer_vocab_size(const struct as_tokenizer *t) {
     return t->n_ids;

@@ -52,6 +52,12 @@ char *as_tokenizer_decode(const struct as_tokenizer *t, const int32_t *ids, size
 int32_t as_tokenizer_bos(const struct as_tokenizer *t);        /* -1 if none */
 int32_t as_tokenizer_eos(const struct as_tokenizer *t);        /* -1 if none */
 int32_t as_tokenizer_vocab_size(const struct as_tokenizer *t); /* max id + 1 (incl. added) */
+/* The model's own BOS rule, for as_tokenizer_encode's add_bos: 1 if the tokenizer has a BOS and
+ * tokenizer_config.json's add_bos_token says so; without that key, 1 if the post-processor's
+ * template starts with a special token; without either, 1 for SentencePiece tokenizers, 0 for
+ * byte-level ones. GGUF tokenizers follow tokenizer.ggml.add_bos_token (gguf_vocab.h). */
+int as_tokenizer_add_bos(const struct as_tokenizer *t);
+void as_tokenizer_set_add_bos(struct as_tokenizer *t, int add_bos);
 
 /* Vocabulary lookup: id of the token whose model text is `piece` (as in tokenizer.json, e.g.
  * "▁the", "Ġthe", "<0x0A>", "<s>"), or -1. */
