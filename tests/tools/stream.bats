@@ -1,7 +1,10 @@
 #!/usr/bin/env bats
 # as-ls and as-cat: listing, concatenation, filters, inline<->reference conversion (bytes checked
 # by an independent Python reader when numpy/safetensors/xxhash are installed), and one test per
-# bad input, asserting the one-line error and the exit status.
+# bad input, asserting the exit status, the exact one-line error and that no complete stream was
+# written (nothing at all when the first record fails; no end record when a later one does).
+
+bats_require_minimum_version 1.5.0
 
 ORACLE="$BATS_TEST_DIRNAME/stream_oracle.py"
 
@@ -33,16 +36,82 @@ setup() {
     mk_st "$ST" "${specs[@]}"
 }
 
-have_py() { python3 -c 'import numpy, safetensors' 2>/dev/null || skip "numpy/safetensors missing"; }
-have_xxh() { python3 -c 'import xxhash' 2>/dev/null || skip "python xxhash missing"; }
+# The oracles' packages are installed by `make deps`: a missing one is a failure, never a skip.
+have_py() {
+    python3 -c 'import numpy, safetensors' || {
+        echo "python3 numpy/safetensors missing (make deps installs them in .venv)" >&2
+        return 1
+    }
+}
+have_xxh() {
+    python3 -c 'import xxhash' || {
+        echo "python3 xxhash missing (make deps installs it in .venv)" >&2
+        return 1
+    }
+}
+
+# fails_with STATUS PATTERN: after `run --separate-stderr`: exit STATUS and exactly one stderr line
+# matching the glob PATTERN as a whole.
+fails_with() {
+    if [ "$status" -ne "$1" ]; then
+        echo "expected status $1, got $status; stderr: $stderr" >&2
+        return 1
+    fi
+    if [ "${#stderr_lines[@]}" -ne 1 ]; then
+        echo "expected one stderr line, got ${#stderr_lines[@]}: $stderr" >&2
+        return 1
+    fi
+    # shellcheck disable=SC2053
+    if [[ "$stderr" != $2 ]]; then
+        echo "stderr: $stderr" >&2
+        echo "wanted: $2" >&2
+        return 1
+    fi
+}
+
+# no_stdout: the failed command wrote nothing on stdout (no stream, not even part of one).
+no_stdout() {
+    if [ -n "$output" ]; then
+        echo "the failed command still wrote ${#output} bytes to stdout" >&2
+        return 1
+    fi
+}
+
+# last_kind FILE: the kind of the last record of FILE, walking the 32-byte record prefixes
+# (docs/stream-format.md: kind u16 at byte 6, header length u32 at 8, padding u32 at 12, payload
+# length u64 at 16) without our reader: 1 (tensor), 2 (end record), none (empty file) or cut (the
+# last record is incomplete). A failed producer's output must never end in an end record.
+last_kind() {
+    local f=$1 size pos=0 kind=none hlen pad plen
+    size=$(stat -c %s "$f")
+    while [ $((pos + 32)) -le "$size" ]; do
+        kind=$(od -An -tu2 -j$((pos + 6)) -N2 "$f" | tr -d ' ')
+        hlen=$(od -An -tu4 -j$((pos + 8)) -N4 "$f" | tr -d ' ')
+        pad=$(od -An -tu4 -j$((pos + 12)) -N4 "$f" | tr -d ' ')
+        plen=$(od -An -tu8 -j$((pos + 16)) -N8 "$f" | tr -d ' ')
+        pos=$((pos + 32 + hlen + plen + pad))
+    done
+    [ "$pos" -eq "$size" ] || kind=cut
+    echo "$kind"
+}
 
 @test "as-ls/as-cat --help" {
     run as-ls --help
-    [ "$status" -eq 0 ] && [[ "$output" == *"usage: as-ls"* ]]
+    [ "$status" -eq 0 ]
+    [[ "${lines[0]}" == "usage: as-ls "* ]]
     run as-cat --help
-    [ "$status" -eq 0 ] && [[ "$output" == *"usage: as-cat"* ]] && [[ "$output" == *"--inline"* ]]
-    run as-cat --bogus
-    [ "$status" -eq 2 ]
+    [ "$status" -eq 0 ]
+    [[ "${lines[0]}" == "usage: as-cat "* ]]
+    [[ "$output" == *"--inline"* ]]
+    # an unknown option: status 2, named on the first line (the usage follows), nothing on stdout
+    for t in as-cat as-ls; do
+        run --separate-stderr "$t" --bogus "$ST"
+        [ "$status" -eq 2 ]
+        # (getopt names the program as started: a full path under a wrapper or valgrind)
+        [[ "${stderr_lines[0]}" == ?(*/)"$t: unrecognized option '--bogus'" ]]
+        [[ "${stderr_lines[1]}" == "usage: $t "* ]]
+        no_stdout
+    done
 }
 
 @test "as-ls lists a safetensors file: names, dtypes, shapes, offsets, natural layer order" {
@@ -141,17 +210,24 @@ EOF
 
 @test "filters: --layer N, --layer A-B, --name, --exclude, --role" {
     run bash -c "as-cat --layer 1 '$ST' | as-ls | jq -r .name"
-    [ "${#lines[@]}" -eq 2 ] && [[ "${lines[0]}" == model.layers.1.* ]]
+    [ "${#lines[@]}" -eq 2 ]
+    [[ "${lines[0]}" == model.layers.1.* ]]
+    [[ "${lines[1]}" == model.layers.1.* ]]
     run bash -c "as-cat --layer 1-10 '$ST' | as-ls | jq -r .layer | sort -nu | tr '\n' ' '"
     [ "$output" = "1 2 10 " ]
     run bash -c "as-cat --name 'q_proj' --exclude 'layers\.(0|10)\.' '$ST' | as-ls | jq -r .layer | tr '\n' ' '"
     [ "$output" = "1 2 " ]
     run bash -c "as-cat --role hessian '$ST' | as-ls | wc -l"
     [ "$output" -eq 0 ]
-    run as-cat --layer 3-1 "$ST"
-    [ "$status" -ne 0 ] && [[ "$output" == *"--layer 3-1: expected N or A-B"* ]]
-    run as-cat --name '(' "$ST"
-    [ "$status" -ne 0 ] && [[ "$output" == *"bad regular expression"* ]]
+    # bad values: status 1, one line naming the option and value, no stream at all
+    for r in 3-1 -1 1- 2-x abc; do
+        run --separate-stderr as-cat --layer "$r" "$ST"
+        fails_with 1 "as-cat: --layer $r: expected N or A-B with 0 <= A <= B"
+        no_stdout
+    done
+    run --separate-stderr as-cat --name '(' "$ST"
+    fails_with 1 "as-cat: --name/--exclude (: bad regular expression at offset 1: missing closing parenthesis"
+    no_stdout
 }
 
 # --- bad inputs: one line naming stream, record and problem; non-zero exit -------------------
@@ -160,40 +236,61 @@ EOF
     as-cat --inline "$ST" >"$D/a.astr"
     hlen=$(od -An -tu4 -j8 -N4 "$D/a.astr" | tr -d ' ')
     head -c $((32 + hlen + 50)) "$D/a.astr" >"$D/cut.astr"
-    run as-cat "$D/cut.astr"
-    [ "$status" -eq 1 ]
-    [ "$output" = "as-cat: stream $D/cut.astr: record 1 (lm_head.weight): truncated in payload (got 50 of 80 bytes)" ]
-    run bash -c "cat '$D/cut.astr' | as-ls >/dev/null"
-    [ "$status" -eq 1 ]
-    [ "$output" = "as-ls: stream stdin: record 1 (lm_head.weight): truncated in payload (got 50 of 80 bytes)" ]
+    run --separate-stderr as-cat "$D/cut.astr"
+    fails_with 1 "as-cat: stream $D/cut.astr: record 1 (lm_head.weight): truncated in payload (got 50 of 80 bytes)"
+    no_stdout
+    run --separate-stderr bash -c "cat '$D/cut.astr' | as-ls"
+    fails_with 1 "as-ls: stream stdin: record 1 (lm_head.weight): truncated in payload (got 50 of 80 bytes)"
+    # as-ls lists a header before it skips the payload: that one line, nothing after it
+    [ "${#lines[@]}" -eq 1 ]
 }
 
 @test "stream cut in a header" {
     as-cat "$ST" | head -c 100 >"$D/cut.astr"
-    run as-ls "$D/cut.astr"
-    [ "$status" -eq 1 ]
-    [[ "$output" == "as-ls: stream $D/cut.astr: record 1: truncated in header (got 68 of "*" bytes)" ]]
+    run --separate-stderr as-ls "$D/cut.astr"
+    fails_with 1 "as-ls: stream $D/cut.astr: record 1: truncated in header (got 68 of [0-9]* bytes)"
+    no_stdout
+    run --separate-stderr as-cat "$D/cut.astr"
+    fails_with 1 "as-cat: stream $D/cut.astr: record 1: truncated in header (got 68 of [0-9]* bytes)"
+    no_stdout
 }
 
 @test "missing end record (producer failed part-way) is detected downstream" {
     as-cat "$ST" | head -c -64 >"$D/noend.astr"
-    run as-ls "$D/noend.astr"
-    [ "$status" -eq 1 ]
-    [ "${lines[-1]}" = "as-ls: stream $D/noend.astr: truncated after record 10 (no end record)" ]
+    [ "$(last_kind "$D/noend.astr")" = 1 ]
+    run --separate-stderr as-ls "$D/noend.astr"
+    fails_with 1 "as-ls: stream $D/noend.astr: truncated after record 10 (no end record)"
+    # the listing holds the 10 records before the fault, then stops
+    [ "${#lines[@]}" -eq 10 ]
+    run --separate-stderr bash -c "as-cat '$D/noend.astr' >'$D/o.astr'"
+    fails_with 1 "as-cat: stream $D/noend.astr: truncated after record 10 (no end record)"
+    [ "$(last_kind "$D/o.astr")" != 2 ]
     # as-cat failing on its second input writes no end record
-    run bash -c "as-cat '$ST' '$D/missing' > '$D/partial.astr'"
+    run --separate-stderr bash -c "as-cat '$ST' '$D/missing' > '$D/partial.astr'"
+    fails_with 1 "as-cat: $D/missing: No such file or directory"
+    [ "$(last_kind "$D/partial.astr")" = 1 ]
+    run --separate-stderr as-ls "$D/partial.astr"
+    fails_with 1 "as-ls: stream $D/partial.astr: truncated after record 10 (no end record)"
+    run --separate-stderr bash -c "as-cat '$ST' '$D/missing' | as-cat | as-ls >/dev/null"
     [ "$status" -eq 1 ]
-    [[ "$output" == *"$D/missing: "* ]]
-    run as-ls "$D/partial.astr"
-    [ "$status" -eq 1 ] && [[ "$output" == *"truncated after record 10 (no end record)" ]]
-    run bash -c "as-cat '$ST' '$D/missing' | as-cat | as-ls"
-    [ "$status" -ne 0 ] && [[ "$output" == *"stream stdin: truncated after record 10 (no end record)"* ]]
+    [ "${#stderr_lines[@]}" -eq 3 ]
+    [ "${stderr_lines[0]}" = "as-cat: $D/missing: No such file or directory" ]
+    [ "${stderr_lines[1]}" = "as-cat: stream stdin: truncated after record 10 (no end record)" ]
+    [ "${stderr_lines[2]}" = "as-ls: stream stdin: truncated after record 10 (no end record)" ]
     # a producer killed before its first byte: an empty file or pipe
     : >"$D/empty.astr"
-    run as-ls "$D/empty.astr"
-    [ "$status" -eq 1 ] && [ "$output" = "as-ls: stream $D/empty.astr: truncated after record 0 (no end record)" ]
-    run bash -c "true | as-cat"
-    [ "$status" -eq 1 ] && [ "$output" = "as-cat: stream stdin: truncated after record 0 (no end record)" ]
+    run --separate-stderr as-ls "$D/empty.astr"
+    fails_with 1 "as-ls: stream $D/empty.astr: truncated after record 0 (no end record)"
+    no_stdout
+    run --separate-stderr as-ls --summary "$D/empty.astr"
+    fails_with 1 "as-ls: stream $D/empty.astr: truncated after record 0 (no end record)"
+    no_stdout
+    run --separate-stderr as-cat "$D/empty.astr"
+    fails_with 1 "as-cat: stream $D/empty.astr: truncated after record 0 (no end record)"
+    no_stdout
+    run --separate-stderr bash -c "true | as-cat"
+    fails_with 1 "as-cat: stream stdin: truncated after record 0 (no end record)"
+    no_stdout
 }
 
 @test "checksum mismatch: one flipped payload byte" {
@@ -202,12 +299,13 @@ EOF
     pos=$((32 + hlen + 17))
     b=$(od -An -tu1 -j$pos -N1 "$D/a.astr" | tr -d ' ')
     printf "$(printf '\\x%02x' $((b ^ 1)))" | dd of="$D/a.astr" bs=1 seek=$pos conv=notrunc status=none
-    run as-cat "$D/a.astr"
-    [ "$status" -eq 1 ]
-    [[ "$output" == "as-cat: stream $D/a.astr: record 1 (lm_head.weight): payload checksum mismatch (xxh3 "*", header says "*")" ]]
+    run --separate-stderr as-cat "$D/a.astr"
+    fails_with 1 "as-cat: stream $D/a.astr: record 1 (lm_head.weight): payload checksum mismatch (xxh3 [0-9a-f]*, header says [0-9a-f]*)"
+    no_stdout
     # as-ls does not read payloads, so it lists the stream anyway
     run as-ls "$D/a.astr"
     [ "$status" -eq 0 ]
+    [ "${#lines[@]}" -eq 10 ]
 }
 
 @test "by-reference payload whose file is missing" {
@@ -215,11 +313,12 @@ EOF
     as-cat "$D/copy.safetensors" >"$D/r.astr"
     rm "$D/copy.safetensors"
     as-ls "$D/r.astr" >/dev/null # listing does not follow references
-    run as-cat --inline "$D/r.astr"
-    [ "$status" -eq 1 ]
-    [ "$output" = "as-cat: stream $D/r.astr: record 1 (lm_head.weight): file $(realpath "$D")/copy.safetensors: No such file or directory" ]
-    run as-cat --verify "$D/r.astr"
-    [ "$status" -eq 1 ]
+    run --separate-stderr as-cat --inline "$D/r.astr"
+    fails_with 1 "as-cat: stream $D/r.astr: record 1 (lm_head.weight): file $(realpath "$D")/copy.safetensors: No such file or directory"
+    no_stdout
+    run --separate-stderr as-cat --verify "$D/r.astr"
+    fails_with 1 "as-cat: stream $D/r.astr: record 1 (lm_head.weight): file $(realpath "$D")/copy.safetensors: No such file or directory"
+    no_stdout
 }
 
 @test "by-reference payload whose file is shorter (truncated) or replaced" {
@@ -227,13 +326,14 @@ EOF
     as-cat "$D/copy.safetensors" >"$D/r.astr"
     size=$(stat -c %s "$D/copy.safetensors")
     truncate -s 300 "$D/copy.safetensors"
-    run as-cat --verify "$D/r.astr"
-    [ "$status" -eq 1 ]
-    [[ "$output" == *"record 1 (lm_head.weight): file $(realpath "$D")/copy.safetensors: size is 300 bytes, the reference was made when it had $size (file replaced or truncated)" ]]
+    run --separate-stderr as-cat --verify "$D/r.astr"
+    fails_with 1 "as-cat: stream $D/r.astr: record 1 (lm_head.weight): file $(realpath "$D")/copy.safetensors: size is 300 bytes, the reference was made when it had $size (file replaced or truncated)"
+    no_stdout
     cp "$ST" "$D/copy.safetensors"
     touch -d '2001-01-01' "$D/copy.safetensors"
-    run as-cat --inline "$D/r.astr"
-    [ "$status" -eq 1 ] && [[ "$output" == *"copy.safetensors: modified since the reference was made"* ]]
+    run --separate-stderr as-cat --inline "$D/r.astr"
+    fails_with 1 "as-cat: stream $D/r.astr: record 1 (lm_head.weight): file $(realpath "$D")/copy.safetensors: modified since the reference was made*"
+    no_stdout
 }
 
 @test "arena reference: file shorter than the reference, and a flipped byte" {
@@ -242,23 +342,26 @@ EOF
     arena=$(ls "$D"/arena/*)
     cp "$arena" "$D/arena.bak"
     truncate -s 100 "$arena"
-    run as-cat --verify "$D/r.astr"
-    [ "$status" -eq 1 ]
-    [[ "$output" == *"record 2 (model.embed_tokens.weight): file $arena: shorter than the reference (100 bytes, payload ends at byte 288)"* ]]
+    run --separate-stderr bash -c "as-cat --verify '$D/r.astr' >'$D/v.astr'"
+    fails_with 1 "as-cat: stream $D/r.astr: record 2 (model.embed_tokens.weight): file $arena: shorter than the reference (100 bytes, payload ends at byte 288)"
+    [ "$(last_kind "$D/v.astr")" != 2 ]
     cp "$D/arena.bak" "$arena"
     printf 'X' | dd of="$arena" bs=1 seek=130 conv=notrunc status=none
-    run as-cat --inline "$D/r.astr"
-    [ "$status" -eq 1 ] && [[ "$output" == *"record 2 (model.embed_tokens.weight): file $arena: payload checksum mismatch at offset 128"* ]]
+    run --separate-stderr bash -c "as-cat --inline '$D/r.astr' >'$D/i.astr'"
+    fails_with 1 "as-cat: stream $D/r.astr: record 2 (model.embed_tokens.weight): file $arena: payload checksum mismatch at offset 128*"
+    [ "$(last_kind "$D/i.astr")" != 2 ]
 }
 
 @test "bad magic: a safetensors file piped in, and garbage" {
-    run bash -c "cat '$ST' | as-ls"
-    [ "$status" -eq 1 ]
-    [ "$output" = "as-ls: stream stdin: record 1: bad magic at byte 0 (not a tensor stream)" ]
+    run --separate-stderr bash -c "cat '$ST' | as-ls"
+    fails_with 1 "as-ls: stream stdin: record 1: bad magic at byte 0 (not a tensor stream)"
+    no_stdout
     as-cat "$ST" >"$D/s.astr"
+    size=$(stat -c %s "$D/s.astr")
     echo garbage >>"$D/s.astr"
-    run as-cat "$D/s.astr"
-    [ "$status" -eq 1 ] && [[ "$output" == *"stream $D/s.astr: record 11: bad magic at byte "* ]]
+    run --separate-stderr bash -c "as-cat '$D/s.astr' >'$D/o.astr'"
+    fails_with 1 "as-cat: stream $D/s.astr: record 11: bad magic at byte $size (not a tensor stream)"
+    [ "$(last_kind "$D/o.astr")" != 2 ]
 }
 
 @test "header JSON invalid (valid prefix and checksum)" {
@@ -269,17 +372,28 @@ hj = b'{"name":"x","dtype":"F32",'
 pre = struct.pack("<4sHHIIQ", b"ASTR", 1, 1, len(hj), 0, 0)
 open(sys.argv[1], "wb").write(pre + struct.pack("<Q", xxhash.xxh3_64_intdigest(pre + hj)) + hj)
 EOF
-    run as-ls "$D/bad.astr"
-    [ "$status" -eq 1 ]
-    [[ "$output" == "as-ls: stream $D/bad.astr: record 1: header JSON invalid: "* ]]
+    run --separate-stderr as-ls "$D/bad.astr"
+    fails_with 1 "as-ls: stream $D/bad.astr: record 1: header JSON invalid: *"
+    no_stdout
+    run --separate-stderr as-cat "$D/bad.astr"
+    fails_with 1 "as-cat: stream $D/bad.astr: record 1: header JSON invalid: *"
+    no_stdout
 }
 
 @test "a damaged header (no checksum match) and a non-stream, non-safetensors file" {
     as-cat "$ST" >"$D/s.astr"
     printf 'Q' | dd of="$D/s.astr" bs=1 seek=45 conv=notrunc status=none
-    run as-ls "$D/s.astr"
-    [ "$status" -eq 1 ] && [ "$output" = "as-ls: stream $D/s.astr: record 1: header checksum mismatch (corrupt stream)" ]
+    run --separate-stderr as-ls "$D/s.astr"
+    fails_with 1 "as-ls: stream $D/s.astr: record 1: header checksum mismatch (corrupt stream)"
+    no_stdout
+    run --separate-stderr as-cat "$D/s.astr"
+    fails_with 1 "as-cat: stream $D/s.astr: record 1: header checksum mismatch (corrupt stream)"
+    no_stdout
     echo hello >"$D/x.txt"
-    run as-ls "$D/x.txt"
-    [ "$status" -eq 1 ] && [[ "$output" == "as-ls: $D/x.txt: "* ]]
+    run --separate-stderr as-ls "$D/x.txt"
+    fails_with 1 "as-ls: $D/x.txt: ?*"
+    no_stdout
+    run --separate-stderr as-cat "$D/x.txt"
+    fails_with 1 "as-cat: $D/x.txt: ?*"
+    no_stdout
 }
