@@ -104,6 +104,13 @@ check: all
 	$(MAKE) --no-print-directory SAN=1 test
 	$(MAKE) --no-print-directory test-valgrind
 
+# Mutation check (tests/mutants/catalogue, docs/testing.md): each mutant is a deliberately broken
+# wrapper of one program; the test files named for it must fail. Fails if any mutant survives.
+# MUTANTS='cat-* pack-*' selects by id; JOBS=N runs side by side. Not part of check (slow).
+.PHONY: mutants
+mutants: tools
+	BINDIR=$(BINDIR) BUILD=$(BUILD) tests/mutants/run $(foreach m,$(MUTANTS),'$(m)')
+
 bench: all
 	BINDIR=$(BINDIR) BUILD=$(BUILD) bench/run
 
