@@ -3,6 +3,7 @@
 
 Usage: fp_oracle.py FORMAT MODEL_DIR PACKED_DIR [CALIB_STREAM]
        fp_oracle.py kv-cache MODEL_DIR PACKED_DIR CALIB_STREAM
+       fp_oracle.py lepto-loss MODEL_DIR CALIB_STREAM REPORT
 
 Recomputes, from the original model's weights and the format rules of REFERENCE.md alone (value
 grids enumerated from the definitions, nearest value with ties to the even code), every code byte
@@ -12,6 +13,9 @@ kv-cache: the FP8 KV-cache scales (kv_cache_scheme, model.layers.N.self_attn.k_s
 against keys and values recomputed in float64 from the calibration stream's layer inputs
 (as-calib --keep-seqs S --kv-stats with S = all windows): RMSNorm, k/v projections, rotate-half
 RoPE at each window position, absmax / 448.
+lepto-loss: every line of as-lepto --report recomputed in float64 from the model and the kept
+layer inputs (attention / MLP block forward written here): candidate scales, their block-output
+MSE, the absmax baseline's, and the choice.
 Prints one line per format and exits 1 on the first mismatch. Needs numpy only (its own safetensors reader)."""
 import json
 import struct
@@ -187,6 +191,126 @@ def check_kv_cache(model_dir, packed_dir, calib_path):
     print("ok kv-cache: %d layers' k_scale/v_scale match the recomputed keys and values" % L)
 
 
+def fq8(x, s):
+    """FP8 E4M3 fake quantization of x with scale s (saturating at 448): DEC(ENC(x / s)) * s."""
+    return fp8_value(fp8_codes(x / s)) * s
+
+
+# The tool sums in float32 over 10^4-10^5 values, the oracle in float64: measured 4.3e-4 relative
+# at worst; a wrong loss (wrong block, scale or rounding) is off by far more than 1e-3.
+LOSS_RTOL = 1e-3
+
+
+def check_lepto_loss(model_dir, calib_path, report_path):
+    """Recomputes every LeptoQuant report line (docs/lepto.md) in float64 from the checkpoint and
+    the kept layer inputs: the 13 candidate scales from the sorted |x| of the group's inputs, the
+    block-output MSE of each candidate and of the absmax baseline (calibration act_absmax / 448),
+    and the choice (the baseline unless a candidate is strictly better)."""
+    cfg = json.load(open(model_dir + "/config.json"))
+    model = {k: v.astype(np.float64) for k, v in load_file(model_dir + "/model.safetensors").items()}
+    inputs = read_stream_records(calib_path, "layer-input")
+    absmax = read_stream_absmax(calib_path)
+    H, KVH = cfg["num_attention_heads"], cfg.get("num_key_value_heads", cfg["num_attention_heads"])
+    D = cfg["hidden_size"]
+    hd = cfg.get("head_dim") or D // H
+    theta = cfg.get("rope_theta", 10000.0)
+    eps = cfg.get("rms_norm_eps", 1e-5)
+    inv_freq = 1.0 / theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd)
+    lines = [json.loads(t) for t in open(report_path)]
+    if not lines:
+        fail("empty report")
+    worst = 0.0
+    for r in lines:
+        l, g = r["layer"], r["group"]
+        h, x = inputs["model.layers.%d.input" % l]
+        S, T = h["attrs"]["seqs"], h["attrs"]["seqlen"]
+        x = x.astype(np.float64)
+        P = "model.layers.%d." % l
+        W = lambda n: model[P + n + ".weight"]
+
+        def norm(v, w):
+            return v / np.sqrt((v * v).mean(axis=1, keepdims=True) + eps) * w
+
+        def rope(t, nh):
+            t = t.reshape(S * T, nh, hd)
+            ang = (np.arange(S * T) % T)[:, None] * inv_freq[None, :]
+            c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+            t1, t2 = t[..., : hd // 2], t[..., hd // 2 :]
+            return np.concatenate([t1 * c - t2 * s, t2 * c + t1 * s], axis=-1)
+
+        def attn_core(xn):
+            q = rope(xn @ W("self_attn.q_proj").T, H)
+            k = rope(xn @ W("self_attn.k_proj").T, KVH)
+            v = (xn @ W("self_attn.v_proj").T).reshape(S * T, KVH, hd)
+            out = np.empty((S * T, H, hd))
+            mask = np.triu(np.full((T, T), -np.inf), 1)
+            for s0 in range(0, S * T, T):
+                for hh in range(H):
+                    kv = hh // (H // KVH)
+                    a = q[s0 : s0 + T, hh] @ k[s0 : s0 + T, kv].T / np.sqrt(hd) + mask
+                    a = np.exp(a - a.max(axis=1, keepdims=True))
+                    a /= a.sum(axis=1, keepdims=True)
+                    out[s0 : s0 + T, hh] = a @ v[s0 : s0 + T, kv]
+            return out.reshape(S * T, H * hd)
+
+        xn = norm(x, W("input_layernorm"))
+        att = attn_core(xn)
+        if g == "attn_qkv":
+            inp, block = xn, lambda z: attn_core(z) @ W("self_attn.o_proj").T
+        elif g == "attn_o":
+            inp, block = att, lambda z: z @ W("self_attn.o_proj").T
+        else:
+            x2 = norm(x + att @ W("self_attn.o_proj").T, W("post_attention_layernorm"))
+            silu = lambda z: z / (1 + np.exp(-z))
+            mid = silu(x2 @ W("mlp.gate_proj").T) * (x2 @ W("mlp.up_proj").T)
+            if g == "mlp_gate_up":
+                inp = x2
+                block = lambda z: (silu(z @ W("mlp.gate_proj").T) * (z @ W("mlp.up_proj").T)) @ W("mlp.down_proj").T
+            elif g == "mlp_down":
+                inp, block = mid, lambda z: z @ W("mlp.down_proj").T
+            else:
+                fail("layer %d: unknown group %r" % (l, g))
+        ref = block(inp)
+
+        def loss(s):
+            return float(((block(fq8(inp, s)) - ref) ** 2).mean())
+
+        tag = "layer %d %s" % (l, g)
+        if r["values"] != inp.size:
+            fail("%s: values %d, the kept windows hold %d" % (tag, r["values"], inp.size))
+        a = np.sort(np.abs(inp).ravel().astype(np.float32))
+        amax = float(a[-1])
+        base = float(F32(absmax["model.layers.%d.%s" % (l, g)]) / F32(448))
+        cands = r["candidates"]
+        if [c["p"] for c in cands] != [round(0.999 + 0.00005 * i, 5) for i in range(8, 21)]:
+            fail("%s: candidate percentiles %s" % (tag, [c["p"] for c in cands]))
+
+        def close(got, want, what, rtol):
+            global_worst = abs(got - want) / abs(want) if want else abs(got)
+            if not global_worst <= rtol:
+                fail("%s: %s %r, recomputed %r" % (tag, what, got, want))
+            return global_worst
+
+        close(r["absmax_scale"], base, "absmax_scale", 1e-6)
+        worst = max(worst, close(r["loss_absmax"], loss(base), "loss_absmax", LOSS_RTOL))
+        best = (loss(base), base, 1.0)
+        for c in cands:
+            n = min(round(a.size * c["p"]), a.size - 1)
+            code = fp8_value(fp8_codes(np.array([a[n] * 448.0 / amax])))[0]
+            want_s = amax / code
+            close(c["scale"], want_s, "candidate p=%g scale" % c["p"], 1e-6)
+            lw = loss(c["scale"])
+            worst = max(worst, close(c["loss"], lw, "candidate p=%g loss" % c["p"], LOSS_RTOL))
+            if lw < best[0] * (1 - 1e-6):
+                best = (lw, c["scale"], c["p"])
+        close(r["scale"], best[1], "chosen scale", 1e-6)
+        close(r["loss"], best[0], "chosen loss", LOSS_RTOL)
+        if r["percentile"] != best[2]:
+            fail("%s: percentile %r, recomputed choice %r" % (tag, r["percentile"], best[2]))
+    print("ok lepto-loss: %d groups, losses within %.2g relative of the float64 recomputation"
+          % (len(lines), worst))
+
+
 GROUP = {"q_proj": "attn_qkv", "k_proj": "attn_qkv", "v_proj": "attn_qkv", "o_proj": "attn_o",
          "gate_proj": "mlp_gate_up", "up_proj": "mlp_gate_up", "down_proj": "mlp_down"}
 
@@ -305,6 +429,9 @@ def main():
     fmt, model_dir, packed_dir = sys.argv[1:4]
     if fmt == "kv-cache":
         check_kv_cache(model_dir, packed_dir, sys.argv[4])
+        return
+    if fmt == "lepto-loss":  # MODEL CALIB REPORT
+        check_lepto_loss(model_dir, packed_dir, sys.argv[4])
         return
     calib = read_stream_absmax(sys.argv[4]) if len(sys.argv) > 4 else None
     model = load_file(model_dir + "/model.safetensors")

@@ -413,6 +413,7 @@ static int kv_scales(struct tool *t, struct as_stream_writer *w, int l) {
         return as_fail("layer %d: no model.layers.%d.self_attn.kv_absmax record in the stream "
                        "(--kv-cache fp8 needs the keys' and values' absmax: as-calib --kv-stats)",
                        l, l);
+    if (!w) return 0; /* only checking */
     json_t *a = json_pack("{s:f, s:f}", "k_absmax", (double)ld->kv_absmax[0], "v_absmax",
                           (double)ld->kv_absmax[1]);
     int rc = as_kvscale_write(w, l, as_scale_for(ld->kv_absmax[0], AS_FP8_MAX),
@@ -690,6 +691,10 @@ int main(int argc, char **argv) {
         if (svg && draw_svg(t, tensor, svg)) as_die_last();
         return 0;
     }
+    /* the whole stream is in memory: a missing statistic is refused before the first record (or
+     * the report) is written, so stdout never carries a stream cut short by an error */
+    for (int l = t->lo; o.kv_fp8 && l <= t->hi; l++)
+        if (kv_scales(t, NULL, l)) as_die_last();
     if (report && !(held_report = fopen(report, "w"))) as_die("%s: cannot write", report);
     o.report = held_report;
     held_summary = json_pack("{s:s, s:s, s:[], s:f}", "scheme", scheme_names[o.scheme], "method",
