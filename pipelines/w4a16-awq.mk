@@ -14,7 +14,7 @@
 #   SYM        0 = zero point (AWQ default), 1 = symmetric                         (0)
 #   GPTQ       0 = AWQ's rounding; 1 = AWQ scales + GPTQ rounding (as-gptq)        (0)
 #   DUO CLIP   duo scaling, clipping search                                       (1, 1)
-#   KEEP_SEQS  calibration windows kept whole for AWQ's losses                    (32)
+#   KEEP_SEQS  calibration windows kept whole for AWQ's losses     (32, at most SAMPLES)
 #   FORMAT     awq | compressed-tensors | gptq | fakequant                        (awq)
 #   SAMPLES SEQLEN SEED   calibration windows                                    (128, 512, 0)
 #   EVAL_BYTES EVAL_CTX   evaluation: first N bytes, window length                (all, 512)
@@ -29,7 +29,6 @@ SYM        ?= 0
 GPTQ       ?= 0
 DUO        ?= 1
 CLIP       ?= 1
-KEEP_SEQS  ?= 32
 FORMAT     ?= awq
 SAMPLES    ?= 128
 SEQLEN     ?= 512
@@ -38,6 +37,8 @@ EVAL_TEXT  ?=
 EVAL_BYTES ?= 0
 EVAL_CTX   ?= 512
 THREADS    ?= 0
+# as-calib refuses more kept windows than windows: a small SAMPLES caps the default.
+KEEP_SEQS  ?= $(shell echo $$(( $(SAMPLES) < 32 ? $(SAMPLES) : 32 )))
 
 ifeq ($(MODEL),)
 $(error MODEL is required: a Hugging Face checkpoint directory)
@@ -67,15 +68,14 @@ $(OUT)/calib.stream: | $(OUT)/.dir
 	$(BIN)/as-calib $(CALIB_OPTS) > $@.tmp && mv $@.tmp $@
 
 ifeq ($(GPTQ),1)
-# AWQ's scaled weights and transformed Hessians go through as-gptq; the rescaled norms (which
-# as-gptq does not carry) are taken from the scaled stream.
+# AWQ's scaled weights and transformed Hessians go through as-gptq, which passes the rescaled
+# norms (and any other non-linear weight record) through unchanged: taking them again from the
+# scaled stream would name them twice, which as-pack refuses.
 $(OUT)/layers/quant.%.stream: $(OUT)/calib.stream
 	$(BIN)/as-cat --layer $* $< | $(BIN)/as-awq $(AWQ_OPTS) -e scaled \
 	  --report $(OUT)/layers/report.$*.jsonl > $(OUT)/layers/scaled.$*.tmp
-	$(BIN)/as-gptq -b $(BITS) -g $(GROUP) $(SYM_OPT) < $(OUT)/layers/scaled.$*.tmp > $(OUT)/layers/gptq.$*.tmp
-	$(BIN)/as-cat -n 'layernorm|v_proj\.bias' $(OUT)/layers/scaled.$*.tmp > $(OUT)/layers/norms.$*.tmp
-	$(BIN)/as-cat $(OUT)/layers/gptq.$*.tmp $(OUT)/layers/norms.$*.tmp > $@.tmp && mv $@.tmp $@
-	rm -f $(OUT)/layers/scaled.$*.tmp $(OUT)/layers/gptq.$*.tmp $(OUT)/layers/norms.$*.tmp
+	$(BIN)/as-gptq -b $(BITS) -g $(GROUP) $(SYM_OPT) < $(OUT)/layers/scaled.$*.tmp > $@.tmp && mv $@.tmp $@
+	rm -f $(OUT)/layers/scaled.$*.tmp
 else
 $(OUT)/layers/quant.%.stream: $(OUT)/calib.stream
 	$(BIN)/as-cat --layer $* $< | $(BIN)/as-awq $(AWQ_OPTS) -e quantized \
