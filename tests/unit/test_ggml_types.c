@@ -145,9 +145,12 @@ static void test_legacy_blocks(void **state) {
     as_block_q5_1 d = {.d = F16_HALF, .m = F16_1};
     d.qh[3] = 0x80;  /* fifth bit of element 31 */
     d.qs[15] = 0xE0; /* element 31: (14 | 16) * 0.5 + 1 = 16; element 15: 0 * 0.5 + 1 */
+    d.qh[0] = 0x04;  /* fifth bit of element 2 */
+    d.qs[2] = 0x05;  /* element 2: (5 | 16) * 0.5 + 1 = 11.5 */
     y = deq(AS_GGML_Q5_1, &d);
     expect_eq(y, 31, 16.0f);
     expect_eq(y, 15, 1.0f);
+    expect_eq(y, 2, 11.5f);
     free(y);
 
     as_block_q8_0 e = {.d = F16_MHALF};
