@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The SmolLM2-135M quality protocol (issue 15, docs/quality.md): the imported model (f32,
+# dequantized from the shipped Q4_1 GGUF) is the base; calibration SAMPLES x 512 tokens from the
+# Austen novels (seed 0); evaluation on the first 100,000 bytes of wiki.test.raw at ctx 512, no BOS
+# (the model's rule), second half of each window scored; KLD / PPL / top-1 against the base.
+# Quantizers write fakequant checkpoints (their exact W_hat) except the GGUF rows, which evaluate
+# the .gguf files as llama.cpp would load them. Writes bench/results/smollm2-quality.md; the
+# llama.cpp anchor (its own Q4_0 with an importance matrix on the same data) is
+# bench/smollm2-llamacpp-anchor.sh.
+#   ROWS     space-separated row names to run (default: all; see the case below)
+#   SAMPLES  calibration windows (default 128); KEEP windows kept whole for AWQ/LeptoQuant (32)
+#   BYTES    evaluation bytes (default 100000)    WORK  keep intermediate files here
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BINDIR:-bin}; BIN=$(cd "$BIN" && pwd)
+AS_DATA=${AS_DATA:-$(cd .. && pwd)/shared/data}
+SAMPLES=${SAMPLES:-128}
+KEEP=${KEEP:-32}
+BYTES=${BYTES:-100000}
+W=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/as-bench-smollm2.XXXXXX")}
+[ -z "${WORK:-}" ] && trap 'rm -rf "$W"' EXIT
+mkdir -p "$W"
+export AS_PROGRESS=0
+GGUF=$(pipelines/smollm2-gguf)
+TEXT=$W/wiki.txt
+head -c "$BYTES" "$AS_DATA/text/wikitext-2-raw/wiki.test.raw" > "$TEXT"
+[ -f "$W/model/config.json" ] || "$BIN/as-import" "$GGUF" "$W/model"
+CAL=(-m "$W/model" -d "$AS_DATA/text/austen" -n "$SAMPLES" -l 512 --seed 0)
+t0=$(date +%s)
+[ -f "$W/calib.stream" ] || "$BIN/as-calib" "${CAL[@]}" --keep-seqs "$KEEP" > "$W/calib.stream"
+[ -f "$W/calib-fp.stream" ] ||
+    "$BIN/as-calib" "${CAL[@]}" --keep-seqs "$KEEP" --no-weights > "$W/calib-fp.stream"
+echo "calibration: $(($(date +%s) - t0)) s" >&2
+
+out=bench/results/smollm2-quality.md
+mkdir -p bench/results
+evaluate() { # checkpoint [as-eval options] -> table cells "PPL | KLD | top-1"
+    local m=$1
+    shift
+    "$BIN/as-eval" -m "$m" -b "$W/model" -f "$TEXT" --ctx 512 "$@" --json |
+        jq -r '"\(.ppl * 1000 | round / 1000) | \(.kld.mean * 100000 | round / 100000) | \(.same_top * 10000 | round / 100)%"'
+}
+gptq_row() { # bits group label as-gptq options...
+    local b=$1 g=$2 label=$3
+    shift 3
+    "$BIN/as-gptq" -b "$b" -g "$g" "$@" < "$W/calib.stream" > "$W/q.stream"
+    rm -rf "$W/ck" && "$BIN/as-pack" -m "$W/model" -f fakequant -o "$W/ck" < "$W/q.stream" 2>/dev/null
+    echo "| W$b g$g | $label | $(evaluate "$W/ck") |"
+}
+awq_row() { # bits group label [gptq]
+    local b=$1 g=$2 label=$3 extra=()
+    if [ "${4:-}" = gptq ]; then
+        "$BIN/as-awq" -m "$W/model" -b "$b" -g "$g" -e scaled < "$W/calib.stream" > "$W/a.stream" 2>/dev/null
+        "$BIN/as-gptq" -b "$b" -g "$g" --asym < "$W/a.stream" > "$W/q.stream"
+        "$BIN/as-cat" -n 'layernorm|v_proj\.bias' "$W/a.stream" > "$W/norms.stream"
+        extra=("$W/norms.stream")
+    else
+        "$BIN/as-awq" -m "$W/model" -b "$b" -g "$g" -e quantized < "$W/calib.stream" > "$W/q.stream" 2>/dev/null
+    fi
+    rm -rf "$W/ck" && "$BIN/as-pack" -m "$W/model" -f fakequant -o "$W/ck" "$W/q.stream" "${extra[@]}" 2>/dev/null
+    echo "| W$b g$g | $label | $(evaluate "$W/ck") |"
+}
+gptaq_row() { # bits group label
+    "$BIN/as-calib" "${CAL[@]}" --gptaq --sequential "$BIN/as-gptq -m gptaq -b $1 -g $2" > "$W/q.stream"
+    rm -rf "$W/ck" && "$BIN/as-pack" -m "$W/model" -f fakequant -o "$W/ck" < "$W/q.stream" 2>/dev/null
+    echo "| W$1 g$2 | $3 | $(evaluate "$W/ck") |"
+}
+gguf_row() { # label as-gptq options...
+    local label=$1
+    shift
+    "$BIN/as-gptq" -b 4 -g 32 --sym "$@" < "$W/calib.stream" > "$W/q.stream"
+    rm -f "$W/q.gguf" && "$BIN/as-pack" -m "$W/model" -f gguf -o "$W/q.gguf" < "$W/q.stream" 2>/dev/null
+    echo "| GGUF Q4_0 | $label ($(stat -c %s "$W/q.gguf") bytes) | $(evaluate "$W/q.gguf") |"
+}
+lepto_row() { # label format as-eval-options -- as-lepto options...
+    local label=$1 fmt=$2 eopts=$3
+    shift 4
+    "$BIN/as-lepto" -m "$W/model" "$@" "$W/calib-fp.stream" > "$W/q.stream" 2>/dev/null
+    rm -rf "$W/ck" && "$BIN/as-pack" -m "$W/model" -f "$fmt" -o "$W/ck" "$W/q.stream" 2>/dev/null
+    # shellcheck disable=SC2086
+    echo "| $label | $fmt | $(evaluate "$W/ck" $eopts) |"
+}
+ALL="rtn-sym rtn-asym gptq gptq-act gptaq awq awq+gptq w3-rtn w3-gptq w2-rtn w2-gptq gguf-rtn gguf-gptq fp8-static fp8-dynamic int8 nvfp4 mxfp4 w4a8"
+{
+    echo "# SmolLM2-135M-Instruct quality ($(date -u +%Y-%m-%d), $SAMPLES x 512 Austen calibration tokens)"
+    echo
+    echo "Base: the imported model (f32). $("$BIN/as-eval" -m "$W/model" -f "$TEXT" --ctx 512 --json |
+        jq -r '"PPL \(.ppl * 1000 | round / 1000) over \(.scored) scored tokens (\(.tokens) tokens)"'),"
+    echo "first $BYTES bytes of wiki.test.raw, ctx 512, second half of each window scored."
+    echo
+    echo "| config | method | PPL | mean KLD | top-1 |"
+    echo "|---|---|---|---|---|"
+    for r in ${ROWS:-$ALL}; do
+        case $r in
+        rtn-sym) gptq_row 4 128 "RTN sym" -m rtn --sym ;;
+        rtn-asym) gptq_row 4 128 "RTN asym" -m rtn --asym ;;
+        gptq) gptq_row 4 128 "GPTQ sym" --sym ;;
+        gptq-act) gptq_row 4 128 "GPTQ sym act-order" --sym --act-order ;;
+        gptaq) gptaq_row 4 128 "GPTAQ sym (true-sequential)" ;;
+        awq) awq_row 4 128 "AWQ (asym)" ;;
+        awq+gptq) awq_row 4 128 "AWQ scales + GPTQ asym" gptq ;;
+        w3-rtn) gptq_row 3 128 "RTN sym" -m rtn --sym ;;
+        w3-gptq) gptq_row 3 128 "GPTQ sym act-order" --sym --act-order ;;
+        w2-rtn) gptq_row 2 64 "RTN sym" -m rtn --sym ;;
+        w2-gptq) gptq_row 2 64 "GPTQ sym act-order" --sym --act-order ;;
+        gguf-rtn) gguf_row "RTN" -m rtn ;;
+        gguf-gptq) gguf_row "GPTQ + signed scale search" --scale-search --signed-scale ;;
+        fp8-static) lepto_row "FP8 static W8A8" float-quantized "" -- -s fp8-static ;;
+        fp8-dynamic) lepto_row "FP8 dynamic W8A8" float-quantized "" -- -s fp8-dynamic ;;
+        int8) lepto_row "INT8 W8A8 dynamic" int-quantized "" -- -s int8-dynamic ;;
+        nvfp4) lepto_row "NVFP4 W4A4" fakequant-fp "" -- -s nvfp4 ;;
+        mxfp4) lepto_row "MXFP4 W4A4" fakequant-fp "" -- -s mxfp4 ;;
+        w4a8) lepto_row "W4A8 (FP8 act) g32" fakequant-fp "" -- -s w4a8-fp8 --group 32 ;;
+        *) echo "unknown row $r" >&2; exit 2 ;;
+        esac
+    done
+} | tee "$out.tmp"
+mv "$out.tmp" "$out"
+echo "table written to $out"
