@@ -36,28 +36,29 @@
 #include "tokenizer.h"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: as-calib -m MODEL -d TEXT [options] > STREAM\n"
-            "Calibration statistics of every decoder linear's input, as a tensor stream.\n"
-            "  -m, --model DIR       Hugging Face checkpoint (dense)\n"
-            "  -d, --data PATH       calibration text file, or a directory of text files\n"
-            "  -n, --samples N       calibration windows (default 128)\n"
-            "  -l, --seqlen N        tokens per window, BOS first (default 512)\n"
-            "      --seed S          window selection seed (default 0)\n"
-            "      --layers A[-B]    only these decoder layers (default all)\n"
-            "      --keep-inputs N   also emit a sample of N input rows per group\n"
-            "      --keep-seqs S     also emit the residual stream entering each layer for the\n"
-            "                        first S windows (role layer-input, F32 [S*seqlen, hidden];\n"
-            "                        for as-awq)\n"
-            "      --kv-stats        also emit per layer the absmax of the keys (after RoPE) and\n"
-            "                        values (role kv-absmax, F32 [2]; as-lepto --kv-cache fp8)\n"
-            "      --no-weights      do not emit the weights by reference\n"
-            "      --arena DIR       write payloads to an arena file in DIR and send references\n"
-            "      --sequential CMD  true-sequential quantization with quantizer coprocess CMD;\n"
-            "                        stdout then carries CMD's quantized layers\n"
-            "      --gptaq           (with --sequential) also send GPTAQ's dXXᵀ records\n"
-            "      --threads N       OpenBLAS threads\n"
-            "  -h, --help\n");
+    fprintf(
+        f,
+        "usage: as-calib -m MODEL -d TEXT [options] > STREAM\n"
+        "Calibration statistics of every decoder linear's input, as a tensor stream.\n"
+        "  -m, --model DIR       Hugging Face checkpoint (dense)\n"
+        "  -d, --data PATH       calibration text file, or a directory of text files\n"
+        "  -n, --samples N       calibration windows (default 128)\n"
+        "  -l, --seqlen N        tokens per window (BOS first if the model adds one; default 512)\n"
+        "      --seed S          window selection seed (default 0)\n"
+        "      --layers A[-B]    only these decoder layers (default all)\n"
+        "      --keep-inputs N   also emit a sample of N input rows per group\n"
+        "      --keep-seqs S     also emit the residual stream entering each layer for the\n"
+        "                        first S windows (role layer-input, F32 [S*seqlen, hidden];\n"
+        "                        for as-awq)\n"
+        "      --kv-stats        also emit per layer the absmax of the keys (after RoPE) and\n"
+        "                        values (role kv-absmax, F32 [2]; as-lepto --kv-cache fp8)\n"
+        "      --no-weights      do not emit the weights by reference\n"
+        "      --arena DIR       write payloads to an arena file in DIR and send references\n"
+        "      --sequential CMD  true-sequential quantization with quantizer coprocess CMD;\n"
+        "                        stdout then carries CMD's quantized layers\n"
+        "      --gptaq           (with --sequential) also send GPTAQ's dXXᵀ records\n"
+        "      --threads N       OpenBLAS threads\n"
+        "  -h, --help\n");
 }
 
 extern void openblas_set_num_threads(int);
@@ -562,7 +563,9 @@ int main(int argc, char **argv) {
     struct as_tokenizer *tok = as_tokenizer_load(tok_path);
     if (!tok) as_die_last();
     int32_t *tokens;
-    if (as_calib_sample(tok, data, samples, seqlen, seed, 1, &tokens)) as_die_last();
+    /* windows start with BOS only for models whose tokenizer adds one (llama.cpp's rule) */
+    if (as_calib_sample(tok, data, samples, seqlen, seed, as_tokenizer_add_bos(tok), &tokens))
+        as_die_last();
     as_tokenizer_free(tok);
 
     int n_layers_sel = c.layer_hi - c.layer_lo + 1;

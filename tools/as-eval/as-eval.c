@@ -21,6 +21,7 @@
 #include "forward.h"
 #include "fpquant.h"
 #include "gguf.h"
+#include "model_open.h"
 #include "model.h"
 #include "model_loaders.h"
 #include "pack_fp.h"
@@ -50,11 +51,6 @@ static void usage(FILE *f) {
             "                      simulated) or none (full precision)\n"
             "      --json          JSON report on stdout instead of the table\n"
             "  -h, --help          this help\n");
-}
-
-/* A checkpoint directory, or a llama.cpp FILE.gguf (model and tokenizer from its metadata). */
-static struct as_model *load_model(const char *path) {
-    return as_path_is_gguf(path) ? as_model_load_gguf(path) : as_model_load(path);
 }
 
 static double now_s(void) {
@@ -171,11 +167,11 @@ int main(int argc, char **argv) {
     as_register_model_loaders();
 
     double t_load = now_s();
-    struct as_model *m = load_model(o.model);
+    struct as_model *m = as_model_open(o.model);
     if (!m) as_die_last();
     struct as_model *base = NULL;
     if (o.base) {
-        base = load_model(o.base);
+        base = as_model_open(o.base);
         if (!base) as_die_last();
         if (base->cfg.vocab != m->cfg.vocab)
             as_die("%s: vocabulary size %d differs from the base model's %d (%s)", o.model,
@@ -233,10 +229,7 @@ int main(int argc, char **argv) {
             as_die("--ctx %d is larger than the model's maximum context %d (%s/config.json "
                    "max_position_embeddings)",
                    o.ctx, m->cfg.max_pos, o.model);
-        char tok_path[4096];
-        snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", o.model);
-        struct as_tokenizer *tok = as_path_is_gguf(o.model) ? as_tokenizer_load_gguf(o.model)
-                                                            : as_tokenizer_load(tok_path);
+        struct as_tokenizer *tok = as_tokenizer_open(o.model);
         if (!tok) as_die_last();
         char *text;
         size_t len;
@@ -244,13 +237,16 @@ int main(int argc, char **argv) {
         if (!len) as_die("%s: text is empty", o.file);
         int32_t *ids;
         size_t n_ids;
-        if (as_tokenizer_encode(tok, text, len, 1, &ids, &n_ids)) as_die_last();
+        /* The model's own BOS rule, as llama.cpp's perplexity: with BOS, the text starts with it
+         * and each window's first token is replaced by it; without, windows are plain slices. */
+        int add_bos = as_tokenizer_add_bos(tok);
+        if (as_tokenizer_encode(tok, text, len, add_bos, &ids, &n_ids)) as_die_last();
         free(text);
         int n_chunks = (int)(n_ids / (size_t)o.ctx);
         if (o.chunks > 0 && o.chunks < n_chunks) n_chunks = o.chunks;
         if (n_chunks < 1)
             as_die("%s: %zu tokens is shorter than one window of --ctx %d", o.file, n_ids, o.ctx);
-        int bos = as_tokenizer_bos(tok);
+        int bos = add_bos ? as_tokenizer_bos(tok) : -1;
         int first = o.score_all ? 0 : o.ctx / 2;
 
         struct as_run_state *s = as_state_new(m, o.ctx, o.ctx, 0);

@@ -13,6 +13,7 @@
 #include "as_error.h"
 #include "forward.h"
 #include "model.h"
+#include "model_open.h"
 #include "tokenizer.h"
 
 static void usage(FILE *f) {
@@ -20,6 +21,7 @@ static void usage(FILE *f) {
             "usage: as-gen -m MODEL_DIR [-p PROMPT] [-n STEPS] [--temp T] [--seed S]\n"
             "Generate text; greedy (argmax) unless --temp > 0.\n"
             "  -m, --model DIR    Hugging Face checkpoint directory (config.json, tokenizer.json)\n"
+            "                     or a llama.cpp FILE.gguf\n"
             "  -p, --prompt TEXT  prompt (default: empty)\n"
             "  -n, --steps N      tokens after BOS, prompt included (default 256)\n"
             "  -t, --temp T       sampling temperature (default 0 = greedy)\n"
@@ -105,16 +107,18 @@ int main(int argc, char **argv) {
         return 2;
     }
     rng_state = seed ? seed : 1;
-    struct as_model *m = as_model_load(dir);
+    struct as_model *m = as_model_open(dir);
     if (!m) as_die_last();
-    struct as_tokenizer *tok = as_tokenizer_load(dir);
+    struct as_tokenizer *tok = as_tokenizer_open(dir);
     if (!tok) as_die_last();
     int32_t *ids;
     size_t n_prompt;
-    if (as_tokenizer_encode(tok, prompt, strlen(prompt), 1, &ids, &n_prompt) != 0) as_die_last();
-    if (n_prompt == 0) as_die("prompt encodes to no tokens (tokenizer has no BOS?)");
+    int add_bos = as_tokenizer_add_bos(tok); /* the model's own rule (SmolLM2: none) */
+    if (as_tokenizer_encode(tok, prompt, strlen(prompt), add_bos, &ids, &n_prompt) != 0)
+        as_die_last();
+    if (n_prompt == 0) as_die("prompt encodes to no tokens (and the model adds no BOS)");
     if ((int)n_prompt > steps + 1)
-        as_die("prompt is %zu tokens, more than --steps %d", n_prompt - 1, steps);
+        as_die("prompt is %zu tokens, more than --steps %d", n_prompt - add_bos, steps);
     int32_t bos = as_tokenizer_bos(tok), eos = as_tokenizer_eos(tok);
     int *toks = as_xmalloc(((size_t)steps + 1) * sizeof(int));
     for (size_t i = 0; i < n_prompt; i++)
@@ -124,10 +128,11 @@ int main(int argc, char **argv) {
     if (!s) as_die_last();
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    /* print the prompt pieces after the first token */
+    /* print the prompt pieces (after the BOS, if any) */
     char piece[256];
-    for (size_t i = 1; i < n_prompt; i++) {
-        int len = as_tokenizer_decode_piece(tok, toks[i - 1], toks[i], piece, sizeof piece);
+    for (size_t i = (size_t)add_bos; i < n_prompt; i++) {
+        int len =
+            as_tokenizer_decode_piece(tok, i ? toks[i - 1] : -1, toks[i], piece, sizeof piece);
         if (len < 0) as_die_last();
         fwrite(piece, 1, (size_t)len < sizeof piece ? (size_t)len : sizeof piece - 1, stdout);
     }
