@@ -4,8 +4,14 @@
 # compute what our engine computes: same token ids, the greedy test vector, and the perplexity of
 # as-eval --score all within 1e-4 relative. tests/tools/consumer_transformers.py runs every check
 # in one Python process; docs/consumers.md has the numbers and the install.
-# Python: .venv-consumer/bin/python3 (tests/requirements-consumer.txt), else python3; each test
-# skips when the packages it needs are missing (CI installs only tests/requirements.txt).
+# Python: .venv-consumer/bin/python3 (tests/requirements-consumer.txt, `make deps CONSUMER=1`,
+# about 3 GB). Opt-in: without that venv every test skips with a reason starting "optional:"
+# (tests/run accepts those), unless AS_REQUIRE_CONSUMER=1, which makes its absence a failure.
+# Once the venv exists, a package of requirements-consumer.txt missing from it, the C tokenizer
+# driver missing or a consumer crash is a failure, never a skip.
+
+# a failure anywhere in a pipeline fails the test, not only its last command
+set -o pipefail
 
 setup_file() {
     ROOT="$(cd "$BATS_TEST_DIRNAME/../.." && pwd)"
@@ -15,14 +21,23 @@ setup_file() {
     export DATA=${AS_DATA:-$ROOT/../shared/data}
     export REF="$DATA/models/stories260K/greedy-once-upon-a-time.txt"
     export W="$BATS_FILE_TMPDIR" R="$BATS_FILE_TMPDIR/report.json"
-    export HAVE_TF=0 HAVE_CT=0 HAVE_GPTQ=0
-    PY=python3
-    [ -x "$ROOT/.venv-consumer/bin/python3" ] && PY="$ROOT/.venv-consumer/bin/python3"
-    has() { "$PY" -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in sys.argv[1:]))" "$@" 2>/dev/null; }
-    has torch transformers || return 0
-    HAVE_TF=1
-    has compressed_tensors && HAVE_CT=1
-    has optimum gptqmodel && HAVE_GPTQ=1
+    export CONSUMER_SKIP="" CONSUMER_MISSING=""
+    local PY=$ROOT/.venv-consumer/bin/python3
+    if [ ! -x "$PY" ]; then
+        if [ "${AS_REQUIRE_CONSUMER:-0}" = 1 ]; then
+            export CONSUMER_MISSING="AS_REQUIRE_CONSUMER=1 but $PY does not exist (make deps CONSUMER=1)"
+        else
+            export CONSUMER_SKIP="optional: .venv-consumer absent (make deps CONSUMER=1 installs transformers + torch, ~3 GB; AS_REQUIRE_CONSUMER=1 makes this a failure)"
+        fi
+        return 0
+    fi
+    local missing
+    missing=$("$PY" -c "import importlib.util as u, sys; print(' '.join(m for m in sys.argv[1:] if u.find_spec(m) is None))" \
+        torch transformers compressed_tensors optimum gptqmodel 2>&1) || missing="(python failed: $missing)"
+    if [ -n "$missing" ]; then
+        export CONSUMER_MISSING="$PY lacks $missing (pip install -r tests/requirements-consumer.txt)"
+        return 0
+    fi
 
     local m=$DATA/models/stories260K
     as-import -t "$m/tok512.bin" "$m/stories260K.bin" "$W/model"
@@ -36,8 +51,7 @@ setup_file() {
         for f in compressed-tensors:ct gptq:gptq fakequant:fq; do
             as-pack -m "$W/model" -f "${f%%:*}" -o "$W/${f#*:}$s" <"$W/q$s.stream" 2>/dev/null
         done
-        [ "$HAVE_CT" = 1 ] && specs+=("ct:$W/ct$s")
-        [ "$HAVE_GPTQ" = 1 ] && specs+=("gptq:$W/gptq$s:$W/fq$s")
+        specs+=("ct:$W/ct$s" "gptq:$W/gptq$s:$W/fq$s")
     done
     for d in model ct ct-pc gptq gptq-pc fq fq-pc; do
         as-eval -m "$W/$d" -f "$W/text.txt" --ctx 128 --score all --json >"$W/$d.eval"
@@ -48,9 +62,15 @@ setup_file() {
         "${specs[@]}" >"$W/consumer.log" 2>&1 || true # a crash shows in every test (rep)
 }
 
+# the opt-in skip (no venv, not required), or a failure naming what is missing
 need() {
-    [ "$HAVE_TF" = 1 ] || skip "torch/transformers not installed (pip install -r tests/requirements-consumer.txt)"
-    [ -z "${1:-}" ] || [ "$1" = 1 ] || skip "$2 not installed (pip install -r tests/requirements-consumer.txt)"
+    if [ -n "$CONSUMER_SKIP" ]; then
+        skip "$CONSUMER_SKIP"
+    fi
+    if [ -n "$CONSUMER_MISSING" ]; then
+        echo "$CONSUMER_MISSING" >&2
+        return 1
+    fi
 }
 
 # value of KEY (a jq path) in the consumer's report, failing on a recorded error
@@ -73,11 +93,11 @@ close() {
     [ "$(rep dense:model .fast_bos_first)" = true ]
     # same count as our engine's tokenizer (as-eval), BOS included
     [ "$(rep dense:model .tokens)" = "$(ours model tokens)" ]
-    # and the same ids, when the C tokenizer's test driver is built
-    if [ -x "$TT" ]; then
-        "$TT" encode "$W/model/tokenizer.json" "$W/text.txt" >"$W/c.ids"
-        cmp "$W/c.ids" "$(rep dense:model .fast_ids)"
-    fi
+    # and the same ids as the C tokenizer's test driver (built with the unit tests: required)
+    [ -x "$TT" ]
+    "$TT" encode "$W/model/tokenizer.json" "$W/text.txt" >"$W/c.ids"
+    ids=$(rep dense:model .fast_ids)
+    cmp "$W/c.ids" "$ids"
     # AutoTokenizer agrees on text that does not start with a space (docs/consumers.md)
     [ "$(rep dense:model .auto_equal_lstripped)" = true ]
     [ "$(rep dense:model '.kinds["torch.nn.modules.linear.Linear"]')" -eq 36 ]
@@ -98,7 +118,7 @@ close() {
 }
 
 @test "compressed-tensors (g32 and per-channel): transformers perplexity equals as-eval on it and on fake-quant" {
-    need "$HAVE_CT" compressed-tensors
+    need
     for s in "" -pc; do
         close "$(rep "ct:ct$s" .ppl)" "$(ours "ct$s" ppl)" 1e-4
         close "$(rep "ct:ct$s" .ppl)" "$(ours "fq$s" ppl)" 1e-4
@@ -111,7 +131,7 @@ close() {
 }
 
 @test "gptq (g32 and per-channel): transformers+gptqmodel dequantize to our quantizer's weights and perplexity" {
-    need "$HAVE_GPTQ" "optimum/gptqmodel"
+    need
     for s in "" -pc; do
         k="gptq:gptq$s"
         [ "$(rep "$k" .weights.packed)" -eq 20 ]
@@ -130,10 +150,11 @@ close() {
 }
 
 @test "gptq: gptqmodel's own loader reads the checkpoint as written (per-module 'dynamic' exclusions)" {
-    need "$HAVE_GPTQ" "optimum/gptqmodel"
+    need
     for s in "" -pc; do
         err=$(rep "gptq:gptq$s" '.gptqmodel_error // empty')
-        [ -z "$err" ] || { echo "$err"; false; }
+        echo "gptqmodel error: '$err'"
+        [ -z "$err" ]
         [ "$(rep "gptq:gptq$s" '.kinds_gptqmodel["torch.nn.modules.linear.Linear"]')" -eq 16 ]
         close "$(rep "gptq:gptq$s" .ppl_gptqmodel)" "$(ours "gptq$s" ppl)" 1e-2
     done
