@@ -15,7 +15,38 @@ import sys
 import numpy as np
 from gguf import GGUFReader
 from gguf.quants import dequantize
-from safetensors.numpy import load_file
+
+
+def load_file(path):
+    """model.safetensors as {name: float32 array}, BF16/F16 widened exactly (numpy has no bf16,
+    so the format is read here from its definition: u64 header length, JSON header, data)."""
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = t["data_offsets"]
+        raw = np.frombuffer(data[a:b], dtype={"F32": "<f4", "BF16": "<u2", "F16": "<f2"}[t["dtype"]])
+        if t["dtype"] == "BF16":
+            raw = (raw.astype(np.uint32) << 16).view(np.float32)
+        out[name] = raw.astype(np.float32).reshape(t["shape"])
+        out[name + "@dtype"] = t["dtype"]
+    return out
+
+
+def round_to(w, dtype):
+    """w (f32) rounded as the checkpoint stores it: BF16 round-to-nearest-even on the bits, F16
+    by numpy's IEEE conversion."""
+    if dtype == "BF16":
+        b = w.view(np.uint32).astype(np.uint64)
+        b = ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) << 16
+        return b.astype(np.uint32).view(np.float32)
+    if dtype == "F16":
+        return w.astype(np.float16).astype(np.float32)
+    return w
 
 LIN = {"attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
        "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
@@ -67,16 +98,13 @@ def weights(gguf_path, out):
             continue
         seen.add(name)
         got = st[name]
-        if got.dtype != np.float32:  # bf16 / f16 as written: compare after the same rounding
-            got = got.astype(np.float32)
-            if str(st[name].dtype) == "float16":
-                w = w.astype(np.float16).astype(np.float32)
+        w = round_to(np.ascontiguousarray(w), st[name + "@dtype"])
         if got.shape != w.shape:
             bad.append(f"{name}: shape {got.shape}, expected {w.shape}")
         elif not np.array_equal(got.view(np.uint32), w.view(np.uint32)):
             n = int(np.sum(got.view(np.uint32) != w.view(np.uint32)))
             bad.append(f"{name}: {n} of {w.size} values differ")
-    for extra in sorted(set(st) - seen):
+    for extra in sorted(k for k in set(st) - seen if not k.endswith("@dtype")):
         bad.append(f"{extra}: not in the GGUF")
     return bad, f"{len(seen)} tensors equal bit for bit"
 
