@@ -1,11 +1,13 @@
 #!/usr/bin/env bats
 # The whole pipeline on the bundled stories260K: import -> eval against the independent reference
 # values of data/README.md (PPL, and RTN's KLD/PPL, which must match to the digits shown), calib ->
-# gptq -> pack (GPTQ must beat RTN; true-sequential and GPTAQ modes), the GPTQ v1 and
+# gptq -> pack (GPTQ, true-sequential and GPTAQ at the README's textbook-GPTQ levels), the GPTQ v1 and
 # compressed-tensors checkpoints against the fakequant one (as-eval PPL, and an independent Python
 # reader written from REFERENCE.md), and the formats' config keys.
 
 load helpers
+# a failure anywhere in a pipeline fails the test, not only its last command
+set -o pipefail
 
 setup_file() {
     import_model
@@ -58,12 +60,12 @@ rtn_reference() {
 }
 
 @test "as-ls/as-cat on the calibration stream: jq-able, 95 records, roles, shapes, tokens, refs" {
-    run bash -c "as-ls '$CAL' | jq -s 'length'"
+    run bash -o pipefail -c "as-ls '$CAL' | jq -s 'length'"
     [ "$output" -eq 95 ] # 5 layers x 4 groups x (hessian, act-mean-abs, act-absmax) + 35 weights
-    run bash -c "as-ls '$CAL' | jq -r '.role' | sort | uniq -c | awk '{print \$2\"=\"\$1}' | tr '\n' ' '"
+    run bash -o pipefail -c "as-ls '$CAL' | jq -r '.role' | sort | uniq -c | awk '{print \$2\"=\"\$1}' | tr '\n' ' '"
     [ "$output" = "act-absmax=20 act-mean-abs=20 hessian=20 weight=35 " ]
     # Hessians: [K,K] with K the group's input width; statistics over 32 x 256 tokens
-    run bash -c "as-ls '$CAL' | jq -r 'select(.role == \"hessian\") | \"\(.attrs.group) \(.shape) \(.attrs.tokens) \(.attrs.targets | length)\"' | sort -u"
+    run bash -o pipefail -c "as-ls '$CAL' | jq -r 'select(.role == \"hessian\") | \"\(.attrs.group) \(.shape) \(.attrs.tokens) \(.attrs.targets | length)\"' | sort -u"
     [ "${lines[0]}" = "attn_o [64,64] 8192 1" ]
     [ "${lines[1]}" = "attn_qkv [64,64] 8192 3" ]
     [ "${lines[2]}" = "mlp_down [172,172] 8192 1" ]
@@ -71,96 +73,107 @@ rtn_reference() {
     [ "${#lines[@]}" -eq 4 ]
     # the weights travel by reference into the model, at the offsets of its own header
     want=$(st_offset "$M/model.safetensors" model.layers.3.mlp.down_proj.weight)
-    run bash -c "as-ls '$CAL' | jq -r 'select(.name == \"model.layers.3.mlp.down_proj.weight\") | \"\(.payload.kind) \(.payload.offset) \(.payload.file)\"'"
+    run bash -o pipefail -c "as-ls '$CAL' | jq -r 'select(.name == \"model.layers.3.mlp.down_proj.weight\") | \"\(.payload.kind) \(.payload.offset) \(.payload.file)\"'"
     [ "$output" = "ref $want $(realpath "$M/model.safetensors")" ]
     # as-cat passes the stream through unchanged in content
     diff <(as-ls "$CAL") <(as-cat "$CAL" | as-ls)
-    run bash -c "as-ls --summary '$CAL' | jq -c '[.kind, .records, .layers]'"
+    run bash -o pipefail -c "as-ls --summary '$CAL' | jq -c '[.kind, .records, .layers]'"
     [ "$output" = '["stream",95,[0,4]]' ]
 }
 
 @test "as-cat --layer on the calibration stream; quantizing that layer alone packs only it" {
-    run bash -c "as-cat --layer 2 '$CAL' | as-ls | jq -r '.layer' | sort | uniq -c | awk '{print \$1, \$2}'"
+    run bash -o pipefail -c "as-cat --layer 2 '$CAL' | as-ls | jq -r '.layer' | sort | uniq -c | awk '{print \$1, \$2}'"
     [ "$output" = "19 2" ]
-    run bash -c "as-cat --layer 1-2 '$CAL' | as-ls | jq -s 'length'"
+    run bash -o pipefail -c "as-cat --layer 1-2 '$CAL' | as-ls | jq -s 'length'"
     [ "$output" -eq 38 ]
-    run bash -c "as-cat --layer 2 --role hessian '$CAL' | as-ls | jq -r '.name' | tr '\n' ' '"
+    run bash -o pipefail -c "as-cat --layer 2 --role hessian '$CAL' | as-ls | jq -r '.name' | tr '\n' ' '"
     [ "$output" = "model.layers.2.attn_qkv.hessian model.layers.2.attn_o.hessian model.layers.2.mlp_gate_up.hessian model.layers.2.mlp_down.hessian " ]
     as-cat --layer 2 "$CAL" | as-gptq -b 4 -g 32 >"$T/l2.astr"
-    run bash -c "as-ls '$T/l2.astr' | jq -r 'select(.role == \"qweight\") | .layer' | uniq -c | awk '{print \$1, \$2}'"
+    run bash -o pipefail -c "as-ls '$T/l2.astr' | jq -r 'select(.role == \"qweight\") | .layer' | uniq -c | awk '{print \$1, \$2}'"
     [ "$output" = "7 2" ]
-    run bash -c "as-pack -m '$M' -f fakequant -o '$T/P' --json <'$T/l2.astr'"
+    run bash -o pipefail -c "as-pack -m '$M' -f fakequant -o '$T/P' --json <'$T/l2.astr'"
     [ "$status" -eq 0 ]
     [ "$(jq '.quantized' <<<"$output")" -eq 7 ]
     # layer 2's linears changed, every other tensor is the original's
-    run bash -c "diff <(as-cat --inline '$M' | as-cat -x 'layers\\.2\\.' | as-ls | jq -r '.payload.xxh3') \
+    run bash -o pipefail -c "diff <(as-cat --inline '$M' | as-cat -x 'layers\\.2\\.' | as-ls | jq -r '.payload.xxh3') \
                       <(as-cat --inline '$T/P' | as-cat -x 'layers\\.2\\.' | as-ls | jq -r '.payload.xxh3')"
     [ "$status" -eq 0 ]
-    run bash -c "diff <(as-cat --inline '$M' | as-cat -n 'layers\\.2\\..*proj' | as-ls | jq -r '.payload.xxh3') \
+    run bash -o pipefail -c "diff <(as-cat --inline '$M' | as-cat -n 'layers\\.2\\..*proj' | as-ls | jq -r '.payload.xxh3') \
                       <(as-cat --inline '$T/P' | as-cat -n 'layers\\.2\\..*proj' | as-ls | jq -r '.payload.xxh3') | grep -c '^<'"
     [ "$output" -eq 7 ]
 }
 
-# gptq_vs_rtn BITS GROUP: GPTQ (calibrated on Austen) has lower mean KLD than RTN on 20 KB of wiki.
-gptq_vs_rtn() {
-    as-gptq -b "$1" -g "$2" <"$CAL" | as-pack -m "$M" -f fakequant -o "$T/G" 2>/dev/null
-    rtn_fakequant "$1" "$2" "$F/rtn-$1-$2"
-    g=$(kld_of "$T/G")
-    r=$(kld_of "$F/rtn-$1-$2")
-    echo "GPTQ $g RTN $r"
-    lt "$g" "$r"
+# kld100 MODEL: mean KLD against $M on the quality protocol's text (first 100 KB of wikitext),
+# the text of data/README.md's reference levels.
+kld100() { eval_json "$1" "$M" 100000 | jq -e '.kld.mean'; }
+
+# Reference levels (data/README.md, 100 KB protocol): RTN exactly (checked digit for digit
+# above), and a textbook GPTQ calibrated on 128 windows of 256 tokens, "the level to reach or
+# beat". Calibration here is smaller (32 x 256, 8 x 128 for the sequential modes): the margin
+# over the textbook level is that sampling's spread, +10% (+15% at W4 g32, where our own
+# 128-window protocol measures 0.228, 6% above the README's 0.215: docs/quality.md). Measured
+# with this test's calibration: W4 pc 0.293, W3 g32 0.965, W4 g32 0.230, true-sequential W4 g32
+# 0.229, GPTAQ W4 g32 0.218.
+# at_level MODEL LEVEL RTN: mean KLD below LEVEL and below RTN's reference KLD.
+at_level() {
+    k=$(kld100 "$1")
+    echo "KLD $k, bound $2 (RTN reference $3)"
+    lt "$k" "$2"
+    lt "$k" "$3"
 }
 
-@test "GPTQ beats RTN: W4 per-channel, mean KLD on 20 KB of wikitext" {
-    gptq_vs_rtn 4 -1
+@test "GPTQ W4 per-channel: KLD at the textbook level (0.293 + 10%), below RTN's 0.4108" {
+    as-gptq -b 4 -g -1 <"$CAL" | as-pack -m "$M" -f fakequant -o "$T/G" 2>/dev/null
+    at_level "$T/G" 0.322 0.4108
 }
 
-@test "GPTQ beats RTN: W3 g32" {
-    gptq_vs_rtn 3 32
+@test "GPTQ W3 g32: KLD at the textbook level (0.951 + 10%), below RTN's 1.383" {
+    as-gptq -b 3 -g 32 <"$CAL" | as-pack -m "$M" -f fakequant -o "$T/G" 2>/dev/null
+    at_level "$T/G" 1.046 1.383
 }
 
-@test "true-sequential: as-calib --sequential 'as-gptq -b 4 -g 32' packs, every layer marked, KLD within 2x" {
+@test "GPTQ W4 g32: KLD at the textbook level (0.215 + 15%), below RTN's 0.3414" {
+    at_level "$F/FQ432" 0.247 0.3414
+}
+
+@test "true-sequential: as-calib --sequential 'as-gptq -b 4 -g 32' packs, every layer marked, KLD at the GPTQ level" {
     as-calib -m "$M" -d "$AUSTEN" -n 8 -l 128 --sequential "as-gptq -b 4 -g 32" >"$T/seq.astr" 2>/dev/null
-    run bash -c "as-ls '$T/seq.astr' | jq -s 'length'"
+    run bash -o pipefail -c "as-ls '$T/seq.astr' | jq -s 'length'"
     [ "$output" -eq 140 ] # 35 linears x (qweight, scale, zero, g_idx)
     # the scheme attrs live on the qweight record (qstream.h): all 35 say true_sequential
-    run bash -c "as-ls '$T/seq.astr' | jq -r 'select(.role == \"qweight\") | \"\(.attrs.true_sequential) \(.attrs.method) \(.attrs.bits) \(.attrs.group_size)\"' | sort | uniq -c | awk '{\$1=\$1; print}'"
+    run bash -o pipefail -c "as-ls '$T/seq.astr' | jq -r 'select(.role == \"qweight\") | \"\(.attrs.true_sequential) \(.attrs.method) \(.attrs.bits) \(.attrs.group_size)\"' | sort | uniq -c | awk '{\$1=\$1; print}'"
     [ "$output" = "35 true gptq 4 32" ]
     as-pack -m "$M" -f fakequant -o "$T/S" <"$T/seq.astr" 2>/dev/null
-    s=$(kld_of "$T/S")
-    g=$(kld_of "$F/FQ432")
-    echo "sequential $s fp-stats $g"
-    lt "$s" "$(awk -v g="$g" 'BEGIN { print 2 * g }')"
-    lt "$g" "$(awk -v s="$s" 'BEGIN { print 2 * s }')"
+    # docs/quality.md: no systematic difference from full-precision statistics on this model
+    # (0.230 vs 0.228): the textbook GPTQ level of W4 g32, as above
+    at_level "$T/S" 0.247 0.3414
     # GPTQ v1 records it in quantize_config.json
     as-pack -m "$M" -f gptq -o "$T/SG" <"$T/seq.astr" 2>/dev/null
     [ "$(jq '.true_sequential' "$T/SG/quantize_config.json")" = true ]
     [ "$(jq '.quantization_config.true_sequential' "$T/SG/config.json")" = true ]
 }
 
-@test "GPTAQ: --sequential 'as-gptq -m gptaq -b 4 -g 32' --gptaq packs and beats RTN W4 g32" {
+@test "GPTAQ: --sequential 'as-gptq -m gptaq -b 4 -g 32' --gptaq packs, KLD at or below the GPTQ level" {
     as-calib -m "$M" -d "$AUSTEN" -n 8 -l 128 --sequential "as-gptq -m gptaq -b 4 -g 32" --gptaq \
         >"$T/a.astr" 2>/dev/null
-    run bash -c "as-ls '$T/a.astr' | jq -r 'select(.role == \"qweight\") | \"\(.attrs.true_sequential) \(.attrs.method)\"' | sort | uniq -c | awk '{\$1=\$1; print}'"
+    run bash -o pipefail -c "as-ls '$T/a.astr' | jq -r 'select(.role == \"qweight\") | \"\(.attrs.true_sequential) \(.attrs.method)\"' | sort | uniq -c | awk '{\$1=\$1; print}'"
     [ "$output" = "35 true gptaq" ]
     as-pack -m "$M" -f fakequant -o "$T/A" <"$T/a.astr" 2>/dev/null
-    rtn_fakequant 4 32 "$F/rtn-4-32"
-    a=$(kld_of "$T/A")
-    r=$(kld_of "$F/rtn-4-32")
-    echo "GPTAQ $a RTN $r"
-    lt "$a" "$r"
+    # GPTAQ is at least as good as GPTQ (docs/quality.md: 0.205 vs 0.228 at W4 g32): the
+    # textbook GPTQ level 0.215 + 10%
+    at_level "$T/A" 0.237 0.3414
     # GPTAQ without the dXXᵀ records is refused rather than silently run as GPTQ
     run --separate-stderr bash -c "as-gptq -m gptaq -b 4 -g 32 <'$CAL' >/dev/null"
     assert_error "gptaq-dxx"
 }
 
 @test "as-pack -f compressed-tensors (F32 scales): PPL exactly the fakequant checkpoint's" {
-    run bash -c "as-pack -m '$M' -f compressed-tensors -o '$T/CT' --json <'$G432' 2>/dev/null"
+    run bash -o pipefail -c "as-pack -m '$M' -f compressed-tensors -o '$T/CT' --json <'$G432' 2>/dev/null"
     [ "$status" -eq 0 ]
     # down_proj (172 inputs, ragged g32) is the only layer kept dequantized; verified read-back
     [ "$(jq -c '[.quantized, .packed, .fallback, .verified]' <<<"$output")" = '[35,30,5,true]' ]
-    ct=$(eval_json "$T/CT" - 20000 | jq '.ppl')
-    fq=$(eval_json "$F/FQ432" - 20000 | jq '.ppl')
+    ct=$(eval_json "$T/CT" - 20000 | jq -e '.ppl')
+    fq=$(eval_json "$F/FQ432" - 20000 | jq -e '.ppl')
     echo "ct $ct fakequant $fq"
     [ "$ct" = "$fq" ]
 }
@@ -179,21 +192,24 @@ gptq_vs_rtn() {
     # the other keys of the original config are kept
     [ "$(jq -c 'del(.quantization_config)' "$T/CT/config.json")" = "$(jq -c . "$M/config.json")" ]
     # tensors: weight_packed I32 [N, K/8], weight_scale F32 [N, K/32], weight_shape I32 [2]
-    run bash -c "as-ls '$T/CT' | jq -r 'select(.name | startswith(\"model.layers.0.self_attn.k_proj\")) | \"\(.name | split(\".\") | last) \(.dtype) \(.shape)\"'"
+    run bash -o pipefail -c "as-ls '$T/CT' | jq -r 'select(.name | startswith(\"model.layers.0.self_attn.k_proj\")) | \"\(.name | split(\".\") | last) \(.dtype) \(.shape)\"'"
     [ "$output" = "$(printf 'weight_packed I32 [32,8]\nweight_scale F32 [32,2]\nweight_shape I32 [2]')" ]
     [ -f "$T/CT/tokenizer.json" ]
 }
 
-@test "as-pack -f gptq (fp16 scales): PPL within 1e-3 of fakequant; --no-verify; read-back on by default" {
-    run bash -c "as-pack -m '$M' -f gptq -o '$T/GQ' --json <'$G432' 2>/dev/null"
+@test "as-pack -f gptq (fp16 scales): PPL within 4e-5 of fakequant; --no-verify; read-back on by default" {
+    run bash -o pipefail -c "as-pack -m '$M' -f gptq -o '$T/GQ' --json <'$G432' 2>/dev/null"
     [ "$status" -eq 0 ]
     # 172-wide in/out features do not fill 32-bit words: the mlp layers fall back (REFERENCE.md)
     [ "$(jq -c '[.quantized, .packed, .fallback, .verified]' <<<"$output")" = '[35,20,15,true]' ]
-    gq=$(eval_json "$T/GQ" - 20000 | jq '.ppl')
-    fq=$(eval_json "$F/FQ432" - 20000 | jq '.ppl')
+    gq=$(eval_json "$T/GQ" - 20000 | jq -e '.ppl')
+    fq=$(eval_json "$F/FQ432" - 20000 | jq -e '.ppl')
     echo "gptq $gq fakequant $fq"
-    awk -v a="$gq" -v b="$fq" 'BEGIN { d = (a - b) / b; exit !(d < 1e-3 && d > -1e-3) }'
-    run bash -c "as-pack -m '$M' -f gptq -o '$T/GQ2' --no-verify --json <'$G432' 2>/dev/null"
+    d=$(awk -v a="$gq" -v b="$fq" 'BEGIN { d = (a - b) / b; print (d < 0 ? -d : d) }')
+    echo "relative PPL difference $d"
+    # fp16 scales (2^-11 relative rounding): measured 2.9e-5 relative in PPL; bound 4e-5 (+35%)
+    lt "$d" 4e-5
+    run bash -o pipefail -c "as-pack -m '$M' -f gptq -o '$T/GQ2' --no-verify --json <'$G432' 2>/dev/null"
     [ "$(jq '.verified' <<<"$output")" = false ]
     cmp "$T/GQ/model.safetensors" "$T/GQ2/model.safetensors"
 }
@@ -202,21 +218,21 @@ gptq_vs_rtn() {
     as-pack -m "$M" -f gptq -o "$T/GQ" <"$G432" 2>/dev/null
     for q in "$(jq -c . "$T/GQ/quantize_config.json")" "$(jq -c .quantization_config "$T/GQ/config.json")"; do
         for k in bits group_size damp_percent desc_act static_groups sym true_sequential quant_method checkpoint_format; do
-            jq -e --arg k "$k" 'has($k)' <<<"$q" >/dev/null || { echo "missing $k in $q"; false; }
+            echo "key $k"
+            jq -e --arg k "$k" 'has($k)' <<<"$q"
         done
         [ "$(jq -c '[.bits, .group_size, .desc_act, .static_groups, .sym, .true_sequential, .quant_method, .checkpoint_format]' <<<"$q")" = '[4,32,false,false,true,false,"gptq","gptq"]' ]
-        jq -e '(.damp_percent - 0.01 | fabs) < 1e-6' <<<"$q" >/dev/null
+        jq -e '(.damp_percent - 0.01 | fabs) < 1e-6' <<<"$q"
     done
     [ "$(jq -c . "$T/GQ/quantize_config.json")" = "$(jq -c .quantization_config "$T/GQ/config.json")" ]
     # tensors: qweight I32 [K*4/32, N], qzeros I32 [G, N*4/32], scales F16 [G, N], g_idx I32 [K]
-    run bash -c "as-ls '$T/GQ' | jq -r 'select(.name | startswith(\"model.layers.0.self_attn.k_proj\")) | \"\(.name | split(\".\") | last) \(.dtype) \(.shape)\"'"
+    run bash -o pipefail -c "as-ls '$T/GQ' | jq -r 'select(.name | startswith(\"model.layers.0.self_attn.k_proj\")) | \"\(.name | split(\".\") | last) \(.dtype) \(.shape)\"'"
     [ "$output" = "$(printf 'g_idx I32 [64]\nqweight I32 [8,32]\nqzeros I32 [2,4]\nscales F16 [2,32]')" ]
 }
 
-have_py() { python3 -c 'import numpy, safetensors' 2>/dev/null || skip "numpy/safetensors missing"; }
+# The Python oracle needs numpy and safetensors (.venv, `make deps`): missing is a failure.
 
 @test "independent oracle: GPTQ v1 checkpoint = fakequant with fp16 scales (W4 g32 GPTQ, W3 g32, W8 pc)" {
-    have_py
     as-pack -m "$M" -f gptq -o "$T/GQ" <"$G432" 2>/dev/null
     run python3 "$ORACLE" gptq "$T/GQ" "$F/FQ432" "$M"
     echo "$output"
@@ -235,7 +251,6 @@ have_py() { python3 -c 'import numpy, safetensors' 2>/dev/null || skip "numpy/sa
 }
 
 @test "independent oracle: compressed-tensors checkpoint = fakequant exactly" {
-    have_py
     as-pack -m "$M" -f compressed-tensors -o "$T/CT" <"$G432" 2>/dev/null
     run python3 "$ORACLE" ct "$T/CT" "$F/FQ432" "$M"
     echo "$output"
@@ -244,7 +259,6 @@ have_py() { python3 -c 'import numpy, safetensors' 2>/dev/null || skip "numpy/sa
 }
 
 @test "the oracle can fail: a damaged qzeros word or qweight code is detected" {
-    have_py
     as-pack -m "$M" -f gptq -o "$T/GQ" <"$G432" 2>/dev/null
     cp -r "$T/GQ" "$T/Z"
     st_patch "$T/Z/model.safetensors" model.layers.1.self_attn.o_proj.qzeros 0 '\x66'
