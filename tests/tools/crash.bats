@@ -7,6 +7,9 @@ load helpers
 
 setup_file() {
     import_model
+    # calibration text for the recipe test: 30 KB (tokenizing all of Austen would make
+    # calibration 90% of the run, and the later steps would get almost no kills)
+    head -c 30000 "$AUSTEN/emma.txt" >"$BATS_FILE_TMPDIR/cal.txt"
     as-cat "$M" | as-gptq -m rtn -b 4 -g 32 > "$BATS_FILE_TMPDIR/q.astr"
     as-pack -m "$M" -f gptq -o "$BATS_FILE_TMPDIR/ref" < "$BATS_FILE_TMPDIR/q.astr" 2>/dev/null
 }
@@ -28,10 +31,35 @@ pack_and_kill() {
 
 # The checkpoint at $1 is absent, or byte-identical to the uninterrupted run's.
 absent_or_complete() {
-    [ ! -e "$1" ] && return 0
+    if [ ! -e "$1" ]; then
+        return 0
+    fi
+    complete "$1"
+}
+
+# The checkpoint at $1 exists and is byte-identical to the uninterrupted run's.
+complete() {
+    local f
     for f in model.safetensors config.json quantize_config.json tokenizer.json; do
-        cmp -s "$1/$f" "$BATS_FILE_TMPDIR/ref/$f" || { echo "$1/$f differs or is missing"; return 1; }
+        if ! cmp -s "$1/$f" "$BATS_FILE_TMPDIR/ref/$f"; then
+            echo "$1/$f differs or is missing" >&2
+            return 1
+        fi
     done
+}
+
+# lost_race STATUS ERRFILE OUT: a run that lost the race for OUT failed with status 1 and exactly
+# the one line naming OUT.
+lost_race() {
+    if [ "$1" -ne 1 ]; then
+        echo "status $1 (expected 0, or 1 for a lost race): $(cat "$2")" >&2
+        return 1
+    fi
+    if [ "$(wc -l <"$2")" -ne 1 ]; then
+        echo "expected one line: $(cat "$2")" >&2
+        return 1
+    fi
+    [[ "$(cat "$2")" == "as-pack: output $3: being written by another run"* ]]
 }
 
 @test "as-pack killed (SIGKILL) at 100 random points: output absent or complete, never partial" {
@@ -41,9 +69,14 @@ absent_or_complete() {
         hits=$((hits + $(pack_and_kill "$out")))
         absent_or_complete "$out"
         # start from no output again now and then (a replaced output is checked as well)
-        [ $((i % 10)) -eq 0 ] && rm -rf "$out"
+        if [ $((i % 10)) -eq 0 ]; then
+            rm -rf "$out"
+        fi
     done
     echo "# $hits of 100 kills hit a running as-pack" >&3
+    # the input arrives 50 ms after the start and the kill comes at 40-80 ms: nearly every kill
+    # finds as-pack running (one that finished first would test nothing)
+    [ "$hits" -ge 80 ]
     # a completed run afterwards: the output is whole and the killed runs' staging is gone
     as-pack -m "$M" -f gptq -o "$out" < "$BATS_FILE_TMPDIR/q.astr" 2>/dev/null
     absent_or_complete "$out"
@@ -73,7 +106,8 @@ absent_or_complete() {
     umount_rc=0
     leftovers=$(ls -A "$d" | wc -l)
     umount "$d" || umount_rc=$?
-    [[ "$last" == *"model.safetensors"* && "$last" == *"No space left on device"* ]]
+    [ "${#stderr_lines[@]}" -eq 1 ]
+    [[ "$last" == "as-pack: "*"$d/out"*"model.safetensors"*": No space left on device"* ]]
     [ "$leftovers" -eq 0 ]
     [ "$umount_rc" -eq 0 ]
 }
@@ -81,7 +115,8 @@ absent_or_complete() {
 # Concurrent writers of one output (issue 7): the output is locked (flock on OUT.lock) while it is
 # written; util-linux flock(1) takes the same lock, so a script can hold an output too.
 @test "an output being written by another run: as-pack fails at once naming it; AS_LOCK_WAIT=1 waits" {
-    command -v flock >/dev/null || skip "flock(1) (util-linux) is not installed"
+    # util-linux is installed by `make deps`: without flock(1) this test fails, never skips
+    command -v flock
     out=$BATS_TEST_TMPDIR/locked
     flock "$out.lock" sleep 3 &
     holder=$!
@@ -94,15 +129,19 @@ absent_or_complete() {
     flock "$out.gguf.lock" sleep 3 &
     sleep 0.3
     run -1 --separate-stderr as-pack -m "$M" -f gguf -o "$out.gguf" < "$BATS_FILE_TMPDIR/q.astr"
-    [[ "$stderr" == *"output $out.gguf: being written by another run"* ]]
-    [ ! -e "$out.gguf" ] && [ -z "$(ls "$BATS_TEST_TMPDIR" | grep verify)" ]
+    # (notes on layers written as floats come first: GGUF plans its tensors before it opens
+    # the output); the one error line is the last
+    [ "$(grep -v -c '^as-pack: note: ' <<<"$stderr")" -eq 1 ]
+    [[ "${stderr_lines[-1]}" == "as-pack: output $out.gguf: being written by another run"* ]]
+    [ ! -e "$out.gguf" ]
+    [ -z "$(ls -A "$BATS_TEST_TMPDIR" | grep -v -x -e locked.lock -e locked.gguf.lock)" ]
     # waiting instead: starts when the holder lets go, and leaves no lock file behind
     start=$(date +%s%N)
     AS_LOCK_WAIT=1 as-pack -m "$M" -f gptq -o "$out" < "$BATS_FILE_TMPDIR/q.astr" 2>/dev/null
     waited_ms=$(( ($(date +%s%N) - start) / 1000000 ))
     wait $holder
     [ "$waited_ms" -ge 1000 ]
-    absent_or_complete "$out" && [ -e "$out" ]
+    complete "$out"
     wait
     [ ! -e "$out.lock" ]
 }
@@ -115,54 +154,133 @@ absent_or_complete() {
             { head -c $half "$BATS_FILE_TMPDIR/q.astr"; sleep 0.0$((RANDOM % 5)); tail -c +$((half + 1)) "$BATS_FILE_TMPDIR/q.astr"; } |
                 as-pack -m "$M" -f gptq -o "$out" 2>"$BATS_TEST_TMPDIR/$r.err" &
         done
-        wait %1 && ra=0 || ra=$?
-        wait %2 && rb=0 || rb=$?
+        ra=0
+        wait %1 || ra=$?
+        rb=0
+        wait %2 || rb=$?
         # a run that failed says why in one line; one that ran wrote the output
-        [ $ra -eq 0 ] || [ "$(cat "$BATS_TEST_TMPDIR/a.err")" = "$(grep 'being written by another run' "$BATS_TEST_TMPDIR/a.err")" ]
-        [ $rb -eq 0 ] || [ "$(cat "$BATS_TEST_TMPDIR/b.err")" = "$(grep 'being written by another run' "$BATS_TEST_TMPDIR/b.err")" ]
-        [ $ra -eq 0 ] || [ $rb -eq 0 ]
-        absent_or_complete "$out" && [ -e "$out" ]
+        if [ "$ra" -ne 0 ]; then
+            lost_race "$ra" "$BATS_TEST_TMPDIR/a.err" "$out"
+        fi
+        if [ "$rb" -ne 0 ]; then
+            lost_race "$rb" "$BATS_TEST_TMPDIR/b.err" "$out"
+        fi
+        # at least one of them won
+        [ $((ra * rb)) -eq 0 ]
+        complete "$out"
     done
     [ -z "$(ls -A "$BATS_TEST_TMPDIR" | grep -E 'race\.(tmp|lock|old)')" ]
 }
 
+# step_of PGID: the step a stopped recipe was in, from the command lines of its group's live
+# processes (the recipe's shell lines name the program): pack (as-pack), quant (as-gptq: a layer
+# job), calib (as-calib), done (nothing left but the finished make, a zombie), or other (make
+# reading the recipe, mkdir, gathering the layers, renaming).
+step_of() {
+    local procs
+    procs=$(ps -e -o pgid=,stat=,args= | awk -v g="$1" '$1 == g && $2 !~ /^Z/')
+    case $procs in
+        '') echo done ;;
+        *as-pack*) echo pack ;;
+        *as-gptq*) echo quant ;;
+        *as-calib*) echo calib ;;
+        *) echo other ;;
+    esac
+}
+
+# ms_since T0_NS FILE: milliseconds from T0_NS (date +%s%N) to FILE's modification time.
+ms_since() {
+    local m
+    m=$(stat -c %.9Y "$2")
+    echo $(( (${m/./} - $1) / 1000000 ))
+}
+
 # The whole GPTQ recipe (calibrate -> 5 per-layer as-gptq -> gather -> as-pack), killed with its
-# whole process group at 100 random points spread over an uninterrupted run's duration, each run
-# resuming what the killed one left: after every kill each output that exists is byte-identical
-# to the uninterrupted run's (never a partial file under a final name), and a last run completes
-# the same checkpoint.
+# whole process group at 100 random points. A run killed after starting from nothing is resumed
+# by the next run; the run after a resumed one (or a finished one) starts from nothing again,
+# so about half the runs cover the whole recipe and no step's state is retried forever. Kill times are drawn uniformly over what is left of
+# the run: an uninterrupted run is timed first, with the moment each output appeared, and a run
+# that resumes after outputs A..B is killed at a uniform time in [0, 1.4 x (its start-up + the
+# reference run's time after B's output)]; the 40% beyond lets runs complete. The group is
+# stopped (SIGSTOP) before the kill, so the step it was in is read exactly. After every kill each
+# output that exists is complete: streams verify, checkpoint files are byte-identical to the
+# uninterrupted run's (never a partial file under a final name), and a last run completes the
+# same checkpoint. The kills must have landed in every step: at least 6 each in calibration,
+# quantization and packing, and at least 4 runs must have completed (measured on 2 busy cores,
+# 100 kills: 20-30 in calibration and in quantization, 8-15 in packing, 5-30 completed).
 @test "whole recipe killed (SIGKILL, process group) at 100 random points: every output absent or complete" {
     local ref=$BATS_TEST_TMPDIR/ref out=$BATS_TEST_TMPDIR/rec
     local mk=(make -s -f "$BATS_TEST_DIRNAME/../../pipelines/w4a16-gptq.mk" MODEL="$M"
-              DATA="$AS_DATA/text/austen" GROUP=32 SAMPLES=16 SEQLEN=128 BIN="$(dirname "$(command -v as-pack)")")
-    local t0=$(date +%s%N)
+              DATA="$BATS_FILE_TMPDIR/cal.txt" GROUP=32 SAMPLES=40 SEQLEN=64 BIN="$(dirname "$(command -v as-pack)")")
+    local t0 span_ms setup_ms
+    t0=$(date +%s%N)
     "${mk[@]}" OUT="$ref" >/dev/null 2>&1
-    local span_ms=$(( ($(date +%s%N) - t0) / 1000000 + 50 ))
-    local f rel kills=0 completed=0
+    span_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    setup_ms=$(ms_since "$t0" "$ref/.dir")
+    # the outputs a resumed run skips, in the order the recipe makes them, and when they appeared
+    local outputs=(calib.stream layers/quant.{0..4}.stream quant.stream) at=() k
+    for k in "${outputs[@]}"; do
+        at+=("$(ms_since "$t0" "$ref/$k")")
+    done
+    local f rel i pid ms left resumed step steps=" " n_calib n_quant n_pack n_done n_other
+    echo "reference run: start-up $setup_ms ms, outputs at ${at[*]} ms, $span_ms ms in all"
     for i in $(seq 100); do
+        # time already done: the latest reference time of the outputs present
+        left=$setup_ms
+        for k in "${!outputs[@]}"; do
+            if [ -e "$out/${outputs[k]}" ] && [ "${at[k]}" -gt "$left" ]; then
+                left=${at[k]}
+            fi
+        done
+        resumed=$((left > setup_ms))
+        left=$((setup_ms + span_ms - left))
         setsid "${mk[@]}" OUT="$out" >/dev/null 2>&1 &
-        local pid=$!
-        sleep "$(printf '0.%03d' $((RANDOM % span_ms)))" 2>/dev/null ||
-            sleep "$((RANDOM % span_ms / 1000)).$(printf '%03d' $((RANDOM % 1000)))"
-        if kill -9 -- -"$pid" 2>/dev/null; then kills=$((kills + 1)); fi
-        wait "$pid" 2>/dev/null && completed=$((completed + 1)) || true
+        pid=$!
+        ms=$(( (RANDOM * 32768 + RANDOM) % (left * 140 / 100) ))
+        sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"
+        kill -STOP -- -"$pid" 2>/dev/null || true
+        step=$(step_of "$pid")
+        steps+="$step "
+        echo "kill $i: at $ms of $left ms, $step"
+        kill -KILL -- -"$pid" 2>/dev/null || true
+        { wait "$pid"; } 2>/dev/null || true
         # streams under their final names are complete and verify (they name files by path
         # and mtime, so they are not byte-comparable across runs); the checkpoint is identical
         for f in "$out"/calib.stream "$out"/quant.stream "$out"/layers/quant.*.stream; do
-            [ -e "$f" ] || continue
-            as-cat -V "$f" >/dev/null 2>"$BATS_TEST_TMPDIR/err" ||
-                { echo "after kill $i: ${f#"$out"/} is not a complete stream: $(cat "$BATS_TEST_TMPDIR/err")"; return 1; }
+            if [ ! -e "$f" ]; then
+                continue
+            fi
+            if ! as-cat -V "$f" >/dev/null 2>"$BATS_TEST_TMPDIR/err"; then
+                echo "after kill $i ($step): ${f#"$out"/} is not a complete stream: $(cat "$BATS_TEST_TMPDIR/err")"
+                return 1
+            fi
         done
-        for f in "$out"/checkpoint/*; do
-            [ -e "$f" ] || continue
-            rel=${f#"$out"/}
-            cmp -s "$f" "$ref/$rel" || { echo "after kill $i: $rel differs from the complete run"; return 1; }
-        done
-        [ ! -e "$out/checkpoint" ] || [ "$(ls "$out/checkpoint" | wc -l)" -eq "$(ls "$ref/checkpoint" | wc -l)" ]
-        # a finished run: start again from nothing so the kills keep landing in every step
-        [ -e "$out/checkpoint" ] && [ ! -e "$out/checkpoint.tmp" ] && rm -rf "$out"
+        if [ -e "$out/checkpoint" ]; then
+            for f in "$ref"/checkpoint/*; do
+                rel=${f#"$ref"/}
+                if ! cmp -s "$f" "$out/$rel"; then
+                    echo "after kill $i ($step): $rel differs from the complete run or is missing"
+                    return 1
+                fi
+            done
+            [ "$(ls -A "$out/checkpoint" | wc -l)" -eq "$(ls -A "$ref/checkpoint" | wc -l)" ]
+        fi
+        # a finished run, or a resumed one: start again from nothing
+        if [ -e "$out/checkpoint" ] || [ "$resumed" -eq 1 ]; then
+            rm -rf "$out"
+        fi
     done
-    echo "# $kills of 100 kills hit a running recipe ($completed runs completed, span ${span_ms} ms)" >&3
+    n_calib=$(grep -o ' calib' <<<"$steps" | wc -l)
+    n_quant=$(grep -o ' quant' <<<"$steps" | wc -l)
+    n_pack=$(grep -o ' pack' <<<"$steps" | wc -l)
+    n_done=$(grep -o ' done' <<<"$steps" | wc -l)
+    n_other=$(grep -o ' other' <<<"$steps" | wc -l)
+    echo "# span ${span_ms} ms; kills: calib $n_calib, quant $n_quant, pack $n_pack, other $n_other; completed $n_done" >&3
+    [ $((n_calib + n_quant + n_pack + n_other + n_done)) -eq 100 ]
+    [ "$n_calib" -ge 6 ]
+    [ "$n_quant" -ge 6 ]
+    [ "$n_pack" -ge 6 ]
+    [ "$n_done" -ge 4 ]
     "${mk[@]}" OUT="$out" >/dev/null 2>&1
     diff -r "$out/checkpoint" "$ref/checkpoint"
     [ -z "$(find "$out" -name '*.tmp*' -o -name '*.lock')" ]
