@@ -117,13 +117,15 @@ lost_race() {
 @test "an output being written by another run: as-pack fails at once naming it; AS_LOCK_WAIT=1 waits" {
     # util-linux is installed by `make deps`: without flock(1) this test fails, never skips
     command -v flock
-    out=$BATS_TEST_TMPDIR/locked
+    # outputs in a directory of their own (bats keeps its files in BATS_TEST_TMPDIR)
+    mkdir "$BATS_TEST_TMPDIR/o"
+    out=$BATS_TEST_TMPDIR/o/locked
     flock "$out.lock" sleep 3 &
     holder=$!
     sleep 0.5
     run -1 --separate-stderr as-pack -m "$M" -f gptq -o "$out" < "$BATS_FILE_TMPDIR/q.astr"
     [ "$(printf '%s\n' "$stderr" | wc -l)" -eq 1 ]
-    [[ "$stderr" == *"output $out: being written by another run"* ]]
+    [[ "$stderr" == "as-pack: output $out: being written by another run"* ]]
     [ ! -e "$out" ]
     # the same for a single-file output (GGUF, verified under another name before the rename)
     flock "$out.gguf.lock" sleep 3 &
@@ -134,7 +136,8 @@ lost_race() {
     [ "$(grep -v -c '^as-pack: note: ' <<<"$stderr")" -eq 1 ]
     [[ "${stderr_lines[-1]}" == "as-pack: output $out.gguf: being written by another run"* ]]
     [ ! -e "$out.gguf" ]
-    [ -z "$(ls -A "$BATS_TEST_TMPDIR" | grep -v -x -e locked.lock -e locked.gguf.lock)" ]
+    # nothing but the two lock files: no output, no staging or verification copy
+    [ "$(ls -A "$BATS_TEST_TMPDIR/o" | tr '\n' ' ')" = "locked.gguf.lock locked.lock " ]
     # waiting instead: starts when the holder lets go, and leaves no lock file behind
     start=$(date +%s%N)
     AS_LOCK_WAIT=1 as-pack -m "$M" -f gptq -o "$out" < "$BATS_FILE_TMPDIR/q.astr" 2>/dev/null
