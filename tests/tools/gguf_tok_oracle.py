@@ -206,6 +206,14 @@ def main():
         for t, i in vocab.items():
             toks[i] = t
         merges = [m if isinstance(m, str) else " ".join(m) for m in j["model"]["merges"]]
+        # Whole words no merge reaches (as Llama 3's vocabulary has): only ignore_merges maps a
+        # pre-token straight to them. The 200 most frequent words of 6+ letters not in the vocab.
+        import collections
+        import re
+        words = collections.Counter(re.findall(r" [A-Za-z]{6,}", utf8_prefix(corpus, nbytes).decode()))
+        extra = [w.replace(" ", "\u0120") for w, _ in words.most_common()
+                 if w.replace(" ", "\u0120") not in vocab][:200]
+        toks += extra
         kv = {"tokenizer.ggml.tokens": toks,
               "tokenizer.ggml.token_type": [3 if t == "<|endoftext|>" else 1 for t in toks],
               "tokenizer.ggml.merges": merges, "tokenizer.ggml.bos_token_id": 0,
