@@ -37,7 +37,8 @@ mkdir -p bench/results
 evaluate() { # checkpoint [as-eval options] -> table cells "PPL | KLD | top-1"
     local m=$1
     shift
-    "$BIN/as-eval" -m "$m" -b "$W/model" -f "$TEXT" --ctx 512 "$@" --json |
+    # the base's logits are computed once and read from $W/base.logits by every row (2.4 GB)
+    "$BIN/as-eval" -m "$m" -b "$W/model" --base-logits "$W/base.logits" -f "$TEXT" --ctx 512 "$@" --json |
         jq -r '"\(.ppl * 1000 | round / 1000) | \(.kld.mean * 100000 | round / 100000) | \(.same_top * 10000 | round / 100)%"'
 }
 gptq_row() { # bits group label as-gptq options...

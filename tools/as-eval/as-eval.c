@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <jansson.h>
@@ -21,6 +22,7 @@
 #include "forward.h"
 #include "fpquant.h"
 #include "gguf.h"
+#include "logits_cache.h"
 #include "model_open.h"
 #include "model.h"
 #include "model_loaders.h"
@@ -49,6 +51,11 @@ static void usage(FILE *f) {
             "      --kv-cache K    KV cache of MODEL: auto (default: FP8 with the static\n"
             "                      k_scale/v_scale the checkpoint's kv_cache_scheme declares,\n"
             "                      simulated) or none (full precision)\n"
+            "      --base-logits F the base's logits at the scored positions, in file F:\n"
+            "                      read when F exists (then --base is not needed), else\n"
+            "                      computed with --base and written (one base forward\n"
+            "                      pass for many candidates; llama.cpp's\n"
+            "                      --kl-divergence-base)\n"
             "      --json          JSON report on stdout instead of the table\n"
             "  -h, --help          this help\n");
 }
@@ -65,7 +72,7 @@ struct eval_opts {
     const char *model, *base, *file;
     size_t bytes;
     int ctx, score_all, chunks, gen, json;
-    const char *act_quant, *kv_cache;
+    const char *act_quant, *kv_cache, *base_logits;
 };
 
 /* Generation speed: greedy decode of n tokens after BOS, one token per forward call. */
@@ -107,6 +114,7 @@ int main(int argc, char **argv) {
                                              {"threads", required_argument, 0, 6},
                                              {"act-quant", required_argument, 0, 7},
                                              {"kv-cache", required_argument, 0, 8},
+                                             {"base-logits", required_argument, 0, 9},
                                              {"help", no_argument, 0, 'h'},
                                              {0, 0, 0, 0}};
     int c;
@@ -151,6 +159,9 @@ int main(int argc, char **argv) {
         case 8:
             o.kv_cache = optarg;
             break;
+        case 9:
+            o.base_logits = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -170,7 +181,11 @@ int main(int argc, char **argv) {
     struct as_model *m = as_model_open(o.model);
     if (!m) as_die_last();
     struct as_model *base = NULL;
-    if (o.base) {
+    int cache_exists = o.base_logits && access(o.base_logits, F_OK) == 0;
+    if (o.base_logits && !cache_exists && !o.base)
+        as_die("--base-logits %s: the file does not exist and no --base model computes it",
+               o.base_logits);
+    if (o.base && !cache_exists) {
         base = as_model_open(o.base);
         if (!base) as_die_last();
         if (base->cfg.vocab != m->cfg.vocab)
@@ -209,6 +224,7 @@ int main(int argc, char **argv) {
     json_t *rep = json_object();
     json_object_set_new(rep, "model", json_string(o.model));
     if (o.base) json_object_set_new(rep, "base", json_string(o.base));
+    if (o.base_logits) json_object_set_new(rep, "base_logits", json_string(o.base_logits));
     json_object_set_new(rep, "load_s", json_real(t_load));
     if (aq_on) {
         json_t *kinds = json_array(); /* the distinct activation quantizers in use */
@@ -251,6 +267,16 @@ int main(int argc, char **argv) {
 
         struct as_run_state *s = as_state_new(m, o.ctx, o.ctx, 0);
         struct as_run_state *sb = base ? as_state_new(base, o.ctx, o.ctx, 0) : NULL;
+        struct as_logits_cache *cache_in = NULL, *cache_out = NULL;
+        if (o.base_logits) {
+            struct as_logits_key key = {(uint32_t)m->cfg.vocab, (uint32_t)o.ctx, (uint32_t)first,
+                                        (uint32_t)n_chunks,
+                                        as_logits_ids_hash(ids, (uint64_t)n_chunks * o.ctx)};
+            cache_in = cache_exists ? as_logits_cache_open(o.base_logits, &key) : NULL;
+            cache_out = cache_exists ? NULL : as_logits_cache_create(o.base_logits, &key);
+            if (!cache_in && !cache_out) as_die_last();
+        }
+        int have_base = sb || cache_in;
         if (!s || (base && !sb)) as_die_last();
         as_act_quant_attach(aq, s); /* the candidate only; the base stays full precision */
         as_kv_quant_attach(kq, s);
@@ -268,9 +294,14 @@ int main(int argc, char **argv) {
             double t0 = now_s();
             if (as_forward(m, s, window, o.ctx, AS_LOGITS_ALL, NULL)) as_die_last();
             t_fwd += now_s() - t0;
-            if (sb) {
+            const float *base_rows = NULL; /* logits of positions first .. ctx-2 */
+            if (cache_in) {
+                base_rows = as_logits_cache_window(cache_in, (uint32_t)ch);
+            } else if (sb) {
                 as_state_reset(sb);
                 if (as_forward(base, sb, window, o.ctx, AS_LOGITS_ALL, NULL)) as_die_last();
+                base_rows = sb->logits + (size_t)first * V;
+                if (cache_out && as_logits_cache_put(cache_out, base_rows)) as_die_last();
             }
             for (int j = first; j < o.ctx - 1; j++) {
                 int target = ids[(size_t)ch * o.ctx + j + 1];
@@ -280,12 +311,12 @@ int main(int argc, char **argv) {
                            "weights?)",
                            o.model, ch, j);
                 as_nll_add(&nll, -lp[target]);
-                if (sb) {
-                    as_log_softmax(sb->logits + (size_t)j * V, V, lpb);
+                if (base_rows) {
+                    as_log_softmax(base_rows + (size_t)(j - first) * V, V, lpb);
                     if (!isfinite(lpb[target]))
                         as_die("%s: non-finite logits in window %d at position %d (NaN or Inf "
                                "weights?)",
-                               o.base, ch, j);
+                               o.base ? o.base : o.base_logits, ch, j);
                     as_nll_add(&nll_base, -lpb[target]);
                     as_kld_add(&kld, lpb, lp, V, target);
                 }
@@ -302,7 +333,9 @@ int main(int argc, char **argv) {
         json_object_set_new(rep, "ppl", json_real(as_nll_ppl(&nll)));
         json_object_set_new(rep, "ppl_err", json_real(as_nll_ppl_err(&nll)));
         json_object_set_new(rep, "prefill_tok_s", json_real(n_chunks * (double)o.ctx / t_fwd));
-        if (sb) {
+        if (cache_out && as_logits_cache_commit(cache_out)) as_die_last();
+        as_logits_cache_close(cache_in);
+        if (have_base) {
             struct as_kld_summary k;
             as_kld_summarize(&kld, &k);
             json_object_set_new(rep, "base_ppl", json_real(as_nll_ppl(&nll_base)));
@@ -358,7 +391,8 @@ int main(int argc, char **argv) {
         if ((v = json_object_get(rep, "kld"))) {
             printf("base PPL     %.4f ± %.5f  (%s)\n",
                    json_real_value(json_object_get(rep, "base_ppl")),
-                   json_real_value(json_object_get(rep, "base_ppl_err")), o.base);
+                   json_real_value(json_object_get(rep, "base_ppl_err")),
+                   o.base ? o.base : o.base_logits);
             printf("KLD mean     %.6f ± %.6f\n", json_real_value(json_object_get(v, "mean")),
                    json_real_value(json_object_get(v, "mean_err")));
             const char *keys[] = {"max",    "p99.9", "p99", "p95", "p90",
