@@ -82,12 +82,21 @@ ssh_cmd() { echo "ssh -F $SSHD_DIR/ssh_config"; }
     local c=$BATS_FILE_TMPDIR/ref/calib.stream d=$BATS_TEST_TMPDIR/split
     head -c 300000 "$c" >"$BATS_TEST_TMPDIR/cut.stream"
     run --separate-stderr as-cat --split-layers "$d" "$c" "$BATS_TEST_TMPDIR/cut.stream"
-    assert_error "cut.stream" "truncated"
-    [ -z "$(ls -A "$d")" ]
-    # the target must be a directory
+    [ "$status" -eq 1 ]
+    assert_error "as-cat: stream $BATS_TEST_TMPDIR/cut.stream: " "truncated"
+    [ -z "$output" ]
+    # no layer file, no temporary: the directory is empty (or was never made)
+    if [ -e "$d" ]; then
+        [ -z "$(ls -A "$d")" ]
+    fi
+    # the target must be a directory: refused before anything is written
     touch "$BATS_TEST_TMPDIR/file"
     run --separate-stderr as-cat --split-layers "$BATS_TEST_TMPDIR/file" "$c"
-    assert_error "--split-layers" "not a directory"
+    [ "$status" -eq 1 ]
+    assert_error "as-cat: --split-layers $BATS_TEST_TMPDIR/file: " "not a directory"
+    [ -z "$output" ]
+    [ ! -s "$BATS_TEST_TMPDIR/file" ]
+    [ -z "$(ls -A "$BATS_TEST_TMPDIR" | grep -v -x -e cut.stream -e file -e split -e 'separate-stderr-.*')" ]
 }
 
 @test "GNU parallel -j2 on the local cores gives the same checkpoint bytes" {
@@ -97,6 +106,7 @@ ssh_cmd() { echo "ssh -F $SSHD_DIR/ssh_config"; }
     [ "$(sha_of "$BATS_TEST_TMPDIR/par")" = "$(sha_of "$BATS_FILE_TMPDIR/single")" ]
     # a second run finds nothing to do
     run "$PARALLEL_SH" -j2 -- "${RECIPE_VARS[@]}"
+    [ "$status" -eq 0 ]
     [[ "$output" == *"0 layer(s) to quantize"* ]]
 }
 
@@ -123,7 +133,8 @@ ssh_cmd() { echo "ssh -F $SSHD_DIR/ssh_config"; }
     [ "$status" -eq 0 ] || { echo "$output"; false; }
     [ "$(sha_of "$out")" = "$(sha_of "$BATS_FILE_TMPDIR/single")" ]
     [ "$(wc -l <"$BATS_TEST_TMPDIR/remote-cwd")" -eq 5 ]
-    ! grep -q "^$out" "$BATS_TEST_TMPDIR/remote-cwd"
+    run grep -c "^$out" "$BATS_TEST_TMPDIR/remote-cwd"
+    [ "$output" -eq 0 ]
     grep -q '/.parallel/tmp/' "$BATS_TEST_TMPDIR/remote-cwd"
     [ ! -e "$out/jobs" ]                            # job files removed after the run
     [ "$(ls "$out/layers"/report.*.jsonl | wc -l)" -eq 5 ] # reports returned too
@@ -183,16 +194,19 @@ teardown() {
     local mk=(make -f "$RECIPE" "${RECIPE_VARS[@]}")
 
     killed_run calib "${mk[@]}"
-    [ ! -e "$out/calib.stream" ] && [ -s "$out/calib.stream.tmp" ]
+    [ ! -e "$out/calib.stream" ]
+    [ -s "$out/calib.stream.tmp" ]
 
     killed_run gptq.2 "${mk[@]}"
-    [ -e "$out/layers/quant.1.stream" ] && [ ! -e "$out/layers/quant.2.stream" ]
+    [ -e "$out/layers/quant.1.stream" ]
+    [ ! -e "$out/layers/quant.2.stream" ]
     [ -s "$out/layers/quant.2.stream.tmp" ]
     local done01
     done01=$(stamp "$out"/layers/quant.[01].stream "$out/calib.stream")
 
     killed_run pack "${mk[@]}"
-    [ -e "$out/quant.stream" ] && [ ! -e "$out/checkpoint" ]
+    [ -e "$out/quant.stream" ]
+    [ ! -e "$out/checkpoint" ]
     [ "$(stamp "$out"/layers/quant.[01].stream "$out/calib.stream")" = "$done01" ]
     local all
     all=$(stamp "$out"/layers/quant.*.stream "$out/quant.stream")
@@ -214,7 +228,8 @@ teardown() {
     make_kill_wrappers "$wbin"
     recipe_vars "$wbin" "$out"
     killed_run gptq.2 "$PARALLEL_SH" -j1 -- "${RECIPE_VARS[@]}"
-    [ ! -e "$out/layers/quant.2.stream" ] && [ -e "$out/layers/quant.1.stream" ]
+    [ ! -e "$out/layers/quant.2.stream" ]
+    [ -e "$out/layers/quant.1.stream" ]
     local done01
     done01=$(stamp "$out"/layers/quant.[01].stream)
     run "$PARALLEL_SH" -j2 -- "${RECIPE_VARS[@]}"
@@ -225,13 +240,26 @@ teardown() {
 }
 
 @test "parallel.sh and submit.sh: bad usage is one line and status 2" {
+    # run where the recipe's default OUT (out/w4a16-gptq) would appear: nothing may
+    mkdir "$BATS_TEST_TMPDIR/cwd"
+    cd "$BATS_TEST_TMPDIR/cwd"
     run --separate-stderr "$PARALLEL_SH" --no-shared-fs -- MODEL="$M"
     [ "$status" -eq 2 ]
-    assert_error "--no-shared-fs needs --sshlogin"
+    assert_error "parallel.sh: " "--no-shared-fs needs --sshlogin"
+    [ -z "$output" ]
     run --separate-stderr "$PARALLEL_SH" -j2 -- notanassignment
     [ "$status" -eq 2 ]
-    assert_error "expected VAR=VALUE" "notanassignment"
+    assert_error "parallel.sh: " "expected VAR=VALUE" "notanassignment"
+    [ -z "$output" ]
     run --separate-stderr "$SUBMIT_SH" --bogus
     [ "$status" -eq 2 ]
-    [[ "${stderr_lines[0]}" == *"unknown option --bogus"* ]]
+    # the error line, then the usage
+    [ "${stderr_lines[0]}" = "submit.sh: unknown option --bogus" ]
+    [[ "${stderr_lines[1]}" == "usage: "*"submit.sh "* ]]
+    [ -z "$output" ]
+    run --separate-stderr "$SUBMIT_SH" -- notanassignment
+    [ "$status" -eq 2 ]
+    assert_error "submit.sh: expected VAR=VALUE, got 'notanassignment'"
+    [ -z "$output" ]
+    [ -z "$(ls -A)" ]
 }
