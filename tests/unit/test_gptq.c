@@ -514,6 +514,8 @@ static void test_bad_input(void **state) {
 
 #define ORACLE "tests/tools/gptq_oracle.py"
 
+/* The oracle needs python3 with numpy (.venv from `make deps`, which tests/run puts first in
+ * PATH): without them the oracle tests FAIL, naming what is missing, never skip. */
 static int oracle_ok(void) {
     static int ok = -1;
     if (ok < 0)
@@ -539,7 +541,18 @@ static void read_file(const char *dir, const char *name, void *p, size_t n) {
     unlink(path);
 }
 
-static void oracle_case(const struct cfg *c, int method, uint64_t seed) {
+/* How far a case may differ from the float64 oracle: codes, W_hat elements and scales that
+ * differ, and the relative difference of the loss. Zero points always match. */
+struct oracle_tol {
+    long codes, what, scales;
+    double loss;
+};
+/* Exact: every code, zero point and scale (to 1e-4) and W_hat element (to 1e-6) equal; the loss
+ * (a float32 sum) within 2.5e-5 of float64's (measured at most 1.9e-5, +30%). */
+static const struct oracle_tol EXACT = {0, 0, 0, 2.5e-5};
+
+static void oracle_case(const struct cfg *c, int method, uint64_t seed,
+                        const struct oracle_tol *tol) {
     int N = c->N, K = c->K, G = quant_int_n_groups(K, c->gs), T = 3 * K;
     float *X = make_x(T, K, seed), *H = make_h(X, T, K), *W = make_w(N, K, seed), *D = NULL;
     if (method == GPTQ_METHOD_GPTAQ) {
@@ -602,45 +615,55 @@ static void oracle_case(const struct cfg *c, int method, uint64_t seed) {
         zsame += r.zero[i] == zp[i];
         ssame += fabsf(r.scale[i] - sc[i]) <= 1e-4f * fabsf(sc[i]);
     }
-    double f = (double)same / ((double)N * K);
-    if (getenv("GPTQ_TEST_VERBOSE") || f < 0.995)
-        print_error("oracle cfg N%d K%d b%d g%d sym%d act%d st%d m%d: codes same %.5f\n", N, K,
-                    c->bits, c->gs, c->sym, c->act, c->stat, method, f);
-    assert_true(f >= 0.995);
-    assert_true(close >= (long)(0.99 * N * K));
-    assert_true(zsame >= (long)(0.99 * N * G));
-    assert_true(ssame >= (long)(0.98 * N * G));
+    long nk = (long)N * K, ng = (long)N * G;
+    double dloss = fabs(r.loss - loss) / loss;
+    if (getenv("GPTQ_TEST_VERBOSE") || same < nk - tol->codes || close < nk - tol->what ||
+        zsame < ng || ssame < ng - tol->scales || dloss > tol->loss)
+        print_error(
+            "oracle cfg N%d K%d b%d g%d sym%d act%d st%d m%d: codes %ld/%ld, W_hat %ld/%ld, "
+            "zeros %ld/%ld, scales %ld/%ld equal; loss %.3g, damp %.3g relative\n",
+            N, K, c->bits, c->gs, c->sym, c->act, c->stat, method, same, nk, close, nk, zsame, ng,
+            ssame, ng, dloss, fabs(r.damp - damp) / damp);
+    assert_true(same >= nk - tol->codes);
+    assert_true(close >= nk - tol->what);
+    assert_true(zsame == ng);
+    assert_true(ssame >= ng - tol->scales);
     assert_memory_equal(r.g_idx, gi, sizeof(int32_t) * (size_t)K);
     assert_int_equal(r.damp_retries, retries);
-    assert_true(fabs(r.damp - damp) <= 1e-5 * damp);
-    assert_true(fabs(r.loss - loss) <= 0.01 * loss);
+    /* damp = percdamp * mean(diag H), a float32 value: within float32's resolution (2^-24 =
+     * 6e-8; measured <= 3e-9) */
+    assert_true(fabs(r.damp - damp) <= 1e-7 * damp);
+    assert_true(dloss <= tol->loss);
     gptq_result_free(&r);
     free(X), free(H), free(W), free(D), free(q), free(sc), free(wh), free(zp), free(gi);
 }
 
 static void test_oracle_gptq(void **state) {
     (void)state;
-    if (!oracle_ok()) {
-        print_message("python3/numpy or " ORACLE " missing: skipping\n");
-        skip();
-    }
+    if (!oracle_ok())
+        fail_msg("python3 with numpy or " ORACLE
+                 " missing (make deps; tests/run puts .venv in PATH)");
     const struct cfg cs[] = {
         {32, 256, 4, 128, 1, 0, 0}, {32, 172, 4, 32, 0, 1, 0}, {32, 172, 3, 32, 1, 1, 1},
         {24, 200, 2, -1, 0, 1, 0},  {24, 192, 8, 64, 1, 0, 0}, {24, 150, 4, 50, 0, 0, 1},
     };
+    /* Case 1 (asymmetric, act-order, dynamic groups of 32 over K = 172) is the one that is not
+     * exact: float32 vs float64 rounding flips a code at a near tie, and GPTQ's error feedback
+     * carries that into later columns of its row. Measured: 14 of 5504 codes, 46 W_hat elements
+     * and 2 of 192 scales differ, loss 3.9e-4 relative; allowed +30%. */
+    const struct oracle_tol near = {18, 60, 3, 5e-4};
     for (size_t t = 0; t < sizeof cs / sizeof cs[0]; t++)
-        oracle_case(&cs[t], GPTQ_METHOD_GPTQ, 60 + t);
+        oracle_case(&cs[t], GPTQ_METHOD_GPTQ, 60 + t, t == 1 ? &near : &EXACT);
 }
 
 static void test_oracle_gptaq(void **state) {
     (void)state;
-    if (!oracle_ok()) {
-        print_message("python3/numpy or " ORACLE " missing: skipping\n");
-        skip();
-    }
+    if (!oracle_ok())
+        fail_msg("python3 with numpy or " ORACLE
+                 " missing (make deps; tests/run puts .venv in PATH)");
     const struct cfg cs[] = {{32, 172, 4, 32, 1, 0, 0}, {24, 200, 4, 64, 0, 1, 0}};
     for (size_t t = 0; t < 2; t++)
-        oracle_case(&cs[t], GPTQ_METHOD_GPTAQ, 80 + t);
+        oracle_case(&cs[t], GPTQ_METHOD_GPTAQ, 80 + t, &EXACT);
 }
 
 int main(void) {
