@@ -386,6 +386,8 @@ static void test_rejects_corrupt(void **state) {
     char *bp = tmpname(".gguf");
     assert_int_equal(as_gguf_writer_write(w, bp), -1);
     assert_non_null(strstr(as_last_error(), "power of two"));
+    assert_null(strchr(as_last_error(), '\n')); /* one line */
+    assert_int_equal(access(bp, F_OK), -1);     /* and nothing written */
     as_gguf_writer_free(w);
     /* hand-made files: alignment key of the wrong value, then a misplaced offset */
     uint8_t buf[256];

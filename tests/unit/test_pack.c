@@ -531,7 +531,9 @@ static void test_writer_bad_input(void **state) {
     l.zero[0] = 0;
     assert_int_equal(as_gptq_write(w, PREFIX, &l), -1);
     assert_non_null(strstr(as_last_error(), "not packable as GPTQ"));
+    assert_null(strchr(as_last_error(), '\n')); /* one line */
     as_st_writer_abort(w);
+    assert_int_equal(access(st, F_OK), -1); /* the refused writes left no file */
     free_layer(&l);
 }
 
