@@ -221,3 +221,37 @@ gptq_vs_oracle() {
         [ "$got" = "$want" ]
     done
 }
+
+@test "as-awq --duo-scaling / --no-duo-scaling: folded q/k/v scales follow docs/awq.md's formula at the reported alpha; --loss-seqs, --clip-tokens" {
+    as-calib -m "$M" -d "$AUSTEN" -n 8 -l 64 --keep-seqs 4 --layers 1-1 >"$T/c" 2>/dev/null
+    for duo in 1 0; do
+        opt=--duo-scaling
+        [ "$duo" = 1 ] || opt=--no-duo-scaling
+        as-awq -m "$M" -b 4 -g 32 -e scaled "$opt" --report "$T/r$duo" <"$T/c" >"$T/s$duo"
+        a=$(jq '.alpha.attn_qkv' "$T/r$duo")
+        # alpha is on the documented grid i/20, i < 20
+        awk -v a="$a" 'BEGIN { i = a * 20; d = i - int(i + 0.5); exit !(a >= 0 && a < 1 && d < 1e-4 && d > -1e-4) }'
+        err=$(python3 "$O/options_oracle.py" awq-qkv "$M" "$T/c" "$T/s$duo" 1 32 "$a" "$duo")
+        other=$(python3 "$O/options_oracle.py" awq-qkv "$M" "$T/c" "$T/s$duo" 1 32 "$a" $((1 - duo)))
+        echo "duo $duo alpha $a: max rel err $err (the other formula: $other)"
+        lt "$err" 1e-5
+        lt 1e-2 "$other" # the two formulas are told apart
+    done
+    # --loss-seqs N: the losses use the first N kept windows
+    as-awq -m "$M" -b 4 -g 32 -e scaled --loss-seqs 2 --report "$T/r2" <"$T/c" >"$T/ls"
+    [ "$(jq '.seqs' "$T/r2")" -eq 2 ]
+    [ "$(jq '.seqs' "$T/r1")" -eq 4 ]
+    [ "$(jq -c '.loss_rtn' "$T/r2")" != "$(jq -c '.loss_rtn' "$T/r1")" ]
+    # --clip-tokens: clipping (every linear but q/k) on another row sample changes o/gate/up/down
+    # only; q and k are never clipped
+    as-awq -m "$M" -b 4 -g 32 -e scaled --clip-tokens 16 <"$T/c" >"$T/ct"
+    xx() { as-cat --inline "$1" | as-ls | jq -r --arg n "$2" 'select(.name == $n) | .payload.xxh3'; }
+    for p in self_attn.q_proj self_attn.k_proj; do
+        [ "$(xx "$T/s1" "model.layers.1.$p.weight")" = "$(xx "$T/ct" "model.layers.1.$p.weight")" ]
+    done
+    changed=0
+    for p in self_attn.o_proj self_attn.v_proj mlp.gate_proj mlp.up_proj mlp.down_proj; do
+        [ "$(xx "$T/s1" "model.layers.1.$p.weight")" = "$(xx "$T/ct" "model.layers.1.$p.weight")" ] || changed=$((changed + 1))
+    done
+    [ "$changed" -ge 3 ]
+}

@@ -15,6 +15,14 @@
                                   integer code differs by a whole quantization step, ~1e-2)
   kurtosis MODEL_DIR K            names of the decoder linear weights whose kurtosis
                                   E[(x-mu)^4]/sigma^4 exceeds K (Pearson, not excess), sorted
+  awq-qkv MODEL_DIR CALIB SCALED LAYER GROUP ALPHA DUO
+                                  docs/awq.md step 2 for layer LAYER's q/k/v group: x_mean from
+                                  CALIB's act-mean-abs record, w_mean = column mean of |W| / (max
+                                  |W| of its (row, group) + 1e-6) over stacked q, k, v; s = x^a /
+                                  (w^(1-a) + 1e-4) (DUO 1) or x^a (DUO 0), clamped >= 1e-4,
+                                  divided by sqrt(max s * min s). The s the tool folded is
+                                  input_layernorm / its value in SCALED (step 3). Prints the max
+                                  relative difference.
   chisq SAMPLES PROBS             Pearson chi-square of the observed pieces (one hex piece per line
                                   of SAMPLES) against the expected distribution (lines
                                   "prob<TAB>hex" of forward_oracle.py next-probs; equal pieces
@@ -110,6 +118,29 @@ def main(a):
                     if kurt > float(a[3]):
                         out.append(name)
         print("\n".join(sorted(out)))
+    elif cmd == "awq-qkv":
+        model, calib, scaled, layer, gs, a, duo = a[2], a[3], a[4], int(a[5]), int(a[6]), float(a[7]), a[8] == "1"
+        st = model + "/model.safetensors"
+        pre = "model.layers.%d." % layer
+        x = None
+        for h, payload in read_records(calib):
+            if h["name"] == pre + "attn_qkv.act_mean_abs":
+                x = np.frombuffer(payload, "<f4").astype(np.float64)
+        norm_scaled = None
+        for h, payload in read_records(scaled):
+            if h["name"] == pre + "input_layernorm.weight":
+                norm_scaled = np.frombuffer(payload, "<f4").astype(np.float64)
+        W = np.concatenate([st_tensor(st, pre + "self_attn.%s_proj.weight" % p).astype(np.float64)
+                            for p in "qkv"])
+        n, k = W.shape
+        g = np.abs(W).reshape(n, k // gs, gs)
+        wn = (g / (g.max(-1, keepdims=True) + 1e-6)).reshape(n, k)
+        w = wn.mean(0)
+        s_exp = x ** a / (w ** (1 - a) + 1e-4) if duo else x ** a
+        s_exp = np.maximum(s_exp, 1e-4)
+        s_exp = s_exp / np.sqrt(s_exp.max() * s_exp.min())
+        s_got = st_tensor(st, pre + "input_layernorm.weight").astype(np.float64) / norm_scaled
+        print("%.3g" % np.max(np.abs(s_got - s_exp) / s_exp))
     elif cmd == "chisq":
         obs = collections.Counter(l.strip() for l in open(a[2]) if l.strip() != "")
         exp = collections.defaultdict(float)
