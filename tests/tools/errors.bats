@@ -6,6 +6,7 @@
 # byte patches with dd at offsets taken from the header).
 
 load helpers
+load stream_check
 
 setup_file() {
     import_model
@@ -28,26 +29,6 @@ fails() {
     assert_error "$@"
     if [ -n "$output" ]; then
         echo "the failed command still wrote to stdout: ${output:0:200}" >&2
-        return 1
-    fi
-}
-
-# no_stream FILE: FILE (a failed producer's stdout) is absent, empty, or has no end record as
-# its last record (walking the 32-byte record prefixes of docs/stream-format.md, not our reader),
-# so that no consumer can take it for a complete stream.
-no_stream() {
-    local f=$1 size pos=0 kind=none hlen pad plen
-    [ -e "$f" ] || return 0
-    size=$(stat -c %s "$f")
-    while [ $((pos + 32)) -le "$size" ]; do
-        kind=$(od -An -tu2 -j$((pos + 6)) -N2 "$f" | tr -d ' ')
-        hlen=$(od -An -tu4 -j$((pos + 8)) -N4 "$f" | tr -d ' ')
-        pad=$(od -An -tu4 -j$((pos + 12)) -N4 "$f" | tr -d ' ')
-        plen=$(od -An -tu8 -j$((pos + 16)) -N8 "$f" | tr -d ' ')
-        pos=$((pos + 32 + hlen + plen + pad))
-    done
-    if [ "$pos" -eq "$size" ] && [ "$kind" = 2 ]; then
-        echo "$f: a complete stream (ends with an end record) after a failure" >&2
         return 1
     fi
 }

@@ -6,6 +6,7 @@
 # smoke test: every command must succeed and produce a loadable result.
 
 load helpers
+load stream_check
 
 setup_file() {
     import_model
@@ -75,24 +76,50 @@ ev() { # ev MODEL: a short evaluation that must give a finite perplexity
     [ -s "$W/h.svg" ]
 }
 
+# fails_cleanly TOOL MESSAGE: after `run --separate-stderr`: exit status 1, exactly the one
+# stderr line "TOOL: MESSAGE", and no complete stream on stdout (saved to $T/stdout).
+fails_cleanly() {
+    if [ "$status" -ne 1 ]; then
+        echo "expected status 1, got $status; stderr: $stderr" >&2
+        return 1
+    fi
+    if [ "${#stderr_lines[@]}" -ne 1 ] || [ "$stderr" != "$1: $2" ]; then
+        echo "stderr: $stderr" >&2
+        echo "wanted: $1: $2" >&2
+        return 1
+    fi
+}
+
 @test "memcheck: error paths release everything (bad files, truncated streams, bad options)" {
-    head -c 5000 "$W/calib.astr" > "$W/cut.astr"
-    run as-gptq -b 4 -g 32 < "$W/cut.astr"
-    [ "$status" -ne 0 ]
-    run as-pack -m "$M" -f gptq -o "$W/none" < "$W/cut.astr"
-    [ "$status" -ne 0 ] && [ ! -e "$W/none" ]
-    run as-ls "$W/cut.astr"
-    [ "$status" -ne 0 ]
-    run as-eval -m "$W/nowhere" -f "$WIKI"
-    [ "$status" -ne 0 ]
-    run as-lepto -m "$M" -s fp8-static < "$W/cut.astr"
-    [ "$status" -ne 0 ]
-    run as-awq -m "$M" -b 4 -g 32 < "$W/cut.astr"
-    [ "$status" -ne 0 ]
-    run as-calib -m "$M" -d "$W/nowhere" -n 2 -l 32
-    [ "$status" -ne 0 ]
-    run as-gptq -b 9 < "$W/calib.astr"
-    [ "$status" -ne 0 ]
-    run as-import -t "$L2C/tok512.bin" "$W/cut.astr" "$W/imp"
-    [ "$status" -ne 0 ] && [ ! -e "$W/imp" ]
+    T=$BATS_TEST_TMPDIR
+    head -c 5000 "$W/calib.astr" > "$T/cut.astr"
+    local cut="record 2 (model.layers.0.attn_qkv.hessian): truncated in payload (got 4232 of 16384 bytes)"
+    run --separate-stderr bash -c "as-gptq -b 4 -g 32 < '$T/cut.astr' > '$T/o.astr'"
+    fails_cleanly as-gptq "stream stdin: $cut"
+    no_stream "$T/o.astr"
+    run --separate-stderr as-pack -m "$M" -f gptq -o "$T/none" < "$T/cut.astr"
+    fails_cleanly as-pack "stream stdin: $cut"
+    [ -z "$output" ]
+    no_leftovers "$T" none
+    run --separate-stderr as-ls "$T/cut.astr"
+    fails_cleanly as-ls "stream $T/cut.astr: $cut"
+    run --separate-stderr as-eval -m "$T/nowhere" -f "$WIKI"
+    fails_cleanly as-eval "file $T/nowhere/config.json: cannot parse JSON: unable to open $T/nowhere/config.json: No such file or directory (line -1)"
+    [ -z "$output" ]
+    run --separate-stderr bash -c "as-lepto -m '$M' -s fp8-static < '$T/cut.astr' > '$T/o.astr'"
+    fails_cleanly as-lepto "stream stdin: $cut"
+    no_stream "$T/o.astr"
+    run --separate-stderr bash -c "as-awq -m '$M' -b 4 -g 32 < '$T/cut.astr' > '$T/o.astr'"
+    fails_cleanly as-awq "stream stdin: $cut"
+    no_stream "$T/o.astr"
+    run --separate-stderr bash -c "as-calib -m '$M' -d '$T/nowhere' -n 2 -l 32 > '$T/o.astr'"
+    fails_cleanly as-calib "$T/nowhere: No such file or directory"
+    no_stream "$T/o.astr"
+    run --separate-stderr bash -c "as-gptq -b 9 < '$W/calib.astr' > '$T/o.astr'"
+    fails_cleanly as-gptq "--bits 9: expected 2..8"
+    no_stream "$T/o.astr"
+    run --separate-stderr as-import -t "$L2C/tok512.bin" "$T/cut.astr" "$T/imp"
+    fails_cleanly as-import "file $T/cut.astr: not a llama2.c checkpoint (header dim=1381258049 hidden=65537 layers=224 heads=56 kv_heads=8 vocab=0 seq_len=-1606021629)"
+    [ -z "$output" ]
+    no_leftovers "$T" imp
 }
