@@ -27,6 +27,9 @@ mk_st() {
 }
 
 setup() {
+    # every command of a pipeline must succeed, not only the last (an as-ls that lists and then
+    # fails must fail the test); no pipeline here stops reading early (no SIGPIPE)
+    set -o pipefail
     D=$BATS_TEST_TMPDIR
     ST=$D/model.safetensors
     specs=("model.embed_tokens.weight:F32:10,4:160" "lm_head.weight:BF16:10,4:80")
@@ -101,9 +104,9 @@ no_stdout() {
     run as-ls "$ST"
     [ "$status" -eq 0 ]
     [ "${#lines[@]}" -eq 10 ]
-    run bash -c "as-ls '$ST' | jq -r 'select(.layer >= 0) | .layer' | uniq | tr '\n' ' '"
+    run bash -o pipefail -c "as-ls '$ST' | jq -r 'select(.layer >= 0) | .layer' | uniq | tr '\n' ' '"
     [ "$output" = "0 1 2 10 " ]
-    run bash -c "as-ls '$ST' | jq -c 'select(.name == \"lm_head.weight\") | [.dtype, .shape, .role, .layer, .payload.kind, .payload.nbytes, .payload.file, .payload.offset]'"
+    run bash -o pipefail -c "as-ls '$ST' | jq -c 'select(.name == \"lm_head.weight\") | [.dtype, .shape, .role, .layer, .payload.kind, .payload.nbytes, .payload.file, .payload.offset]'"
     # lm_head is the second tensor: offset = 8 + header + 160
     hlen=$(od -An -tu8 -N8 "$ST" | tr -d ' ')
     [ "$output" = "[\"BF16\",[10,4],\"weight\",-1,\"ref\",80,\"$(realpath "$ST")\",$((8 + hlen + 160))]" ]
@@ -117,8 +120,10 @@ no_stdout() {
 }
 
 @test "as-cat CKPT | as-ls equals as-ls CKPT; summary counts" {
-    diff <(as-ls "$ST") <(as-cat "$ST" | as-ls)
-    run bash -c "as-cat '$ST' | as-ls --summary | jq -c '[.records, .ref_bytes, .inline_bytes, .roles.weight, .layers]'"
+    as-ls "$ST" >"$D/want"
+    as-cat "$ST" | as-ls >"$D/got"
+    diff "$D/want" "$D/got"
+    run bash -o pipefail -c "as-cat '$ST' | as-ls --summary | jq -c '[.records, .ref_bytes, .inline_bytes, .roles.weight, .layers]'"
     [ "$output" = "[10,784,0,10,[0,10]]" ]
 }
 
@@ -130,7 +135,7 @@ no_stdout() {
 {"metadata":{"total_size":28},"weight_map":{"model.layers.0.a":"model-00001-of-00002.safetensors",
 "model.layers.0.b":"model-00001-of-00002.safetensors","model.layers.1.a":"model-00002-of-00002.safetensors"}}
 EOF
-    run bash -c "as-ls '$D/sharded' | jq -r '.name + \" \" + (.payload.file | split(\"/\") | last)'"
+    run bash -o pipefail -c "as-ls '$D/sharded' | jq -r '.name + \" \" + (.payload.file | split(\"/\") | last)'"
     [ "$status" -eq 0 ]
     [ "${lines[0]}" = "model.layers.0.a model-00001-of-00002.safetensors" ]
     [ "${lines[2]}" = "model.layers.1.a model-00002-of-00002.safetensors" ]
@@ -144,7 +149,7 @@ EOF
     as-cat --inline "$ST" >"$D/inline.astr"
     python3 "$ORACLE" read "$D/inline.astr" | jq -c '[.name, .sha256]' | sort >"$D/got"
     diff "$D/want" "$D/got"
-    python3 "$ORACLE" read "$D/inline.astr" | jq -r .kind | sort -u | grep -qx inline
+    [ "$(python3 "$ORACLE" read "$D/inline.astr" | jq -r .kind | sort -u)" = inline ]
     mkdir "$D/arena"
     as-cat --ref "$D/arena" "$D/inline.astr" >"$D/ref.astr"
     [ "$(as-ls "$D/ref.astr" | jq -r .payload.kind | sort -u)" = "ref" ]
@@ -160,11 +165,12 @@ EOF
     cmp "$D/a.astr" "$D/b.astr"
     # payload bytes of the inline stream equal the file's bytes at the listed offsets
     off=$(as-ls "$ST" | jq -r 'select(.name == "model.layers.2.self_attn.q_proj.weight") | .payload.offset')
-    tail -c +$((off + 1)) "$ST" | head -c 128 >"$D/want.bin"
+    dd if="$ST" of="$D/want.bin" bs=1 skip="$off" count=128 status=none
     as-cat --name 'layers\.2\.self_attn' "$D/a.astr" >"$D/one.astr"
     # one record: prefix + header padded to 64, then 128 payload bytes
     hlen=$(od -An -tu4 -j8 -N4 "$D/one.astr" | tr -d ' ')
-    tail -c +$((32 + hlen + 1)) "$D/one.astr" | head -c 128 | cmp - "$D/want.bin"
+    dd if="$D/one.astr" of="$D/got.bin" bs=1 skip=$((32 + hlen)) count=128 status=none
+    cmp "$D/got.bin" "$D/want.bin"
 }
 
 @test "a stream made by an independent Python writer is read and verified" {
@@ -172,35 +178,39 @@ EOF
     python3 "$ORACLE" write "$ST" "$D/py.astr"
     run as-cat --verify "$D/py.astr"
     [ "$status" -eq 0 ]
-    run bash -c "as-ls '$D/py.astr' | jq -c 'select(.layer == 10) | [.name, .attrs.py]'"
+    run bash -o pipefail -c "as-ls '$D/py.astr' | jq -c 'select(.layer == 10) | [.name, .attrs.py]'"
     [ "${lines[0]}" = '["model.layers.10.self_attn.q_proj.weight",true]' ]
     as-cat --inline "$ST" | as-cat --name . >"$D/c.astr"
     # same payload bytes as our own writer: compare per-record xxh3
-    diff <(as-ls "$D/py.astr" | jq -r '.name + " " + .payload.xxh3' | sort) \
-        <(as-ls "$D/c.astr" | jq -r '.name + " " + .payload.xxh3' | sort)
+    as-ls "$D/py.astr" | jq -r '.name + " " + .payload.xxh3' | sort >"$D/py.sums"
+    as-ls "$D/c.astr" | jq -r '.name + " " + .payload.xxh3' | sort >"$D/c.sums"
+    [ -s "$D/py.sums" ]
+    diff "$D/py.sums" "$D/c.sums"
 }
 
 @test "concatenation: cat a b | tool, and as-cat of several inputs has one end record" {
     as-cat --inline "$ST" >"$D/a.astr"
     as-cat "$ST" >"$D/b.astr"
-    run bash -c "cat '$D/a.astr' '$D/b.astr' | as-ls | wc -l"
+    run bash -o pipefail -c "cat '$D/a.astr' '$D/b.astr' | as-ls | wc -l"
     [ "$output" -eq 20 ]
-    run bash -c "cat '$D/a.astr' '$D/b.astr' | as-cat --verify - '$ST' | as-ls --summary | jq -c '[.records, .inline_bytes, .ref_bytes]'"
+    run bash -o pipefail -c "cat '$D/a.astr' '$D/b.astr' | as-cat --verify - '$ST' | as-ls --summary | jq -c '[.records, .inline_bytes, .ref_bytes]'"
     [ "$output" = "[30,784,1568]" ]
     # a single end record: the output's end record counts all 30 (decode the last 64 bytes)
-    cat "$D/a.astr" "$D/b.astr" | as-cat - "$ST" | tail -c 32 | grep -q '"records":30'
+    cat "$D/a.astr" "$D/b.astr" | as-cat - "$ST" >"$D/ab.astr"
+    [ "$(last_kind "$D/ab.astr")" = 2 ]
+    tail -c 32 "$D/ab.astr" | grep -q '"records":30'
 }
 
 @test "filters: --layer N, --layer A-B, --name, --exclude, --role" {
-    run bash -c "as-cat --layer 1 '$ST' | as-ls | jq -r .name"
+    run bash -o pipefail -c "as-cat --layer 1 '$ST' | as-ls | jq -r .name"
     [ "${#lines[@]}" -eq 2 ]
     [[ "${lines[0]}" == model.layers.1.* ]]
     [[ "${lines[1]}" == model.layers.1.* ]]
-    run bash -c "as-cat --layer 1-10 '$ST' | as-ls | jq -r .layer | sort -nu | tr '\n' ' '"
+    run bash -o pipefail -c "as-cat --layer 1-10 '$ST' | as-ls | jq -r .layer | sort -nu | tr '\n' ' '"
     [ "$output" = "1 2 10 " ]
-    run bash -c "as-cat --name 'q_proj' --exclude 'layers\.(0|10)\.' '$ST' | as-ls | jq -r .layer | tr '\n' ' '"
+    run bash -o pipefail -c "as-cat --name 'q_proj' --exclude 'layers\.(0|10)\.' '$ST' | as-ls | jq -r .layer | tr '\n' ' '"
     [ "$output" = "1 2 " ]
-    run bash -c "as-cat --role hessian '$ST' | as-ls | wc -l"
+    run bash -o pipefail -c "as-cat --role hessian '$ST' | as-ls | wc -l"
     [ "$output" -eq 0 ]
     # bad values: status 1, one line naming the option and value, no stream at all
     for r in 3-1 -1 1- 2-x abc; do
@@ -222,14 +232,15 @@ EOF
     run --separate-stderr as-cat "$D/cut.astr"
     fails_with 1 "as-cat: stream $D/cut.astr: record 1 (lm_head.weight): truncated in payload (got 50 of 80 bytes)"
     no_stdout
-    run --separate-stderr bash -c "cat '$D/cut.astr' | as-ls"
+    run --separate-stderr bash -o pipefail -c "cat '$D/cut.astr' | as-ls"
     fails_with 1 "as-ls: stream stdin: record 1 (lm_head.weight): truncated in payload (got 50 of 80 bytes)"
     # as-ls lists a header before it skips the payload: that one line, nothing after it
     [ "${#lines[@]}" -eq 1 ]
 }
 
 @test "stream cut in a header" {
-    as-cat "$ST" | head -c 100 >"$D/cut.astr"
+    as-cat "$ST" >"$D/s.astr"
+    head -c 100 "$D/s.astr" >"$D/cut.astr"
     run --separate-stderr as-ls "$D/cut.astr"
     fails_with 1 "as-ls: stream $D/cut.astr: record 1: truncated in header (got 68 of [0-9]* bytes)"
     no_stdout
@@ -243,22 +254,22 @@ EOF
     as-cat "$ST" >"$D/whole.astr"
     [ "$(last_kind "$D/whole.astr")" = 2 ]
     # ... and its absence when the last 64 bytes (the end record) are cut off
-    as-cat "$ST" | head -c -64 >"$D/noend.astr"
+    head -c -64 "$D/whole.astr" >"$D/noend.astr"
     [ "$(last_kind "$D/noend.astr")" = 1 ]
     run --separate-stderr as-ls "$D/noend.astr"
     fails_with 1 "as-ls: stream $D/noend.astr: truncated after record 10 (no end record)"
     # the listing holds the 10 records before the fault, then stops
     [ "${#lines[@]}" -eq 10 ]
-    run --separate-stderr bash -c "as-cat '$D/noend.astr' >'$D/o.astr'"
+    run --separate-stderr bash -o pipefail -c "as-cat '$D/noend.astr' >'$D/o.astr'"
     fails_with 1 "as-cat: stream $D/noend.astr: truncated after record 10 (no end record)"
     [ "$(last_kind "$D/o.astr")" != 2 ]
     # as-cat failing on its second input writes no end record
-    run --separate-stderr bash -c "as-cat '$ST' '$D/missing' > '$D/partial.astr'"
+    run --separate-stderr bash -o pipefail -c "as-cat '$ST' '$D/missing' > '$D/partial.astr'"
     fails_with 1 "as-cat: $D/missing: No such file or directory"
     [ "$(last_kind "$D/partial.astr")" = 1 ]
     run --separate-stderr as-ls "$D/partial.astr"
     fails_with 1 "as-ls: stream $D/partial.astr: truncated after record 10 (no end record)"
-    run --separate-stderr bash -c "as-cat '$ST' '$D/missing' | as-cat | as-ls >/dev/null"
+    run --separate-stderr bash -o pipefail -c "as-cat '$ST' '$D/missing' | as-cat | as-ls >/dev/null"
     [ "$status" -eq 1 ]
     [ "${#stderr_lines[@]}" -eq 3 ]
     [ "${stderr_lines[0]}" = "as-cat: $D/missing: No such file or directory" ]
@@ -275,7 +286,7 @@ EOF
     run --separate-stderr as-cat "$D/empty.astr"
     fails_with 1 "as-cat: stream $D/empty.astr: truncated after record 0 (no end record)"
     no_stdout
-    run --separate-stderr bash -c "true | as-cat"
+    run --separate-stderr bash -o pipefail -c "true | as-cat"
     fails_with 1 "as-cat: stream stdin: truncated after record 0 (no end record)"
     no_stdout
 }
@@ -329,24 +340,24 @@ EOF
     arena=$(ls "$D"/arena/*)
     cp "$arena" "$D/arena.bak"
     truncate -s 100 "$arena"
-    run --separate-stderr bash -c "as-cat --verify '$D/r.astr' >'$D/v.astr'"
+    run --separate-stderr bash -o pipefail -c "as-cat --verify '$D/r.astr' >'$D/v.astr'"
     fails_with 1 "as-cat: stream $D/r.astr: record 2 (model.embed_tokens.weight): file $arena: shorter than the reference (100 bytes, payload ends at byte 288)"
     [ "$(last_kind "$D/v.astr")" != 2 ]
     cp "$D/arena.bak" "$arena"
     printf 'X' | dd of="$arena" bs=1 seek=130 conv=notrunc status=none
-    run --separate-stderr bash -c "as-cat --inline '$D/r.astr' >'$D/i.astr'"
+    run --separate-stderr bash -o pipefail -c "as-cat --inline '$D/r.astr' >'$D/i.astr'"
     fails_with 1 "as-cat: stream $D/r.astr: record 2 (model.embed_tokens.weight): file $arena: payload checksum mismatch at offset 128*"
     [ "$(last_kind "$D/i.astr")" != 2 ]
 }
 
 @test "bad magic: a safetensors file piped in, and garbage" {
-    run --separate-stderr bash -c "cat '$ST' | as-ls"
+    run --separate-stderr bash -o pipefail -c "cat '$ST' | as-ls"
     fails_with 1 "as-ls: stream stdin: record 1: bad magic at byte 0 (not a tensor stream)"
     no_stdout
     as-cat "$ST" >"$D/s.astr"
     size=$(stat -c %s "$D/s.astr")
     echo garbage >>"$D/s.astr"
-    run --separate-stderr bash -c "as-cat '$D/s.astr' >'$D/o.astr'"
+    run --separate-stderr bash -o pipefail -c "as-cat '$D/s.astr' >'$D/o.astr'"
     fails_with 1 "as-cat: stream $D/s.astr: record 11: bad magic at byte $size (not a tensor stream)"
     [ "$(last_kind "$D/o.astr")" != 2 ]
 }
