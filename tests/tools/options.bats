@@ -147,7 +147,8 @@ gptq_vs_oracle() {
     python3 "$O/options_oracle.py" gptq-dir "$d" 64 64 4 32 "$damp" "$block" "$act" "$static"
     python3 "$O/gptq_oracle.py" "$d"
     [ "$(jq -s '.[] | select(.name == "model.layers.2.self_attn.q_proj") | .percdamp' "$d/rep")" = "$damp" ]
-    read -r eq maxd < <(python3 "$O/options_oracle.py" compare "$d/mine.f32" "$d/what.f32" 64 64)
+    cmp_out=$(python3 "$O/options_oracle.py" compare "$d/mine.f32" "$d/what.f32" 64 64)
+    read -r eq maxd <<<"$cmp_out"
     echo "damp $damp block $block act $act static $static: equal $eq, max |diff| $maxd"
     # float32 on both sides, different summation orders: every weight equal to float rounding but
     # at most 4 of 4096 (a rounding tie that flips one code)
@@ -169,7 +170,8 @@ gptq_vs_oracle() {
     gptq_vs_oracle 0.01 128 0 0
     # with groups of 32 and blocks of 8, a group's scale is fitted from weights the lazy batch has
     # not yet updated (the reference's order): a different, equally valid result
-    read -r eq maxd < <(python3 "$O/options_oracle.py" compare "$T/o-0.01-8-0-0/mine.f32" "$T/o-0.01-128-0-0/mine.f32" 64 64)
+    cmp_out=$(python3 "$O/options_oracle.py" compare "$T/o-0.01-8-0-0/mine.f32" "$T/o-0.01-128-0-0/mine.f32" 64 64)
+    read -r eq maxd <<<"$cmp_out"
     echo "g32, block 8 vs 128: close $eq, max |diff| $maxd"
     lt "$eq" 0.99
     # per channel the lazy batch is an exact reformulation: the same weights to float rounding
@@ -177,7 +179,8 @@ gptq_vs_oracle() {
         as-cat --layer 2 "$CAL" | as-gptq -b 4 -g -1 --block $b | as-pack -m "$M" -f fakequant -o "$T/pc$b" 2>/dev/null
         python3 "$O/options_oracle.py" st-tensor "$T/pc$b/model.safetensors" model.layers.2.mlp.down_proj.weight "$T/pc$b.f32"
     done
-    read -r eq maxd < <(python3 "$O/options_oracle.py" compare "$T/pc8.f32" "$T/pc128.f32" 64 172)
+    cmp_out=$(python3 "$O/options_oracle.py" compare "$T/pc8.f32" "$T/pc128.f32" 64 172)
+    read -r eq maxd <<<"$cmp_out"
     echo "per channel, block 8 vs 128: close $eq, max |diff| $maxd"
     lt 0.999 "$eq"
 }

@@ -49,17 +49,19 @@ restartable() {
 # Each recipe test runs from the repository root (the recipes are addressed as pipelines/...).
 cd "$BATS_TEST_DIRNAME/../.."
 
-# quality FILE: "kld ppl tokens" of an eval.json; the 100 KB text is 63,188 tokens and the base
-# PPL 160.3167 (data/README.md) whatever the recipe.
+# quality FILE: sets kld and ppl from an eval.json, after checking that the text was the 100 KB
+# one, 63,188 tokens, with base PPL 160.3167 (data/README.md) whatever the recipe. Called as a
+# plain command (never in a pipe or process substitution) so that its checks fail the test.
 quality() {
     [ "$(jq '.tokens' "$1")" -eq 63188 ]
     [ "$(printf '%.4f' "$(jq '.base_ppl' "$1")")" = 160.3167 ]
-    jq -r '"\(.kld.mean) \(.ppl)"' "$1"
+    kld=$(jq -e '.kld.mean' "$1")
+    ppl=$(jq -e '.ppl' "$1")
 }
 
 @test "w4a16-rtn.mk: RTN W4 g32 reproduces data/README.md exactly (KLD 0.3414, PPL 196.76); GPTQ v1 bytes read independently" {
     recipe w4a16-rtn "$T/fq" GROUP=32 FORMAT=fakequant 2>/dev/null
-    read -r kld ppl < <(quality "$T/fq/eval.json")
+    quality "$T/fq/eval.json"
     echo "RTN W4 g32: KLD $kld PPL $ppl"
     [ "$(printf '%.4f' "$kld")" = 0.3414 ]
     [ "$(printf '%.2f' "$ppl")" = 196.76 ]
@@ -76,7 +78,7 @@ quality() {
     jq -e '.quantization_config.quant_method == "awq" and .quantization_config.zero_point == true and
            .quantization_config.group_size == 32' "$T/awq/checkpoint/config.json"
     st_header "$T/awq/checkpoint/model.safetensors" | jq -e '.["model.layers.0.self_attn.q_proj.qweight"].shape == [64, 8]'
-    read -r kld ppl < <(quality "$T/awq/eval.json")
+    quality "$T/awq/eval.json"
     echo "AWQ W4 g32: KLD $kld PPL $ppl"
     lt "$kld" 0.215
     # every layer reported, one line per searched group
@@ -88,9 +90,10 @@ quality() {
 @test "w4a16-awq.mk GPTQ=1: AWQ scales + GPTQ rounding into compressed-tensors, KLD < 0.215, better than AWQ rounding alone" {
     recipe w4a16-awq "$T/ag" GROUP=32 GPTQ=1 FORMAT=compressed-tensors 2>/dev/null
     jq -e '.quantization_config.format == "pack-quantized"' "$T/ag/checkpoint/config.json"
-    read -r kld ppl < <(quality "$T/ag/eval.json")
     recipe w4a16-awq "$T/awq" GROUP=32 FORMAT=fakequant 2>/dev/null
-    read -r kawq pawq < <(quality "$T/awq/eval.json")
+    quality "$T/awq/eval.json"
+    kawq=$kld
+    quality "$T/ag/eval.json"
     echo "AWQ+GPTQ: KLD $kld PPL $ppl; AWQ rounding: KLD $kawq"
     lt "$kld" 0.215
     lt "$kld" "$kawq"
@@ -100,8 +103,10 @@ quality() {
 @test "gguf-q4.mk: Q4_0 and Q4_1 (GPTQ + scale search) reach KLD < 0.215; read by the gguf package; Q4_1 < Q4_0" {
     recipe gguf-q4 "$T/q40" 2>/dev/null
     recipe gguf-q4 "$T/q41" TYPE=q4_1 2>/dev/null
-    read -r k0 p0 < <(quality "$T/q40/eval.json")
-    read -r k1 p1 < <(quality "$T/q41/eval.json")
+    quality "$T/q40/eval.json"
+    k0=$kld p0=$ppl
+    quality "$T/q41/eval.json"
+    k1=$kld p1=$ppl
     echo "Q4_0: KLD $k0 PPL $p0; Q4_1: KLD $k1 PPL $p1"
     lt "$k0" 0.215
     lt "$k1" 0.215
@@ -116,13 +121,13 @@ quality() {
 
 # fp_recipe NAME ORACLE_FORMAT BOUND ACT_QUANT [CALIB]: the recipe's checkpoint bytes against
 # fp_oracle.py (with the recipe's own calibration stream for static input scales), as-eval reads
-# it with its activation scheme, KLD below BOUND, restartable. Echoes the KLD on fd 3.
+# it with its activation scheme, KLD below BOUND, restartable. Keeps the KLD in $T/NAME.kld.
 fp_recipe() {
     local name=$1 fmt=$2 bound=$3 act=$4 calib=${5:-}
     recipe "$name" "$T/$name" 2>/dev/null
     python3 "$BATS_TEST_DIRNAME/fp_oracle.py" "$fmt" "$M" "$T/$name/checkpoint" ${calib:+"$T/$name/calib.stream"}
     [ "$(jq -c '.act_quant' "$T/$name/eval.json")" = "$act" ]
-    read -r kld ppl < <(quality "$T/$name/eval.json")
+    quality "$T/$name/eval.json"
     echo "$name: KLD $kld PPL $ppl (bound $bound)"
     lt 0 "$kld"
     lt "$kld" "$bound"
