@@ -6,10 +6,118 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "as_error.h"
+
+/* ---- worker threads for single-token decode ----------------------------------------------------
+ * A decode step is ~200 small matvecs (a few hundred KB of weights each): too small for
+ * OpenBLAS's threading to pay off (so they run as plain loops, below), too many to start threads
+ * for each. A persistent pool splits each one by output rows (and attention by heads) over as
+ * many threads as OpenBLAS is set to use, so OPENBLAS_NUM_THREADS / --threads govern both.
+ * Every row (head) is computed by the same code whatever the split, so results are bit-identical
+ * for any thread count. Workers spin briefly for the next job (a decode step issues one every
+ * ~10-50 us), then sleep on a condition variable. A caller that finds the pool busy (another
+ * thread decoding at once) runs its job alone. */
+#define POOL_MAX 64
+#define POOL_SPIN 2000
+
+typedef void (*pool_fn)(void *arg, int part, int n_parts);
+
+static struct {
+    pthread_mutex_t mu;
+    pthread_cond_t wake;
+    atomic_flag busy;
+    atomic_uint gen;        /* job number; workers run job gen when it changes */
+    atomic_int pending;     /* workers yet to finish (or skip) the current job */
+    int n_workers;          /* started so far (they never exit) */
+    unsigned gen_at_create; /* gen when the newest worker was created */
+    int n_parts;            /* of the current job: part 0 is the caller's, 1..n_parts-1 workers' */
+    pool_fn fn;
+    void *arg;
+} pool = {
+    PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, ATOMIC_FLAG_INIT, 0, 0, 0, 0, 0, 0, 0};
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static void *pool_worker(void *p) {
+    int id = (int)(intptr_t)p;          /* 1.. */
+    unsigned seen = pool.gen_at_create; /* the job it is started for is the next */
+    for (;;) {
+        unsigned g;
+        int spins = 0;
+        while ((g = atomic_load_explicit(&pool.gen, memory_order_acquire)) == seen) {
+            if (++spins < POOL_SPIN) {
+                cpu_relax();
+                continue;
+            }
+            pthread_mutex_lock(&pool.mu);
+            while ((g = atomic_load(&pool.gen)) == seen)
+                pthread_cond_wait(&pool.wake, &pool.mu);
+            pthread_mutex_unlock(&pool.mu);
+            break;
+        }
+        seen = g;
+        /* every worker acknowledges every job, so none can still be reading this job's fields
+         * when the caller sets up the next */
+        if (id < pool.n_parts) pool.fn(pool.arg, id, pool.n_parts);
+        atomic_fetch_sub_explicit(&pool.pending, 1, memory_order_release);
+    }
+    return NULL;
+}
+
+/* Threads the engine uses: OpenBLAS's setting (OPENBLAS_NUM_THREADS, openblas_set_num_threads). */
+static int engine_threads(void) {
+    int n = openblas_get_num_threads();
+    return n < 1 ? 1 : n > POOL_MAX ? POOL_MAX : n;
+}
+
+/* fn(arg, part, n) for part 0..n-1, n = min(max_parts, engine threads), in parallel. */
+static void pool_run(pool_fn fn, void *arg, int max_parts) {
+    int n = engine_threads();
+    if (n > max_parts) n = max_parts;
+    if (n <= 1 || atomic_flag_test_and_set(&pool.busy)) {
+        fn(arg, 0, 1);
+        return;
+    }
+    while (pool.n_workers < n - 1) {
+        pthread_t th;
+        pool.gen_at_create = atomic_load(&pool.gen);
+        if (pthread_create(&th, NULL, pool_worker, (void *)(intptr_t)(pool.n_workers + 1)) != 0)
+            break; /* fewer threads: still correct */
+        pthread_detach(th);
+        pool.n_workers++;
+    }
+    if (n > pool.n_workers + 1) n = pool.n_workers + 1;
+    pool.fn = fn, pool.arg = arg, pool.n_parts = n;
+    atomic_store(&pool.pending, pool.n_workers);
+    pthread_mutex_lock(&pool.mu);
+    atomic_fetch_add_explicit(&pool.gen, 1, memory_order_release);
+    pthread_cond_broadcast(&pool.wake);
+    pthread_mutex_unlock(&pool.mu);
+    fn(arg, 0, n);
+    for (int spins = 0; atomic_load_explicit(&pool.pending, memory_order_acquire) > 0;)
+        if (++spins < POOL_SPIN)
+            cpu_relax();
+        else
+            sched_yield(); /* a worker was descheduled: give it the core */
+    atomic_flag_clear(&pool.busy);
+}
+
+/* Rows [lo, hi) of part `part` of n: contiguous, sizes differ by at most one. */
+static void part_range(int total, int part, int n, int *lo, int *hi) {
+    *lo = (int)((long long)total * part / n);
+    *hi = (int)((long long)total * (part + 1) / n);
+}
 
 struct as_run_state *as_state_new(const struct as_model *m, int max_T, int max_seq, int flags) {
     const struct as_model_config *c = &m->cfg;
@@ -52,7 +160,7 @@ void as_state_free(struct as_run_state *s) {
     if (!s) return;
     free(s->x), free(s->xb), free(s->q), free(s->k), free(s->v), free(s->att_out), free(s->att);
     free(s->hb), free(s->hb2), free(s->logits), free(s->key_cache), free(s->value_cache);
-    free(s->rope_cos), free(s->rope_sin), free(s->layer_acts);
+    free(s->rope_cos), free(s->rope_sin), free(s->layer_acts), free(s->att_dec);
     free(s);
 }
 
@@ -89,12 +197,27 @@ static inline float dot(const float *a, const float *b, int n) {
     return s;
 }
 
+struct matvec {
+    float *out;
+    const float *x, *W, *bias;
+    int cols, rows;
+};
+
+static void matvec_part(void *arg, int part, int n) {
+    const struct matvec *a = arg;
+    int lo, hi;
+    part_range(a->rows, part, n, &lo, &hi);
+    for (int r = lo; r < hi; r++)
+        a->out[r] = dot(a->W + (size_t)r * a->cols, a->x, a->cols) + (a->bias ? a->bias[r] : 0.0f);
+}
+
 void as_op_linear(float *out, const float *x, const float *W, const float *bias, int T, int cols,
                   int rows) {
     if (T == 1 && (size_t)rows * cols <= (1u << 20)) {
-        /* small single-token matvec: BLAS call overhead dominates, loops are faster */
-        for (int r = 0; r < rows; r++)
-            out[r] = dot(W + (size_t)r * cols, x, cols) + (bias ? bias[r] : 0.0f);
+        /* small single-token matvec: BLAS call overhead dominates, loops are faster; split by
+         * rows over the pool when each part still has >= 32K weights to stream */
+        struct matvec a = {out, x, W, bias, cols, rows};
+        pool_run(matvec_part, &a, (int)((size_t)rows * cols >> 15));
         return;
     }
     if (T == 1) {
@@ -143,6 +266,51 @@ static void softmax_row(float *x, int n) {
         x[i] *= inv;
 }
 
+/* Decode attention of one query head h against cache rows 0..n_keys-1: one pass for scores and
+ * max, one for exp and sum, one for P.V; the softmax normalisation is folded into the output.
+ * a: n_keys floats of scratch. */
+static void head_decode(const struct as_model_config *c, struct as_run_state *s, const float *kc,
+                        const float *vc, int h, int n_keys, float *a) {
+    int hd = c->head_dim, kvd = c->n_kv_heads * hd, kv_mul = c->n_heads / c->n_kv_heads;
+    float scale = 1.0f / sqrtf((float)hd);
+    const float *kh = kc + (size_t)(h / kv_mul) * hd, *vh = vc + (size_t)(h / kv_mul) * hd;
+    const float *qh = s->q + (size_t)h * hd;
+    float *oh = s->att_out + (size_t)h * hd;
+    float mx = -INFINITY, sum = 0;
+    for (int j = 0; j < n_keys; j++) {
+        a[j] = dot(qh, kh + (size_t)j * kvd, hd) * scale;
+        mx = a[j] > mx ? a[j] : mx;
+    }
+    for (int j = 0; j < n_keys; j++)
+        sum += (a[j] = expf(a[j] - mx));
+    memset(oh, 0, (size_t)hd * sizeof(float));
+    for (int j = 0; j < n_keys; j++) {
+        const float *vr = vh + (size_t)j * kvd;
+        float w = a[j];
+        for (int i = 0; i < hd; i++)
+            oh[i] += w * vr[i];
+    }
+    float inv = 1.0f / sum;
+    for (int i = 0; i < hd; i++)
+        oh[i] *= inv;
+}
+
+struct decode_att {
+    const struct as_model_config *c;
+    struct as_run_state *s;
+    const float *kc, *vc;
+    int n_keys;
+};
+
+static void decode_att_part(void *arg, int part, int n) {
+    const struct decode_att *a = arg;
+    int lo, hi;
+    part_range(a->c->n_heads, part, n, &lo, &hi);
+    float *scratch = a->s->att_dec + (size_t)part * a->s->max_seq;
+    for (int h = lo; h < hi; h++)
+        head_decode(a->c, a->s, a->kc, a->vc, h, a->n_keys, scratch);
+}
+
 /* Causal GQA attention of T new queries (positions pos0..) against cache rows 0..pos0+T-1.
  * q, out: [T, n_heads*hd]; kc, vc: [max_seq, kv_dim] of this layer. */
 static void attention(const struct as_model_config *c, struct as_run_state *s, const float *kc,
@@ -150,32 +318,24 @@ static void attention(const struct as_model_config *c, struct as_run_state *s, c
     int hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
     int kv_mul = c->n_heads / c->n_kv_heads, n_keys = pos0 + T, S = s->max_seq;
     float scale = 1.0f / sqrtf((float)hd);
+    if (T == 1) {
+        /* heads over the pool when each part has >= 16K multiply-adds of q.k and p.v */
+        int parts = (int)(((size_t)n_keys * hd * 2) >> 14), n = engine_threads();
+        if (parts > c->n_heads) parts = c->n_heads;
+        if (n > parts) n = parts < 1 ? 1 : parts;
+        if (s->att_dec_n < n) { /* one row of scores per part */
+            free(s->att_dec);
+            s->att_dec = as_xmalloc((size_t)n * S * sizeof(float));
+            s->att_dec_n = n;
+        }
+        struct decode_att a = {c, s, kc, vc, n_keys};
+        pool_run(decode_att_part, &a, n);
+        return;
+    }
     for (int h = 0; h < c->n_heads; h++) {
         const float *kh = kc + (size_t)(h / kv_mul) * hd, *vh = vc + (size_t)(h / kv_mul) * hd;
         const float *qh = s->q + (size_t)h * hd;
         float *oh = s->att_out + (size_t)h * hd;
-        if (T == 1) {
-            /* decode: one pass for scores and max, one for exp and sum, one for P.V; the
-             * softmax normalisation is folded into the output */
-            float *a = s->att, mx = -INFINITY, sum = 0;
-            for (int j = 0; j < n_keys; j++) {
-                a[j] = dot(qh, kh + (size_t)j * kvd, hd) * scale;
-                mx = a[j] > mx ? a[j] : mx;
-            }
-            for (int j = 0; j < n_keys; j++)
-                sum += (a[j] = expf(a[j] - mx));
-            memset(oh, 0, (size_t)hd * sizeof(float));
-            for (int j = 0; j < n_keys; j++) {
-                const float *vr = vh + (size_t)j * kvd;
-                float w = a[j];
-                for (int i = 0; i < hd; i++)
-                    oh[i] += w * vr[i];
-            }
-            float inv = 1.0f / sum;
-            for (int i = 0; i < hd; i++)
-                oh[i] *= inv;
-            continue;
-        }
         /* scores[T, n_keys] = Qh . Kh^T, then mask, softmax, O = P . Vh */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n_keys, hd, scale, qh, qd, kh, kvd,
                     0.0f, s->att, S);

@@ -22,16 +22,18 @@ struct as_hooks {
 enum as_logits_mode { AS_LOGITS_NONE, AS_LOGITS_LAST, AS_LOGITS_ALL };
 
 struct as_run_state {
-    int max_T;       /* tokens per forward call */
-    int max_seq;     /* KV cache length */
-    int pos;         /* positions already in the cache */
-    int T;           /* tokens of the last call */
-    float *x;        /* [T, hidden] residual stream */
-    float *xb;       /* [T, hidden] normed input */
-    float *q;        /* [T, n_heads*head_dim] */
-    float *k, *v;    /* [T, kv_dim] (the new rows, before they are copied into the cache) */
-    float *att_out;  /* [T, n_heads*head_dim] */
-    float *att;      /* [T, max_seq] scores of one head */
+    int max_T;      /* tokens per forward call */
+    int max_seq;    /* KV cache length */
+    int pos;        /* positions already in the cache */
+    int T;          /* tokens of the last call */
+    float *x;       /* [T, hidden] residual stream */
+    float *xb;      /* [T, hidden] normed input */
+    float *q;       /* [T, n_heads*head_dim] */
+    float *k, *v;   /* [T, kv_dim] (the new rows, before they are copied into the cache) */
+    float *att_out; /* [T, n_heads*head_dim] */
+    float *att;     /* [T, max_seq] scores of one head */
+    float *att_dec; /* [att_dec_n, max_seq] decode scores, one row per thread (lazy) */
+    int att_dec_n;
     float *hb, *hb2; /* [T, intermediate] */
     float *logits;   /* [T, vocab] (row 0 holds the last position in AS_LOGITS_LAST mode) */
     float *key_cache, *value_cache; /* [n_layers, max_seq, kv_dim] */

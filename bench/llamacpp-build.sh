@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Builds llama.cpp (CPU only, Release) for the SmolLM2 speed and quality anchors (bench/ only; no
+# test uses it). Source: the llama-cpp-python 0.3.36 source distribution on PyPI, which vendors
+# llama.cpp commit 0c1e57098 under vendor/llama.cpp. Idempotent: skips what is already there.
+#   LLAMACPP_DIR  install prefix (default build/llama.cpp, git-ignored)
+#   JOBS          parallel compile jobs (default 2: the machine has 2 cores)
+# Prints the directory holding llama-bench, llama-perplexity, llama-quantize, llama-imatrix,
+# llama-completion and llama-simple (llama-cli needs the server build, which is off).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DIR=${LLAMACPP_DIR:-build/llama.cpp}
+JOBS=${JOBS:-2}
+VERSION=0.3.36
+BIN=$DIR/build/bin
+TOOLS="llama-bench llama-perplexity llama-quantize llama-imatrix llama-completion llama-simple"
+built() { for t in $TOOLS; do [ -x "$BIN/$t" ] || return 1; done; }
+if built; then
+    echo "llama.cpp binaries: $(cd "$BIN" && pwd)"
+    exit 0
+fi
+command -v cmake >/dev/null || { echo "llamacpp-build.sh: cmake not found (make deps installs it)" >&2; exit 1; }
+mkdir -p "$DIR"
+src=$DIR/src
+if [ ! -f "$src/CMakeLists.txt" ]; then
+    PIP=${PIP:-.venv/bin/pip}
+    [ -x "$PIP" ] || PIP=pip3
+    dl=$(mktemp -d "${TMPDIR:-/tmp}/llamacpp-sdist.XXXXXX")
+    trap 'rm -rf "$dl"' EXIT
+    # --no-binary for this package only: its build backend (scikit-build-core) may come as a wheel,
+    # so pip's metadata step does not build every build dependency from source first.
+    "$PIP" download -q --no-binary llama-cpp-python --no-deps -d "$dl" "llama-cpp-python==$VERSION"
+    tar -xzf "$dl"/llama_cpp_python-$VERSION.tar.gz -C "$dl"
+    rm -rf "$src.tmp"
+    mv "$dl/llama_cpp_python-$VERSION/vendor/llama.cpp" "$src.tmp"
+    mv "$src.tmp" "$src"
+fi
+# GGML_NATIVE: the binaries only run here, so use every instruction set this CPU has (as llama.cpp's
+# default build does); LLAMA_CURL off: nothing is fetched at run time.
+cmake -S "$src" -B "$DIR/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
+    -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DGGML_CUDA=OFF \
+    -DGGML_METAL=OFF -DGGML_VULKAN=OFF -DGGML_OPENMP=ON >"$DIR/cmake.log" 2>&1 ||
+    { tail -20 "$DIR/cmake.log" >&2; exit 1; }
+# shellcheck disable=SC2086
+cmake --build "$DIR/build" -j "$JOBS" --target $TOOLS >"$DIR/build.log" 2>&1 ||
+    { tail -20 "$DIR/build.log" >&2; exit 1; }
+built || { echo "llamacpp-build.sh: build finished without all of: $TOOLS" >&2; exit 1; }
+echo "llama.cpp binaries: $(cd "$BIN" && pwd)"
