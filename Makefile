@@ -65,7 +65,7 @@ $(BUILD)/bench/%: $(BUILD)/bench/%.o $(LIB)
 DEB_PKGS := build-essential pkg-config libopenblas-dev liblapacke-dev libjansson-dev libxxhash-dev libpcre2-dev \
             libcmocka-dev bats jq parallel time python3 python3-venv \
             clang libclang-rt-14-dev xxhash slurm-wlm munge openssh-server openssh-client rsync bc \
-            valgrind util-linux
+            valgrind util-linux cmake
 deps:
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	missing=$$(for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
