@@ -96,7 +96,7 @@ fails_cleanly() {
     local cut="record 2 (model.layers.0.attn_qkv.hessian): truncated in payload (got 4232 of 16384 bytes)"
     run --separate-stderr bash -c "as-gptq -b 4 -g 32 < '$T/cut.astr' > '$T/o.astr'"
     fails_cleanly as-gptq "stream stdin: $cut"
-    no_stream "$T/o.astr"
+    [ ! -s "$T/o.astr" ] # it fails before its first output record
     run --separate-stderr as-pack -m "$M" -f gptq -o "$T/none" < "$T/cut.astr"
     fails_cleanly as-pack "stream stdin: $cut"
     [ -z "$output" ]
@@ -108,16 +108,16 @@ fails_cleanly() {
     [ -z "$output" ]
     run --separate-stderr bash -c "as-lepto -m '$M' -s fp8-static < '$T/cut.astr' > '$T/o.astr'"
     fails_cleanly as-lepto "stream stdin: $cut"
-    no_stream "$T/o.astr"
+    [ ! -s "$T/o.astr" ]
     run --separate-stderr bash -c "as-awq -m '$M' -b 4 -g 32 < '$T/cut.astr' > '$T/o.astr'"
     fails_cleanly as-awq "stream stdin: $cut"
-    no_stream "$T/o.astr"
+    no_stream "$T/o.astr" # (it passes the records before the cut on)
     run --separate-stderr bash -c "as-calib -m '$M' -d '$T/nowhere' -n 2 -l 32 > '$T/o.astr'"
     fails_cleanly as-calib "$T/nowhere: No such file or directory"
-    no_stream "$T/o.astr"
+    [ ! -s "$T/o.astr" ]
     run --separate-stderr bash -c "as-gptq -b 9 < '$W/calib.astr' > '$T/o.astr'"
     fails_cleanly as-gptq "--bits 9: expected 2..8"
-    no_stream "$T/o.astr"
+    [ ! -s "$T/o.astr" ]
     run --separate-stderr as-import -t "$L2C/tok512.bin" "$T/cut.astr" "$T/imp"
     fails_cleanly as-import "file $T/cut.astr: not a llama2.c checkpoint (header dim=1381258049 hidden=65537 layers=224 heads=56 kv_heads=8 vocab=0 seq_len=-1606021629)"
     [ -z "$output" ]
