@@ -18,6 +18,7 @@
 #include "as_error.h"
 #include "atomic_file.h"
 #include "gguf.h"
+#include "gguf_vocab.h"
 #include "model.h"
 #include "qstream.h"
 #include "safetensors.h"
@@ -132,17 +133,22 @@ static int add_tokenizer(struct as_gguf_writer *w, const char *model_dir, int n_
         as_gguf_set_str(w, "tokenizer.ggml.model", "llama");
     } else {
         as_gguf_set_str(w, "tokenizer.ggml.model", "gpt2");
-        /* llama.cpp picks the pre-tokenizer regex by name; plain ByteLevel(use_regex) is GPT-2's */
-        const json_t *pre = json_object_get(root, "pre_tokenizer");
-        const char *pt = json_string_value(json_object_get(pre, "type"));
-        int gpt2 =
-            pt && !strcmp(pt, "ByteLevel") && !json_is_false(json_object_get(pre, "use_regex"));
-        if (!gpt2)
+        /* llama.cpp picks the pre-tokenizer regexes by name (llama-vocab.cpp): write the name
+         * whose pipeline splits text as this tokenizer.json does (gguf_vocab.h) */
+        char tc_path[4096];
+        snprintf(tc_path, sizeof tc_path, "%s/tokenizer_config.json", model_dir);
+        json_t *tcj = json_load_file(tc_path, 0, NULL);
+        const json_t *cs = json_object_get(tcj, "clean_up_tokenization_spaces");
+        const char *pre_name =
+            as_gguf_pre_name_for(root, json_is_boolean(cs) ? json_is_true(cs) : -1);
+        json_decref(tcj);
+        if (!pre_name)
             fprintf(stderr,
-                    "%s: note: %s: pre-tokenizer is not plain GPT-2 ByteLevel; written as "
-                    "tokenizer.ggml.pre \"default\", llama.cpp may split text differently\n",
+                    "%s: note: %s: no llama.cpp pre-tokenizer name splits text as this "
+                    "pre_tokenizer does; written as tokenizer.ggml.pre \"default\" (llama.cpp's "
+                    "fallback regexes): llama.cpp may split text differently\n",
                     as_progname(), path);
-        as_gguf_set_str(w, "tokenizer.ggml.pre", gpt2 ? "gpt2" : "default");
+        as_gguf_set_str(w, "tokenizer.ggml.pre", pre_name ? pre_name : "default");
         char **ms = as_xcalloc(n_merges ? n_merges : 1, sizeof *ms);
         for (size_t i = 0; i < n_merges; i++)
             if (!(ms[i] = merge_text(json_array_get(merges, i)))) {

@@ -122,8 +122,8 @@ static const struct pre_def pre_defs[] = {
     {"starcoder", PK_DIGITS_BL, {0}, 0, 0, 1, 0},
     {"refact", PK_DIGITS_BL, {0}, 0, 0, 1, 0},
     {"codeshell", PK_DIGITS_BL, {0}, 0, 0, 1, 0},
-    {"command-r", PK_DIGITS_BL, {0}, 0, 0, 0, 0},
     {"smollm", PK_DIGITS_BL, {0}, 0, 0, 0, 0},
+    {"command-r", PK_DIGITS_BL, {0}, 0, 0, 0, 0},
     {"qwen2", PK_SPLIT, {RE_QWEN2}, 0, 0, 0, 1},
     {"deepseek-r1-qwen", PK_SPLIT, {RE_QWEN2}, 0, 0, 0, 1},
     {"stablelm2", PK_SPLIT, {RE_QWEN2}, 0, 0, 1, 0},
@@ -178,6 +178,79 @@ static json_t *pre_tokenizer_json(const struct pre_def *d) {
         json_array_append_new(seq, byte_level(0));
     }
     return json_pack("{s:s, s:o}", "type", "Sequence", "pretokenizers", seq);
+}
+
+/* One pre-tokenizer step reduced to what splits text: "B1"/"B0" ByteLevel with/without regex,
+ * "D1"/"D0" Digits individual or not, "S<regex>" Split Isolated; NULL for anything else. */
+static char *step_key(const json_t *st) {
+    const char *type = json_string_value(json_object_get(st, "type"));
+    if (!type) return NULL;
+    char buf[1024];
+    if (!strcmp(type, "ByteLevel")) {
+        snprintf(buf, sizeof buf, "B%d", !json_is_false(json_object_get(st, "use_regex")));
+    } else if (!strcmp(type, "Digits")) {
+        snprintf(buf, sizeof buf, "D%d", json_is_true(json_object_get(st, "individual_digits")));
+    } else if (!strcmp(type, "Split")) {
+        const char *re =
+            json_string_value(json_object_get(json_object_get(st, "pattern"), "Regex"));
+        const char *beh = json_string_value(json_object_get(st, "behavior"));
+        if (!re || !beh || strcmp(beh, "Isolated") || json_is_true(json_object_get(st, "invert")))
+            return NULL;
+        snprintf(buf, sizeof buf, "S%s", re);
+    } else {
+        return NULL;
+    }
+    return as_xstrdup(buf);
+}
+
+/* The steps of a pre_tokenizer as one "|"-joined key (Sequence flattened); NULL if unsupported. */
+static char *pipeline_key(const json_t *pre) {
+    const char *type = json_string_value(json_object_get(pre, "type"));
+    if (!type) return NULL;
+    const json_t *list = json_object_get(pre, "pretokenizers");
+    size_t n = strcmp(type, "Sequence") ? 1 : json_array_size(list);
+    char *key = as_xstrdup("");
+    for (size_t i = 0; i < n; i++) {
+        char *k = step_key(strcmp(type, "Sequence") ? pre : json_array_get(list, i));
+        if (!k) {
+            free(key);
+            return NULL;
+        }
+        char *both = as_xmalloc(strlen(key) + strlen(k) + 2);
+        sprintf(both, "%s%s%s", key, i ? "|" : "", k);
+        free(key), free(k);
+        key = both;
+    }
+    return key;
+}
+
+const char *as_gguf_pre_name_for(const json_t *tokenizer_json, int clean_spaces) {
+    char *want = pipeline_key(json_object_get(tokenizer_json, "pre_tokenizer"));
+    if (!want) return NULL;
+    const json_t *bpe = json_object_get(tokenizer_json, "model");
+    int ignore = json_is_true(json_object_get(bpe, "ignore_merges"));
+    const char *nt =
+        json_string_value(json_object_get(json_object_get(tokenizer_json, "normalizer"), "type"));
+    int nfc = nt && !strcmp(nt, "NFC");
+    const char *found = NULL;
+    for (size_t i = 0; i < N_PRE_DEFS; i++) {
+        const struct pre_def *d = &pre_defs[i];
+        json_t *pj = pre_tokenizer_json(d);
+        char *k = pipeline_key(pj);
+        json_decref(pj);
+        int same = k && !strcmp(k, want) && d->ignore_merges == ignore && d->nfc == nfc;
+        free(k);
+        if (!same) continue;
+        /* names that split alike differ in llama.cpp's detokenizer clean-up: take the one that
+         * matches the model's own clean_up_tokenization_spaces when it says */
+        if (!found) found = d->name;
+        if (clean_spaces < 0 || d->clean_spaces == clean_spaces) {
+            found = d->name;
+            break;
+        }
+    }
+    free(want);
+    return found;
 }
 
 /* ---- the vocabulary ----------------------------------------------------------------------- */

@@ -37,6 +37,12 @@ int as_gguf_vocab_add_eos(const struct as_gguf *g);
  * memory first and each written atomically, so on failure (-1 with as_fail) neither is left. */
 int as_gguf_vocab_write_hf(const struct as_gguf *g, const char *dir);
 
+/* The tokenizer.ggml.pre name whose pipeline splits text as tokenizer_json's pre_tokenizer (and
+ * BPE ignore_merges, NFC normalizer) do, for writing a GGUF: e.g. Digits + ByteLevel -> "smollm"
+ * or "starcoder" (clean_spaces 0/1 picks between names that split alike; -1: no preference),
+ * plain ByteLevel -> "gpt-2", Llama 3's Split -> "llama-bpe". NULL when no name fits. */
+const char *as_gguf_pre_name_for(const struct json_t *tokenizer_json, int clean_spaces);
+
 /* The i-th GGUF pre-tokenizer name gguf_vocab.c knows, NULL past the last (for tests). */
 const char *as_gguf_pre_name(size_t i);
 

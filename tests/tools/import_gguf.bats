@@ -149,3 +149,15 @@ sys.stdout.write(r.fields["tokenizer.chat_template"].contents())' "$SMOL"
     [ "$stderr" = "as-import: $SMOL: --tokenizer is for llama2.c checkpoints (a GGUF carries its own)" ]
     no_output "$W/u2"
 }
+
+@test "SmolLM2 round trip: as-pack writes the imported model back to GGUF with pre \"smollm\" and no BOS; it tokenizes alike" {
+    as-cat "$W/smol" | as-gptq -m rtn -b 8 -g 32 --sym >"$W/q8.stream"
+    as-pack -m "$W/smol" -f gguf -o "$W/q8.gguf" <"$W/q8.stream"
+    run -0 python3 -c 'import sys, gguf
+r = gguf.GGUFReader(sys.argv[1])
+print(r.fields["tokenizer.ggml.pre"].contents(), r.fields["tokenizer.ggml.add_bos_token"].contents())' "$W/q8.gguf"
+    [ "$output" = "smollm False" ]
+    head -c 100000 "$AS_DATA/text/wikitext-2-raw/wiki.test.raw" >"$W/wiki100k.txt"
+    run -0 as-eval -m "$W/q8.gguf" -f "$W/wiki100k.txt" --ctx 512 --chunks 1 --json
+    [ "$(jq -r .tokens <<<"$output")" = 25043 ]
+}

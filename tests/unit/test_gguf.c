@@ -535,7 +535,7 @@ static void test_pack_load_roundtrip(void **state) {
     const float *fq = tq->data;
     assert_memory_equal(fq + 1 * 64, a->layers[1].w[AS_LIN_Q] + 8 * 64, sizeof(float) * 64);
     assert_string_equal(as_gguf_get_str(g, "tokenizer.ggml.model"), "gpt2");
-    assert_string_equal(as_gguf_get_str(g, "tokenizer.ggml.pre"), "gpt2");
+    assert_string_equal(as_gguf_get_str(g, "tokenizer.ggml.pre"), "gpt-2");
     const struct as_gguf_kv *tt = as_gguf_find_kv(g, "tokenizer.ggml.token_type");
     assert_int_equal(tt->n, 300);
     assert_int_equal(((int32_t *)tt->arr)[259], 3); /* control */
