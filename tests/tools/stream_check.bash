@@ -8,14 +8,16 @@
 #   with an end record, so that no consumer can take it for a complete stream.
 
 last_kind() {
-    local f=$1 size pos=0 kind=none hlen pad plen
+    local f=$1 size pos=0 kind=none b
     size=$(stat -c %s "$f")
     while [ $((pos + 32)) -le "$size" ]; do
-        kind=$(od -An -tu2 -j$((pos + 6)) -N2 "$f" | tr -d ' ')
-        hlen=$(od -An -tu4 -j$((pos + 8)) -N4 "$f" | tr -d ' ')
-        pad=$(od -An -tu4 -j$((pos + 12)) -N4 "$f" | tr -d ' ')
-        plen=$(od -An -tu8 -j$((pos + 16)) -N8 "$f" | tr -d ' ')
-        pos=$((pos + 32 + hlen + plen + pad))
+        # bytes 6..23 of the prefix, little-endian: kind u16, hlen u32, pad u32, plen u64
+        read -r -a b <<<"$(od -An -v -tu1 -j$((pos + 6)) -N18 "$f" | tr '\n' ' ')"
+        kind=$((b[0] | b[1] << 8))
+        pos=$((pos + 32 + (b[2] | b[3] << 8 | b[4] << 16 | b[5] << 24) +
+            (b[6] | b[7] << 8 | b[8] << 16 | b[9] << 24) +
+            (b[10] | b[11] << 8 | b[12] << 16 | b[13] << 24 | b[14] << 32 | b[15] << 40 |
+                b[16] << 48 | b[17] << 56)))
     done
     if [ "$pos" -ne "$size" ]; then
         kind=cut
