@@ -199,33 +199,44 @@ ms_since() {
 }
 
 # The whole GPTQ recipe (calibrate -> 5 per-layer as-gptq -> gather -> as-pack), killed with its
-# whole process group at 100 random points. A run killed after starting from nothing is resumed
-# by the next run; the run after a resumed one (or a finished one) starts from nothing again,
-# so about half the runs cover the whole recipe and no step's state is retried forever. Kill times are drawn uniformly over what is left of
-# the run: an uninterrupted run is timed first, with the moment each output appeared, and a run
-# that resumes after outputs A..B is killed at a uniform time in [0, 1.4 x (its start-up + the
-# reference run's time after B's output)]; the 40% beyond lets runs complete. The group is
-# stopped (SIGSTOP) before the kill, so the step it was in is read exactly. After every kill each
-# output that exists is complete: streams verify, checkpoint files are byte-identical to the
-# uninterrupted run's (never a partial file under a final name), and a last run completes the
-# same checkpoint. The kills must have landed in every step: at least 6 each in calibration,
-# quantization and packing, and at least 4 runs must have completed (measured on 2 busy cores,
-# 100 kills: 20-30 in calibration and in quantization, 8-15 in packing, 5-30 completed).
+# whole process group at 100 random points. Each run resumes what the killed one left, up to two
+# resumptions in a row; then (or after a finished run) the next run starts from nothing, so that
+# many runs cover the whole recipe and no step's state is retried forever. Kill times are drawn
+# uniformly over what is left of the run: uninterrupted runs are timed first, with the moment
+# each output appeared, and a run that resumes after outputs A..B is killed at a uniform time in
+# [0, 1.4 x (its start-up + the reference run's time after B's output)]; the 40% beyond lets
+# runs complete. The group is stopped (SIGSTOP) before the kill, so the step it was in is read
+# exactly. After every kill each output that exists is complete: streams verify, checkpoint
+# files are byte-identical to the uninterrupted run's (never a partial file under a final name),
+# and a last run completes the same checkpoint. The kills must have landed in every step: at
+# least 6 in calibration, 6 in quantization, 5 in packing, and at least 4 runs must have
+# completed (seen on 2 cores at load 16: 14-22, 18-23, 15-23 and 16-30; about 50 s).
 @test "whole recipe killed (SIGKILL, process group) at 100 random points: every output absent or complete" {
     local ref=$BATS_TEST_TMPDIR/ref out=$BATS_TEST_TMPDIR/rec
     local mk=(make -s -f "$BATS_TEST_DIRNAME/../../pipelines/w4a16-gptq.mk" MODEL="$M"
               DATA="$BATS_FILE_TMPDIR/cal.txt" GROUP=32 SAMPLES=40 SEQLEN=64 BIN="$(dirname "$(command -v as-pack)")")
-    local t0 span_ms setup_ms
-    t0=$(date +%s%N)
-    "${mk[@]}" OUT="$ref" >/dev/null 2>&1
-    span_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
-    setup_ms=$(ms_since "$t0" "$ref/.dir")
+    # the reference: the fastest of three uninterrupted runs (one run on a busy machine can take
+    # twice as long, and then most kills would come after the end); all three give the same bytes
+    local t0 ms r best=0 span_ms setup_ms fast=()
+    for r in 1 2 3; do
+        t0=$(date +%s%N)
+        "${mk[@]}" OUT="$ref.$r" >/dev/null 2>&1
+        ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+        diff -r "$ref.1/checkpoint" "$ref.$r/checkpoint"
+        if [ "$best" = 0 ] || [ "$ms" -lt "$span_ms" ]; then
+            best=$r
+            span_ms=$ms
+            fast=("$t0" "$ref.$r")
+        fi
+    done
+    ln -s "$ref.1" "$ref"
+    setup_ms=$(ms_since "${fast[0]}" "${fast[1]}/.dir")
     # the outputs a resumed run skips, in the order the recipe makes them, and when they appeared
     local outputs=(calib.stream layers/quant.{0..4}.stream quant.stream) at=() k
     for k in "${outputs[@]}"; do
-        at+=("$(ms_since "$t0" "$ref/$k")")
+        at+=("$(ms_since "${fast[0]}" "${fast[1]}/$k")")
     done
-    local f rel i pid ms left resumed step steps=" " n_calib n_quant n_pack n_done n_other
+    local f rel i pid left resumed=0 step steps=" " n_calib n_quant n_pack n_done n_other
     echo "reference run: start-up $setup_ms ms, outputs at ${at[*]} ms, $span_ms ms in all"
     for i in $(seq 100); do
         # time already done: the latest reference time of the outputs present
@@ -235,7 +246,11 @@ ms_since() {
                 left=${at[k]}
             fi
         done
-        resumed=$((left > setup_ms))
+        if [ "$left" -gt "$setup_ms" ]; then
+            resumed=$((resumed + 1))
+        else
+            resumed=0
+        fi
         left=$((setup_ms + span_ms - left))
         setsid "${mk[@]}" OUT="$out" >/dev/null 2>&1 &
         pid=$!
@@ -268,9 +283,10 @@ ms_since() {
             done
             [ "$(ls -A "$out/checkpoint" | wc -l)" -eq "$(ls -A "$ref/checkpoint" | wc -l)" ]
         fi
-        # a finished run, or a resumed one: start again from nothing
-        if [ -e "$out/checkpoint" ] || [ "$resumed" -eq 1 ]; then
+        # a finished run, or the second resumption in a row: start again from nothing
+        if [ -e "$out/checkpoint" ] || [ "$resumed" -ge 2 ]; then
             rm -rf "$out"
+            resumed=0
         fi
     done
     n_calib=$(grep -o ' calib' <<<"$steps" | wc -l)
@@ -282,7 +298,7 @@ ms_since() {
     [ $((n_calib + n_quant + n_pack + n_other + n_done)) -eq 100 ]
     [ "$n_calib" -ge 6 ]
     [ "$n_quant" -ge 6 ]
-    [ "$n_pack" -ge 6 ]
+    [ "$n_pack" -ge 5 ]
     [ "$n_done" -ge 4 ]
     "${mk[@]}" OUT="$out" >/dev/null 2>&1
     diff -r "$out/checkpoint" "$ref/checkpoint"
