@@ -95,8 +95,10 @@ struct pre_def {
     enum pre_kind kind;
     const char *re[4]; /* PK_SPLIT */
     /* llama.cpp's flags for the name: BPE ignore_merges, add_bos default, clean_spaces; nfc: the
-     * model's own tokenizer.json normalizes to NFC (llama.cpp does not; tokenizer.c takes input
-     * as NFC already, so only non-NFC text could tell) */
+     * family's own HF tokenizer.json normalizes to NFC. llama.cpp does not, and the GGUF's
+     * tokenization is llama.cpp's, so the tokenizer.json written from a GGUF has no normalizer
+     * (then tokenizers, tokenizer.c and llama.cpp agree on any text); nfc only helps name a
+     * pipeline when writing a GGUF (as_gguf_pre_name_for). */
     int ignore_merges, add_bos, clean_spaces, nfc;
 };
 
@@ -238,9 +240,13 @@ const char *as_gguf_pre_name_for(const json_t *tokenizer_json, int clean_spaces)
         json_t *pj = pre_tokenizer_json(d);
         char *k = pipeline_key(pj);
         json_decref(pj);
-        int same = k && !strcmp(k, want) && d->ignore_merges == ignore && d->nfc == nfc;
+        int same = k && !strcmp(k, want) && d->ignore_merges == ignore;
         free(k);
         if (!same) continue;
+        if (d->nfc != nfc) { /* splits alike; a name of the same family is preferred */
+            if (!found) found = d->name;
+            continue;
+        }
         /* names that split alike differ in llama.cpp's detokenizer clean-up: take the one that
          * matches the model's own clean_up_tokenization_spaces when it says */
         if (!found) found = d->name;
@@ -457,7 +463,6 @@ json_t *as_gguf_vocab_tokenizer_json(const struct as_gguf *g) {
                                       "ByteFallback", "type", "Fuse", "type", "Strip", "content",
                                       " ", "start", prefix ? 1 : 0, "stop", 0));
     } else {
-        if (pre->nfc) json_object_set_new(root, "normalizer", json_pack("{s:s}", "type", "NFC"));
         json_object_set_new(root, "pre_tokenizer", pre_tokenizer_json(pre));
         json_object_set_new(root, "decoder",
                             json_pack("{s:s, s:b, s:b, s:b}", "type", "ByteLevel",
