@@ -27,9 +27,11 @@ head -c "$BYTES" "$AS_DATA/text/wikitext-2-raw/wiki.test.raw" > "$TEXT"
 [ -f "$W/model/config.json" ] || "$BIN/as-import" "$GGUF" "$W/model"
 CAL=(-m "$W/model" -d "$AS_DATA/text/austen" -n "$SAMPLES" -l 512 --seed 0)
 t0=$(date +%s)
-[ -f "$W/calib.stream" ] || "$BIN/as-calib" "${CAL[@]}" --keep-seqs "$KEEP" > "$W/calib.stream"
-[ -f "$W/calib-fp.stream" ] ||
-    "$BIN/as-calib" "${CAL[@]}" --keep-seqs "$KEEP" --no-weights > "$W/calib-fp.stream"
+# one calibration for every row: Hessians (GPTQ), kept windows (AWQ, LeptoQuant), absmax (FP8)
+if [ ! -s "$W/calib.stream" ]; then
+    "$BIN/as-calib" "${CAL[@]}" --keep-seqs "$KEEP" > "$W/calib.stream.tmp"
+    mv "$W/calib.stream.tmp" "$W/calib.stream"
+fi
 echo "calibration: $(($(date +%s) - t0)) s" >&2
 
 out=bench/results/smollm2-quality.md
@@ -76,22 +78,30 @@ gguf_row() { # label as-gptq options...
 lepto_row() { # label format as-eval-options -- as-lepto options...
     local label=$1 fmt=$2 eopts=$3
     shift 4
-    "$BIN/as-lepto" -m "$W/model" "$@" "$W/calib-fp.stream" > "$W/q.stream" 2>/dev/null
+    "$BIN/as-lepto" -m "$W/model" "$@" "$W/calib.stream" > "$W/q.stream" 2>/dev/null
     rm -rf "$W/ck" && "$BIN/as-pack" -m "$W/model" -f "$fmt" -o "$W/ck" "$W/q.stream" 2>/dev/null
     # shellcheck disable=SC2086
     echo "| $label | $fmt | $(evaluate "$W/ck" $eopts) |"
 }
-ALL="rtn-sym rtn-asym gptq gptq-act gptaq awq awq+gptq w3-rtn w3-gptq w2-rtn w2-gptq gguf-rtn gguf-gptq fp8-static fp8-dynamic int8 nvfp4 mxfp4 w4a8"
+ALL="rtn-sym gptq awq gguf-rtn gguf-gptq rtn-asym gptq-act awq+gptq gptaq fp8-static fp8-dynamic int8 nvfp4 mxfp4 w4a8 w3-rtn w3-gptq w2-rtn w2-gptq"
 {
     echo "# SmolLM2-135M-Instruct quality ($(date -u +%Y-%m-%d), $SAMPLES x 512 Austen calibration tokens)"
     echo
-    echo "Base: the imported model (f32). $("$BIN/as-eval" -m "$W/model" -f "$TEXT" --ctx 512 --json |
-        jq -r '"PPL \(.ppl * 1000 | round / 1000) over \(.scored) scored tokens (\(.tokens) tokens)"'),"
+    # the base against itself: its PPL, and $W/base.logits for every row
+    [ -s "$W/base.json" ] || "$BIN/as-eval" -m "$W/model" -b "$W/model" --base-logits "$W/base.logits" \
+        -f "$TEXT" --ctx 512 --json > "$W/base.json"
+    echo "Base: the imported model (f32). $(jq -r '"PPL \(.ppl * 1000 | round / 1000) over \(.scored) scored tokens (\(.tokens) tokens)"' "$W/base.json"),"
     echo "first $BYTES bytes of wiki.test.raw, ctx 512, second half of each window scored."
     echo
     echo "| config | method | PPL | mean KLD | top-1 |"
     echo "|---|---|---|---|---|"
+    mkdir -p "$W/rows"
     for r in ${ROWS:-$ALL}; do
+        # a measured row is kept in $W/rows/NAME: a rerun with the same WORK resumes
+        if [ -s "$W/rows/$r" ]; then
+            cat "$W/rows/$r"
+            continue
+        fi
         case $r in
         rtn-sym) gptq_row 4 128 "RTN sym" -m rtn --sym ;;
         rtn-asym) gptq_row 4 128 "RTN asym" -m rtn --asym ;;
@@ -113,7 +123,9 @@ ALL="rtn-sym rtn-asym gptq gptq-act gptaq awq awq+gptq w3-rtn w3-gptq w2-rtn w2-
         mxfp4) lepto_row "MXFP4 W4A4" fakequant-fp "" -- -s mxfp4 ;;
         w4a8) lepto_row "W4A8 (FP8 act) g32" fakequant-fp "" -- -s w4a8-fp8 --group 32 ;;
         *) echo "unknown row $r" >&2; exit 2 ;;
-        esac
+        esac > "$W/rows/$r.tmp"
+        mv "$W/rows/$r.tmp" "$W/rows/$r"
+        cat "$W/rows/$r"
     done
 } | tee "$out.tmp"
 mv "$out.tmp" "$out"
