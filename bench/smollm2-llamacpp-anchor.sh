@@ -22,6 +22,9 @@ WORK=${WORK:-build/smollm2}
 THREADS=${THREADS:-2}
 IMATRIX_TEXT=${IMATRIX_TEXT:-$AS_DATA/text/austen/pride_and_prejudice.txt}
 IMATRIX_BYTES=${IMATRIX_BYTES:-204800}
+# llama.cpp's OpenMP threads spin between graphs unless told otherwise: on a shared machine that
+# makes every run several times slower (the numbers do not depend on it)
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 [ -f "$GGUF" ] || { echo "smollm2-llamacpp-anchor.sh: SmolLM2 GGUF not found (make deps, or set AS_SMOLLM2_GGUF)" >&2; exit 1; }
 LLBIN=$(bash bench/llamacpp-build.sh | sed -n 's/^llama.cpp binaries: //p')
 [ -n "$LLBIN" ] || { echo "smollm2-llamacpp-anchor.sh: llama.cpp build failed" >&2; exit 1; }

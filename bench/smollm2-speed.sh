@@ -9,6 +9,8 @@
 #  - llama.cpp: llama-bench -p 512 -n 128 -r REPS -t 2 / -t 1 on F32 and F16 GGUFs made from the
 #    Q4_1 file with llama-quantize --allow-requantize (the same weights, dense), and on the Q4_1
 #    file itself. Engine and llama-bench alternate per thread count so both see the same load.
+#    OMP_WAIT_POLICY=passive: llama.cpp's OpenMP threads otherwise spin between graphs, and on a
+#    shared machine (other jobs on the cores) tg128 at 2 threads fell from ~25 to 0.2 tokens/s.
 #  - as-calib tokens/s and peak RSS (/usr/bin/time) for CALIB_N windows of 512 tokens of the
 #    Austen novels at 2 threads; GPTQ seconds for the whole model: as-gptq --bits 4 --group 128
 #    on that calibration stream (2 threads).
@@ -44,7 +46,7 @@ trap 'rm -rf "$tmp"' EXIT
 engine() { OPENBLAS_NUM_THREADS=$1 "$BUILD/bench/bench_smollm2" "$WORK/model" "$1" 512 128 "$REPS" 2>/dev/null; }
 # llama-bench rows as "MODEL TEST MEAN SD" (test pp512 / tg128).
 llama() {
-    "$LLBIN/llama-bench" -m "$WORK/smollm2-F32.gguf" -m "$WORK/smollm2-F16.gguf" -m "$GGUF" \
+    OMP_WAIT_POLICY=passive "$LLBIN/llama-bench" -m "$WORK/smollm2-F32.gguf" -m "$WORK/smollm2-F16.gguf" -m "$GGUF" \
         -p 512 -n 128 -r "$REPS" -t "$1" -o json 2>/dev/null |
         jq -r '.[] | "\(.model_type | split(" ") | last) \(if .n_gen > 0 then "tg\(.n_gen)" else "pp\(.n_prompt)" end) \(.avg_ts) \(.stddev_ts)"'
 }
