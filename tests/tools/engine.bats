@@ -27,6 +27,13 @@ setup() {
     [ -z "$output" ]
 }
 
+@test "as-import's model.safetensors holds the .bin's weights bit for bit (independent numpy reader)" {
+    run python3 "$BATS_TEST_DIRNAME/forward_oracle.py" weights "$D/stories260K.bin" "$MODEL_DIR"
+    echo "$output"
+    [ "$status" -eq 0 ]
+    [ "$output" = "47 tensors equal" ]
+}
+
 @test "greedy generation reproduces the test vector byte for byte" {
     as-gen -m "$MODEL_DIR" -p "Once upon a time" > "$BATS_TEST_TMPDIR/out.txt"
     cmp "$BATS_TEST_TMPDIR/out.txt" "$D/greedy-once-upon-a-time.txt"

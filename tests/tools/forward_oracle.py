@@ -19,6 +19,11 @@ Token ids come from tests/tools/tokenizer_oracle.py (an independent llama2.c enc
                                           first token replaced by BOS; half: positions CTX/2 ..
                                           CTX-2 predict the next token, all: 0 .. CTX-2); CHUNKS 0
                                           = every window. Prints "tokens windows scored ppl".
+  weights CKPT.bin DIR                    DIR/model.safetensors (as-import's output) holds every
+                                          weight of the .bin under its HF name, f32 bit for bit,
+                                          q/k rows moved from llama2.c's interleaved pairs to HF's
+                                          rotate-half order (row h*hs + i <- h*hs + 2i for i < hs/2,
+                                          h*hs + hs/2 + i <- h*hs + 2i + 1); prints "N tensors equal"
   next-probs CKPT.bin TOK.bin PROMPT TEMP next-token distribution softmax(logits/TEMP) after BOS
                                           + PROMPT, as lines "prob<TAB>piece-hex", piece = the
                                           text the token decodes to (hex, so spaces survive)
@@ -168,6 +173,40 @@ def main(argv):
                 nll -= z[win[p + 1]] - np.log(np.exp(z).sum())
                 n += 1
         print(len(ids), nw, n, "%.10g" % np.exp(nll / n))
+    elif cmd == "weights":
+        import json
+        raw = open(argv[3] + "/model.safetensors", "rb").read()
+        n = int.from_bytes(raw[:8], "little")
+        hdr = json.loads(raw[8:8 + n])
+        got = {k: np.frombuffer(raw[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]],
+                                "<f4").reshape(v["shape"])
+               for k, v in hdr.items() if k != "__metadata__"}
+        hs = cfg["hs"]
+
+        def hf_rows(m, heads):  # interleaved pairs -> rotate-half, per head
+            m = m.reshape(heads, hs // 2, 2, -1)
+            return np.concatenate([m[:, :, 0, :], m[:, :, 1, :]], axis=1).reshape(heads * hs, -1)
+
+        want = {"model.embed_tokens.weight": w["emb"], "model.norm.weight": w["rms_final"]}
+        for l in range(cfg["nl"]):
+            p = "model.layers.%d." % l
+            want[p + "input_layernorm.weight"] = w["rms_att"][l]
+            want[p + "post_attention_layernorm.weight"] = w["rms_ffn"][l]
+            want[p + "self_attn.q_proj.weight"] = hf_rows(w["wq"][l], cfg["nh"])
+            want[p + "self_attn.k_proj.weight"] = hf_rows(w["wk"][l], cfg["nkv"])
+            want[p + "self_attn.v_proj.weight"] = w["wv"][l]
+            want[p + "self_attn.o_proj.weight"] = w["wo"][l]
+            want[p + "mlp.gate_proj.weight"] = w["w1"][l]
+            want[p + "mlp.down_proj.weight"] = w["w2"][l]
+            want[p + "mlp.up_proj.weight"] = w["w3"][l]
+        bad = sorted(set(got) ^ set(want))
+        for k, v in want.items():
+            if k in got and not np.array_equal(got[k].view("<u4"),
+                                               v.astype("<f4").view("<u4")):
+                bad.append(k)
+        if bad:
+            sys.exit("forward_oracle: weights differ or missing: " + " ".join(bad))
+        print("%d tensors equal" % len(want))
     elif cmd == "next-probs":
         toks = pieces(argv[3])
         ids = encode(argv[3], argv[4].encode())

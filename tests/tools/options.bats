@@ -258,3 +258,12 @@ gptq_vs_oracle() {
     done
     [ "$changed" -ge 3 ]
 }
+
+@test "--layers B-A (reversed) is refused by as-calib and as-lepto: status 1, one line, nothing written" {
+    run -1 --separate-stderr as-calib -m "$M" -d "$AUSTEN" -n 2 -l 64 --layers 3-1
+    [ "$stderr" = "as-calib: --layers '3-1': expected A or A-B within 0..4" ]
+    [ -z "$output" ]
+    run -1 --separate-stderr as-lepto -m "$M" -s fp8-static --layers 3-1 "$CAL"
+    [ "$stderr" = "as-lepto: --layers '3-1': expected A or A-B within 0..4" ]
+    [ -z "$output" ]
+}
