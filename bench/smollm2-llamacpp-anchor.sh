@@ -87,5 +87,5 @@ windows=$(sed -n 's/.*calculating perplexity over \([0-9]*\) chunks.*/\1/p' "$A/
     printf '%-18s %9s %9s %8s%%   %s\n' "Q4_0 + imatrix" "$(ppl q4_0-imatrix)" \
         "$(kld q4_0-imatrix)" "$(topp q4_0-imatrix)" "KLD 0.175, PPL 25.04"
     echo "# commands (llama.cpp programs from bench/llamacpp-build.sh; files in $A):"
-    sed 's/^/#   /' "$A/commands.txt"
+    awk '!seen[$0]++ { print "#   " $0 }' "$A/commands.txt"
 } | tee bench/results/smollm2-llamacpp-anchor.txt
