@@ -20,22 +20,7 @@ setup_file() {
     as-awq -m "$MODEL_DIR" -b 4 -g 32 -e quantized < "$CALIB" > "$QUANT" 2>/dev/null
 }
 
-# refused MESSAGE: after `run --separate-stderr`: non-zero exit, stderr exactly MESSAGE (one
-# line), nothing on stdout.
-refused() {
-    if [ "$status" -eq 0 ]; then
-        echo "expected failure, got status 0" >&2
-        return 1
-    fi
-    if [ "$stderr" != "$1" ]; then
-        printf 'stderr:\n%s\nwanted:\n%s\n' "$stderr" "$1" >&2
-        return 1
-    fi
-    if [ -n "$output" ]; then
-        echo "stdout not empty (${#output} chars)" >&2
-        return 1
-    fi
-}
+load assert_refused
 
 # Minimal stream reader for the checks below (docs/stream-format.md): name -> numpy array.
 PYREAD='

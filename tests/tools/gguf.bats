@@ -34,22 +34,7 @@ setup_file() {
     done
 }
 
-# refused MESSAGE: after `run --separate-stderr`: non-zero exit, stderr exactly MESSAGE (one
-# line), nothing on stdout.
-refused() {
-    if [ "$status" -eq 0 ]; then
-        echo "expected failure, got status 0" >&2
-        return 1
-    fi
-    if [ "$stderr" != "$1" ]; then
-        printf 'stderr:\n%s\nwanted:\n%s\n' "$stderr" "$1" >&2
-        return 1
-    fi
-    if [ -n "$output" ]; then
-        echo "stdout not empty (${#output} chars)" >&2
-        return 1
-    fi
-}
+load assert_refused
 
 lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a + 0 < b + 0) }'; } # a < b, any number format
 

@@ -25,22 +25,7 @@ setup_file() {
 T() { echo "$BATS_FILE_TMPDIR/$1"; }
 ORACLE_FP=$BATS_TEST_DIRNAME/fp_oracle.py
 
-# refused MESSAGE: after `run --separate-stderr`: non-zero exit, stderr exactly MESSAGE (one
-# line), nothing on stdout.
-refused() {
-    if [ "$status" -eq 0 ]; then
-        echo "expected failure, got status 0" >&2
-        return 1
-    fi
-    if [ "$stderr" != "$1" ]; then
-        printf 'stderr:\n%s\nwanted:\n%s\n' "$stderr" "$1" >&2
-        return 1
-    fi
-    if [ -n "$output" ]; then
-        echo "stdout not empty (${#output} chars)" >&2
-        return 1
-    fi
-}
+load assert_refused
 
 # pack FORMAT RECORDS OUT [args]: as-pack (verified read-back) into OUT.
 pack() { as-pack -m "$M" -f "$1" -o "$3" "${@:4}" "$2" 2>/dev/null; }
