@@ -161,3 +161,16 @@ print(r.fields["tokenizer.ggml.pre"].contents(), r.fields["tokenizer.ggml.add_bo
     run -0 as-eval -m "$W/q8.gguf" -f "$W/wiki100k.txt" --ctx 512 --chunks 1 --json
     [ "$(jq -r .tokens <<<"$output")" = 25043 ]
 }
+
+@test "SmolLM2: as-eval on the imported directory gives llama.cpp's perplexity (2 windows of 512, no BOS)" {
+    # llama.cpp 0c1e57098, `llama-perplexity -m SmolLM2-F32.gguf -f wiki100k.txt -c 512 -t 2`
+    # (bench/smollm2-llamacpp-anchor.sh; the F32 GGUF dequantized from the shipped Q4_1 by
+    # llama-quantize --allow-requantize) prints [1]12.5619 [2]21.2807 ... [48]22.7652; as-eval's
+    # 48-window value is 22.7658 (docs/quality.md). Summation order differs (llama.cpp's ggml
+    # kernels, our OpenBLAS): agreement to 1e-4 relative, 2.7x the difference measured.
+    head -c 100000 "$AS_DATA/text/wikitext-2-raw/wiki.test.raw" >"$W/wiki100k.txt"
+    run -0 as-eval -m "$W/smol" -f "$W/wiki100k.txt" --ctx 512 --chunks 2 --json
+    echo "$output"
+    jq -e '.windows == 2 and .scored == 510' <<<"$output"
+    jq -e '(.ppl / 21.2807 - 1) | fabs < 1e-4' <<<"$output"
+}
