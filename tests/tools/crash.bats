@@ -203,6 +203,43 @@ ms_since() {
     echo $(( (${m/./} - $1) / 1000000 ))
 }
 
+# kill_recipe_at MS LEFT (inside the recipe test; uses its out, ref, mk, i, steps): start the
+# recipe on $out, stop and kill its process group MS ms later, record the step it was in, and
+# check that every output present is complete.
+kill_recipe_at() {
+    local ms=$1 left=$2 pid f rel
+    setsid "${mk[@]}" OUT="$out" >/dev/null 2>&1 &
+    pid=$!
+    sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"
+    kill -STOP -- -"$pid" 2>/dev/null || true
+    step=$(step_of "$pid")
+    steps+="$step "
+    echo "kill $i: at $ms of $left ms, $step"
+    kill -KILL -- -"$pid" 2>/dev/null || true
+    { wait "$pid"; } 2>/dev/null || true
+    # streams under their final names are complete and verify (they name files by path
+    # and mtime, so they are not byte-comparable across runs); the checkpoint is identical
+    for f in "$out"/calib.stream "$out"/quant.stream "$out"/layers/quant.*.stream; do
+        if [ ! -e "$f" ]; then
+            continue
+        fi
+        if ! as-cat -V "$f" >/dev/null 2>"$BATS_TEST_TMPDIR/err"; then
+            echo "after kill $i ($step): ${f#"$out"/} is not a complete stream: $(cat "$BATS_TEST_TMPDIR/err")"
+            return 1
+        fi
+    done
+    if [ -e "$out/checkpoint" ]; then
+        for f in "$ref"/checkpoint/*; do
+            rel=${f#"$ref"/}
+            if ! cmp -s "$f" "$out/$rel"; then
+                echo "after kill $i ($step): $rel differs from the complete run or is missing"
+                return 1
+            fi
+        done
+        [ "$(ls -A "$out/checkpoint" | wc -l)" -eq "$(ls -A "$ref/checkpoint" | wc -l)" ]
+    fi
+}
+
 # The whole GPTQ recipe (calibrate -> 5 per-layer as-gptq -> gather -> as-pack), killed with its
 # whole process group at 100 random points. Each run resumes what the killed one left, up to two
 # resumptions in a row; then (or after a finished run) the next run starts from nothing, so that
@@ -257,50 +294,43 @@ ms_since() {
             resumed=0
         fi
         left=$((setup_ms + span_ms - left))
-        setsid "${mk[@]}" OUT="$out" >/dev/null 2>&1 &
-        pid=$!
         ms=$(( (RANDOM * 32768 + RANDOM) % (left * 140 / 100) ))
-        sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"
-        kill -STOP -- -"$pid" 2>/dev/null || true
-        step=$(step_of "$pid")
-        steps+="$step "
-        echo "kill $i: at $ms of $left ms, $step"
-        kill -KILL -- -"$pid" 2>/dev/null || true
-        { wait "$pid"; } 2>/dev/null || true
-        # streams under their final names are complete and verify (they name files by path
-        # and mtime, so they are not byte-comparable across runs); the checkpoint is identical
-        for f in "$out"/calib.stream "$out"/quant.stream "$out"/layers/quant.*.stream; do
-            if [ ! -e "$f" ]; then
-                continue
-            fi
-            if ! as-cat -V "$f" >/dev/null 2>"$BATS_TEST_TMPDIR/err"; then
-                echo "after kill $i ($step): ${f#"$out"/} is not a complete stream: $(cat "$BATS_TEST_TMPDIR/err")"
-                return 1
-            fi
-        done
-        if [ -e "$out/checkpoint" ]; then
-            for f in "$ref"/checkpoint/*; do
-                rel=${f#"$ref"/}
-                if ! cmp -s "$f" "$out/$rel"; then
-                    echo "after kill $i ($step): $rel differs from the complete run or is missing"
-                    return 1
-                fi
-            done
-            [ "$(ls -A "$out/checkpoint" | wc -l)" -eq "$(ls -A "$ref/checkpoint" | wc -l)" ]
-        fi
+        kill_recipe_at "$ms" "$left"
         # a finished run, or the second resumption in a row: start again from nothing
         if [ -e "$out/checkpoint" ] || [ "$resumed" -ge 2 ]; then
             rm -rf "$out"
             resumed=0
         fi
     done
+    # Top-up: on a fast machine a short step (packing takes ~10 ms of a 124 ms run) may get
+    # fewer uniform kills than asked; then fresh runs are killed at uniform times inside that
+    # step's window of the reference timeline until it has them (at most 150 more kills).
+    local extra=0 lo hi
+    while [ "$extra" -lt 150 ]; do
+        n_calib=$(grep -o ' calib' <<<"$steps" | wc -l)
+        n_quant=$(grep -o ' quant' <<<"$steps" | wc -l)
+        n_pack=$(grep -o ' pack' <<<"$steps" | wc -l)
+        if [ "$n_calib" -lt 6 ]; then
+            lo=$setup_ms hi=${at[0]}
+        elif [ "$n_quant" -lt 6 ]; then
+            lo=${at[0]} hi=${at[5]}
+        elif [ "$n_pack" -lt 5 ]; then
+            lo=${at[6]} hi=$span_ms
+        else
+            break
+        fi
+        rm -rf "$out"
+        extra=$((extra + 1))
+        i=$((100 + extra))
+        kill_recipe_at $((lo + RANDOM % (hi - lo + 1))) "$span_ms"
+    done
     n_calib=$(grep -o ' calib' <<<"$steps" | wc -l)
     n_quant=$(grep -o ' quant' <<<"$steps" | wc -l)
     n_pack=$(grep -o ' pack' <<<"$steps" | wc -l)
     n_done=$(grep -o ' done' <<<"$steps" | wc -l)
     n_other=$(grep -o ' other' <<<"$steps" | wc -l)
-    echo "# span ${span_ms} ms; kills: calib $n_calib, quant $n_quant, pack $n_pack, other $n_other; completed $n_done" >&3
-    [ $((n_calib + n_quant + n_pack + n_other + n_done)) -eq 100 ]
+    echo "# span ${span_ms} ms; kills: calib $n_calib, quant $n_quant, pack $n_pack, other $n_other; completed $n_done; $extra top-up kills" >&3
+    [ $((n_calib + n_quant + n_pack + n_other + n_done)) -eq $((100 + extra)) ]
     [ "$n_calib" -ge 6 ]
     [ "$n_quant" -ge 6 ]
     [ "$n_pack" -ge 5 ]
