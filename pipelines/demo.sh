@@ -67,7 +67,10 @@ row "W4 g$GROUP RTN (compressed-tensors)" "$OUT/rtn-ct/eval.json" "$OUT/rtn-ct/c
 row "W4 g$GROUP GPTQ (compressed-tensors)" "$OUT/gptq-ct/eval.json" "$OUT/gptq-ct/checkpoint"
 row "GGUF Q4_0 GPTQ + scale search" "$OUT/gguf-q4_0/eval.json" "$OUT/gguf-q4_0/model.gguf"
 echo "(first $EVAL_BYTES bytes of wiki.test.raw, windows of 512 tokens; KLD and top-1 against the"
-echo " imported model; docs/quality.md has the full protocol and more formats)"
+echo " imported model; docs/quality.md has the full protocol and more formats). On this model plain"
+echo " GPTQ does worse than round-to-nearest: its Hessian is dominated by the attention-sink token's"
+echo " massive activations (docs/quality.md, \"GPTQ on SmolLM2\"); the GGUF row's group-32 per-block"
+echo " scale search does not suffer from it."
 echo
 PROMPT=$'<|im_start|>user\nWhat are three tips for staying healthy?<|im_end|>\n<|im_start|>assistant\n'
 echo "== greedy generation (80 positions), chat prompt: What are three tips for staying healthy?"
