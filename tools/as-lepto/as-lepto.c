@@ -301,13 +301,19 @@ static int quantize_layer(struct tool *t, struct as_stream_writer *w, int l, con
         for (int g = 0; g < AS_GROUP_COUNT; g++)
             amax[g] = group_absmax(&ld->g[g]);
         if (o->lepto) {
-            if (!ld->input)
-                return as_fail("layer %d: no model.layers.%d.input record in the stream "
-                               "(--method lepto needs whole sequences: as-calib --keep-seqs S)",
-                               l, l);
             struct as_lepto_result res[AS_GROUP_COUNT];
             double t0 = now_s();
-            if (as_lepto_search_layer(m, l, ld->input, ld->seqs, ld->seqlen, amax, res)) return -1;
+            int rc = ld->input
+                         ? as_lepto_search_layer(m, l, ld->input, ld->seqs, ld->seqlen, amax, res)
+                         : as_fail("layer %d: no model.layers.%d.input record in the stream "
+                                   "(--method lepto needs whole sequences: as-calib "
+                                   "--keep-seqs S)",
+                                   l, l);
+            if (rc) {
+                for (int g = 0; g < AS_GROUP_COUNT; g++)
+                    json_decref(gattrs[g]);
+                return -1;
+            }
             double dt = now_s() - t0;
             for (int g = 0; g < AS_GROUP_COUNT; g++) {
                 struct as_lepto_result *r = &res[g];
