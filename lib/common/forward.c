@@ -423,9 +423,7 @@ static void decode_att_part(void *arg, int part, int n) {
  * q, out: [T, n_heads*hd]; kc, vc: [max_seq, kv_dim] of this layer. */
 static void attention(const struct as_model_config *c, struct as_run_state *s, const float *kc,
                       const float *vc, int T, int pos0) {
-    int hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
-    int kv_mul = c->n_heads / c->n_kv_heads, n_keys = pos0 + T, S = s->max_seq;
-    float scale = 1.0f / sqrtf((float)hd);
+    int hd = c->head_dim, n_keys = pos0 + T, S = s->max_seq;
     if (T == 1) {
         /* heads over the pool when each part has >= 16K multiply-adds of q.k and p.v */
         int parts = (int)(((size_t)n_keys * hd * 2) >> 14), n = engine_threads();
@@ -440,21 +438,30 @@ static void attention(const struct as_model_config *c, struct as_run_state *s, c
         pool_run(decode_att_part, &a, n);
         return;
     }
+    as_op_attention(c, s->q, kc, vc, s->att_out, s->att, S, 0, T, pos0);
+}
+
+void as_op_attention(const struct as_model_config *c, const float *q, const float *kc,
+                     const float *vc, float *out, float *att, int ld, size_t att_head_stride, int T,
+                     int pos0) {
+    int hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    int kv_mul = c->n_heads / c->n_kv_heads, n_keys = pos0 + T;
+    float scale = 1.0f / sqrtf((float)hd);
     for (int h = 0; h < c->n_heads; h++) {
         const float *kh = kc + (size_t)(h / kv_mul) * hd, *vh = vc + (size_t)(h / kv_mul) * hd;
-        const float *qh = s->q + (size_t)h * hd;
-        float *oh = s->att_out + (size_t)h * hd;
+        const float *qh = q + (size_t)h * hd;
+        float *oh = out + (size_t)h * hd, *ah = att + (size_t)h * att_head_stride;
         /* scores[T, n_keys] = Qh . Kh^T, then mask, softmax, O = P . Vh */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, n_keys, hd, scale, qh, qd, kh, kvd,
-                    0.0f, s->att, S);
+                    0.0f, ah, ld);
         for (int t = 0; t < T; t++) {
-            float *a = s->att + (size_t)t * S;
+            float *a = ah + (size_t)t * ld;
             int visible = pos0 + t + 1;
             softmax_row(a, visible);
             memset(a + visible, 0, (size_t)(n_keys - visible) * sizeof(float));
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, n_keys, 1.0f, s->att, S, vh,
-                    kvd, 0.0f, oh, qd);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, n_keys, 1.0f, ah, ld, vh, kvd,
+                    0.0f, oh, qd);
     }
 }
 

@@ -94,5 +94,12 @@ void as_op_linear(float *out, const float *x, const float *W, const float *bias,
 void as_op_rope(float *x, int T, int n_heads, int head_dim, int pos0, const float *cos,
                 const float *sin);
 void as_op_swiglu(float *gate, const float *up, size_t n); /* gate = silu(gate) * up */
+/* Causal GQA attention of T queries at positions pos0.. against key/value rows 0..pos0+T-1 (the
+ * engine's multi-token path): q, out [T, n_heads*head_dim], kc, vc [rows, n_kv_heads*head_dim].
+ * Head h's softmax probabilities [T, ld] (ld >= pos0+T) are left at att + h*att_head_stride, so
+ * a backward pass can keep them (stride 0: one buffer reused for every head). */
+void as_op_attention(const struct as_model_config *c, const float *q, const float *kc,
+                     const float *vc, float *out, float *att, int ld, size_t att_head_stride, int T,
+                     int pos0);
 
 #endif
