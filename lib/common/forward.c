@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "as_error.h"
+#include "kernel_attn.h"
 
 /* ---- worker threads for single-token decode ----------------------------------------------------
  * A decode step is ~200 small matvecs (a few hundred KB of weights each): too small for
@@ -419,10 +420,14 @@ static void decode_att_part(void *arg, int part, int n) {
         head_decode(a->c, a->s, a->kc, a->vc, h, a->n_keys, scratch);
 }
 
+static void attn_part(void *arg, int part, int n) {
+    as_attn_part(arg, part, n);
+}
+
 /* Causal GQA attention of T new queries (positions pos0..) against cache rows 0..pos0+T-1.
  * q, out: [T, n_heads*hd]; kc, vc: [max_seq, kv_dim] of this layer. */
 static void attention(const struct as_model_config *c, struct as_run_state *s, const float *kc,
-                      const float *vc, int T, int pos0) {
+                      const float *vc, int T, int pos0, int layer) {
     int hd = c->head_dim, n_keys = pos0 + T, S = s->max_seq;
     if (T == 1) {
         /* heads over the pool when each part has >= 16K multiply-adds of q.k and p.v */
@@ -438,7 +443,30 @@ static void attention(const struct as_model_config *c, struct as_run_state *s, c
         pool_run(decode_att_part, &a, n);
         return;
     }
-    as_op_attention(c, s->q, kc, vc, s->att_out, s->att, S, 0, T, pos0);
+    /* prefill: the flash kernel (kernel_attn.c), dense or over the block mask the sparse hook
+     * chose (first fills only); as_attn_impl == AS_ATTN_MATRIX keeps the scores-matrix loop
+     * below, the reference it replaced */
+    if (as_attn_impl == AS_ATTN_MATRIX) {
+        as_op_attention(c, s->q, kc, vc, s->att_out, s->att, S, 0, T, pos0);
+        return;
+    }
+    int qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
+    struct as_attn_args a = {.q = s->q,
+                             .k = kc,
+                             .v = vc,
+                             .o = s->att_out,
+                             .T = T,
+                             .pos0 = pos0,
+                             .n_heads = c->n_heads,
+                             .n_kv_heads = c->n_kv_heads,
+                             .hd = hd,
+                             .q_stride = qd,
+                             .kv_stride = kvd,
+                             .o_stride = qd,
+                             .scale = 1.0f / sqrtf((float)hd)};
+    if (s->attn_mask && pos0 == 0) a.mask = s->attn_mask(s->attn_mask_ctx, layer, s->q, kc, vc, T);
+    if (as_attn_check(&a)) as_die_last();
+    pool_run(attn_part, &a, as_attn_items(&a));
 }
 
 void as_op_attention(const struct as_model_config *c, const float *q, const float *kc,
@@ -509,7 +537,7 @@ void as_layer_attention(const struct as_model *m, const struct as_layer_weights 
     memcpy(kc + (size_t)pos0 * kvd, s->k, (size_t)T * kvd * sizeof(float));
     memcpy(vc + (size_t)pos0 * kvd, s->v, (size_t)T * kvd * sizeof(float));
     if (s->on_kv) s->on_kv(s->kvctx, l, kc + (size_t)pos0 * kvd, vc + (size_t)pos0 * kvd, T, kvd);
-    attention(c, s, kc, vc, T, pos0);
+    attention(c, s, kc, vc, T, pos0, l);
     hook(hk, l, AS_GROUP_ATTN_O, s->att_out, T, qd);
     as_op_linear(out, qin(s, l, AS_GROUP_ATTN_O, s->att_out, T, qd), L->w[AS_LIN_O], NULL, T, qd,
                  D);

@@ -12,6 +12,8 @@
 
 #include "model.h"
 
+struct as_block_mask; /* kernel_attn.h */
+
 struct as_hooks {
     /* x is the [T, in_dim] input shared by the linears of `group` in `layer`. */
     void (*on_linear_input)(void *ctx, int layer, enum as_linear_group group, const float *x, int T,
@@ -53,6 +55,12 @@ struct as_run_state {
      * what the hook left). NULL leaves the pass unchanged. */
     void (*on_kv)(void *kvctx, int layer, float *k, float *v, int T, int kv_dim);
     void *kvctx;
+    /* optional sparse prefill attention (sparse_attn.h): on a first fill (pos 0, T > 1) returns
+     * the block mask of layer `layer` (q [T, n_heads*hd] after RoPE, k/v the layer's cache), or
+     * NULL for dense. Decode and continued fills stay dense. */
+    const struct as_block_mask *(*attn_mask)(void *actx, int layer, const float *q, const float *k,
+                                             const float *v, int T);
+    void *attn_mask_ctx;
 };
 
 #define AS_STATE_KEEP_ACTS 1
