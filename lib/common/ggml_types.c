@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "dtype.h"
+#include "pack_ternary.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "ggml_types.c reads little-endian blocks as they lie in memory"
@@ -228,6 +229,42 @@ static void to_f32_q6_K(const void *src, float *dst, size_t n) {
     }
 }
 
+/* ---- ternary: ggml's dequantize_row_tq1_0 / tq2_0, (float)(code - 1) * d ---- */
+
+static void to_f32_tq1_0(const void *src, float *dst, size_t n) {
+    static const uint8_t pow3[5] = {1, 3, 9, 27, 81};
+    const uint8_t *b = src;
+    for (size_t i = 0; i < n / AS_QK_K; i++, b += sizeof(as_block_tq1_0), dst += AS_QK_K) {
+        const float d = f16_at(b, offsetof(as_block_tq1_0, d));
+        const uint8_t *qs = b + offsetof(as_block_tq1_0, qs);
+        const uint8_t *qh = b + offsetof(as_block_tq1_0, qh);
+        float *y = dst;
+        /* trit t of a byte: the byte times 3^t (mod 256), times 3, top byte of 16 bits */
+        for (int t = 0; t < 5; t++)
+            for (int m = 0; m < 32; m++)
+                *y++ = (float)(((uint16_t)(uint8_t)(qs[m] * pow3[t]) * 3 >> 8) - 1) * d;
+        for (int t = 0; t < 5; t++)
+            for (int m = 0; m < 16; m++)
+                *y++ = (float)(((uint16_t)(uint8_t)(qs[32 + m] * pow3[t]) * 3 >> 8) - 1) * d;
+        for (int t = 0; t < 4; t++)
+            for (int j = 0; j < 4; j++)
+                *y++ = (float)(((uint16_t)(uint8_t)(qh[j] * pow3[t]) * 3 >> 8) - 1) * d;
+    }
+}
+
+static void to_f32_tq2_0(const void *src, float *dst, size_t n) {
+    const uint8_t *b = src;
+    for (size_t i = 0; i < n / AS_QK_K; i++, b += sizeof(as_block_tq2_0), dst += AS_QK_K) {
+        const float d = f16_at(b, offsetof(as_block_tq2_0, d));
+        const uint8_t *qs = b + offsetof(as_block_tq2_0, qs);
+        float *y = dst;
+        for (int j = 0; j < 64; j += 32)
+            for (int l = 0; l < 4; l++)
+                for (int m = 0; m < 32; m++)
+                    *y++ = (float)(((qs[j + m] >> (2 * l)) & 3) - 1) * d;
+    }
+}
+
 /* ---- the table ----------------------------------------------------------------------------- */
 
 #define SUPPORTED(T, NAME, BLCK, SIZE, FN) [T] = {NAME, BLCK, SIZE, FN}
@@ -263,8 +300,8 @@ static const struct as_ggml_type_traits type_traits[AS_GGML_TYPE_COUNT] = {
     NAMED(28, "F64"),
     NAMED(29, "IQ1_M"),
     SUPPORTED(AS_GGML_BF16, "BF16", 1, 2, to_f32_bf16),
-    NAMED(34, "TQ1_0"),
-    NAMED(35, "TQ2_0"),
+    SUPPORTED(AS_GGML_TQ1_0, "TQ1_0", AS_QK_K, sizeof(as_block_tq1_0), to_f32_tq1_0),
+    SUPPORTED(AS_GGML_TQ2_0, "TQ2_0", AS_QK_K, sizeof(as_block_tq2_0), to_f32_tq2_0),
     NAMED(39, "MXFP4"),
     NAMED(40, "NVFP4"),
     NAMED(41, "Q1_0"),

@@ -12,7 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The types we read (and, for F32/F16/BF16/Q4_0/Q4_1/Q8_0, write), with ggml's numbers. */
+/* The types we read (and, for F32/F16/BF16/Q4_0/Q4_1/Q8_0/TQ1_0/TQ2_0, write), with ggml's numbers.
+ */
 enum as_ggml_type {
     AS_GGML_F32 = 0,
     AS_GGML_F16 = 1,
@@ -27,6 +28,8 @@ enum as_ggml_type {
     AS_GGML_Q5_K = 13,
     AS_GGML_Q6_K = 14,
     AS_GGML_BF16 = 30,
+    AS_GGML_TQ1_0 = 34, /* blocks: as_block_tq1_0 / as_block_tq2_0 in pack_ternary.h */
+    AS_GGML_TQ2_0 = 35,
 };
 /* One past the highest number ggml has assigned (Q1_0 = 41): the table names every one of them
  * so that an unsupported type is reported by name. */

@@ -13,7 +13,7 @@ dequantize_row_* independently of our C code.
                                          element counts must match, every f32 bit for bit
   ggml_oracle.py hash FILE.gguf          "name type numel xxh64" per tensor, numpy's dequantization
                                          (the format of `test_ggml_types hash`)
-  ggml_oracle.py bad DIR                 DIR/{iq2_xxs,tq1_0,ragged}.gguf: an unsupported type, a
+  ggml_oracle.py bad DIR                 DIR/{iq2_xxs,iq1_s,ragged}.gguf: an unsupported type, a
                                          Q4_K row of 300 elements
 """
 import sys
@@ -37,6 +37,8 @@ F16_FIELDS = {
     T.Q4_K: [0, 2],
     T.Q5_K: [0, 2],
     T.Q6_K: [208],
+    T.TQ1_0: [52],
+    T.TQ2_0: [64],
 }
 TYPES = [T.F32, T.F16, T.BF16, *F16_FIELDS]
 
@@ -130,7 +132,7 @@ def hash_file(path):
 
 def bad(d):
     rng = np.random.default_rng(1)
-    for name, t in (("iq2_xxs", T.IQ2_XXS), ("tq1_0", T.TQ1_0)):
+    for name, t in (("iq2_xxs", T.IQ2_XXS), ("iq1_s", T.IQ1_S)):
         w = gguf.GGUFWriter(f"{d}/{name}.gguf", "llama")
         w.add_tensor("ok.weight", random_tensor(rng, T.Q4_K, (2, 256)), raw_dtype=T.Q4_K)
         blck, size = gguf.GGML_QUANT_SIZES[t]
