@@ -315,8 +315,12 @@ static int write_end(struct as_stream_writer *w, int flush) {
     return 0;
 }
 
-int as_stream_write_end(struct as_stream_writer *w) { return write_end(w, 0); }
-int as_stream_write_end_flush(struct as_stream_writer *w) { return write_end(w, 1); }
+int as_stream_write_end(struct as_stream_writer *w) {
+    return write_end(w, 0);
+}
+int as_stream_write_end_flush(struct as_stream_writer *w) {
+    return write_end(w, 1);
+}
 
 /* ---------------------------------------------------------------- reader */
 
@@ -614,7 +618,9 @@ int as_stream_next_segmented(struct as_stream_reader *r, const struct as_rec **o
     return stream_next(r, out, 1);
 }
 
-int as_stream_end_flush(const struct as_stream_reader *r) { return r->last_end_flush; }
+int as_stream_end_flush(const struct as_stream_reader *r) {
+    return r->last_end_flush;
+}
 
 static int stream_next(struct as_stream_reader *r, const struct as_rec **out, int stop_at_end) {
     *out = NULL;
@@ -963,6 +969,21 @@ struct as_ckpt_refs *as_ckpt_refs_new(const struct as_ckpt *c) {
 
 const struct as_st_tensor *as_ckpt_refs_tensor(const struct as_ckpt_refs *cr, int i) {
     return cr->c->tensors[cr->order[i]];
+}
+
+int as_ckpt_refs_find(const struct as_ckpt_refs *cr, const char *name) {
+    int lo = 0, hi = cr->c->n_tensors - 1;
+    while (lo <= hi) {
+        const char *mid_name = cr->c->tensors[cr->order[(lo + hi) / 2]]->name;
+        int mid = (lo + hi) / 2, cmp = as_natural_cmp(mid_name, name);
+        if (!cmp) cmp = strcmp(mid_name, name); /* the order's tie-break (cmp_name_index) */
+        if (!cmp) return mid;
+        if (cmp < 0)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    return -1;
 }
 
 void as_ckpt_refs_rec(const struct as_ckpt_refs *cr, int i, struct as_rec *r) {

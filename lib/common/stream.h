@@ -125,6 +125,9 @@ struct as_ckpt_refs *as_ckpt_refs_new(const struct as_ckpt *c);
  * 0, 1, 2, ..., 10 rather than 0, 1, 10, 2) as a by-reference record: role "weight", layer from
  * the name, no checksum (nothing is read), file size and mtime recorded. Valid while `cr` lives. */
 void as_ckpt_refs_rec(const struct as_ckpt_refs *cr, int i, struct as_rec *r);
+/* The natural-order index (as taken by as_ckpt_refs_rec) of the tensor named `name`, or -1.
+ * Not the index into the checkpoint's own tensor list, which is in byte (strcmp) order. */
+int as_ckpt_refs_find(const struct as_ckpt_refs *cr, const char *name);
 const struct as_st_tensor *as_ckpt_refs_tensor(const struct as_ckpt_refs *cr, int i);
 /* strcmp, except that runs of digits compare by value. */
 int as_natural_cmp(const char *a, const char *b);

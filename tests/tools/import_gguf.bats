@@ -174,3 +174,17 @@ print(r.fields["tokenizer.ggml.pre"].contents(), r.fields["tokenizer.ggml.add_bo
     jq -e '.windows == 2 and .scored == 510' <<<"$output"
     jq -e '(.ppl / 21.2807 - 1) | fabs < 1e-4' <<<"$output"
 }
+
+@test "as-calib on a 12-layer import: every weight record follows its own layer's statistics; as-awq takes the stream" {
+    # A checkpoint's tensors sit in byte order (layers 0, 1, 10, 11, 2, ...); as-calib once looked
+    # weights up there and emitted layer 12's weights after layer 2's statistics.
+    GGUF_TINY_LAYERS=12 python3 "$MK" tiny "$W/deep.gguf" llama
+    as-import "$W/deep.gguf" "$W/deep"
+    as-calib -m "$W/deep" -d "$AS_DATA/text/austen" -n 2 -l 32 --keep-seqs 1 > "$W/deep.astr"
+    run -0 bash -c "as-ls '$W/deep.astr' | jq -rs '[foreach .[] as \$r (-9; if \$r.role == \"hessian\" then \$r.layer else . end;
+        if \$r.role == \"weight\" then [\$r.layer, .] else empty end)] | (length | tostring) + \" \" + ([.[] | select(.[0] != .[1])] | length | tostring)'"
+    [ "$output" = "84 0" ] # 12 layers x 7 linears, none out of place
+    as-awq -m "$W/deep" -b 4 -g 32 < "$W/deep.astr" > "$W/deep.q"
+    run -0 bash -c "as-ls '$W/deep.q' | jq -r 'select(.role == \"qweight\" or .role == \"weight\") | .layer' | sort -n | uniq | wc -l"
+    [ "$output" -eq 12 ]
+}

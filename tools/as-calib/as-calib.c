@@ -190,19 +190,6 @@ fail:
     return -1;
 }
 
-static int ckpt_index(const struct as_ckpt *ck, const char *name) {
-    int lo = 0, hi = ck->n_tensors - 1;
-    while (lo <= hi) {
-        int mid = (lo + hi) / 2, cmp = strcmp(ck->tensors[mid]->name, name);
-        if (!cmp) return mid;
-        if (cmp < 0)
-            lo = mid + 1;
-        else
-            hi = mid - 1;
-    }
-    return -1;
-}
-
 static int write_payload(struct as_stream_writer *w, struct as_arena *arena, struct as_rec *rec,
                          const void *data) {
     if (arena && as_arena_put(arena, rec, data)) return -1;
@@ -268,7 +255,7 @@ static int emit_group(struct calib *c, struct as_stream_writer *w, struct as_are
     json_decref(attrs);
     for (int i = 0; with_weights && !rc && group_members[g][i] != AS_LIN_COUNT; i++) {
         as_linear_tensor_name(layer, group_members[g][i], name, sizeof name);
-        int idx = ckpt_index(c->ck, name);
+        int idx = as_ckpt_refs_find(c->refs, name);
         if (idx < 0) return as_fail("%s: tensor %s missing", c->model_dir, name);
         as_ckpt_refs_rec(c->refs, idx, &rec);
         rc |= as_stream_write(w, &rec, NULL);
