@@ -54,7 +54,7 @@ awq_row() { # bits group label [gptq]
     local b=$1 g=$2 label=$3 extra=()
     if [ "${4:-}" = gptq ]; then
         "$BIN/as-awq" -m "$W/model" -b "$b" -g "$g" -e scaled < "$W/calib.stream" > "$W/a.stream" 2>/dev/null
-        "$BIN/as-gptq" -b "$b" -g "$g" --asym < "$W/a.stream" > "$W/q.stream"
+        "$BIN/as-gptq" -b "$b" -g "$g" --asym --act-order < "$W/a.stream" > "$W/q.stream"
         "$BIN/as-cat" -n 'layernorm|v_proj\.bias' "$W/a.stream" > "$W/norms.stream"
         extra=("$W/norms.stream")
     else
@@ -64,7 +64,7 @@ awq_row() { # bits group label [gptq]
     echo "| W$b g$g | $label | $(evaluate "$W/ck") |"
 }
 gptaq_row() { # bits group label
-    "$BIN/as-calib" "${CAL[@]}" --gptaq --sequential "$BIN/as-gptq -m gptaq -b $1 -g $2" > "$W/q.stream"
+    "$BIN/as-calib" "${CAL[@]}" --gptaq --sequential "$BIN/as-gptq -m gptaq -b $1 -g $2 --sym --act-order" > "$W/q.stream"
     rm -rf "$W/ck" && "$BIN/as-pack" -m "$W/model" -f fakequant -o "$W/ck" < "$W/q.stream" 2>/dev/null
     echo "| W$1 g$2 | $3 | $(evaluate "$W/ck") |"
 }
@@ -83,7 +83,7 @@ lepto_row() { # label format as-eval-options -- as-lepto options...
     # shellcheck disable=SC2086
     echo "| $label | $fmt | $(evaluate "$W/ck" $eopts) |"
 }
-ALL="rtn-sym gptq awq gguf-rtn gguf-gptq rtn-asym gptq-act awq+gptq gptaq fp8-static fp8-dynamic int8 nvfp4 mxfp4 w4a8 w3-rtn w3-gptq w2-rtn w2-gptq"
+ALL="rtn-sym gptq gptq-act awq gguf-rtn gguf-gptq gguf-gptq-act rtn-asym awq+gptq gptaq fp8-static fp8-dynamic int8 nvfp4 mxfp4 w4a8 w3-rtn w3-gptq w2-rtn w2-gptq"
 {
     echo "# SmolLM2-135M-Instruct quality ($(date -u +%Y-%m-%d), $SAMPLES x 512 Austen calibration tokens)"
     echo
@@ -107,15 +107,16 @@ ALL="rtn-sym gptq awq gguf-rtn gguf-gptq rtn-asym gptq-act awq+gptq gptaq fp8-st
         rtn-asym) gptq_row 4 128 "RTN asym" -m rtn --asym ;;
         gptq) gptq_row 4 128 "GPTQ sym" --sym ;;
         gptq-act) gptq_row 4 128 "GPTQ sym act-order" --sym --act-order ;;
-        gptaq) gptaq_row 4 128 "GPTAQ sym (true-sequential)" ;;
+        gptaq) gptaq_row 4 128 "GPTAQ sym act-order (true-sequential)" ;;
         awq) awq_row 4 128 "AWQ (asym)" ;;
-        awq+gptq) awq_row 4 128 "AWQ scales + GPTQ asym" gptq ;;
+        awq+gptq) awq_row 4 128 "AWQ scales + GPTQ asym act-order" gptq ;;
         w3-rtn) gptq_row 3 128 "RTN sym" -m rtn --sym ;;
         w3-gptq) gptq_row 3 128 "GPTQ sym act-order" --sym --act-order ;;
         w2-rtn) gptq_row 2 64 "RTN sym" -m rtn --sym ;;
         w2-gptq) gptq_row 2 64 "GPTQ sym act-order" --sym --act-order ;;
         gguf-rtn) gguf_row "RTN" -m rtn ;;
         gguf-gptq) gguf_row "GPTQ + signed scale search" --scale-search --signed-scale ;;
+        gguf-gptq-act) gguf_row "GPTQ act-order static groups + signed scale search" --scale-search --signed-scale --act-order --static-groups ;;
         fp8-static) lepto_row "FP8 static W8A8" float-quantized "" -- -s fp8-static ;;
         fp8-dynamic) lepto_row "FP8 dynamic W8A8" float-quantized "" -- -s fp8-dynamic ;;
         int8) lepto_row "INT8 W8A8 dynamic" int-quantized "" -- -s int8-dynamic ;;
