@@ -289,6 +289,31 @@ void as_tern_unpack(enum as_tern_fmt f, int N, int K, const uint8_t *packed, uin
         memcpy(scales, p, (size_t)N * 4);
 }
 
+void as_tern_unpack_row_codes(enum as_tern_fmt f, int K, const uint8_t *row, uint8_t *codes) {
+    const struct as_tern_layout *L = &as_tern_layouts[f];
+    float d;
+    for (int b = 0; b < K / L->block; b++, row += L->block_bytes) {
+        uint8_t *c = codes + (size_t)b * L->block;
+        switch (f) {
+        case AS_TF_TQ1_0:
+            unpack_tq1_0(row, c, &d);
+            break;
+        case AS_TF_TQ2_0:
+            unpack_tq2_0(row, c, &d);
+            break;
+        case AS_TF_I2_S:
+            unpack_i2s(row, c);
+            break;
+        case AS_TF_SEQ2:
+            unpack_seq2(row, c);
+            break;
+        default:
+            unpack_sherry(row, c);
+            break;
+        }
+    }
+}
+
 void as_tern_dequant(enum as_tern_fmt f, int N, int K, const uint8_t *packed, float *w) {
     size_t ns = as_tern_scale_count(f, N, K);
     uint8_t *c = as_xmalloc((size_t)N * K);

@@ -100,6 +100,8 @@ int as_tern_pack(enum as_tern_fmt f, const char *name, int N, int K, const uint8
 /* Inverse: codes [N,K] and scales (as_tern_scale_count); exact for anything as_tern_pack wrote. */
 void as_tern_unpack(enum as_tern_fmt f, int N, int K, const uint8_t *packed, uint8_t *codes,
                     float *scales);
+/* Codes [K] (natural order) of one packed row (as_tern_row_bytes bytes) of format f. */
+void as_tern_unpack_row_codes(enum as_tern_fmt f, int K, const uint8_t *row, uint8_t *codes);
 /* Dequantize to f32 [N,K]: value of code c times its scale, in the order the kernels use. */
 void as_tern_dequant(enum as_tern_fmt f, int N, int K, const uint8_t *packed, float *w);
 

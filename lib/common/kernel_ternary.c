@@ -1,0 +1,323 @@
+/* kernel_ternary: scalar reference, AVX2 and AVX-512 VNNI kernels for the packed ternary / 2-bit
+ * layouts, runtime dispatch, and the dense f32 / bf16 baseline (kernel_ternary.h).
+ *
+ * The SIMD bodies are written once (kernel_ternary_simd.h) and compiled twice under GCC's target
+ * pragma: with AVX2's maddubs + madd (u8 x s8 pairs to int16, then int32), and with AVX-512 VNNI's
+ * vpdpbusd on 256-bit vectors (u8 x s8 quads straight into int32). Both give the same integer
+ * sums; the library itself is built without -mavx2, so the scalar path runs anywhere and the
+ * dispatcher (cpuid) picks the best. */
+#include "kernel_ternary.h"
+
+#include <immintrin.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "as_error.h"
+#include "dtype.h"
+
+const char *const as_isa_names[AS_ISA_COUNT] = {"ref", "avx2", "avx512vnni"};
+
+int as_kernel_isa_supported(enum as_isa isa) {
+    __builtin_cpu_init();
+    switch (isa) {
+    case AS_ISA_REF:
+        return 1;
+    case AS_ISA_AVX2:
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case AS_ISA_AVX512:
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni");
+    default:
+        return 0;
+    }
+}
+
+enum as_isa as_kernel_isa_best(void) {
+    const char *e = getenv("AS_KERNEL_ISA");
+    if (e)
+        for (int i = 0; i < AS_ISA_COUNT; i++)
+            if (!strcmp(e, as_isa_names[i]) && as_kernel_isa_supported((enum as_isa)i))
+                return (enum as_isa)i;
+    if (as_kernel_isa_supported(AS_ISA_AVX512)) return AS_ISA_AVX512;
+    if (as_kernel_isa_supported(AS_ISA_AVX2)) return AS_ISA_AVX2;
+    return AS_ISA_REF;
+}
+
+/* ---- activations ---- */
+
+/* Plane order of format f: position of natural element k inside qp. Within each full 128-chunk,
+ * plane p (bits 2p of the packed bytes) lane j meets:
+ *   I2_S          element 32 (3 - p) + j        (BitNet: shift 6 - 2i holds elements 32i + j)
+ *   SEQ2, SHERRY  element 32 (j / 8) + 4 (j % 8) + p   (byte / quad j of the 4 blocks, lane p)
+ *   TQ1_0, TQ2_0  element 32 p + j              (ggml's layouts are already plane-major) */
+static int plane_pos(enum as_tern_fmt f, int k, int K) {
+    int c = k / 128, e = k % 128;
+    if (K - c * 128 < 128) return k; /* tail chunk: natural order, scalar code */
+    switch (f) {
+    case AS_TF_I2_S:
+        return c * 128 + 32 * (3 - e / 32) + e % 32;
+    case AS_TF_SEQ2:
+    case AS_TF_SHERRY: {
+        int b = e / 32, g = (e % 32) / 4, p = e % 4;
+        return c * 128 + 32 * p + 8 * b + g;
+    }
+    default:
+        return k;
+    }
+}
+
+void as_act8_init(struct as_act8 *a, enum as_tern_fmt f, int K) {
+    memset(a, 0, sizeof *a);
+    a->K = K;
+    a->fmt = f;
+    a->q = aligned_alloc(64, ((size_t)K + 63) / 64 * 64);
+    a->qp = aligned_alloc(64, ((size_t)K + 63) / 64 * 64);
+    a->sum32 = as_xcalloc((size_t)K / 32 + 1, sizeof *a->sum32);
+    a->sum256 = as_xcalloc((size_t)K / 256 + 1, sizeof *a->sum256);
+    if (!a->q || !a->qp) as_die("out of memory (activations of %d)", K);
+}
+
+void as_act8_free(struct as_act8 *a) {
+    free(a->q);
+    free(a->qp);
+    free(a->sum32);
+    free(a->sum256);
+    memset(a, 0, sizeof *a);
+}
+
+void as_act8_quantize(struct as_act8 *a, const float *x) {
+    const int K = a->K;
+    float amax = 0.0f;
+    for (int k = 0; k < K; k++)
+        amax = fmaxf(amax, fabsf(x[k]));
+    const float s = amax > 0.0f ? 127.0f / amax : 0.0f;
+    a->d = amax / 127.0f;
+    a->total = 0;
+    memset(a->sum32, 0, ((size_t)K / 32 + 1) * sizeof *a->sum32);
+    memset(a->sum256, 0, ((size_t)K / 256 + 1) * sizeof *a->sum256);
+    for (int k = 0; k < K; k++) {
+        float v = nearbyintf(x[k] * s);
+        int q = (int)fmaxf(-127.0f, fminf(127.0f, v));
+        a->q[k] = (int8_t)q;
+        a->qp[plane_pos(a->fmt, k, K)] = (int8_t)q;
+        a->sum32[k / 32] += q;
+        a->sum256[k / 256] += q;
+        a->total += q;
+    }
+}
+
+/* ---- the shared finish: integer sums to the output float, the same for every ISA ---- */
+
+static inline float tq_block_d(const uint8_t *block, size_t block_bytes) {
+    uint16_t h;
+    memcpy(&h, block + block_bytes - 2, 2);
+    return as_f16_to_f32(h);
+}
+
+static inline float row_scale(const struct as_tern_matrix *W, int r) {
+    size_t rb = as_tern_row_bytes(W->fmt, W->K);
+    float s;
+    if (W->fmt == AS_TF_I2_S)
+        memcpy(&s, W->data + (size_t)W->N * rb, 4);
+    else
+        memcpy(&s, W->data + (size_t)W->N * rb + 4 * (size_t)r, 4);
+    return s;
+}
+
+/* S[b]: sum of code * q per 256-block (TQ) or S[0] over the row (others). */
+static inline float finish(const struct as_tern_matrix *W, int r, const int32_t *S,
+                           const struct as_act8 *a) {
+    const size_t rb = as_tern_row_bytes(W->fmt, W->K);
+    const uint8_t *row = W->data + (size_t)r * rb;
+    switch (W->fmt) {
+    case AS_TF_TQ1_0:
+    case AS_TF_TQ2_0: {
+        const size_t bb = as_tern_layouts[W->fmt].block_bytes;
+        float acc = 0.0f;
+        for (int b = 0; b < W->K / 256; b++)
+            acc += (float)(S[b] - a->sum256[b]) * tq_block_d(row + (size_t)b * bb, bb);
+        return acc * a->d;
+    }
+    case AS_TF_SEQ2:
+        return (float)(2 * S[0] - 3 * a->total) * (0.5f * row_scale(W, r)) * a->d;
+    default:
+        return (float)(S[0] - a->total) * row_scale(W, r) * a->d;
+    }
+}
+
+/* ---- scalar reference: decode the row's codes, natural order ---- */
+
+static void ref_row_sums(const struct as_tern_matrix *W, int r, const struct as_act8 *a, int32_t *S,
+                         uint8_t *codes) {
+    const size_t rb = as_tern_row_bytes(W->fmt, W->K);
+    as_tern_unpack_row_codes(W->fmt, W->K, W->data + (size_t)r * rb, codes);
+    const int tq = W->fmt == AS_TF_TQ1_0 || W->fmt == AS_TF_TQ2_0;
+    int32_t s = 0;
+    for (int k = 0; k < W->K; k++) {
+        s += (int32_t)codes[k] * a->q[k];
+        if (tq && k % 256 == 255) {
+            S[k / 256] = s;
+            s = 0;
+        }
+    }
+    if (!tq) S[0] = s;
+}
+
+static void ref_gemm(const struct as_tern_matrix *W, const struct as_act8 *a, int M, float *Y,
+                     int ldy, int r0, int r1) {
+    uint8_t *codes = as_xmalloc((size_t)W->K);
+    int32_t *S = as_xmalloc(((size_t)W->K / 256 + 1) * sizeof *S);
+    for (int r = r0; r < r1; r++)
+        for (int m = 0; m < M; m++) {
+            ref_row_sums(W, r, &a[m], S, codes);
+            Y[(size_t)m * ldy + r] = finish(W, r, S, &a[m]);
+        }
+    free(codes);
+    free(S);
+}
+
+/* Scalar pieces the SIMD bodies share for tails: sum of code * q over one 32-block. */
+static inline int32_t seq2_block_scalar(const uint8_t *blk, const int8_t *q) {
+    int32_t s = 0;
+    for (int k = 0; k < 32; k++)
+        s += ((blk[k / 4] >> (2 * (k % 4))) & 3) * q[k];
+    return s;
+}
+static inline int32_t sherry_block_scalar(const uint8_t *blk, const int8_t *q) {
+    int32_t s = 0;
+    for (int g = 0; g < 8; g++) {
+        int ix = ((blk[g / 2] >> (4 * (g & 1))) & 15) | ((blk[4] >> g) & 1) << 4;
+        uint8_t pat = as_sherry_codebook[ix];
+        for (int p = 0; p < 4; p++)
+            s += ((pat >> (2 * p)) & 3) * q[4 * g + p];
+    }
+    return s;
+}
+static inline int tq1_trit(uint8_t b, int n) {
+    static const uint8_t pow3[5] = {1, 3, 9, 27, 81};
+    return (int)(((uint16_t)(uint8_t)(b * pow3[n]) * 3) >> 8);
+}
+
+/* ---- SIMD bodies ---- */
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define SFX(name) name##_avx2
+#define DOT_U8S8(acc, c, x)                                                                        \
+    _mm256_add_epi32((acc), _mm256_madd_epi16(_mm256_maddubs_epi16((c), (x)), _mm256_set1_epi16(1)))
+#include "kernel_ternary_simd.h"
+#undef SFX
+#undef DOT_U8S8
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")
+#define SFX(name) name##_vnni
+#define DOT_U8S8(acc, c, x) _mm256_dpbusd_epi32((acc), (c), (x))
+#include "kernel_ternary_simd.h"
+#undef SFX
+#undef DOT_U8S8
+#pragma GCC pop_options
+
+void as_tern_gemm(enum as_isa isa, const struct as_tern_matrix *W, const struct as_act8 *a, int M,
+                  float *Y, int r0, int r1) {
+    for (int m0 = 0; m0 < M; m0 += 4) {
+        int mm = M - m0 < 4 ? M - m0 : 4;
+        float *Ym = Y + (size_t)m0 * W->N;
+        switch (isa) {
+        case AS_ISA_AVX2:
+            tern_gemm_avx2(W, a + m0, mm, Ym, W->N, r0, r1);
+            break;
+        case AS_ISA_AVX512:
+            tern_gemm_vnni(W, a + m0, mm, Ym, W->N, r0, r1);
+            break;
+        default:
+            ref_gemm(W, a + m0, mm, Ym, W->N, r0, r1);
+            break;
+        }
+    }
+}
+
+void as_tern_gemv(enum as_isa isa, const struct as_tern_matrix *W, const struct as_act8 *a,
+                  float *y, int r0, int r1) {
+    switch (isa) {
+    case AS_ISA_AVX2:
+        tern_gemm_avx2(W, a, 1, y, W->N, r0, r1);
+        break;
+    case AS_ISA_AVX512:
+        tern_gemm_vnni(W, a, 1, y, W->N, r0, r1);
+        break;
+    default:
+        ref_gemm(W, a, 1, y, W->N, r0, r1);
+        break;
+    }
+}
+
+/* ---- dense baseline ---- */
+
+static inline float dense_w(const struct as_dense_matrix *W, size_t i) {
+    if (!W->bf16) return ((const float *)W->data)[i];
+    uint32_t u = (uint32_t)((const uint16_t *)W->data)[i] << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* 16 partial sums, k mod 16, then s[i] + s[i+8], + s[i+4], + s[i+2], + s[i+1]. */
+static float dense_dot_ref(const struct as_dense_matrix *W, int r, const float *x) {
+    float s[16] = {0};
+    const size_t base = (size_t)r * W->K;
+    for (int k = 0; k < W->K; k++) {
+        float p = dense_w(W, base + k) * x[k];
+        s[k % 16] = s[k % 16] + p;
+    }
+    for (int w = 8; w >= 1; w /= 2)
+        for (int i = 0; i < w; i++)
+            s[i] = s[i] + s[i + w];
+    return s[0];
+}
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+static float dense_dot_avx2(const struct as_dense_matrix *W, int r, const float *x) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    const size_t base = (size_t)r * W->K;
+    if (W->bf16) {
+        const uint16_t *w = (const uint16_t *)W->data + base;
+        for (int k = 0; k < W->K; k += 16) {
+            __m256i h = _mm256_loadu_si256((const __m256i *)(w + k));
+            __m256 w0 = _mm256_castsi256_ps(
+                _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(h)), 16));
+            __m256 w1 = _mm256_castsi256_ps(
+                _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(h, 1)), 16));
+            a0 = _mm256_add_ps(a0, _mm256_mul_ps(w0, _mm256_loadu_ps(x + k)));
+            a1 = _mm256_add_ps(a1, _mm256_mul_ps(w1, _mm256_loadu_ps(x + k + 8)));
+        }
+    } else {
+        const float *w = (const float *)W->data + base;
+        for (int k = 0; k < W->K; k += 16) {
+            a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_loadu_ps(w + k), _mm256_loadu_ps(x + k)));
+            a1 = _mm256_add_ps(
+                a1, _mm256_mul_ps(_mm256_loadu_ps(w + k + 8), _mm256_loadu_ps(x + k + 8)));
+        }
+    }
+    __m256 s8 = _mm256_add_ps(a0, a1);
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    __m128 s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
+    return _mm_cvtss_f32(s1);
+}
+#pragma GCC pop_options
+
+void as_dense_gemv(enum as_isa isa, const struct as_dense_matrix *W, const float *x, float *y,
+                   int r0, int r1) {
+    for (int r = r0; r < r1; r++)
+        y[r] = isa == AS_ISA_REF ? dense_dot_ref(W, r, x) : dense_dot_avx2(W, r, x);
+}
+
+void as_dense_gemm(enum as_isa isa, const struct as_dense_matrix *W, const float *X, int M,
+                   float *Y, int r0, int r1) {
+    for (int m = 0; m < M; m++)
+        as_dense_gemv(isa, W, X + (size_t)m * W->K, Y + (size_t)m * W->N, r0, r1);
+}

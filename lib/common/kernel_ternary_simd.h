@@ -1,0 +1,188 @@
+/* kernel_ternary_simd.h: the SIMD kernel bodies, included by kernel_ternary.c once per ISA with
+ * SFX(name) (the ISA suffix) and DOT_U8S8(acc, codes_u8, acts_s8) (32 u8 x s8 products added
+ * into 8 int32 lanes) defined, under the matching GCC target pragma. Not a public header. */
+
+#define AS_AI static inline __attribute__((always_inline))
+
+AS_AI int32_t SFX(hsum)(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* The 4 planes of 32 bytes of 2-bit codes against the 4 runs of 32 activations at qp + off, for
+ * M tokens. */
+AS_AI void SFX(planes)(__m256i *acc, __m256i w, const struct as_act8 *a, int M, size_t off) {
+    const __m256i m3 = _mm256_set1_epi8(3);
+    const __m256i c0 = _mm256_and_si256(w, m3);
+    const __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(w, 2), m3);
+    const __m256i c2 = _mm256_and_si256(_mm256_srli_epi16(w, 4), m3);
+    const __m256i c3 = _mm256_and_si256(_mm256_srli_epi16(w, 6), m3);
+    for (int m = 0; m < M; m++) {
+        const int8_t *x = a[m].qp + off;
+        __m256i t = acc[m];
+        t = DOT_U8S8(t, c0, _mm256_loadu_si256((const __m256i *)x));
+        t = DOT_U8S8(t, c1, _mm256_loadu_si256((const __m256i *)(x + 32)));
+        t = DOT_U8S8(t, c2, _mm256_loadu_si256((const __m256i *)(x + 64)));
+        t = DOT_U8S8(t, c3, _mm256_loadu_si256((const __m256i *)(x + 96)));
+        acc[m] = t;
+    }
+}
+
+/* Sherry: 4 blocks (20 bytes) to the 32 bytes of 2-bit codes of their 32 quads, quad j = 8b + g
+ * in byte j: nibbles expanded in order, the 16-entry codebook looked up by pshufb, the sign bits
+ * spread to byte masks and the negated patterns (0xAA - pattern) blended in. */
+AS_AI __m256i SFX(sherry_decode)(const uint8_t *p) {
+    const __m256i cb =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)as_sherry_codebook));
+    const __m256i bits = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    const __m256i sidx = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
+                                          2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    uint32_t n0, n1, n2, n3;
+    memcpy(&n0, p, 4);
+    memcpy(&n1, p + 5, 4);
+    memcpy(&n2, p + 10, 4);
+    memcpy(&n3, p + 15, 4);
+    const uint32_t sg =
+        (uint32_t)p[4] | (uint32_t)p[9] << 8 | (uint32_t)p[14] << 16 | (uint32_t)p[19] << 24;
+    const __m128i v = _mm_setr_epi32((int)n0, (int)n1, (int)n2, (int)n3);
+    const __m128i lo = _mm_and_si128(v, _mm_set1_epi8(0x0F));
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0F));
+    const __m256i idx = _mm256_set_m128i(_mm_unpackhi_epi8(lo, hi), _mm_unpacklo_epi8(lo, hi));
+    const __m256i pat = _mm256_shuffle_epi8(cb, idx);
+    __m256i sm = _mm256_shuffle_epi8(_mm256_set1_epi32((int)sg), sidx);
+    sm = _mm256_cmpeq_epi8(_mm256_and_si256(sm, bits), bits);
+    return _mm256_blendv_epi8(pat, _mm256_sub_epi8(_mm256_set1_epi8((char)0xAA), pat), sm);
+}
+
+/* TQ1_0 trits: byte u times k (mod 256, per byte: even and odd bytes of each 16-bit lane apart),
+ * then (3 u) >> 8 by a 16-bit high multiply. k may differ per lane. */
+AS_AI __m256i SFX(tq1_trits)(__m256i v, __m256i k) {
+    const __m256i three = _mm256_set1_epi16(3);
+    const __m256i e = _mm256_and_si256(v, _mm256_set1_epi16(0x00FF));
+    const __m256i o = _mm256_and_si256(v, _mm256_set1_epi16((short)0xFF00));
+    const __m256i me = _mm256_slli_epi16(_mm256_mullo_epi16(e, k), 8);
+    const __m256i mo = _mm256_and_si256(_mm256_mullo_epi16(o, k), _mm256_set1_epi16((short)0xFF00));
+    return _mm256_or_si256(_mm256_mulhi_epu16(me, three),
+                           _mm256_slli_epi16(_mm256_mulhi_epu16(mo, three), 8));
+}
+
+/* Integer sums S[m * nsb + b] of one row for M tokens (b over 256-blocks for TQ, else b = 0). */
+AS_AI void SFX(row_sums)(const struct as_tern_matrix *W, const uint8_t *row,
+                         const struct as_act8 *a, int M, int32_t *S, int nsb) {
+    const int K = W->K;
+    __m256i acc[4];
+    for (int m = 0; m < M; m++)
+        acc[m] = _mm256_setzero_si256();
+    switch (W->fmt) {
+    case AS_TF_I2_S:
+        for (int c = 0; c < K / 128; c++)
+            SFX(planes)
+            (acc, _mm256_loadu_si256((const __m256i *)(row + 32 * c)), a, M, 128 * (size_t)c);
+        for (int m = 0; m < M; m++)
+            S[m * nsb] = SFX(hsum)(acc[m]);
+        break;
+    case AS_TF_SEQ2: {
+        const int nc = K / 128;
+        for (int c = 0; c < nc; c++)
+            SFX(planes)
+            (acc, _mm256_loadu_si256((const __m256i *)(row + 32 * c)), a, M, 128 * (size_t)c);
+        for (int m = 0; m < M; m++) {
+            int32_t s = SFX(hsum)(acc[m]);
+            for (int b = 4 * nc; b < K / 32; b++)
+                s += seq2_block_scalar(row + 8 * b, a[m].q + 32 * b);
+            S[m * nsb] = s;
+        }
+        break;
+    }
+    case AS_TF_SHERRY: {
+        const int nc = K / 128;
+        for (int c = 0; c < nc; c++)
+            SFX(planes)(acc, SFX(sherry_decode)(row + 20 * c), a, M, 128 * (size_t)c);
+        for (int m = 0; m < M; m++) {
+            int32_t s = SFX(hsum)(acc[m]);
+            for (int b = 4 * nc; b < K / 32; b++)
+                s += sherry_block_scalar(row + 5 * b, a[m].q + 32 * b);
+            S[m * nsb] = s;
+        }
+        break;
+    }
+    case AS_TF_TQ2_0:
+        for (int b = 0; b < K / 256; b++) {
+            const uint8_t *blk = row + (size_t)b * sizeof(as_block_tq2_0);
+            for (int m = 0; m < M; m++)
+                acc[m] = _mm256_setzero_si256();
+            SFX(planes)(acc, _mm256_loadu_si256((const __m256i *)blk), a, M, 256 * (size_t)b);
+            SFX(planes)
+            (acc, _mm256_loadu_si256((const __m256i *)(blk + 32)), a, M, 256 * (size_t)b + 128);
+            for (int m = 0; m < M; m++)
+                S[m * nsb + b] = SFX(hsum)(acc[m]);
+        }
+        break;
+    default: /* TQ1_0 */
+        for (int b = 0; b < K / 256; b++) {
+            const uint8_t *blk = row + (size_t)b * sizeof(as_block_tq1_0);
+            const size_t o = 256 * (size_t)b;
+            const __m256i v = _mm256_loadu_si256((const __m256i *)blk);
+            const __m256i v16 =
+                _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 32)));
+            static const short pow3[5] = {1, 3, 9, 27, 81};
+            __m256i t[5], u[3];
+            for (int n = 0; n < 5; n++)
+                t[n] = SFX(tq1_trits)(v, _mm256_set1_epi16(pow3[n]));
+            /* the 16-byte part: trits n (low half) and n + 1 (high half) meet 32 contiguous
+             * activations 160 + 16 n ..; trit 4 pairs with a zero multiplier (code 0 on the
+             * qh elements 240..255, which contributes nothing) */
+            u[0] = SFX(tq1_trits)(
+                v16, _mm256_setr_epi16(1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3));
+            u[1] = SFX(tq1_trits)(
+                v16, _mm256_setr_epi16(9, 9, 9, 9, 9, 9, 9, 9, 27, 27, 27, 27, 27, 27, 27, 27));
+            u[2] = SFX(tq1_trits)(
+                v16, _mm256_setr_epi16(81, 81, 81, 81, 81, 81, 81, 81, 0, 0, 0, 0, 0, 0, 0, 0));
+            for (int m = 0; m < M; m++) {
+                const int8_t *x = a[m].q + o;
+                __m256i s = _mm256_setzero_si256();
+                for (int n = 0; n < 5; n++)
+                    s = DOT_U8S8(s, t[n], _mm256_loadu_si256((const __m256i *)(x + 32 * n)));
+                for (int n = 0; n < 3; n++)
+                    s = DOT_U8S8(s, u[n], _mm256_loadu_si256((const __m256i *)(x + 160 + 32 * n)));
+                int32_t r = SFX(hsum)(s);
+                for (int n = 0; n < 4; n++)
+                    for (int j = 0; j < 4; j++)
+                        r += tq1_trit(blk[48 + j], n) * x[240 + j + 4 * n];
+                S[m * nsb + b] = r;
+            }
+        }
+        break;
+    }
+}
+
+static void SFX(tern_gemm)(const struct as_tern_matrix *W, const struct as_act8 *a, int M, float *Y,
+                           int ldy, int r0, int r1) {
+    const size_t rb = as_tern_row_bytes(W->fmt, W->K);
+    const int nsb = W->K / 256 + 1;
+    int32_t *S = as_xmalloc((size_t)4 * nsb * sizeof *S);
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = W->data + (size_t)r * rb;
+        switch (M) {
+        case 1:
+            SFX(row_sums)(W, row, a, 1, S, nsb);
+            break;
+        case 2:
+            SFX(row_sums)(W, row, a, 2, S, nsb);
+            break;
+        case 3:
+            SFX(row_sums)(W, row, a, 3, S, nsb);
+            break;
+        default:
+            SFX(row_sums)(W, row, a, 4, S, nsb);
+            break;
+        }
+        for (int m = 0; m < M; m++)
+            Y[(size_t)m * ldy + r] = finish(W, r, S + m * nsb, &a[m]);
+    }
+    free(S);
+}
+
+#undef AS_AI
