@@ -44,11 +44,18 @@ static void top_k(const double *v, const int *idx, int n, int k, double sign, in
     free(t);
 }
 
-/* argmax of v over indices with !taken[i], ties to the lower index; -1 if none. */
+/* argmax of v over indices with !taken[i]; values within 1e-9 (relative) of the maximum count as
+ * tied and the lower index wins: greedy gains that are equal in exact arithmetic (symmetric
+ * coverage terms, equal DPP residuals) differ in their last bits with the summation order, and
+ * an implementation must not depend on those bits. -1 if none. */
 static int argmax_free(const double *v, const unsigned char *taken, int n) {
     int best = -1;
     for (int i = 0; i < n; i++)
         if (!taken[i] && (best < 0 || v[i] > v[best])) best = i;
+    if (best < 0 || !isfinite(v[best])) return best;
+    double floor_v = v[best] - 1e-9 * fmax(1, fabs(v[best]));
+    for (int i = 0; i < best; i++)
+        if (!taken[i] && v[i] >= floor_v) return i;
     return best;
 }
 

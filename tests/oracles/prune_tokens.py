@@ -43,6 +43,17 @@ def order_desc(v, idx=None):
     return sorted(idx.tolist(), key=lambda i: (-v[i], i))
 
 
+def amax(v, taken=()):
+    """argmax over the indices not taken; values within 1e-9 (relative) of the maximum are ties,
+    the lower index wins (gains equal in exact arithmetic differ in their last bits)"""
+    v = np.array(v, np.float64)
+    v[list(taken)] = -np.inf
+    m = v.max()
+    if not np.isfinite(m):
+        return int(np.argmax(v))
+    return int(np.nonzero(v >= m - 1e-9 * max(1.0, abs(m)))[0][0])
+
+
 def unit(x):
     n = np.linalg.norm(x, axis=1, keepdims=True)
     return np.where(n > 0, x / np.where(n > 0, n, 1), 0.0)
@@ -81,7 +92,7 @@ def m_idpruner(ctx, k, p):
     imp = (w - w.min()) / (w.max() - w.min() + 1e-6)
     sim = cosm(x)
     lam = p["lambda"]
-    S = [int(np.argmax(imp))]
+    S = [amax(imp)]
     maxsim = np.maximum(np.full(len(w), -2.0), sim[:, S[0]])
     while len(S) < k:
         free = [i for i in range(len(w)) if i not in S]
@@ -102,12 +113,11 @@ def m_divprune(ctx, k, p):
     D = 1 - cosm(ctx["x"])
     n = len(D)
     off = D + np.diag(np.full(n, np.inf))
-    first = int(np.argmax(off.min(axis=1)))
+    first = amax(off.min(axis=1))
     S = [first]
     while len(S) < k:
         mind = D[:, S].min(axis=1)
-        mind[S] = -np.inf
-        S.append(int(np.argmax(mind)))
+        S.append(amax(mind, S))
     return [[i] for i in S]
 
 
@@ -164,8 +174,7 @@ def m_scope(ctx, k, p):
     S = []
     for _ in range(k):
         gain = sal * np.maximum(0, C - cur[:, None]).sum(axis=0)   # sum over j of C[j, i] - cur[j]
-        gain[S] = -np.inf
-        s = int(np.argmax(gain))
+        s = amax(gain, S)
         S.append(s)
         cur = np.maximum(cur, C[:, s])
     return [[i] for i in S]
@@ -219,19 +228,15 @@ def m_samp(ctx, k, p):
     Cv = np.zeros((0, ng))
     chosen = []
     while len(chosen) < T:
-        d2m = d2.copy()
-        d2m[chosen] = -np.inf
-        j = int(np.argmax(d2m))
-        if d2m[j] <= 1e-10:
+        j = amax(d2, chosen)
+        if d2[j] <= 1e-10:
             break
         e = (L[j] - Cv[:, j] @ Cv) / math.sqrt(d2[j])
         Cv = np.vstack([Cv, e])
         d2 = d2 - e ** 2
         chosen.append(j)
     while len(chosen) < T:   # rank spent: by relevance
-        rr = r.copy()
-        rr[chosen] = -np.inf
-        chosen.append(int(np.argmax(rr)))
+        chosen.append(amax(r, chosen))
     return [(groups[g], wts[g]) for g in sorted(chosen)]
 
 

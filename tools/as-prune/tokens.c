@@ -9,11 +9,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "as-prune.h"
 #include "as_error.h"
 #include "atomic_file.h"
 #include "cli_args.h"
+#include "model_open.h"
+#include "prune_engine.h"
 #include "prune_tokens.h"
 #include "stream.h"
 
@@ -103,6 +106,212 @@ static char *shape_str(const struct tensor *t, char *buf, size_t n) {
     return buf;
 }
 
+/* ---- engine mode: prune a model's prompt inside its prefill ---- */
+
+struct engine_opts {
+    const char *model, *ids, *prompts, *out, *report;
+    int gen;
+    int keep_last; /* -1: the question's tokens (--prompts) or 1 (--ids) */
+    struct as_prune_engine e;
+};
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static int argmax_f(const float *v, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[b]) b = i;
+    return b;
+}
+
+/* KL(p || q) of softmax(a), softmax(b), in double */
+static double kld_logits(const float *a, const float *b, int n) {
+    double ma = -INFINITY, mb = -INFINITY, za = 0, zb = 0, k = 0;
+    for (int i = 0; i < n; i++)
+        ma = fmax(ma, a[i]), mb = fmax(mb, b[i]);
+    for (int i = 0; i < n; i++)
+        za += exp(a[i] - ma), zb += exp(b[i] - mb);
+    for (int i = 0; i < n; i++) {
+        double pa = exp(a[i] - ma) / za;
+        k += pa * ((a[i] - ma - log(za)) - (b[i] - mb - log(zb)));
+    }
+    return k;
+}
+
+/* Greedy continuation of G tokens from the state's last logits; returns the decoded text. */
+static char *greedy(const struct as_model *m, struct as_run_state *s,
+                    const struct as_tokenizer *tok, int G) {
+    int32_t *out = as_xmalloc((size_t)(G ? G : 1) * sizeof *out);
+    int n = 0, eos = as_tokenizer_eos(tok);
+    for (; n < G; n++) {
+        int next = argmax_f(s->logits, m->cfg.vocab);
+        if (next == eos) break;
+        out[n] = next;
+        if (n + 1 < G && as_forward(m, s, &next, 1, AS_LOGITS_LAST, NULL)) as_die_last();
+    }
+    char *txt = as_tokenizer_decode(tok, out, (size_t)n, NULL);
+    if (!txt) as_die_last();
+    free(out);
+    return txt;
+}
+
+static int engine_main(struct engine_opts *o) {
+    struct as_model *m = as_model_open(o->model);
+    if (!m) as_die_last();
+    int V = m->cfg.vocab;
+    if (o->ids) { /* one prompt of token ids: kept indices and logits for the oracle */
+        int n = 0, cap = 16;
+        int *ids = as_xmalloc((size_t)cap * sizeof *ids);
+        for (const char *p = o->ids; *p;) {
+            char *end;
+            long v = strtol(p, &end, 10);
+            if (end == p || (*end && *end != ','))
+                as_die("tokens: --ids %s: expected a comma-separated list of token ids", o->ids);
+            if (n == cap) ids = as_xrealloc(ids, (size_t)(cap *= 2) * sizeof *ids);
+            ids[n++] = (int)v;
+            p = *end ? end + 1 : end;
+        }
+        if (n > m->cfg.max_pos)
+            as_die("tokens: %d tokens, more than the model's context (%d)", n, m->cfg.max_pos);
+        o->e.keep_last = o->keep_last < 0 ? 1 : o->keep_last;
+        struct as_run_state *s = as_state_new(m, n, n + 2, 0);
+        if (!s) as_die_last();
+        int *kept = as_xmalloc((size_t)n * sizeof *kept);
+        struct as_prune_prefill_stats st;
+        if (as_prune_prefill(m, s, ids, n, &o->e, kept, &st)) as_die_last();
+        float *lg = as_xmalloc((size_t)2 * V * sizeof *lg);
+        memcpy(lg, s->logits, (size_t)V * sizeof *lg);
+        int next = argmax_f(lg, V);
+        if (as_forward(m, s, &next, 1, AS_LOGITS_LAST, NULL)) as_die_last();
+        memcpy(lg + V, s->logits, (size_t)V * sizeof *lg);
+        json_t *rep = json_pack("{s:s, s:f, s:i, s:i, s:i, s:f, s:f}", "method", o->e.method->name,
+                                "keep", o->e.keep, "layer", o->e.layer, "n", st.n, "m", st.m,
+                                "flops_full", st.flops_full, "flops_pruned", st.flops_pruned);
+        json_t *ka = json_array();
+        int32_t *k32 = as_xmalloc((size_t)st.m * sizeof *k32);
+        for (int i = 0; i < st.m; i++)
+            k32[i] = kept[i], json_array_append_new(ka, json_integer(kept[i]));
+        json_object_set_new(rep, "kept", ka);
+        struct as_atomic_file af = {0};
+        if (as_atomic_open(&af, o->out)) as_die_last();
+        struct as_stream_writer *w = as_stream_writer_fd(fileno(af.fp), o->out);
+        int64_t s1[1] = {st.m}, s2[2] = {2, V};
+        if (!w || as_stream_write_tensor(w, "kept", "token-index", -1, AS_I32, 1, s1, NULL, k32) ||
+            as_stream_write_tensor(w, "logits", "logits", -1, AS_F32, 2, s2, NULL, lg) ||
+            as_stream_write_end(w)) {
+            as_atomic_abort(&af);
+            as_die_last();
+        }
+        as_stream_writer_free(w);
+        if (as_atomic_commit(&af)) as_die_last();
+        char *js = json_dumps(rep, JSON_COMPACT | JSON_REAL_PRECISION(12));
+        printf("%s\n", js);
+        free(js), json_decref(rep), free(k32), free(lg), free(kept), free(ids);
+        as_state_free(s);
+        as_model_free(m);
+        return 0;
+    }
+
+    /* --prompts FILE: JSON lines {"context", "question", "answer"}; per prompt the next-token KLD
+     * of the pruned prefill against the full one, greedy continuations of both, prefill times */
+    struct as_tokenizer *tok = as_tokenizer_open(o->model);
+    if (!tok) as_die_last();
+    FILE *f = fopen(o->prompts, "r");
+    if (!f) as_die("%s: cannot open", o->prompts);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    int np = 0, hit_full = 0, hit_pruned = 0, n_answer = 0, agree = 0;
+    double kld_sum = 0, t_full = 0, t_pruned = 0, fl_full = 0, fl_pruned = 0;
+    long tok_full = 0, tok_pruned = 0;
+    while ((len = getline(&line, &cap, f)) > 0) {
+        json_error_t je;
+        json_t *j = json_loadb(line, (size_t)len, 0, &je);
+        if (!j) as_die("%s: line %d: %s", o->prompts, np + 1, je.text);
+        const char *ctx = json_string_value(json_object_get(j, "context"));
+        const char *q = json_string_value(json_object_get(j, "question"));
+        const char *ans = json_string_value(json_object_get(j, "answer"));
+        if (!ctx || !q)
+            as_die("%s: line %d: needs \"context\" and \"question\" strings", o->prompts, np + 1);
+        int32_t *a = NULL, *b = NULL;
+        size_t na = 0, nb = 0;
+        if (as_tokenizer_encode(tok, ctx, strlen(ctx), as_tokenizer_add_bos(tok), &a, &na) ||
+            as_tokenizer_encode(tok, q, strlen(q), 0, &b, &nb))
+            as_die_last();
+        int n = (int)(na + nb);
+        if (n > m->cfg.max_pos)
+            as_die("%s: line %d: %d tokens, more than the model's context (%d)", o->prompts, np + 1,
+                   n, m->cfg.max_pos);
+        int *ids = as_xmalloc((size_t)n * sizeof *ids);
+        for (size_t i = 0; i < na; i++)
+            ids[i] = a[i];
+        for (size_t i = 0; i < nb; i++)
+            ids[na + i] = b[i];
+        o->e.keep_last = o->keep_last < 0 ? (int)nb : o->keep_last;
+        if (o->e.keep_last < 1) o->e.keep_last = 1;
+        struct as_run_state *s = as_state_new(m, n, n + o->gen + 1, 0);
+        if (!s) as_die_last();
+        float *lf = as_xmalloc((size_t)V * sizeof *lf);
+        double t0 = now_s();
+        if (as_forward(m, s, ids, n, AS_LOGITS_LAST, NULL)) as_die_last();
+        double t1 = now_s();
+        memcpy(lf, s->logits, (size_t)V * sizeof *lf);
+        char *gf = greedy(m, s, tok, o->gen);
+        as_state_reset(s);
+        struct as_prune_prefill_stats st;
+        double t2 = now_s();
+        if (as_prune_prefill(m, s, ids, n, &o->e, NULL, &st))
+            as_die("%s: line %d: %s", o->prompts, np + 1, as_last_error());
+        double t3 = now_s();
+        double kl = kld_logits(lf, s->logits, V);
+        int same = argmax_f(lf, V) == argmax_f(s->logits, V);
+        char *gp = greedy(m, s, tok, o->gen);
+        int hf = ans && *ans && strstr(gf, ans), hp = ans && *ans && strstr(gp, ans);
+        json_t *r = json_pack("{s:i, s:i, s:i, s:f, s:b, s:f, s:f, s:s, s:s}", "prompt", np, "n", n,
+                              "m", st.m, "kld", kl, "top1_same", same, "prefill_full_s", t1 - t0,
+                              "prefill_pruned_s", t3 - t2, "gen_full", gf, "gen_pruned", gp);
+        if (ans && *ans) {
+            json_object_set_new(r, "answer", json_string(ans));
+            json_object_set_new(r, "hit_full", json_boolean(hf));
+            json_object_set_new(r, "hit_pruned", json_boolean(hp));
+            n_answer++, hit_full += hf != 0, hit_pruned += hp != 0;
+        }
+        char *js = json_dumps(r, JSON_COMPACT | JSON_REAL_PRECISION(8));
+        printf("%s\n", js);
+        fflush(stdout);
+        free(js), json_decref(r);
+        kld_sum += kl, agree += same, t_full += t1 - t0, t_pruned += t3 - t2;
+        fl_full += st.flops_full, fl_pruned += st.flops_pruned, tok_full += n, tok_pruned += st.m;
+        np++;
+        free(gf), free(gp), free(lf), free(ids), free(a), free(b);
+        as_state_free(s);
+        json_decref(j);
+    }
+    free(line);
+    fclose(f);
+    if (!np) as_die("%s: no prompts", o->prompts);
+    json_t *sum =
+        json_pack("{s:b, s:s, s:f, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f}", "summary", 1, "method",
+                  o->e.method->name, "keep", o->e.keep, "layer", o->e.layer, "prompts", np,
+                  "kld_mean", kld_sum / np, "top1_agree", (double)agree / np, "token_ratio",
+                  (double)tok_pruned / tok_full, "flops_reduction", fl_full / fl_pruned,
+                  "prefill_speedup", t_full / t_pruned, "prefill_full_s", t_full);
+    if (n_answer) {
+        json_object_set_new(sum, "passkey_full", json_real((double)hit_full / n_answer));
+        json_object_set_new(sum, "passkey_pruned", json_real((double)hit_pruned / n_answer));
+    }
+    char *js = json_dumps(sum, JSON_COMPACT | JSON_REAL_PRECISION(8));
+    printf("%s\n", js);
+    free(js), json_decref(sum);
+    as_tokenizer_free(tok);
+    as_model_free(m);
+    return 0;
+}
+
 int as_prune_cmd_tokens(int argc, char **argv) {
     const char *in = "-", *out = NULL, *report = NULL, *method = NULL;
     double keep = NAN;
@@ -110,11 +319,22 @@ int as_prune_cmd_tokens(int argc, char **argv) {
     long long max_tokens = -1;
     struct as_prune_params p;
     as_prune_params_default(&p);
-    static const struct option lo[] = {
-        {"method", required_argument, 0, 'm'}, {"keep", required_argument, 0, 'k'},
-        {"report", required_argument, 0, 'r'}, {"param", required_argument, 0, 'p'},
-        {"query", required_argument, 0, 'q'},  {"max-tokens", required_argument, 0, 'T'},
-        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+    static const struct option lo[] = {{"method", required_argument, 0, 'm'},
+                                       {"keep", required_argument, 0, 'k'},
+                                       {"report", required_argument, 0, 'r'},
+                                       {"param", required_argument, 0, 'p'},
+                                       {"query", required_argument, 0, 'q'},
+                                       {"max-tokens", required_argument, 0, 'T'},
+                                       {"model", required_argument, 0, 'M'},
+                                       {"layer", required_argument, 0, 'L'},
+                                       {"keep-first", required_argument, 0, 'F'},
+                                       {"keep-last", required_argument, 0, 'Q'},
+                                       {"ids", required_argument, 0, 'I'},
+                                       {"prompts", required_argument, 0, 'P'},
+                                       {"gen", required_argument, 0, 'G'},
+                                       {"help", no_argument, 0, 'h'},
+                                       {0, 0, 0, 0}};
+    struct engine_opts eo = {.gen = 16, .keep_last = -1, .e = {.layer = 2, .keep_first = 1}};
     int c;
     while ((c = getopt_long(argc, argv, "i:o:m:k:h", lo, NULL)) != -1) {
         switch (c) {
@@ -142,6 +362,27 @@ int as_prune_cmd_tokens(int argc, char **argv) {
         case 'T':
             max_tokens = as_arg_int(optarg);
             break;
+        case 'M':
+            eo.model = optarg;
+            break;
+        case 'L':
+            eo.e.layer = as_arg_int(optarg);
+            break;
+        case 'F':
+            eo.e.keep_first = as_arg_int(optarg);
+            break;
+        case 'Q':
+            eo.keep_last = as_arg_int(optarg);
+            break;
+        case 'I':
+            eo.ids = optarg;
+            break;
+        case 'P':
+            eo.prompts = optarg;
+            break;
+        case 'G':
+            eo.gen = as_arg_int(optarg);
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -156,6 +397,17 @@ int as_prune_cmd_tokens(int argc, char **argv) {
     if (!m) as_die("tokens: unknown method '%s' (as-prune tokens --help lists them)", method);
     if (isnan(keep)) as_die("tokens: --keep is required");
     if (!(keep > 0 && keep <= 1)) as_die("tokens: --keep %g outside (0, 1]", keep);
+    if (eo.model) {
+        if (!eo.ids == !eo.prompts)
+            as_die("tokens: --model needs one of --ids LIST or --prompts FILE");
+        if (eo.ids && !out) as_die("tokens: -o OUT is required");
+        if (eo.e.keep_first < 0 || eo.gen < 0)
+            as_die("tokens: --keep-first and --gen must be >= 0");
+        if (eo.keep_last == 0 || eo.keep_last < -1)
+            as_die("tokens: --keep-last must be >= 1 (the last token predicts the next)");
+        eo.e.method = m, eo.e.keep = keep, eo.e.params = p, eo.out = out;
+        return engine_main(&eo);
+    }
     if (!out) as_die("tokens: -o OUT is required");
     if (!strcmp(out, "-") && !report)
         as_die("tokens: -o - writes the stream to stdout: give --report FILE");

@@ -1,0 +1,149 @@
+/* prune_engine: pruned prefill on top of the engine's public layer API (prune_engine.h). Nothing
+ * in forward.c changes: the pass is embed -> as_forward_layer for layers < L on N rows -> choose
+ * -> compact rows and caches -> as_forward_layer for layers >= L on M rows -> final norm and
+ * lm_head of the last row, exactly what as_forward does without pruning. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "as_error.h"
+#include "prune_engine.h"
+
+double as_prune_prefill_flops(const struct as_model_config *c, int T, int layers) {
+    double D = c->hidden, qd = (double)c->n_heads * c->head_dim,
+           kvd = (double)c->n_kv_heads * c->head_dim, I = c->intermediate;
+    double lin = 2 * (D * qd + 2 * D * kvd + qd * D + 3 * D * I);                /* per token */
+    double att = 2.0 * 2 * c->n_heads * c->head_dim * ((double)T * (T + 1) / 2); /* QK and PV */
+    return layers * (T * lin + att);
+}
+
+/* Rotate one head's key from RoPE position `from` to `to` (rotate-half layout): undo the
+ * rotation at `from` with its table entries, apply the one at `to`. The tables carry the
+ * attention factor f on both cos and sin, so undoing divides by f^2. */
+static void rerotate(float *v, int hd, const struct as_run_state *s, int from, int to, float f2) {
+    int half = hd / 2;
+    const float *c0 = s->rope_cos + (size_t)from * half, *s0 = s->rope_sin + (size_t)from * half;
+    const float *c1 = s->rope_cos + (size_t)to * half, *s1 = s->rope_sin + (size_t)to * half;
+    for (int i = 0; i < half; i++) {
+        float y1 = v[i], y2 = v[i + half];
+        float x1 = (y1 * c0[i] + y2 * s0[i]) / f2, x2 = (y2 * c0[i] - y1 * s0[i]) / f2;
+        v[i] = x1 * c1[i] - x2 * s1[i];
+        v[i + half] = x2 * c1[i] + x1 * s1[i];
+    }
+}
+
+int as_prune_prefill(const struct as_model *m, struct as_run_state *s, const int *tokens, int n,
+                     const struct as_prune_engine *e, int *kept,
+                     struct as_prune_prefill_stats *st) {
+    const struct as_model_config *c = &m->cfg;
+    int D = c->hidden, hd = c->head_dim, H = c->n_heads, kvd = c->n_kv_heads * hd;
+    int qd = H * hd, L = e->layer;
+    if (n < 1) return as_fail("prune: empty prompt");
+    if (n > s->max_T || n > s->max_seq)
+        return as_fail("prune: prompt of %d tokens is longer than the context (%d)", n,
+                       s->max_T < s->max_seq ? s->max_T : s->max_seq);
+    if (L < 0 || L > c->n_layers) return as_fail("prune: layer %d outside 0..%d", L, c->n_layers);
+    if (s->pos != 0) return as_fail("prune: the run state is not empty (pos %d)", s->pos);
+    if (L == 0 && e->method->fn && (e->method->needs & AS_NEED_SCORE))
+        return as_fail("prune: method %s needs attention: choose a layer >= 1", e->method->name);
+    for (int t = 0; t < n; t++) {
+        if (tokens[t] < 0 || tokens[t] >= c->vocab)
+            return as_fail("prune: token id %d out of range (vocab %d)", tokens[t], c->vocab);
+        memcpy(s->x + (size_t)t * D, m->embed + (size_t)tokens[t] * D, (size_t)D * sizeof(float));
+    }
+    for (int l = 0; l < L; l++)
+        as_forward_layer(m, s, l, n, NULL);
+
+    /* the last token's head-mean attention at layer L-1, from its post-RoPE query (left in s->q
+     * by the layer) and the layer's cached keys */
+    float *score = NULL, *keys = NULL;
+    if (L > 0) {
+        const float *kc = s->key_cache + (size_t)(L - 1) * s->max_seq * kvd;
+        const float *q = s->q + (size_t)(n - 1) * qd;
+        double *row = as_xmalloc((size_t)n * sizeof *row),
+               *acc = as_xcalloc((size_t)n, sizeof *acc);
+        for (int h = 0; h < H; h++) {
+            int kh = h / (H / c->n_kv_heads);
+            double mx = -INFINITY, sum = 0;
+            for (int j = 0; j < n; j++) {
+                double d = 0;
+                for (int i = 0; i < hd; i++)
+                    d += (double)q[h * hd + i] * kc[(size_t)j * kvd + kh * hd + i];
+                row[j] = d / sqrt((double)hd);
+                mx = fmax(mx, row[j]);
+            }
+            for (int j = 0; j < n; j++)
+                sum += (row[j] = exp(row[j] - mx));
+            for (int j = 0; j < n; j++)
+                acc[j] += row[j] / sum / H;
+        }
+        score = as_xmalloc((size_t)n * sizeof *score);
+        for (int j = 0; j < n; j++)
+            score[j] = (float)acc[j];
+        free(row), free(acc);
+        keys = as_xmalloc((size_t)n * kvd * sizeof *keys);
+        memcpy(keys, kc, (size_t)n * kvd * sizeof *keys);
+    }
+    uint8_t *pr = as_xmalloc((size_t)n);
+    for (int i = 0; i < n; i++)
+        pr[i] = i >= e->keep_first && i < n - e->keep_last;
+    struct as_prune_input in = {.n = n,
+                                .d = D,
+                                .x = s->x,
+                                .h = 0,
+                                .attn = NULL,
+                                .score = score,
+                                .dk = keys ? kvd : 0,
+                                .keys = keys,
+                                .prunable = pr,
+                                .query = n - 1};
+    struct as_prune_result res;
+    int rc = as_prune_run(e->method, &in, e->keep, &e->params, &res);
+    free(score), free(keys), free(pr);
+    if (rc) return as_fail_prefix("prune: ");
+    int M = res.m;
+
+    /* compact: output row r only reads input rows >= its representative >= r, so rows can be
+     * rewritten in increasing order through one scratch row */
+    float f2 = m->attn_factor * m->attn_factor;
+    float *kt = as_xmalloc((size_t)kvd * sizeof *kt), *ka = as_xmalloc((size_t)kvd * sizeof *ka),
+          *va = as_xmalloc((size_t)kvd * sizeof *va);
+    for (int l = 0; l < L; l++) {
+        float *kc = s->key_cache + (size_t)l * s->max_seq * kvd;
+        float *vc = s->value_cache + (size_t)l * s->max_seq * kvd;
+        for (int r = 0; r < M; r++) {
+            memset(ka, 0, (size_t)kvd * sizeof *ka);
+            memset(va, 0, (size_t)kvd * sizeof *va);
+            for (int i = res.kept[r]; i < n; i++) {
+                float w = res.w[(size_t)r * n + i];
+                if (w == 0) continue;
+                memcpy(kt, kc + (size_t)i * kvd, (size_t)kvd * sizeof *kt);
+                if (i != r)
+                    for (int h = 0; h < c->n_kv_heads; h++)
+                        rerotate(kt + h * hd, hd, s, i, r, f2);
+                for (int j = 0; j < kvd; j++)
+                    ka[j] += w * kt[j], va[j] += w * vc[(size_t)i * kvd + j];
+            }
+            memcpy(kc + (size_t)r * kvd, ka, (size_t)kvd * sizeof *ka);
+            memcpy(vc + (size_t)r * kvd, va, (size_t)kvd * sizeof *va);
+        }
+    }
+    free(kt), free(ka), free(va);
+    memcpy(s->x, res.y, (size_t)M * D * sizeof(float));
+    s->pos = 0;
+    for (int l = L; l < c->n_layers; l++)
+        as_forward_layer(m, s, l, M, NULL);
+    s->pos = M;
+    s->T = M;
+    as_op_rmsnorm(s->xb, s->x + (size_t)(M - 1) * D, m->norm, 1, D, c->rms_eps);
+    as_op_linear(s->logits, s->xb, m->lm_head, NULL, 1, D, c->vocab);
+    if (kept) memcpy(kept, res.kept, (size_t)M * sizeof *kept);
+    if (st) {
+        st->n = n, st->m = M;
+        st->flops_full = as_prune_prefill_flops(c, n, c->n_layers);
+        st->flops_pruned =
+            as_prune_prefill_flops(c, n, L) + as_prune_prefill_flops(c, M, c->n_layers - L);
+    }
+    as_prune_result_free(&res);
+    return 0;
+}

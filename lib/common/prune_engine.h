@@ -1,0 +1,45 @@
+/* prune_engine: token pruning inside the engine's prefill (issue 21, docs/token-pruning.md).
+ *
+ * The prompt's N tokens run through layers 0..L-1 whole; before layer L the strategy (a row of
+ * prune_tokens.c) chooses or merges M tokens from the hidden states (the embeddings when L = 0),
+ * scored by the last token's head-mean attention at layer L-1 (FastV; also the importance /
+ * saliency the other strategies read) and the layer's post-RoPE keys. The first keep_first and the
+ * last keep_last tokens (BOS, the question) are never pruned. The kept tokens are renumbered to
+ * positions 0..M-1: their residual rows are compacted, the KV cache of layers 0..L-1 is compacted
+ * the same way (merged rows: the merge weights applied to keys and values) with each key rotated
+ * from its old RoPE position to its new one, and layers L.. run on the M rows. Afterwards
+ * s->pos = M and the state decodes on as usual (as_forward), so generation continues on the
+ * kept tokens. */
+#ifndef AS_PRUNE_ENGINE_H
+#define AS_PRUNE_ENGINE_H
+
+#include "forward.h"
+#include "prune_tokens.h"
+
+struct as_prune_engine {
+    const struct as_prune_method *method;
+    double keep; /* fraction of the prunable tokens kept, (0, 1] */
+    struct as_prune_params params;
+    int layer;      /* 0: on the embeddings; L >= 1: after layer L-1 */
+    int keep_first; /* never pruned: the first tokens (BOS, a system prefix) */
+    int keep_last;  /* never pruned: the last tokens (the question) */
+};
+
+struct as_prune_prefill_stats {
+    int n, m;            /* prompt tokens, tokens after pruning */
+    double flops_full;   /* theoretical prefill FLOPs without pruning (linears + attention) */
+    double flops_pruned; /* with pruning at the chosen layer */
+};
+
+/* Pruned prefill of tokens[0..n) into s (s->pos must be 0, n <= s->max_T); logits of the last
+ * token in s->logits (as AS_LOGITS_LAST). kept (may be NULL) receives the M representative input
+ * indices. Returns 0, or -1 with as_fail (prompt longer than the context, bad layer, strategy
+ * errors). */
+int as_prune_prefill(const struct as_model *m, struct as_run_state *s, const int *tokens, int n,
+                     const struct as_prune_engine *e, int *kept, struct as_prune_prefill_stats *st);
+
+/* Theoretical prefill FLOPs of T tokens through `layers` layers (2 per multiply-add; causal
+ * attention counts the T(T+1)/2 scored pairs), without the lm_head. */
+double as_prune_prefill_flops(const struct as_model_config *c, int T, int layers);
+
+#endif
