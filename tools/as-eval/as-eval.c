@@ -27,6 +27,7 @@
 #include "model.h"
 #include "model_loaders.h"
 #include "pack_fp.h"
+#include "sparse_attn.h"
 #include "text_data.h"
 #include "tokenizer.h"
 
@@ -56,6 +57,8 @@ static void usage(FILE *f) {
             "                      computed with --base and written (one base forward\n"
             "                      pass for many candidates; llama.cpp's\n"
             "                      --kl-divergence-base)\n"
+            "      --sparse-attn S sparse prefill attention of MODEL: a JSON config or\n"
+            "                      METHOD[:PARAM=VALUE,...] (docs/sparse-attention.md)\n"
             "      --json          JSON report on stdout instead of the table\n"
             "  -h, --help          this help\n");
 }
@@ -73,6 +76,7 @@ struct eval_opts {
     size_t bytes;
     int ctx, score_all, chunks, gen, json;
     const char *act_quant, *kv_cache, *base_logits;
+    const char *sparse_attn; /* sparse prefill attention of MODEL (sparse_attn.h) */
 };
 
 /* Generation speed: greedy decode of n tokens after BOS, one token per forward call. */
@@ -115,6 +119,7 @@ int main(int argc, char **argv) {
                                              {"act-quant", required_argument, 0, 7},
                                              {"kv-cache", required_argument, 0, 8},
                                              {"base-logits", required_argument, 0, 9},
+                                             {"sparse-attn", required_argument, 0, 10},
                                              {"help", no_argument, 0, 'h'},
                                              {0, 0, 0, 0}};
     int c;
@@ -161,6 +166,9 @@ int main(int argc, char **argv) {
             break;
         case 9:
             o.base_logits = optarg;
+            break;
+        case 10:
+            o.sparse_attn = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -280,6 +288,12 @@ int main(int argc, char **argv) {
         if (!s || (base && !sb)) as_die_last();
         as_act_quant_attach(aq, s); /* the candidate only; the base stays full precision */
         as_kv_quant_attach(kq, s);
+        struct as_sparse_engine sp = {NULL, &m->cfg};
+        if (o.sparse_attn) { /* the candidate only: --base stays dense */
+            sp.cfg = as_sparse_config_from_spec(o.sparse_attn, &m->cfg);
+            if (!sp.cfg || as_sparse_config_check(sp.cfg, o.ctx)) as_die_last();
+            as_sparse_attach(&sp, s);
+        }
         int V = m->cfg.vocab;
         double *lp = as_xmalloc(sizeof(double) * V), *lpb = as_xmalloc(sizeof(double) * V);
         struct as_nll_acc nll = {0}, nll_base = {0};
@@ -333,6 +347,12 @@ int main(int argc, char **argv) {
         json_object_set_new(rep, "ppl", json_real(as_nll_ppl(&nll)));
         json_object_set_new(rep, "ppl_err", json_real(as_nll_ppl_err(&nll)));
         json_object_set_new(rep, "prefill_tok_s", json_real(n_chunks * (double)o.ctx / t_fwd));
+        if (sp.cfg) {
+            json_object_set_new(rep, "sparse_attn", json_string(o.sparse_attn));
+            json_object_set_new(rep, "sparse_density", json_real(as_sparse_mean_density(sp.cfg)));
+            as_sparse_config_free(sp.cfg);
+            s->attn_mask = NULL;
+        }
         if (cache_out && as_logits_cache_commit(cache_out)) as_die_last();
         as_logits_cache_close(cache_in);
         if (have_base) {

@@ -14,6 +14,7 @@
 #include "forward.h"
 #include "model.h"
 #include "model_open.h"
+#include "sparse_attn.h"
 #include "tokenizer.h"
 
 static void usage(FILE *f) {
@@ -26,7 +27,9 @@ static void usage(FILE *f) {
             "  -n, --steps N      tokens after BOS, prompt included (default 256)\n"
             "  -t, --temp T       sampling temperature (default 0 = greedy)\n"
             "  -s, --seed S       random seed for sampling (default 42)\n"
-            "  -v, --verbose      print tokens/s to stderr\n");
+            "  -v, --verbose      print tokens/s and the prefill time to stderr\n"
+            "      --sparse-attn SPEC  sparse prefill attention (decode stays dense): a JSON\n"
+            "                     config or METHOD[:PARAM=VALUE,...] (docs/sparse-attention.md)\n");
 }
 
 static uint64_t rng_state;
@@ -60,14 +63,19 @@ static int sample(float *logits, int n, float temp) {
 int main(int argc, char **argv) {
     as_set_progname(argv[0]);
     const char *dir = NULL, *prompt = "";
+    const char *sparse_spec = NULL; /* sparse prefill attention (sparse_attn.h) */
     int steps = 256, verbose = 0;
     float temp = 0;
     unsigned long long seed = 42;
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'}, {"prompt", required_argument, 0, 'p'},
-        {"steps", required_argument, 0, 'n'}, {"temp", required_argument, 0, 't'},
-        {"seed", required_argument, 0, 's'},  {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                         {"prompt", required_argument, 0, 'p'},
+                                         {"steps", required_argument, 0, 'n'},
+                                         {"temp", required_argument, 0, 't'},
+                                         {"seed", required_argument, 0, 's'},
+                                         {"verbose", no_argument, 0, 'v'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {"sparse-attn", required_argument, 0, 1},
+                                         {0, 0, 0, 0}};
     int c;
     char *end;
     while ((c = getopt_long(argc, argv, "m:p:n:t:s:vh", opts, NULL)) != -1) {
@@ -93,6 +101,9 @@ int main(int argc, char **argv) {
             break;
         case 'v':
             verbose = 1;
+            break;
+        case 1:
+            sparse_spec = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -126,7 +137,13 @@ int main(int argc, char **argv) {
     free(ids);
     struct as_run_state *s = as_state_new(m, (int)n_prompt, steps + 1, 0);
     if (!s) as_die_last();
-    struct timespec t0, t1;
+    struct as_sparse_engine sp = {NULL, &m->cfg};
+    if (sparse_spec) { /* the prompt's prefill sparse, decode dense */
+        sp.cfg = as_sparse_config_from_spec(sparse_spec, &m->cfg);
+        if (!sp.cfg || as_sparse_config_check(sp.cfg, (int)n_prompt)) as_die_last();
+        as_sparse_attach(&sp, s);
+    }
+    struct timespec t0, t1, tp;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     /* print the prompt pieces (after the BOS, if any) */
     char piece[256];
@@ -137,6 +154,7 @@ int main(int argc, char **argv) {
         fwrite(piece, 1, (size_t)len < sizeof piece ? (size_t)len : sizeof piece - 1, stdout);
     }
     if (as_forward(m, s, toks, (int)n_prompt, AS_LOGITS_LAST, NULL) != 0) as_die_last();
+    clock_gettime(CLOCK_MONOTONIC, &tp);
     int n = (int)n_prompt, generated = 0;
     while (n <= steps) {
         int next =
@@ -156,8 +174,13 @@ int main(int argc, char **argv) {
         double dt = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
         fprintf(stderr, "%s: %d tokens in %.3f s (%.0f tokens/s)\n", as_progname(), n - 1, dt,
                 (n - 1) / dt);
+        fprintf(stderr, "%s: prefill of %zu tokens in %.3f s", as_progname(), n_prompt,
+                (tp.tv_sec - t0.tv_sec) + 1e-9 * (tp.tv_nsec - t0.tv_nsec));
+        if (sp.cfg) fprintf(stderr, ", sparse density %.4f", as_sparse_mean_density(sp.cfg));
+        fprintf(stderr, "\n");
     }
     free(toks);
+    as_sparse_config_free(sp.cfg);
     as_state_free(s);
     as_tokenizer_free(tok);
     as_model_free(m);
