@@ -12,7 +12,7 @@ DIR=${LLAMACPP_DIR:-build/llama.cpp}
 JOBS=${JOBS:-2}
 VERSION=0.3.36
 BIN=$DIR/build/bin
-TOOLS="llama-bench llama-perplexity llama-quantize llama-imatrix llama-completion llama-simple"
+TOOLS="llama-bench llama-perplexity llama-quantize llama-imatrix llama-completion llama-simple llama-tokenize"
 built() { for t in $TOOLS; do [ -x "$BIN/$t" ] || return 1; done; }
 if built; then
     echo "llama.cpp binaries: $(cd "$BIN" && pwd)"

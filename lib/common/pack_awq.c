@@ -122,6 +122,9 @@ json_t *as_awq_quant_config(int group_size, const char *const *skip, int n_skip)
         for (int i = 0; i < n_skip; i++)
             json_array_append_new(a, json_string(skip[i]));
         json_object_set_new(o, "modules_to_not_convert", a);
+        /* GPTQModel.load reads AWQ configs too but ignores modules_to_not_convert: without its
+         * own "dynamic" exclusions it packs every linear and fails on the ones kept dense. */
+        json_object_set_new(o, "dynamic", as_gptqmodel_exclusions(skip, n_skip));
     } else {
         json_object_set_new(o, "modules_to_not_convert", json_null());
     }

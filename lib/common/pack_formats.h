@@ -97,6 +97,8 @@ int as_gptq_write(struct as_st_writer *w, const char *prefix, const struct as_ql
 /* quantization_config for config.json (same object for quantize_config.json). `skip` names modules
  * kept unquantized (fallbacks): emitted as vLLM/GPTQModel "dynamic" {"-:^name$": {}}. New ref. */
 json_t *as_gptq_quant_config(const struct as_gptq_params *p, const char *const *skip, int n_skip);
+/* gptqmodel's "dynamic" object excluding each module of skip ({"-:^name$": {}}, name escaped). */
+json_t *as_gptqmodel_exclusions(const char *const *skip, int n_skip);
 
 /* ---- compressed-tensors pack-quantized (pack_ct.c) ---- */
 enum as_ct_actorder { AS_CT_ACTORDER_NONE = 0, AS_CT_ACTORDER_GROUP, AS_CT_ACTORDER_WEIGHT };

@@ -172,6 +172,18 @@ static char *regex_escape_anchored(const char *s) {
     return r;
 }
 
+/* vLLM (gptq_utils.get_dynamic_override) and GPTQModel: "-:" patterns are re.match'ed
+ * against the module name and excluded from quantization. */
+json_t *as_gptqmodel_exclusions(const char *const *skip, int n_skip) {
+    json_t *dyn = json_object();
+    for (int i = 0; i < n_skip; i++) {
+        char *re = regex_escape_anchored(skip[i]);
+        json_object_set_new(dyn, re, json_object());
+        free(re);
+    }
+    return dyn;
+}
+
 json_t *as_gptq_quant_config(const struct as_gptq_params *p, const char *const *skip, int n_skip) {
     json_t *o = json_object();
     json_object_set_new(o, "bits", json_integer(p->bits));
@@ -185,16 +197,6 @@ json_t *as_gptq_quant_config(const struct as_gptq_params *p, const char *const *
     json_object_set_new(o, "model_file_base_name", json_string("model"));
     json_object_set_new(o, "quant_method", json_string("gptq"));
     json_object_set_new(o, "checkpoint_format", json_string("gptq"));
-    if (n_skip > 0) {
-        /* vLLM (gptq_utils.get_dynamic_override) and GPTQModel: "-:" patterns are re.match'ed
-         * against the module name and excluded from quantization. */
-        json_t *dyn = json_object();
-        for (int i = 0; i < n_skip; i++) {
-            char *re = regex_escape_anchored(skip[i]);
-            json_object_set_new(dyn, re, json_object());
-            free(re);
-        }
-        json_object_set_new(o, "dynamic", dyn);
-    }
+    if (n_skip > 0) json_object_set_new(o, "dynamic", as_gptqmodel_exclusions(skip, n_skip));
     return o;
 }

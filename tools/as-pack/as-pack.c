@@ -773,6 +773,14 @@ int main(int argc, char **argv) {
         qcfg = as_gptq_quant_config(&gp, (const char *const *)skipped, n_skipped);
         if (n_skipped)
             add_modules_in_block(qcfg, held.quantized, held.n_quantized, skipped, n_skipped);
+    } else if (fmt == FMT_AWQ && p.n_packed == 0) {
+        /* An AWQ config with every linear excluded crashes transformers' loader (5.24:
+         * UnboundLocalError 'has_been_replaced'); the fallbacks already hold the quantizer's
+         * dequantized weights, so without a quantization_config this is a dense checkpoint. */
+        fprintf(stderr,
+                "%s: no linear fits the AWQ GEMM layout: wrote %s as a dense checkpoint (the "
+                "quantizer's weights, no quantization_config)\n",
+                as_progname(), out_dir);
     } else if (fmt == FMT_AWQ) {
         qcfg = as_awq_quant_config(l0->group_size, (const char *const *)skipped, n_skipped);
     } else if (fmt == FMT_CT) {

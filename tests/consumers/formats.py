@@ -1,0 +1,186 @@
+"""Real consumers of every as-pack format but GPTQ / pack-quantized (consumer_transformers.py) and
+GGUF (llama.cpp, consumer_llamacpp.bats): transformers 5.24 + compressed-tensors 0.20 for the
+compressed-tensors float/int/NVFP4/MXFP4/W4A8 outputs, transformers + gptqmodel for AWQ GEMM,
+transformers' FP8 loader for the DeepSeek block layout. One process loads everything (imports cost
+seconds) and writes one JSON report that tests/tools/consumer_formats.bats compares with as-eval.
+
+usage: formats.py REPORT.json TEXT CTX TOKDIR SPEC...
+  SPEC  ct:NAME:DIR        compressed-tensors: perplexity with the checkpoint's activation scheme
+                           (ppl) and weights only (ppl_w); NVFP4/MXFP4 also as written (ppl_bf16,
+                           f32_error)
+        awq:NAME:DIR       AWQ GEMM: transformers (ppl) and GPTQModel.load (ppl_gptqmodel)
+        dense:NAME:DIR     a plain checkpoint (ppl)
+        ds:NAME:DIR:FQDIR  DeepSeek FP8: transformers' dequantized weights against FQDIR
+Perplexity follows as-eval --score all (as consumer_transformers.py): TEXT tokenized whole with
+BOS by TOKDIR/tokenizer.json, windows of CTX tokens whose first token is BOS.
+A check that raises records {"error": "..."} under its NAME.
+"""
+import functools
+import json
+import math
+import os
+import sys
+import traceback
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")  # gptqmodel's torch.compile: minutes, same numbers
+
+import torch  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast  # noqa: E402
+
+# compressed-tensors 0.20 unpacks FP4 codes to bfloat16 whatever the model's dtype, so an f32
+# model's first forward fails (float != BFloat16) and the weights are rounded to bf16. To compare
+# at our engine's precision the test unpacks to float32 instead (codes and E4M3/E8M0 scales are
+# exact in both; only the dtype of the product changes). F32_FP4 = False restores the library.
+import compressed_tensors.compressors.nvfp4.base as _nvfp4_base  # noqa: E402
+import compressed_tensors.compressors.nvfp4.helpers as _nvfp4_helpers  # noqa: E402
+
+F32_FP4 = True
+_unpack = _nvfp4_helpers.unpack_fp4_from_uint8
+
+
+def _unpack_f32(a, m, n, dtype=torch.bfloat16):
+    return _unpack(a, m, n, dtype=torch.float32 if F32_FP4 else dtype)
+
+
+_nvfp4_base.unpack_fp4_from_uint8 = _unpack_f32
+
+
+def read_text(path):
+    with open(path, "rb") as f:  # no newline translation: "\r" is a token too
+        return f.read().decode("utf-8")
+
+
+def perplexity(model, ids, ctx, bos):
+    nll, n = 0.0, 0
+    with torch.no_grad():
+        for c in range(len(ids) // ctx):
+            window = list(ids[c * ctx:(c + 1) * ctx])
+            window[0] = bos
+            logits = model(torch.tensor([window])).logits[0].double()
+            lp = torch.log_softmax(logits, dim=-1)
+            targets = torch.tensor(ids[c * ctx + 1:(c + 1) * ctx])
+            nll -= lp[torch.arange(ctx - 1), targets].sum().item()
+            n += ctx - 1
+    return math.exp(nll / n)
+
+
+def kinds(model):
+    k = {}
+    for _, mod in model.named_modules():
+        if hasattr(mod, "qweight") or hasattr(mod, "weight_packed") or isinstance(mod, torch.nn.Linear):
+            name = type(mod).__name__
+            k[name] = k.get(name, 0) + 1
+    return k
+
+
+def load(d, dtype=torch.float32, **kw):
+    return AutoModelForCausalLM.from_pretrained(d, dtype=dtype, output_loading_info=True, **kw)
+
+
+def check_ct(d, ids, ctx, bos):
+    global F32_FP4
+    r = {}
+    fmt = json.load(open(os.path.join(d, "config.json")))["quantization_config"]["format"]
+    fp4 = fmt in ("nvfp4-pack-quantized", "mxfp4-pack-quantized")
+    model, info = load(d)
+    model.eval()
+    r["unexpected_keys"] = sorted(info.get("unexpected_keys", []))
+    r["missing_keys"] = sorted(info.get("missing_keys", []))
+    r["kinds"] = kinds(model)
+    r["ppl"] = perplexity(model, ids, ctx, bos)
+    for mod in model.modules():  # compressed-tensors' switch for its QDQ of inputs
+        mod.quantization_enabled = False
+    r["ppl_w"] = perplexity(model, ids, ctx, bos)
+    if fp4:
+        F32_FP4 = False
+        try:
+            model, _ = load(d)
+            try:
+                perplexity(model.eval(), ids[:ctx], ctx, bos)
+                r["f32_error"] = ""
+            except RuntimeError as e:
+                r["f32_error"] = str(e).splitlines()[0]
+            model, _ = load(d, dtype=torch.bfloat16)
+            r["ppl_bf16"] = perplexity(model.eval(), ids, ctx, bos)
+        finally:
+            F32_FP4 = True
+    return r
+
+
+def check_awq(d, ids, ctx, bos):
+    r = {}
+    model, info = load(d)
+    r["kinds"] = kinds(model)
+    r["ppl"] = perplexity(model.eval(), ids, ctx, bos)
+    try:
+        from gptqmodel import GPTQModel
+        gm = GPTQModel.load(d, device="cpu").model.eval()
+        r["kinds_gptqmodel"] = kinds(gm)
+        r["ppl_gptqmodel"] = perplexity(gm, ids, ctx, bos)
+        r["gptqmodel_error"] = ""
+    except Exception as e:  # recorded: the test of the "dynamic" exclusions reads it
+        r["gptqmodel_error"] = (type(e).__name__ + ": " + str(e)).splitlines()[0][:300]
+    return r
+
+
+def check_dense(d, ids, ctx, bos):
+    model, _ = load(d)
+    return {"kinds": kinds(model), "ppl": perplexity(model.eval(), ids, ctx, bos)}
+
+
+def check_ds(d, fq, ids, ctx, bos):
+    """transformers dequantizes DeepSeek FP8 on CPU (no FP8 kernel): its weights against the
+    fake-quant checkpoint of the same records, split by whether the block grid is whole."""
+    model, _ = load(d)
+    sd = model.state_dict()
+    ref = load_file(os.path.join(fq, "model.safetensors"))
+    exact, wrong, ragged = [], [], []
+    bs = json.load(open(os.path.join(d, "config.json")))["quantization_config"]["weight_block_size"]
+    for name, w in ref.items():
+        if not name.endswith("proj.weight"):
+            continue
+        diff = (sd[name].float() - w.float()).abs().max().item()
+        n, k = w.shape
+        if n % bs[0] and n > bs[0] or k % bs[1] and k > bs[1]:
+            ragged.append(name)
+        (exact if diff == 0 else wrong).append(name)
+    r = {"exact": sorted(exact), "wrong": sorted(wrong), "ragged": sorted(ragged)}
+    r["ppl"] = perplexity(model.eval(), ids, ctx, bos)
+    return r
+
+
+def main():
+    out, text, ctx, tokdir = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(tokdir, "tokenizer.json"),
+                                  bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    ids = tok(read_text(text)).input_ids
+    bos = ids[0]
+    report = {"tokens": len(ids)}
+    for spec in sys.argv[5:]:
+        kind, name, d, *rest = spec.split(":")
+        try:
+            if kind == "ct":
+                report[name] = check_ct(d, ids, ctx, bos)
+            elif kind == "awq":
+                report[name] = check_awq(d, ids, ctx, bos)
+            elif kind == "dense":
+                report[name] = check_dense(d, ids, ctx, bos)
+            elif kind == "ds":
+                report[name] = check_ds(d, rest[0], ids, ctx, bos)
+            else:
+                report[name] = {"error": f"unknown spec kind {kind}"}
+        except Exception as e:
+            traceback.print_exc()
+            report[name] = {"error": (type(e).__name__ + ": " + str(e)).splitlines()[0][:300]}
+        print(name, json.dumps(report[name])[:300], flush=True)
+    with open(out, "w") as f:
+        json.dump(report, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
