@@ -111,6 +111,9 @@ static char *shape_str(const struct tensor *t, char *buf, size_t n) {
 struct engine_opts {
     const char *model, *ids, *prompts, *out, *report;
     int gen;
+    const struct as_prune_method *methods[32]; /* --prompts: the grid, methods x keeps */
+    double keeps[32];
+    int n_methods, n_keeps;
     int keep_last; /* -1: the question's tokens (--prompts) or 1 (--ids) */
     struct as_prune_engine e;
 };
@@ -216,18 +219,25 @@ static int engine_main(struct engine_opts *o) {
         return 0;
     }
 
-    /* --prompts FILE: JSON lines {"context", "question", "answer"}; per prompt the next-token KLD
-     * of the pruned prefill against the full one, greedy continuations of both, prefill times */
+    /* --prompts FILE: JSON lines {"context", "question", "answer"}. Per prompt the full prefill
+     * runs once, then each (method, keep) of the grid: next-token KLD of the pruned prefill
+     * against the full one, greedy continuations of both, passkey hits, prefill times. */
     struct as_tokenizer *tok = as_tokenizer_open(o->model);
     if (!tok) as_die_last();
     FILE *f = fopen(o->prompts, "r");
     if (!f) as_die("%s: cannot open", o->prompts);
+    int nc = o->n_methods * o->n_keeps;
+    struct combo {
+        int hit, agree;
+        double kld, t, fl, fl_full;
+        long toks;
+    } *cs = as_xcalloc((size_t)nc, sizeof *cs);
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
-    int np = 0, hit_full = 0, hit_pruned = 0, n_answer = 0, agree = 0;
-    double kld_sum = 0, t_full = 0, t_pruned = 0, fl_full = 0, fl_pruned = 0;
-    long tok_full = 0, tok_pruned = 0;
+    int np = 0, hit_full = 0, n_answer = 0;
+    double t_full = 0;
+    long tok_full = 0;
     while ((len = getline(&line, &cap, f)) > 0) {
         json_error_t je;
         json_t *j = json_loadb(line, (size_t)len, 0, &je);
@@ -261,55 +271,97 @@ static int engine_main(struct engine_opts *o) {
         double t1 = now_s();
         memcpy(lf, s->logits, (size_t)V * sizeof *lf);
         char *gf = greedy(m, s, tok, o->gen);
-        as_state_reset(s);
-        struct as_prune_prefill_stats st;
-        double t2 = now_s();
-        if (as_prune_prefill(m, s, ids, n, &o->e, NULL, &st))
-            as_die("%s: line %d: %s", o->prompts, np + 1, as_last_error());
-        double t3 = now_s();
-        double kl = kld_logits(lf, s->logits, V);
-        int same = argmax_f(lf, V) == argmax_f(s->logits, V);
-        char *gp = greedy(m, s, tok, o->gen);
-        int hf = ans && *ans && strstr(gf, ans), hp = ans && *ans && strstr(gp, ans);
-        json_t *r = json_pack("{s:i, s:i, s:i, s:f, s:b, s:f, s:f, s:s, s:s}", "prompt", np, "n", n,
-                              "m", st.m, "kld", kl, "top1_same", same, "prefill_full_s", t1 - t0,
-                              "prefill_pruned_s", t3 - t2, "gen_full", gf, "gen_pruned", gp);
-        if (ans && *ans) {
-            json_object_set_new(r, "answer", json_string(ans));
-            json_object_set_new(r, "hit_full", json_boolean(hf));
-            json_object_set_new(r, "hit_pruned", json_boolean(hp));
-            n_answer++, hit_full += hf != 0, hit_pruned += hp != 0;
+        int hf = ans && *ans && strstr(gf, ans);
+        if (ans && *ans) n_answer++, hit_full += hf != 0;
+        t_full += t1 - t0, tok_full += n;
+        for (int ci = 0; ci < nc; ci++) {
+            struct combo *cc = &cs[ci];
+            o->e.method = o->methods[ci / o->n_keeps];
+            o->e.keep = o->keeps[ci % o->n_keeps];
+            as_state_reset(s);
+            struct as_prune_prefill_stats st;
+            double t2 = now_s();
+            if (as_prune_prefill(m, s, ids, n, &o->e, NULL, &st))
+                as_die("%s: line %d: %s", o->prompts, np + 1, as_last_error());
+            double t3 = now_s();
+            double kl = kld_logits(lf, s->logits, V);
+            int same = argmax_f(lf, V) == argmax_f(s->logits, V);
+            char *gp = greedy(m, s, tok, o->gen);
+            int hp = ans && *ans && strstr(gp, ans);
+            json_t *r =
+                json_pack("{s:i, s:s, s:f, s:i, s:i, s:f, s:b, s:f, s:f, s:s, s:s}", "prompt", np,
+                          "method", o->e.method->name, "keep", o->e.keep, "n", n, "m", st.m, "kld",
+                          kl, "top1_same", same, "prefill_full_s", t1 - t0, "prefill_pruned_s",
+                          t3 - t2, "gen_full", gf, "gen_pruned", gp);
+            if (ans && *ans) {
+                json_object_set_new(r, "answer", json_string(ans));
+                json_object_set_new(r, "hit_full", json_boolean(hf));
+                json_object_set_new(r, "hit_pruned", json_boolean(hp));
+                cc->hit += hp != 0;
+            }
+            char *js = json_dumps(r, JSON_COMPACT | JSON_REAL_PRECISION(8));
+            printf("%s\n", js);
+            fflush(stdout);
+            free(js), json_decref(r), free(gp);
+            cc->kld += kl, cc->agree += same, cc->t += t3 - t2;
+            cc->fl += st.flops_pruned, cc->fl_full += st.flops_full, cc->toks += st.m;
         }
-        char *js = json_dumps(r, JSON_COMPACT | JSON_REAL_PRECISION(8));
-        printf("%s\n", js);
-        fflush(stdout);
-        free(js), json_decref(r);
-        kld_sum += kl, agree += same, t_full += t1 - t0, t_pruned += t3 - t2;
-        fl_full += st.flops_full, fl_pruned += st.flops_pruned, tok_full += n, tok_pruned += st.m;
         np++;
-        free(gf), free(gp), free(lf), free(ids), free(a), free(b);
+        free(gf), free(lf), free(ids), free(a), free(b);
         as_state_free(s);
         json_decref(j);
     }
     free(line);
     fclose(f);
     if (!np) as_die("%s: no prompts", o->prompts);
-    json_t *sum =
-        json_pack("{s:b, s:s, s:f, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f}", "summary", 1, "method",
-                  o->e.method->name, "keep", o->e.keep, "layer", o->e.layer, "prompts", np,
-                  "kld_mean", kld_sum / np, "top1_agree", (double)agree / np, "token_ratio",
-                  (double)tok_pruned / tok_full, "flops_reduction", fl_full / fl_pruned,
-                  "prefill_speedup", t_full / t_pruned, "prefill_full_s", t_full);
-    if (n_answer) {
-        json_object_set_new(sum, "passkey_full", json_real((double)hit_full / n_answer));
-        json_object_set_new(sum, "passkey_pruned", json_real((double)hit_pruned / n_answer));
+    for (int ci = 0; ci < nc; ci++) {
+        struct combo *cc = &cs[ci];
+        json_t *sum = json_pack("{s:b, s:s, s:f, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
+                                "summary", 1, "method", o->methods[ci / o->n_keeps]->name, "keep",
+                                o->keeps[ci % o->n_keeps], "layer", o->e.layer, "prompts", np,
+                                "kld_mean", cc->kld / np, "top1_agree", (double)cc->agree / np,
+                                "token_ratio", (double)cc->toks / tok_full, "flops_reduction",
+                                cc->fl_full / cc->fl, "prefill_speedup", t_full / cc->t,
+                                "prefill_full_s", t_full, "prefill_pruned_s", cc->t);
+        if (n_answer) {
+            json_object_set_new(sum, "passkey_full", json_real((double)hit_full / n_answer));
+            json_object_set_new(sum, "passkey_pruned", json_real((double)cc->hit / n_answer));
+        }
+        char *js = json_dumps(sum, JSON_COMPACT | JSON_REAL_PRECISION(8));
+        printf("%s\n", js);
+        free(js), json_decref(sum);
     }
-    char *js = json_dumps(sum, JSON_COMPACT | JSON_REAL_PRECISION(8));
-    printf("%s\n", js);
-    free(js), json_decref(sum);
+    free(cs);
     as_tokenizer_free(tok);
     as_model_free(m);
     return 0;
+}
+
+/* --methods a,b,c and --keeps x,y,z (the --prompts grid) */
+static void parse_methods(const char *arg, struct engine_opts *o) {
+    char *dup = as_xstrdup(arg), *save = NULL;
+    o->n_methods = 0;
+    for (char *t = strtok_r(dup, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        const struct as_prune_method *m = as_prune_find(t);
+        if (!m) as_die("tokens: --methods: unknown method '%s'", t);
+        if (o->n_methods == 32) as_die("tokens: --methods: more than 32");
+        o->methods[o->n_methods++] = m;
+    }
+    free(dup);
+    if (!o->n_methods) as_die("tokens: --methods: empty list");
+}
+
+static void parse_keeps(const char *arg, struct engine_opts *o) {
+    char *dup = as_xstrdup(arg), *save = NULL;
+    o->n_keeps = 0;
+    for (char *t = strtok_r(dup, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        double k = as_arg_double(t);
+        if (!(k > 0 && k <= 1)) as_die("tokens: --keeps: %g outside (0, 1]", k);
+        if (o->n_keeps == 32) as_die("tokens: --keeps: more than 32");
+        o->keeps[o->n_keeps++] = k;
+    }
+    free(dup);
+    if (!o->n_keeps) as_die("tokens: --keeps: empty list");
 }
 
 int as_prune_cmd_tokens(int argc, char **argv) {
@@ -332,8 +384,11 @@ int as_prune_cmd_tokens(int argc, char **argv) {
                                        {"ids", required_argument, 0, 'I'},
                                        {"prompts", required_argument, 0, 'P'},
                                        {"gen", required_argument, 0, 'G'},
+                                       {"methods", required_argument, 0, 'U'},
+                                       {"keeps", required_argument, 0, 'K'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
+    const char *methods_arg = NULL, *keeps_arg = NULL;
     struct engine_opts eo = {.gen = 16, .keep_last = -1, .e = {.layer = 2, .keep_first = 1}};
     int c;
     while ((c = getopt_long(argc, argv, "i:o:m:k:h", lo, NULL)) != -1) {
@@ -380,6 +435,12 @@ int as_prune_cmd_tokens(int argc, char **argv) {
         case 'P':
             eo.prompts = optarg;
             break;
+        case 'U':
+            methods_arg = optarg;
+            break;
+        case 'K':
+            keeps_arg = optarg;
+            break;
         case 'G':
             eo.gen = as_arg_int(optarg);
             break;
@@ -406,6 +467,9 @@ int as_prune_cmd_tokens(int argc, char **argv) {
         if (eo.keep_last == 0 || eo.keep_last < -1)
             as_die("tokens: --keep-last must be >= 1 (the last token predicts the next)");
         eo.e.method = m, eo.e.keep = keep, eo.e.params = p, eo.out = out;
+        eo.methods[0] = m, eo.keeps[0] = keep, eo.n_methods = eo.n_keeps = 1;
+        if (methods_arg) parse_methods(methods_arg, &eo);
+        if (keeps_arg) parse_keeps(keeps_arg, &eo);
         return engine_main(&eo);
     }
     if (!out) as_die("tokens: -o OUT is required");
