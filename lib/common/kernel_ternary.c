@@ -194,10 +194,6 @@ static inline int32_t sherry_block_scalar(const uint8_t *blk, const int8_t *q) {
     }
     return s;
 }
-static inline int tq1_trit(uint8_t b, int n) {
-    static const uint8_t pow3[5] = {1, 3, 9, 27, 81};
-    return (int)(((uint16_t)(uint8_t)(b * pow3[n]) * 3) >> 8);
-}
 
 /* ---- SIMD bodies ---- */
 

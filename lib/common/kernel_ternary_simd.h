@@ -12,8 +12,9 @@ AS_AI int32_t SFX(hsum)(__m256i v) {
 }
 
 /* The 4 planes of 32 bytes of 2-bit codes against the 4 runs of 32 activations at qp + off, for
- * M tokens. */
-AS_AI void SFX(planes)(__m256i *acc, __m256i w, const struct as_act8 *a, int M, size_t off) {
+ * M tokens. Each plane has its own accumulator: one chain per plane keeps the adds (VNNI's
+ * vpdpbusd has a latency of several cycles) from serialising the loop. */
+AS_AI void SFX(planes)(__m256i (*acc)[4], __m256i w, const struct as_act8 *a, int M, size_t off) {
     const __m256i m3 = _mm256_set1_epi8(3);
     const __m256i c0 = _mm256_and_si256(w, m3);
     const __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(w, 2), m3);
@@ -21,32 +22,34 @@ AS_AI void SFX(planes)(__m256i *acc, __m256i w, const struct as_act8 *a, int M, 
     const __m256i c3 = _mm256_and_si256(_mm256_srli_epi16(w, 6), m3);
     for (int m = 0; m < M; m++) {
         const int8_t *x = a[m].qp + off;
-        __m256i t = acc[m];
-        t = DOT_U8S8(t, c0, _mm256_loadu_si256((const __m256i *)x));
-        t = DOT_U8S8(t, c1, _mm256_loadu_si256((const __m256i *)(x + 32)));
-        t = DOT_U8S8(t, c2, _mm256_loadu_si256((const __m256i *)(x + 64)));
-        t = DOT_U8S8(t, c3, _mm256_loadu_si256((const __m256i *)(x + 96)));
-        acc[m] = t;
+        acc[m][0] = DOT_U8S8(acc[m][0], c0, _mm256_loadu_si256((const __m256i *)x));
+        acc[m][1] = DOT_U8S8(acc[m][1], c1, _mm256_loadu_si256((const __m256i *)(x + 32)));
+        acc[m][2] = DOT_U8S8(acc[m][2], c2, _mm256_loadu_si256((const __m256i *)(x + 64)));
+        acc[m][3] = DOT_U8S8(acc[m][3], c3, _mm256_loadu_si256((const __m256i *)(x + 96)));
     }
 }
 
-/* Sherry: 4 blocks (20 bytes) to the 32 bytes of 2-bit codes of their 32 quads, quad j = 8b + g
- * in byte j: nibbles expanded in order, the 16-entry codebook looked up by pshufb, the sign bits
- * spread to byte masks and the negated patterns (0xAA - pattern) blended in. */
+/* Sum of a token's 4 accumulators, reset to zero. */
+AS_AI int32_t SFX(take)(__m256i *acc) {
+    __m256i s =
+        _mm256_add_epi32(_mm256_add_epi32(acc[0], acc[1]), _mm256_add_epi32(acc[2], acc[3]));
+    acc[0] = acc[1] = acc[2] = acc[3] = _mm256_setzero_si256();
+    return SFX(hsum)(s);
+}
+
+/* Sherry: a 128-weight chunk (as_block_sherry128, 20 bytes) to the 32 bytes of 2-bit codes of their
+ * 32 quads, quad j = 8b + g in byte j: nibbles expanded in order, the 16-entry codebook looked up
+ * by pshufb, the sign bits spread to byte masks and the negated patterns (0xAA - pattern) blended
+ * in. */
 AS_AI __m256i SFX(sherry_decode)(const uint8_t *p) {
     const __m256i cb =
         _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)as_sherry_codebook));
     const __m256i bits = _mm256_set1_epi64x((long long)0x8040201008040201ull);
     const __m256i sidx = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
                                           2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-    uint32_t n0, n1, n2, n3;
-    memcpy(&n0, p, 4);
-    memcpy(&n1, p + 5, 4);
-    memcpy(&n2, p + 10, 4);
-    memcpy(&n3, p + 15, 4);
-    const uint32_t sg =
-        (uint32_t)p[4] | (uint32_t)p[9] << 8 | (uint32_t)p[14] << 16 | (uint32_t)p[19] << 24;
-    const __m128i v = _mm_setr_epi32((int)n0, (int)n1, (int)n2, (int)n3);
+    uint32_t sg;
+    memcpy(&sg, p + 16, 4);
+    const __m128i v = _mm_loadu_si128((const __m128i *)p);
     const __m128i lo = _mm_and_si128(v, _mm_set1_epi8(0x0F));
     const __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0F));
     const __m256i idx = _mm256_set_m128i(_mm_unpackhi_epi8(lo, hi), _mm_unpacklo_epi8(lo, hi));
@@ -72,24 +75,24 @@ AS_AI __m256i SFX(tq1_trits)(__m256i v, __m256i k) {
 AS_AI void SFX(row_sums)(const struct as_tern_matrix *W, const uint8_t *row,
                          const struct as_act8 *a, int M, int32_t *S, int nsb) {
     const int K = W->K;
-    __m256i acc[4];
+    __m256i acc[4][4];
     for (int m = 0; m < M; m++)
-        acc[m] = _mm256_setzero_si256();
+        acc[m][0] = acc[m][1] = acc[m][2] = acc[m][3] = _mm256_setzero_si256();
     switch (W->fmt) {
     case AS_TF_I2_S:
         for (int c = 0; c < K / 128; c++)
             SFX(planes)
-            (acc, _mm256_loadu_si256((const __m256i *)(row + 32 * c)), a, M, 128 * (size_t)c);
+        (acc, _mm256_loadu_si256((const __m256i *)(row + 32 * c)), a, M, 128 * (size_t)c);
         for (int m = 0; m < M; m++)
-            S[m * nsb] = SFX(hsum)(acc[m]);
+            S[m * nsb] = SFX(take)(acc[m]);
         break;
     case AS_TF_SEQ2: {
         const int nc = K / 128;
         for (int c = 0; c < nc; c++)
             SFX(planes)
-            (acc, _mm256_loadu_si256((const __m256i *)(row + 32 * c)), a, M, 128 * (size_t)c);
+        (acc, _mm256_loadu_si256((const __m256i *)(row + 32 * c)), a, M, 128 * (size_t)c);
         for (int m = 0; m < M; m++) {
-            int32_t s = SFX(hsum)(acc[m]);
+            int32_t s = SFX(take)(acc[m]);
             for (int b = 4 * nc; b < K / 32; b++)
                 s += seq2_block_scalar(row + 8 * b, a[m].q + 32 * b);
             S[m * nsb] = s;
@@ -101,7 +104,7 @@ AS_AI void SFX(row_sums)(const struct as_tern_matrix *W, const uint8_t *row,
         for (int c = 0; c < nc; c++)
             SFX(planes)(acc, SFX(sherry_decode)(row + 20 * c), a, M, 128 * (size_t)c);
         for (int m = 0; m < M; m++) {
-            int32_t s = SFX(hsum)(acc[m]);
+            int32_t s = SFX(take)(acc[m]);
             for (int b = 4 * nc; b < K / 32; b++)
                 s += sherry_block_scalar(row + 5 * b, a[m].q + 32 * b);
             S[m * nsb] = s;
@@ -111,13 +114,11 @@ AS_AI void SFX(row_sums)(const struct as_tern_matrix *W, const uint8_t *row,
     case AS_TF_TQ2_0:
         for (int b = 0; b < K / 256; b++) {
             const uint8_t *blk = row + (size_t)b * sizeof(as_block_tq2_0);
-            for (int m = 0; m < M; m++)
-                acc[m] = _mm256_setzero_si256();
             SFX(planes)(acc, _mm256_loadu_si256((const __m256i *)blk), a, M, 256 * (size_t)b);
             SFX(planes)
             (acc, _mm256_loadu_si256((const __m256i *)(blk + 32)), a, M, 256 * (size_t)b + 128);
             for (int m = 0; m < M; m++)
-                S[m * nsb + b] = SFX(hsum)(acc[m]);
+                S[m * nsb + b] = SFX(take)(acc[m]);
         }
         break;
     default: /* TQ1_0 */
@@ -132,25 +133,32 @@ AS_AI void SFX(row_sums)(const struct as_tern_matrix *W, const uint8_t *row,
             for (int n = 0; n < 5; n++)
                 t[n] = SFX(tq1_trits)(v, _mm256_set1_epi16(pow3[n]));
             /* the 16-byte part: trits n (low half) and n + 1 (high half) meet 32 contiguous
-             * activations 160 + 16 n ..; trit 4 pairs with a zero multiplier (code 0 on the
-             * qh elements 240..255, which contributes nothing) */
+             * activations 160 + 16 n ..; the last vector pairs trit 4 of qs[32..47] (elements
+             * 224..239) with qh's 4 trits (elements 240 + j + 4 n: byte 4 n + j of the high half
+             * holds qh[j] and is multiplied by 3^n) */
+            uint32_t qh;
+            memcpy(&qh, blk + 48, 4);
+            const __m256i vq = _mm256_set_m128i(_mm_set1_epi32((int)qh),
+                                                _mm_loadu_si128((const __m128i *)(blk + 32)));
             u[0] = SFX(tq1_trits)(
                 v16, _mm256_setr_epi16(1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3));
             u[1] = SFX(tq1_trits)(
                 v16, _mm256_setr_epi16(9, 9, 9, 9, 9, 9, 9, 9, 27, 27, 27, 27, 27, 27, 27, 27));
             u[2] = SFX(tq1_trits)(
-                v16, _mm256_setr_epi16(81, 81, 81, 81, 81, 81, 81, 81, 0, 0, 0, 0, 0, 0, 0, 0));
+                vq, _mm256_setr_epi16(81, 81, 81, 81, 81, 81, 81, 81, 1, 1, 3, 3, 9, 9, 27, 27));
             for (int m = 0; m < M; m++) {
                 const int8_t *x = a[m].q + o;
-                __m256i s = _mm256_setzero_si256();
-                for (int n = 0; n < 5; n++)
-                    s = DOT_U8S8(s, t[n], _mm256_loadu_si256((const __m256i *)(x + 32 * n)));
+                __m256i s0 = _mm256_setzero_si256(), s1 = s0;
+                for (int n = 0; n < 5; n += 2) {
+                    s0 = DOT_U8S8(s0, t[n], _mm256_loadu_si256((const __m256i *)(x + 32 * n)));
+                    if (n + 1 < 5)
+                        s1 = DOT_U8S8(s1, t[n + 1],
+                                      _mm256_loadu_si256((const __m256i *)(x + 32 * n + 32)));
+                }
                 for (int n = 0; n < 3; n++)
-                    s = DOT_U8S8(s, u[n], _mm256_loadu_si256((const __m256i *)(x + 160 + 32 * n)));
-                int32_t r = SFX(hsum)(s);
-                for (int n = 0; n < 4; n++)
-                    for (int j = 0; j < 4; j++)
-                        r += tq1_trit(blk[48 + j], n) * x[240 + j + 4 * n];
+                    s1 =
+                        DOT_U8S8(s1, u[n], _mm256_loadu_si256((const __m256i *)(x + 160 + 32 * n)));
+                int32_t r = SFX(hsum)(_mm256_add_epi32(s0, s1));
                 S[m * nsb + b] = r;
             }
         }
