@@ -297,6 +297,7 @@ static void matvec_rows(float *out, const float *x, const float *W, const float 
  * their stacked rows: one hand-off per group instead of one per linear. */
 struct matvec {
     int n, cols, total;
+    int T; /* tokens (rows of x and of each out); 0 means 1 */
     const float *x;
     struct {
         float *out;
@@ -311,7 +312,19 @@ static void matvec_part(void *arg, int part, int n) {
     part_range(a->total, part, n, &lo, &hi);
     for (int k = 0, base = 0; k < a->n; base += a->m[k].rows, k++) {
         int l = lo > base ? lo - base : 0, h = hi - base < a->m[k].rows ? hi - base : a->m[k].rows;
-        if (l < h) matvec_rows(a->m[k].out, a->x, a->m[k].W, a->m[k].bias, a->cols, l, h);
+        if (l >= h) continue;
+        if (a->T <= 1) {
+            matvec_rows(a->m[k].out, a->x, a->m[k].W, a->m[k].bias, a->cols, l, h);
+            continue;
+        }
+        /* T tokens (rowwise mode): 16 weight rows at a time stay in cache while every token
+         * takes them; each output row is summed as for one token, so the bits are the same */
+        for (int r0 = l; r0 < h; r0 += 16) {
+            int r1 = r0 + 16 < h ? r0 + 16 : h;
+            for (int t = 0; t < a->T; t++)
+                matvec_rows(a->m[k].out + (size_t)t * a->m[k].rows, a->x + (size_t)t * a->cols,
+                            a->m[k].W, a->m[k].bias, a->cols, r0, r1);
+        }
     }
 }
 
@@ -378,13 +391,13 @@ static void softmax_row(float *x, int n) {
 /* Decode attention of one query head h against cache rows 0..n_keys-1: one pass for scores and
  * max, one for exp and sum, one for P.V; the softmax normalisation is folded into the output.
  * a: n_keys floats of scratch. */
-static void head_decode(const struct as_model_config *c, struct as_run_state *s, const float *kc,
+static void head_decode(const struct as_model_config *c, const float *q, float *o, const float *kc,
                         const float *vc, int h, int n_keys, float *a) {
     int hd = c->head_dim, kvd = c->n_kv_heads * hd, kv_mul = c->n_heads / c->n_kv_heads;
     float scale = 1.0f / sqrtf((float)hd);
     const float *kh = kc + (size_t)(h / kv_mul) * hd, *vh = vc + (size_t)(h / kv_mul) * hd;
-    const float *qh = s->q + (size_t)h * hd;
-    float *oh = s->att_out + (size_t)h * hd;
+    const float *qh = q + (size_t)h * hd;
+    float *oh = o + (size_t)h * hd;
     float mx = -INFINITY, sum = 0;
     for (int j = 0; j < n_keys; j++) {
         a[j] = dot(qh, kh + (size_t)j * kvd, hd) * scale;
@@ -409,6 +422,8 @@ struct decode_att {
     struct as_run_state *s;
     const float *kc, *vc;
     int n_keys;
+    const float *q; /* the query row [n_heads*hd] */
+    float *o;       /* its output row */
 };
 
 static void decode_att_part(void *arg, int part, int n) {
@@ -417,7 +432,7 @@ static void decode_att_part(void *arg, int part, int n) {
     part_range(a->c->n_heads, part, n, &lo, &hi);
     float *scratch = a->s->att_dec + (size_t)part * a->s->max_seq;
     for (int h = lo; h < hi; h++)
-        head_decode(a->c, a->s, a->kc, a->vc, h, a->n_keys, scratch);
+        head_decode(a->c, a->q, a->o, a->kc, a->vc, h, a->n_keys, scratch);
 }
 
 static void attn_part(void *arg, int part, int n) {
@@ -428,19 +443,25 @@ static void attn_part(void *arg, int part, int n) {
  * q, out: [T, n_heads*hd]; kc, vc: [max_seq, kv_dim] of this layer. */
 static void attention(const struct as_model_config *c, struct as_run_state *s, const float *kc,
                       const float *vc, int T, int pos0, int layer) {
-    int hd = c->head_dim, n_keys = pos0 + T, S = s->max_seq;
-    if (T == 1) {
-        /* heads over the pool when each part has >= 16K multiply-adds of q.k and p.v */
-        int parts = (int)(((size_t)n_keys * hd * 2) >> 14), n = engine_threads();
-        if (parts > c->n_heads) parts = c->n_heads;
-        if (n > parts) n = parts < 1 ? 1 : parts;
-        if (s->att_dec_n < n) { /* one row of scores per part */
-            free(s->att_dec);
-            s->att_dec = as_xmalloc((size_t)n * S * sizeof(float));
-            s->att_dec_n = n;
+    int hd = c->head_dim, S = s->max_seq;
+    if (T == 1 || s->rowwise) {
+        /* one token (or, rowwise, each token t against its keys 0..pos0+t as a decode step):
+         * heads over the pool when each part has >= 16K multiply-adds of q.k and p.v */
+        int qd = c->n_heads * hd;
+        for (int t = 0; t < T; t++) {
+            int nk = pos0 + t + 1;
+            int parts = (int)(((size_t)nk * hd * 2) >> 14), n = engine_threads();
+            if (parts > c->n_heads) parts = c->n_heads;
+            if (n > parts) n = parts < 1 ? 1 : parts;
+            if (s->att_dec_n < n) { /* one row of scores per part */
+                free(s->att_dec);
+                s->att_dec = as_xmalloc((size_t)n * S * sizeof(float));
+                s->att_dec_n = n;
+            }
+            struct decode_att a = {
+                c, s, kc, vc, nk, s->q + (size_t)t * qd, s->att_out + (size_t)t * qd};
+            pool_run(decode_att_part, &a, n);
         }
-        struct decode_att a = {c, s, kc, vc, n_keys};
-        pool_run(decode_att_part, &a, n);
         return;
     }
     /* prefill: the flash kernel (kernel_attn.c), dense or over the block mask the sparse hook
@@ -493,6 +514,18 @@ void as_op_attention(const struct as_model_config *c, const float *q, const floa
     }
 }
 
+/* out[T, rows] = x[T, cols] W^T (+ bias): as_op_linear, or in rowwise mode decode's matvec per
+ * token (weights streamed once for the T tokens). */
+static void linear(const struct as_run_state *s, float *out, const float *x, const float *W,
+                   const float *bias, int T, int cols, int rows) {
+    if (T > 1 && s->rowwise) {
+        struct matvec a = {.n = 1, .cols = cols, .T = T, .x = x, .m = {{out, W, bias, rows}}};
+        matvec_run(&a);
+        return;
+    }
+    as_op_linear(out, x, W, bias, T, cols, rows);
+}
+
 static void hook(const struct as_hooks *hk, int l, enum as_linear_group g, const float *x, int T,
                  int d) {
     if (hk && hk->on_linear_input) hk->on_linear_input(hk->ctx, l, g, x, T, d);
@@ -515,9 +548,10 @@ void as_layer_attention(const struct as_model *m, const struct as_layer_weights 
 
     hook(hk, l, AS_GROUP_ATTN_QKV, xn, T, D);
     const float *xq = qin(s, l, AS_GROUP_ATTN_QKV, xn, T, D);
-    if (T == 1) {
+    if (T == 1 || s->rowwise) {
         struct matvec a = {.n = 3,
                            .cols = D,
+                           .T = T,
                            .x = xq,
                            .m = {{s->q, L->w[AS_LIN_Q], L->bq, qd},
                                  {s->k, L->w[AS_LIN_K], L->bk, kvd},
@@ -539,8 +573,7 @@ void as_layer_attention(const struct as_model *m, const struct as_layer_weights 
     if (s->on_kv) s->on_kv(s->kvctx, l, kc + (size_t)pos0 * kvd, vc + (size_t)pos0 * kvd, T, kvd);
     attention(c, s, kc, vc, T, pos0, l);
     hook(hk, l, AS_GROUP_ATTN_O, s->att_out, T, qd);
-    as_op_linear(out, qin(s, l, AS_GROUP_ATTN_O, s->att_out, T, qd), L->w[AS_LIN_O], NULL, T, qd,
-                 D);
+    linear(s, out, qin(s, l, AS_GROUP_ATTN_O, s->att_out, T, qd), L->w[AS_LIN_O], NULL, T, qd, D);
 }
 
 void as_layer_mlp(const struct as_model *m, const struct as_layer_weights *L,
@@ -550,10 +583,11 @@ void as_layer_mlp(const struct as_model *m, const struct as_layer_weights *L,
     int D = c->hidden, FF = c->intermediate;
     hook(hk, l, AS_GROUP_MLP_GATE_UP, xn, T, D);
     const float *xq = qin(s, l, AS_GROUP_MLP_GATE_UP, xn, T, D);
-    if (T == 1) {
+    if (T == 1 || s->rowwise) {
         struct matvec a = {
             .n = 2,
             .cols = D,
+            .T = T,
             .x = xq,
             .m = {{s->hb, L->w[AS_LIN_GATE], NULL, FF}, {s->hb2, L->w[AS_LIN_UP], NULL, FF}}};
         matvec_run(&a);
@@ -563,8 +597,7 @@ void as_layer_mlp(const struct as_model *m, const struct as_layer_weights *L,
     }
     as_op_swiglu(s->hb, s->hb2, (size_t)T * FF);
     hook(hk, l, AS_GROUP_MLP_DOWN, s->hb, T, FF);
-    as_op_linear(out, qin(s, l, AS_GROUP_MLP_DOWN, s->hb, T, FF), L->w[AS_LIN_DOWN], NULL, T, FF,
-                 D);
+    linear(s, out, qin(s, l, AS_GROUP_MLP_DOWN, s->hb, T, FF), L->w[AS_LIN_DOWN], NULL, T, FF, D);
 }
 
 /* One decoder layer on s->x[T, hidden]. */
@@ -615,7 +648,7 @@ int as_forward(const struct as_model *m, struct as_run_state *s, const int *toke
         as_op_linear(s->logits, s->xb, m->lm_head, NULL, 1, D, c->vocab);
     } else {
         as_op_rmsnorm(s->xb, s->x, m->norm, T, D, c->rms_eps);
-        as_op_linear(s->logits, s->xb, m->lm_head, NULL, T, D, c->vocab);
+        linear(s, s->logits, s->xb, m->lm_head, NULL, T, D, c->vocab);
     }
     return 0;
 }

@@ -61,6 +61,11 @@ struct as_run_state {
     const struct as_block_mask *(*attn_mask)(void *actx, int layer, const float *q, const float *k,
                                              const float *v, int T);
     void *attn_mask_ctx;
+    /* 1: calls of T > 1 tokens compute every row exactly as T calls of one token would (decode's
+     * matvec and attention loops, each row's sums in the same order), so logits and cache are
+     * bit-identical to one-token decoding: speculative verification (draft_spec.h) then emits
+     * byte-identical greedy output. The weights are still streamed once per call. Default 0. */
+    int rowwise;
 };
 
 #define AS_STATE_KEEP_ACTS 1

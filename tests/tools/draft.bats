@@ -1,0 +1,91 @@
+#!/usr/bin/env bats
+# as-draft / speculative decoding (lib/common/draft_model.c, draft_spec.c) on stories260K:
+# the draft's forward equals an independent numpy implementation of Eagle3 (fc, midlayer on
+# [norm(emb) | norm(hidden)], chain steps on the draft's own hidden); the export matches the
+# schema vLLM and SGLang load; greedy speculative output is token-identical to plain greedy on
+# many prompts and every k; sampling keeps the target's distribution (chi-square against plain
+# sampling); bad input is refused in one line with nothing written.
+
+load helpers
+load assert_refused
+set -o pipefail
+
+ORACLE=$BATS_TEST_DIRNAME/../oracles/draft_ref.py
+
+setup_file() {
+    import_model
+    as-draft init -m "$M" -o "$BATS_FILE_TMPDIR/D" --vd 256 --seed 3
+    # 24 prompts: story openings cut at every length from 1 to 6 words
+    local s w i
+    for s in "Once upon a time there was a" "The little dog ran to the park" \
+        "Lily and Tom went to play with" "One day a big red bird saw"; do
+        read -ra w <<<"$s"
+        for i in 1 2 3 4 5 6; do echo "${w[*]:0:i}"; done
+    done >"$BATS_FILE_TMPDIR/prompts.txt"
+}
+
+T() { echo "$BATS_FILE_TMPDIR/$1"; }
+
+@test "draft forward (prefill on taps, then chained steps) equals the numpy Eagle3 draft" {
+    python3 "$ORACLE" gen "$(T in.st)" "$(T D)" "$M" 14 9 5
+    as-draft forward -m "$M" -d "$(T D)" -i "$(T in.st)" -o "$(T out.st)"
+    python3 "$ORACLE" forward "$(T D)" "$M" "$(T in.st)" "$(T out.st)"
+    # all-prefill (no chain) too
+    python3 "$ORACLE" gen "$(T in2.st)" "$(T D)" "$M" 6 6 8
+    as-draft forward -m "$M" -d "$(T D)" -i "$(T in2.st)" -o "$(T out2.st)"
+    python3 "$ORACLE" forward "$(T D)" "$M" "$(T in2.st)" "$(T out2.st)"
+}
+
+@test "export: the vLLM/SGLang Eagle3 schema (config keys, names without model., d2t I64, t2d)" {
+    python3 "$ORACLE" schema "$(T D)" "$M"
+    as-draft init -m "$M" -o "$(T Dbf)" --vd 100 --dtype bf16
+    python3 "$ORACLE" schema "$(T Dbf)" "$M"
+    run jq -r .torch_dtype "$(T Dbf)/config.json"
+    [ "$output" = bfloat16 ]
+}
+
+@test "greedy speculative decoding is token-identical to plain greedy (24 prompts, k 1..5)" {
+    local k
+    for k in 1 2 3 5; do
+        as-draft spec -m "$M" -d "$(T D)" -k $k -P "$(T prompts.txt)" -n 120 >"$(T spec$k.json)"
+        run jq -s '[.[] | select(.summary == null and .identical == false)] | length' \
+            "$(T spec$k.json)"
+        [ "$output" = 0 ]
+        run jq -r 'select(.summary) | "\(.prompts) \(.identical) \(.drafts > 0)"' \
+            "$(T spec$k.json)"
+        [ "$output" = "24 24 true" ]
+    done
+}
+
+@test "sampling: the generated tokens 2 and 3 follow the plain sampling distribution (chi-square)" {
+    as-draft sample -m "$M" -d "$(T D)" -k 3 -p "Once upon a time" --temp 1.5 --runs 1500 \
+        --at 1 >"$(T s1.json)"
+    python3 "$ORACLE" chi2 "$(T s1.json)"
+    as-draft sample -m "$M" -d "$(T D)" -k 2 -p "The little dog" --temp 1.5 --runs 1500 \
+        --at 2 >"$(T s2.json)"
+    python3 "$ORACLE" chi2 "$(T s2.json)"
+}
+
+@test "bad input: a draft for another target (layers, hidden, vocabulary), k out of range" {
+    local d
+    for d in L H V; do
+        mkdir -p "$(T bad$d)"
+        cp "$(T D)/model.safetensors" "$(T bad$d)/"
+    done
+    jq '.as_target_layers = 7' "$(T D)/config.json" >"$(T badL)/config.json"
+    jq '.target_hidden_size = 32' "$(T D)/config.json" >"$(T badH)/config.json"
+    jq '.vocab_size = 1000' "$(T D)/config.json" >"$(T badV)/config.json"
+    run --separate-stderr as-draft spec -m "$M" -d "$(T badL)" -k 2 -P "$(T prompts.txt)"
+    refused "as-draft: draft $(T badL): made for a target of 7 layers, the target has 5"
+    run --separate-stderr as-draft spec -m "$M" -d "$(T badH)" -k 2 -P "$(T prompts.txt)"
+    refused "as-draft: draft $(T badH): made for a target of hidden size 32, the target has 64"
+    run --separate-stderr as-draft spec -m "$M" -d "$(T badV)" -k 2 -P "$(T prompts.txt)"
+    refused "as-draft: draft $(T badV): made for a target vocabulary of 1000, the target has 512"
+    run --separate-stderr as-draft spec -m "$M" -d "$(T D)" -k 0 -P "$(T prompts.txt)"
+    refused 'as-draft: -k: expected an integer in 1..16, got "0"'
+    run --separate-stderr as-draft spec -m "$M" -d "$(T D)" -k 17 -P "$(T prompts.txt)"
+    refused 'as-draft: -k: expected an integer in 1..16, got "17"'
+    run --separate-stderr as-draft init -m "$M" -o "$(T Dbig)" --vd 513
+    refused "as-draft: --vd: 513 exceeds the target's vocabulary (512)"
+    [ ! -e "$(T Dbig)" ]
+}
