@@ -1,0 +1,566 @@
+/* as-qat: quantization-aware training and distillation of a checkpoint (docs/qat.md).
+ *
+ * The student's decoder linears train through a fake quantizer (fakequant.h: seq2, seq3, lsq3,
+ * lsq4, absmean, twn, tequila, sherry, or none for a full-precision control) with the training
+ * engine (train_model.h); the loss is w_ce * CE(next token) + w_kd * KD(teacher logits,
+ * computed on the fly by the engine's forward pass). Windows of --seq+1 tokens are drawn from
+ * the tokenized text with a splitmix64 generator. Every --save-every steps, the whole training
+ * state (parameters, AdamW moments, step, generator state, configuration) is written atomically
+ * to --state; --resume continues from it, bit for bit as if the run had not stopped (same
+ * --threads). Outputs: -o DIR, a fakequant checkpoint (the linears hold W_eff), and --codes
+ * FILE, the integer codes and scales as a tensor stream (qstream.h records). */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "as_error.h"
+#include "atomic_file.h"
+#include "cli_args.h"
+#include "dtype.h"
+#include "fakequant_model.h"
+#include "forward.h"
+#include "model.h"
+#include "model_loaders.h"
+#include "model_open.h"
+#include "model_save.h"
+#include "qstream.h"
+#include "stream.h"
+#include "text_data.h"
+#include "tokenizer.h"
+#include "train_ckpt.h"
+#include "train_loss.h"
+#include "train_model.h"
+#include "train_optim.h"
+
+extern void openblas_set_num_threads(int);
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: as-qat -m STUDENT -d TEXT --steps N [options]\n"
+            "Quantization-aware training with distillation (docs/qat.md).\n"
+            "  -m, --model DIR       student checkpoint (trained in fp32)\n"
+            "  -t, --teacher DIR     full-precision teacher for KD (default: none)\n"
+            "  -d, --data FILE       training text (tokenized with the student's tokenizer)\n"
+            "  -o, --out DIR         fakequant checkpoint written at the end\n"
+            "      --codes FILE      integer codes and scales as a tensor stream\n"
+            "      --scheme S        seq2 seq3 lsq3 lsq4 absmean twn tequila sherry none\n"
+            "                        (default seq2)\n"
+            "      --group G         quantizer group (default: the scheme's; 0 per row,\n"
+            "                        -1 per tensor)\n"
+            "      --lambda X        tequila dead-zone lambda (default 1e-3)\n"
+            "      --arenas X        sherry Arenas peak lambda (default 0: off)\n"
+            "      --steps N         optimizer steps (required)\n"
+            "      --seq T           tokens per window (default 256)\n"
+            "      --batch B         windows per optimizer step (default 8)\n"
+            "      --accum A         micro-batches of B/A windows (default 1)\n"
+            "      --lr X            peak learning rate (default 1e-3)\n"
+            "      --sched S         constant, linear, cosine, wsd (default cosine)\n"
+            "      --warmup X        warmup steps, or a fraction of --steps if < 1 (default 0.05)\n"
+            "      --decay X         wsd: decay steps, or a fraction if < 1 (default 0.2)\n"
+            "      --min-lr X        floor as a fraction of --lr (default 0)\n"
+            "      --wd X            AdamW weight decay (default 0)\n"
+            "      --clip X          gradient clipping by global norm (default 1; 0 off)\n"
+            "      --w-ce X          cross-entropy weight (default 1)\n"
+            "      --w-kd X          KD weight (default 1 with --teacher, else 0)\n"
+            "      --kd K            kl, rkl, cakld (default kl)\n"
+            "      --seed N          data sampling seed (default 1)\n"
+            "      --state FILE      training state, written every --save-every steps\n"
+            "      --save-every N    (default 100)\n"
+            "      --resume          continue from --state if it exists\n"
+            "      --stop-after N    stop (saving the state) after N steps of this run\n"
+            "      --log FILE        JSON lines, one per step\n"
+            "      --svg FILE        loss / KD / lr curves\n"
+            "      --threads N       OpenBLAS threads (results are reproducible per count)\n"
+            "  -h, --help            this help\n");
+}
+
+struct opts {
+    const char *model, *teacher, *data, *out, *codes, *state, *log, *svg;
+    int scheme, group, steps, seq, batch, accum, sched, kd, save_every, resume, stop_after;
+    double lambda, arenas, lr, warmup, decay, min_lr, wd, clip, w_ce, w_kd;
+    uint64_t seed;
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* The options that define the run (a resumed run must match them all). */
+static char *config_string(const struct opts *o) {
+    char *s = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&s, &n);
+    fprintf(f,
+            "scheme=%s group=%d lambda=%.9g arenas=%.9g steps=%d seq=%d batch=%d accum=%d "
+            "lr=%.9g sched=%s warmup=%.9g decay=%.9g min_lr=%.9g wd=%.9g clip=%.9g w_ce=%.9g "
+            "w_kd=%.9g kd=%s seed=%" PRIu64 " teacher=%s",
+            as_fq_info(o->scheme)->name, o->group, o->lambda, o->arenas, o->steps, o->seq, o->batch,
+            o->accum, o->lr, as_sched_name(o->sched), o->warmup, o->decay, o->min_lr, o->wd,
+            o->clip, o->w_ce, o->w_kd, as_kd_name(o->kd), o->seed, o->teacher ? "yes" : "no");
+    fclose(f);
+    return s;
+}
+
+/* The first "key=value" of a that differs in b, for the error message. */
+static void first_difference(const char *a, const char *b, char *out, size_t n) {
+    char *x = as_xstrdup(a), *y = as_xstrdup(b), *sa, *sb;
+    char *ta = strtok_r(x, " ", &sa), *tb = strtok_r(y, " ", &sb);
+    snprintf(out, n, "?");
+    for (; ta && tb; ta = strtok_r(NULL, " ", &sa), tb = strtok_r(NULL, " ", &sb))
+        if (strcmp(ta, tb)) {
+            snprintf(out, n, "%s, this run %s", tb, ta);
+            break;
+        }
+    free(x), free(y);
+}
+
+struct logrow {
+    double loss, kd, lr;
+};
+
+static void write_svg(const char *path, const struct logrow *r, int n) {
+    if (n < 1) return;
+    double mx = 0, lmx = 0;
+    for (int i = 0; i < n; i++)
+        mx = fmax(mx, fmax(r[i].loss, r[i].kd)), lmx = fmax(lmx, r[i].lr);
+    if (mx <= 0) mx = 1;
+    if (lmx <= 0) lmx = 1;
+    char *s = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&s, &len);
+    const int W = 640, H = 360, P = 40;
+    fprintf(f,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\">\n"
+            "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
+            "<text x=\"%d\" y=\"20\" font-size=\"12\">as-qat: loss (blue), KD (red), lr (gray, "
+            "max %.3g); %d steps, y max %.4g</text>\n",
+            W, H, P, lmx, n, mx);
+    const char *colors[3] = {"blue", "red", "gray"};
+    for (int k = 0; k < 3; k++) {
+        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" points=\"", colors[k]);
+        for (int i = 0; i < n; i++) {
+            double v = k == 0 ? r[i].loss / mx : k == 1 ? r[i].kd / mx : r[i].lr / lmx;
+            fprintf(f, "%.1f,%.1f ", P + (W - 2.0 * P) * (n > 1 ? (double)i / (n - 1) : 0),
+                    H - P - (H - 2.0 * P) * v);
+        }
+        fprintf(f, "\"/>\n");
+    }
+    fprintf(f, "</svg>\n");
+    fclose(f);
+    if (as_atomic_write_file(path, s, len)) as_die_last();
+    free(s);
+}
+
+/* Copy the tokenizer files of the student into the output directory. */
+static void copy_file(const char *from_dir, const char *to_dir, const char *name) {
+    char a[4200], b[4200];
+    snprintf(a, sizeof a, "%s/%s", from_dir, name);
+    snprintf(b, sizeof b, "%s/%s", to_dir, name);
+    char *buf;
+    size_t n;
+    if (access(a, R_OK)) return;
+    if (as_text_read(a, 0, &buf, &n)) as_die_last();
+    FILE *f = fopen(b, "wb");
+    if (!f || fwrite(buf, 1, n, f) != n || fclose(f)) as_die("%s: cannot write", b);
+    free(buf);
+}
+
+static void write_codes(const char *path, const struct as_model *m, struct as_fq_model *fm) {
+    struct as_atomic_file af;
+    if (as_atomic_open(&af, path)) as_die_last();
+    struct as_stream_writer *w = as_stream_writer_fd(fileno(af.fp), path);
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int k = 0; k < AS_LIN_COUNT; k++) {
+            struct as_fq *q = &fm->q[l][k];
+            int N = q->rows, K = q->cols;
+            int8_t *codes = as_xmalloc((size_t)N * K);
+            float *sc = as_xmalloc((size_t)N * K * sizeof(float)), *bias = as_xcalloc(N, 4);
+            int G = as_fq_codes(q, m->layers[l].w[k], codes, sc, bias);
+            /* as_qlinear: W = scale * (q - zero) (+ minv); codes shifted to 0..2^bits-1 */
+            int seq2 = q->scheme == AS_FQ_SEQ2;
+            int lsq = q->scheme == AS_FQ_LSQ3 || q->scheme == AS_FQ_LSQ4;
+            int bits = lsq ? (q->scheme == AS_FQ_LSQ3 ? 3 : 4) : 2;
+            int off = seq2 ? 3 : lsq ? 1 << (bits - 1) : 1;
+            struct as_qlinear ql = {
+                .N = N, .K = K, .bits = bits, .group_size = G > 1 ? K / G : 0, .sym = 1};
+            ql.q = as_xmalloc((size_t)N * K);
+            ql.scale = as_xmalloc((size_t)N * G * sizeof(float));
+            ql.zero = as_xmalloc((size_t)N * G * sizeof(int32_t));
+            ql.g_idx = as_xmalloc((size_t)K * sizeof(int32_t));
+            for (int i = 0; i < K; i++)
+                ql.g_idx[i] = i / (K / G);
+            for (size_t i = 0; i < (size_t)N * K; i++) /* seq2: (c+3)/2 in 0..3 */
+                ql.q[i] = (uint8_t)(seq2 ? (codes[i] + 3) / 2 : codes[i] + off);
+            for (int i = 0; i < N * G; i++) {
+                /* seq2: W = (a/4) c = (a/2) (q - 1.5): a float minimum -0.75 a */
+                ql.scale[i] = seq2 ? 2 * sc[i] : sc[i];
+                ql.zero[i] = seq2 ? 2 : off;
+            }
+            if (seq2) {
+                ql.minv = as_xmalloc((size_t)N * G * sizeof(float));
+                for (int i = 0; i < N * G; i++)
+                    ql.minv[i] = -3 * sc[i];
+            }
+            char prefix[128];
+            as_linear_prefix(l, k, prefix, sizeof prefix);
+            json_t *attrs = json_pack("{s:s}", "qat_scheme", as_fq_info(q->scheme)->name);
+            if (as_qlinear_write(w, prefix, l, &ql, attrs)) as_die_last();
+            json_decref(attrs);
+            if (q->scheme == AS_FQ_TEQUILA) { /* the merged dead-zone bias c_j */
+                char name[160];
+                int64_t shape[1] = {N};
+                snprintf(name, sizeof name, "%s.bias", prefix);
+                if (as_stream_write_tensor(w, name, "bias", l, AS_F32, 1, shape, NULL, bias))
+                    as_die_last();
+            }
+            free(ql.q), free(ql.scale), free(ql.zero), free(ql.g_idx), free(ql.minv);
+            free(codes), free(sc), free(bias);
+        }
+    if (as_stream_write_end(w)) as_die_last();
+    as_stream_writer_free(w);
+    if (as_atomic_commit(&af)) as_die_last();
+}
+
+int main(int argc, char **argv) {
+    as_set_progname(argv[0]);
+    struct opts o = {.scheme = AS_FQ_SEQ2,
+                     .group = INT32_MIN,
+                     .seq = 256,
+                     .batch = 8,
+                     .accum = 1,
+                     .sched = AS_SCHED_COSINE,
+                     .kd = AS_KD_KL,
+                     .save_every = 100,
+                     .lambda = 1e-3,
+                     .lr = 1e-3,
+                     .warmup = 0.05,
+                     .decay = 0.2,
+                     .clip = 1,
+                     .w_ce = 1,
+                     .w_kd = -1,
+                     .seed = 1};
+    int threads = 0;
+    static const struct option lo[] = {
+        {"model", 1, 0, 'm'},     {"teacher", 1, 0, 't'},   {"data", 1, 0, 'd'},
+        {"out", 1, 0, 'o'},       {"codes", 1, 0, 1},       {"scheme", 1, 0, 2},
+        {"group", 1, 0, 3},       {"lambda", 1, 0, 4},      {"arenas", 1, 0, 5},
+        {"steps", 1, 0, 6},       {"seq", 1, 0, 7},         {"batch", 1, 0, 8},
+        {"accum", 1, 0, 9},       {"lr", 1, 0, 10},         {"sched", 1, 0, 11},
+        {"warmup", 1, 0, 12},     {"decay", 1, 0, 13},      {"min-lr", 1, 0, 14},
+        {"wd", 1, 0, 15},         {"clip", 1, 0, 16},       {"w-ce", 1, 0, 17},
+        {"w-kd", 1, 0, 18},       {"kd", 1, 0, 19},         {"seed", 1, 0, 20},
+        {"state", 1, 0, 21},      {"save-every", 1, 0, 22}, {"resume", 0, 0, 23},
+        {"stop-after", 1, 0, 24}, {"log", 1, 0, 25},        {"svg", 1, 0, 26},
+        {"threads", 1, 0, 27},    {"help", 0, 0, 'h'},      {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "m:t:d:o:h", lo, NULL)) != -1) {
+        switch (c) {
+        case 'm':
+            o.model = optarg;
+            break;
+        case 't':
+            o.teacher = optarg;
+            break;
+        case 'd':
+            o.data = optarg;
+            break;
+        case 'o':
+            o.out = optarg;
+            break;
+        case 1:
+            o.codes = optarg;
+            break;
+        case 2:
+            if ((o.scheme = as_fq_parse(optarg)) < 0)
+                as_die("--scheme: unknown scheme '%s'", optarg);
+            break;
+        case 3:
+            o.group = as_arg_int(optarg);
+            break;
+        case 4:
+            o.lambda = as_arg_double(optarg);
+            break;
+        case 5:
+            o.arenas = as_arg_double(optarg);
+            break;
+        case 6:
+            o.steps = as_arg_int(optarg);
+            break;
+        case 7:
+            o.seq = as_arg_int(optarg);
+            break;
+        case 8:
+            o.batch = as_arg_int(optarg);
+            break;
+        case 9:
+            o.accum = as_arg_int(optarg);
+            break;
+        case 10:
+            o.lr = as_arg_double(optarg);
+            break;
+        case 11:
+            if ((o.sched = as_sched_parse(optarg)) < 0)
+                as_die("--sched: unknown schedule '%s'", optarg);
+            break;
+        case 12:
+            o.warmup = as_arg_double(optarg);
+            break;
+        case 13:
+            o.decay = as_arg_double(optarg);
+            break;
+        case 14:
+            o.min_lr = as_arg_double(optarg);
+            break;
+        case 15:
+            o.wd = as_arg_double(optarg);
+            break;
+        case 16:
+            o.clip = as_arg_double(optarg);
+            break;
+        case 17:
+            o.w_ce = as_arg_double(optarg);
+            break;
+        case 18:
+            o.w_kd = as_arg_double(optarg);
+            break;
+        case 19:
+            if ((o.kd = as_kd_parse(optarg)) < 1)
+                as_die("--kd: expected kl, rkl or cakld, got '%s'", optarg);
+            break;
+        case 20:
+            o.seed = as_arg_u64(optarg);
+            break;
+        case 21:
+            o.state = optarg;
+            break;
+        case 22:
+            o.save_every = as_arg_int(optarg);
+            break;
+        case 23:
+            o.resume = 1;
+            break;
+        case 24:
+            o.stop_after = as_arg_int(optarg);
+            break;
+        case 25:
+            o.log = optarg;
+            break;
+        case 26:
+            o.svg = optarg;
+            break;
+        case 27:
+            threads = as_arg_int(optarg);
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!o.model || !o.data || o.steps <= 0) {
+        usage(stderr);
+        return 2;
+    }
+    if (o.seq < 2 || o.batch < 1 || o.accum < 1 || o.batch % o.accum)
+        as_die("--seq %d --batch %d --accum %d: need seq >= 2 and accum dividing batch", o.seq,
+               o.batch, o.accum);
+    if (o.resume && !o.state) as_die("--resume needs --state FILE");
+    if (o.w_kd < 0) o.w_kd = o.teacher ? 1 : 0;
+    if (o.w_kd > 0 && !o.teacher) as_die("--w-kd %g needs a --teacher", o.w_kd);
+    if (threads > 0) openblas_set_num_threads(threads);
+    as_register_model_loaders();
+
+    struct as_model *m = as_model_open(o.model);
+    if (!m) as_die_last();
+    struct as_model *teacher = NULL;
+    if (o.teacher) {
+        teacher = as_model_open(o.teacher);
+        if (!teacher) as_die_last();
+        if (teacher->cfg.vocab != m->cfg.vocab)
+            as_die("teacher %s: vocabulary size %d differs from the student's %d (%s)", o.teacher,
+                   teacher->cfg.vocab, m->cfg.vocab, o.model);
+    }
+    /* data: the whole text, tokenized once (no BOS: windows are slices of running text) */
+    char tok_path[4200], *text;
+    size_t text_len, n_tok;
+    int32_t *toks;
+    snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", o.model);
+    struct as_tokenizer *tok = as_tokenizer_load(tok_path);
+    if (!tok) as_die_last();
+    if (as_text_read(o.data, 0, &text, &text_len)) as_die_last();
+    if (as_tokenizer_encode(tok, text, text_len, 0, &toks, &n_tok)) as_die_last();
+    free(text);
+    as_tokenizer_free(tok);
+    int T = o.seq;
+    if (n_tok < (size_t)T + 1)
+        as_die("%s: %zu tokens, shorter than one window of %d (--seq %d, plus the next token)",
+               o.data, n_tok, T + 1, T);
+    for (size_t i = 0; i < n_tok; i++)
+        if (toks[i] >= m->cfg.vocab)
+            as_die("%s: token id %d out of the student's vocabulary (%d)", o.data, toks[i],
+                   m->cfg.vocab);
+
+    /* the trainable set: every weight of the student, plus the quantizers' scales */
+    struct as_fq_model fm = {0};
+    if (as_fq_model_init(&fm, m, o.scheme, o.group)) as_die_last();
+    if (o.scheme == AS_FQ_TEQUILA) as_fq_model_set_lambda(&fm, (float)o.lambda);
+    struct as_weight_map map = as_fq_model_map(&fm);
+    struct as_model_grads *g = as_model_grads_new(m);
+    struct as_params ps;
+    as_params_init(&ps);
+    as_model_params(m, g, &ps);
+    as_fq_model_params(&fm, &ps);
+    struct as_adamw_cfg acfg = {0.9f, 0.999f, 1e-8f, (float)o.wd};
+    struct as_adamw *opt = as_adamw_new(&ps, &acfg);
+    int64_t warm = o.warmup < 1 ? (int64_t)(o.warmup * o.steps) : (int64_t)o.warmup;
+    int64_t dec = o.decay < 1 ? (int64_t)(o.decay * o.steps) : (int64_t)o.decay;
+    struct as_sched sched = {o.sched, o.steps, warm, dec, (float)o.min_lr};
+    char *cfgstr = config_string(&o);
+
+    int64_t step = 0;
+    uint64_t rng = o.seed;
+    if (o.resume && access(o.state, F_OK) == 0) {
+        json_t *meta = as_train_ckpt_load(o.state, &ps, opt);
+        if (!meta) as_die_last();
+        const char *sc = json_string_value(json_object_get(meta, "config"));
+        if (!sc || strcmp(sc, cfgstr)) {
+            char diff[512];
+            first_difference(cfgstr, sc ? sc : "", diff, sizeof diff);
+            as_die("--resume %s: written by another configuration (%s)", o.state, diff);
+        }
+        step = strtoll(json_string_value(json_object_get(meta, "step")), NULL, 10);
+        rng = strtoull(json_string_value(json_object_get(meta, "rng")), NULL, 10);
+        json_decref(meta);
+    }
+
+    struct as_train_state *st = as_train_state_new(m, T);
+    if (!st) as_die_last();
+    as_train_set_map(st, &map);
+    struct as_run_state *ts = teacher ? as_state_new(teacher, T, T, 0) : NULL;
+    if (teacher && !ts) as_die_last();
+    float *tlog = teacher ? as_xmalloc((size_t)T * m->cfg.vocab * sizeof(float)) : NULL;
+    int *win = as_xmalloc(((size_t)T + 1) * sizeof(int));
+    struct as_loss_cfg lcfg = {(float)o.w_ce, (float)o.w_kd, teacher ? o.kd : AS_KD_NONE};
+    FILE *logf = NULL;
+    if (o.log && !(logf = fopen(o.log, step > 0 ? "a" : "w")))
+        as_die("%s: cannot open: %s", o.log, strerror(errno));
+    struct logrow *rows = as_xcalloc((size_t)o.steps, sizeof *rows);
+    int64_t start_step = step, last_saved = step;
+    double t0 = now_s();
+    long tokens_run = 0;
+
+    while (step < o.steps) {
+        as_params_zero_grad(&ps);
+        float lr = as_sched_lr(&sched, (float)o.lr, step);
+        if (o.scheme == AS_FQ_SHERRY)
+            as_fq_model_set_lambda(&fm, as_arenas_lambda(step, o.steps, (float)o.arenas));
+        struct as_loss_sums sums = {0};
+        float scale = 1.0f / ((float)o.batch * T);
+        for (int b = 0; b < o.batch; b++) {
+            uint64_t start = splitmix64(&rng) % (n_tok - (size_t)T);
+            for (int t = 0; t <= T; t++)
+                win[t] = toks[start + t];
+            if (as_train_forward(m, st, win, T)) as_die_last();
+            if (teacher) {
+                as_state_reset(ts);
+                if (as_forward(teacher, ts, win, T, AS_LOGITS_ALL, NULL)) as_die_last();
+                memcpy(tlog, ts->logits, (size_t)T * m->cfg.vocab * sizeof(float));
+            }
+            float *lg = as_train_logits(st);
+            as_loss_rows(lg, tlog, win + 1, T, m->cfg.vocab, &lcfg, scale, lg, &sums);
+            as_train_backward(m, st, g, lg);
+        }
+        double loss = sums.loss / sums.rows, kd = sums.kd / sums.rows, ce = sums.ce / sums.rows;
+        if (!isfinite(loss))
+            as_die("step %" PRId64 ": loss is %g (last good state: %s, step %" PRId64 ")", step + 1,
+                   loss, o.state ? o.state : "none", last_saved);
+        int bad = as_params_nonfinite_grad(&ps);
+        if (bad >= 0)
+            as_die("step %" PRId64 ": non-finite gradient in tensor %s (last good state: %s, "
+                   "step %" PRId64 ")",
+                   step + 1, ps.p[bad].name, o.state ? o.state : "none", last_saved);
+        double gnorm = as_params_clip(&ps, o.clip);
+        as_adamw_step(opt, &ps, lr);
+        step++;
+        tokens_run += (long)o.batch * T;
+        double el = now_s() - t0, tps = tokens_run / el;
+        double eta = (o.steps - step) * (el / (double)(step - start_step));
+        rows[step - 1] = (struct logrow){loss, kd, lr};
+        as_progress("step %" PRId64 "/%d loss %.4f kd %.4f lr %.3g %.0f tok/s ETA %.0fs", step,
+                    o.steps, loss, kd, lr, tps, eta);
+        if (logf) {
+            fprintf(logf,
+                    "{\"step\":%" PRId64 ",\"loss\":%.9g,\"ce\":%.9g,\"kd\":%.9g,\"lr\":%.9g,"
+                    "\"grad_norm\":%.9g,\"tokens\":%" PRId64
+                    ",\"tok_per_s\":%.1f,\"eta_s\":%.1f}\n",
+                    step, loss, ce, kd, lr, gnorm, step * (int64_t)o.batch * T, tps, eta);
+            fflush(logf);
+        }
+        int stop = o.stop_after > 0 && step - start_step >= o.stop_after;
+        if (o.state && (step % o.save_every == 0 || step == o.steps || stop)) {
+            char sstep[32], srng[32];
+            snprintf(sstep, sizeof sstep, "%" PRId64, step);
+            snprintf(srng, sizeof srng, "%" PRIu64, rng);
+            const char *keys[] = {"config", "step", "rng"}, *vals[] = {cfgstr, sstep, srng};
+            if (as_train_ckpt_save(o.state, &ps, opt, keys, vals, 3)) as_die_last();
+            last_saved = step;
+        }
+        if (stop) break;
+    }
+    as_progress_done();
+    if (logf) fclose(logf);
+    if (o.svg) write_svg(o.svg, rows, (int)step);
+    if (step == o.steps && o.codes) write_codes(o.codes, m, &fm);
+    if (step == o.steps && o.out) {
+        /* the fakequant checkpoint: each linear holds W_eff (tequila's bias is in --codes) */
+        for (int l = 0; l < m->cfg.n_layers; l++)
+            for (int k = 0; k < AS_LIN_COUNT; k++) {
+                int r, cc, hb;
+                as_model_linear_shape(m, k, &r, &cc);
+                float *we = as_xmalloc((size_t)r * cc * sizeof(float)), *b = as_xmalloc(r * 4);
+                if (o.scheme == AS_FQ_SHERRY) fm.q[l][k].lambda = 0; /* Arenas ends at 0 */
+                as_fq_forward(&fm.q[l][k], m->layers[l].w[k], we, b, &hb);
+                memcpy(m->layers[l].w[k], we, (size_t)r * cc * sizeof(float));
+                free(we), free(b);
+            }
+        char *tmp = as_atomic_dir_begin(o.out);
+        if (!tmp) as_die_last();
+        if (as_model_save_hf(m, tmp, AS_F32)) {
+            as_atomic_dir_abort(tmp);
+            as_die_last();
+        }
+        copy_file(o.model, tmp, "tokenizer.json");
+        copy_file(o.model, tmp, "tokenizer_config.json");
+        if (as_atomic_dir_commit(tmp, o.out)) as_die_last();
+        free(tmp);
+    }
+    free(rows), free(win), free(tlog), free(toks), free(cfgstr);
+    as_state_free(ts);
+    as_train_state_free(st);
+    as_adamw_free(opt);
+    as_params_free(&ps);
+    as_model_grads_free(m, g);
+    as_fq_model_free(&fm);
+    as_model_free(m);
+    as_model_free(teacher);
+    return 0;
+}
