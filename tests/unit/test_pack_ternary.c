@@ -25,6 +25,8 @@
 #include "dtype.h"
 #include "ggml_types.h"
 #include "pack_ternary.h"
+#include "qstream.h"
+#include "quant_ternary.h"
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 static uint32_t rnd(void) {
@@ -212,6 +214,87 @@ static void test_bad_input(void **state) {
             "stores f16 scales)");
 }
 
+/* RTN by hand: SEQ2 codes of 1, -1, 0.3, -0.2 with alpha = max |w| = 1 are round(1.98 - .5) + 2
+ * = 3, round(-1.98 - .5) + 2 = 0, round(.6 - .5) + 2 = 2, round(-.4 - .5) + 2 = 1; the Sherry quad
+ * (0.5, -0.1, 0.3, -0.7) zeroes lane 1 and alpha = (0.5 + 0.3 + 0.7) / 3 = 0.5; absmean ternary
+ * of a block of 0.75 / -0.25 alternating: alpha = 0.5, codes 2 (1.5 -> 1) and 1 (-0.5 -> -0, half
+ * to even). */
+static void test_rtn_hand(void **state) {
+    (void)state;
+    float w[256];
+    struct as_qlinear l;
+    for (int k = 0; k < 32; k++)
+        w[k] = (const float[]){1.0f, -1.0f, 0.3f, -0.2f}[k % 4] * (k < 4 ? 1 : 0.5f);
+    assert_int_equal(as_tern_rtn(AS_TF_SEQ2, w, 1, 32, &l), 0);
+    assert_true(l.scale[0] == 0.5f);
+    assert_true(l.minv[0] == -0.75f);
+    const uint8_t want_seq[4] = {3, 0, 2, 1};
+    assert_memory_equal(l.q, want_seq, 4);
+    char why[256];
+    assert_int_equal(as_tern_packable(AS_TF_SEQ2, &l, why, sizeof why), 1);
+    assert_int_equal(as_tern_packable(AS_TF_SHERRY, &l, why, sizeof why), 0);
+    assert_string_equal(why, "not ternary (needs zero point 1, got a float minimum, 2)");
+    as_tern_qlinear_free(&l);
+    for (int k = 0; k < 32; k++)
+        w[k] = (const float[]){0.5f, -0.1f, 0.3f, -0.7f}[k % 4];
+    assert_int_equal(as_tern_rtn(AS_TF_SHERRY, w, 1, 32, &l), 0);
+    assert_true(fabsf(l.scale[0] - 0.5f) < 1e-7f);
+    const uint8_t want_sh[4] = {2, 1, 2, 0};
+    for (int k = 0; k < 32; k++)
+        assert_int_equal(l.q[k], want_sh[k % 4]);
+    as_tern_qlinear_free(&l);
+    for (int k = 0; k < 256; k++)
+        w[k] = k % 2 ? -0.25f : 0.75f;
+    assert_int_equal(as_tern_rtn(AS_TF_TQ2_0, w, 1, 256, &l), 0);
+    assert_true(l.scale[0] == 0.5f);
+    for (int k = 0; k < 256; k++)
+        assert_int_equal(l.q[k], k % 2 ? 1 : 2);
+    assert_int_equal(as_tern_packable(AS_TF_TQ2_0, &l, why, sizeof why), 1);
+    as_tern_qlinear_free(&l);
+    /* two 256-blocks with different alphas: no single row scale for SHERRY */
+    float w2[512];
+    for (int k = 0; k < 512; k++)
+        w2[k] = k < 256 ? w[k] : 2 * w[k - 256];
+    assert_int_equal(as_tern_rtn(AS_TF_TQ2_0, w2, 1, 512, &l), 0);
+    assert_int_equal(as_tern_packable(AS_TF_SHERRY, &l, why, sizeof why), 0);
+    assert_string_equal(why, "scales differ within row 0 (SHERRY has one per row)");
+    as_tern_qlinear_free(&l);
+    assert_int_equal(as_tern_rtn(AS_TF_TQ1_0, w, 1, 64, &l), -1);
+    assert_string_equal(as_last_error(),
+                        "shape [1, 64]: TQ1_0 needs rows of a multiple of 256 weights");
+}
+
+/* RTN -> pack -> dequantize equals the fakequant weights (as_qlinear_dequant) of the same layer:
+ * bit for bit for the ternary formats (both compute scale * (code - 1)), within one rounding for
+ * SEQ2 (scale * q + minv against (q - 1.5) * scale). */
+static void test_rtn_pack_equals_fakequant(void **state) {
+    (void)state;
+    const int N = 6, K = 512;
+    float *w = malloc((size_t)N * K * 4), *fq = malloc((size_t)N * K * 4),
+          *pk = malloc((size_t)N * K * 4);
+    for (int i = 0; i < N * K; i++)
+        w[i] = (float)((int)(rnd() % 20001) - 10000) * 1e-5f;
+    for (int f = 0; f < AS_TF_COUNT; f++) {
+        struct as_qlinear l;
+        char why[256];
+        assert_int_equal(as_tern_rtn(f, w, N, K, &l), 0);
+        assert_int_equal(as_tern_packable(f, &l, why, sizeof why), 1);
+        uint8_t *p = malloc(as_tern_packed_bytes(f, N, K));
+        assert_int_equal(as_tern_pack_qlinear(f, "t", &l, p), 0);
+        as_qlinear_dequant(&l, fq);
+        as_tern_dequant(f, N, K, p, pk);
+        for (int i = 0; i < N * K; i++) {
+            if (f == AS_TF_SEQ2)
+                assert_true(fabsf(fq[i] - pk[i]) <= 1e-7f * fabsf(fq[i]));
+            else
+                assert_true(fq[i] == pk[i]);
+        }
+        free(p);
+        as_tern_qlinear_free(&l);
+    }
+    free(w), free(fq), free(pk);
+}
+
 static int cli_write(char **argv) {
     int f = as_tern_fmt_parse(argv[2]), N = atoi(argv[3]), K = atoi(argv[4]);
     rng_state ^= (uint64_t)atoll(argv[5]) * 0x2545F4914F6CDD1Dull;
@@ -238,9 +321,13 @@ static int cli_write(char **argv) {
 int main(int argc, char **argv) {
     if (argc == 8 && !strcmp(argv[1], "write")) return cli_write(argv);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_layout_table),   cmocka_unit_test(test_sherry_codebook_rule),
-        cmocka_unit_test(test_i2s_seq2_bytes), cmocka_unit_test(test_roundtrip_all),
+        cmocka_unit_test(test_layout_table),
+        cmocka_unit_test(test_sherry_codebook_rule),
+        cmocka_unit_test(test_i2s_seq2_bytes),
+        cmocka_unit_test(test_roundtrip_all),
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_rtn_hand),
+        cmocka_unit_test(test_rtn_pack_equals_fakequant),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
