@@ -89,3 +89,18 @@ T() { echo "$BATS_FILE_TMPDIR/$1"; }
     refused "as-draft: --vd: 513 exceeds the target's vocabulary (512)"
     [ ! -e "$(T Dbig)" ]
 }
+
+@test "as-gen --draft -k: the same text as plain as-gen, metrics JSON on stderr with -v" {
+    local p
+    for p in "Once upon a time" "The little dog" "Lily"; do
+        as-gen -m "$M" -p "$p" -n 80 >"$(T plain.txt)"
+        as-gen -m "$M" -p "$p" -n 80 --draft "$(T D)" -k 4 -v >"$(T spec.txt)" 2>"$(T m.json)"
+        cmp "$(T plain.txt)" "$(T spec.txt)"
+        run jq -r '"\(.k) \(.identical) \(.accept_pos | length) \(.drafts > 0)"' "$(T m.json)"
+        [ "$output" = "4 true 4 true" ]
+    done
+    run --separate-stderr as-gen -m "$M" -p hi -k 2
+    refused "as-gen: -k needs --draft DIR"
+    run --separate-stderr as-gen -m "$M" -p hi --draft "$(T D)" -k 99
+    refused 'as-gen: -k: expected an integer in 1..16, got "99"'
+}
