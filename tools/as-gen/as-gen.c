@@ -1,8 +1,7 @@
-/* as-gen: generate text from a Hugging Face checkpoint with the engine (greedy
- * by default). Convention (llama2.c run.c, data/README.md): BOS, then the
- * prompt; positions are filled until STEPS tokens follow BOS (prompt included);
- * generation stops early at BOS or EOS. The text is decoded piece by piece, the
- * leading space of the first piece after BOS stripped. */
+/* as-gen: generate text from a Hugging Face checkpoint with the engine (greedy by default).
+ * Convention (llama2.c run.c, data/README.md): BOS, then the prompt; positions are filled until
+ * STEPS tokens follow BOS (prompt included); generation stops early at BOS or EOS. The text is
+ * decoded piece by piece, the leading space of the first piece after BOS stripped. */
 #include <getopt.h>
 #include <math.h>
 #include <stdint.h>
@@ -20,227 +19,190 @@
 #include "tokenizer.h"
 
 static void usage(FILE *f) {
-  fprintf(
-      f,
-      "usage: as-gen -m MODEL_DIR [-p PROMPT] [-n STEPS] [--temp T] [--seed "
-      "S]\n"
-      "Generate text; greedy (argmax) unless --temp > 0.\n"
-      "  -m, --model DIR    Hugging Face checkpoint directory (config.json, "
-      "tokenizer.json)\n"
-      "                     or a llama.cpp FILE.gguf\n"
-      "  -p, --prompt TEXT  prompt (default: empty)\n"
-      "  -n, --steps N      tokens after BOS, prompt included (default 256)\n"
-      "  -t, --temp T       sampling temperature (default 0 = greedy)\n"
-      "  -s, --seed S       random seed for sampling (default 42)\n"
-      "      --draft DIR    speculative decoding with an Eagle3 draft "
-      "(as-draft); greedy\n"
-      "                     output is identical to plain decoding "
-      "(docs/draft.md)\n"
-      "  -k K               tokens drafted per target pass with --draft "
-      "(1..16, default 3)\n"
-      "  -v, --verbose      print tokens/s and the prefill time to stderr\n"
-      "      --sparse-attn SPEC  sparse prefill attention (decode stays "
-      "dense): a JSON\n"
-      "                     config or METHOD[:PARAM=VALUE,...] "
-      "(docs/sparse-attention.md)\n");
+    fprintf(f,
+            "usage: as-gen -m MODEL_DIR [-p PROMPT] [-n STEPS] [--temp T] [--seed S]\n"
+            "Generate text; greedy (argmax) unless --temp > 0.\n"
+            "  -m, --model DIR    Hugging Face checkpoint directory (config.json, tokenizer.json)\n"
+            "                     or a llama.cpp FILE.gguf\n"
+            "  -p, --prompt TEXT  prompt (default: empty)\n"
+            "  -n, --steps N      tokens after BOS, prompt included (default 256)\n"
+            "  -t, --temp T       sampling temperature (default 0 = greedy)\n"
+            "  -s, --seed S       random seed for sampling (default 42)\n"
+            "      --draft DIR    speculative decoding with an Eagle3 draft (as-draft); greedy\n"
+            "                     output is identical to plain decoding (docs/draft.md)\n"
+            "  -k K               tokens drafted per target pass with --draft (1..16, default 3)\n"
+            "  -v, --verbose      print tokens/s and the prefill time to stderr\n"
+            "      --sparse-attn SPEC  sparse prefill attention (decode stays dense): a JSON\n"
+            "                     config or METHOD[:PARAM=VALUE,...] (docs/sparse-attention.md)\n");
 }
 
 static uint64_t rng_state;
 static float rng_f32(void) {
-  /* xorshift64* (as llama2.c's random_u32), uniform in [0, 1) */
-  rng_state ^= rng_state >> 12;
-  rng_state ^= rng_state << 25;
-  rng_state ^= rng_state >> 27;
-  return (float)((rng_state * 0x2545F4914F6CDD1Dull) >> 40) / 16777216.0f;
+    /* xorshift64* (as llama2.c's random_u32), uniform in [0, 1) */
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return (float)((rng_state * 0x2545F4914F6CDD1Dull) >> 40) / 16777216.0f;
 }
 
 static int argmax(const float *x, int n) {
-  int best = 0;
-  for (int i = 1; i < n; i++)
-    if (x[i] > x[best])
-      best = i;
-  return best;
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
 }
 
 static int sample(float *logits, int n, float temp) {
-  float mx = logits[argmax(logits, n)], sum = 0;
-  for (int i = 0; i < n; i++)
-    sum += (logits[i] = expf((logits[i] - mx) / temp));
-  float r = rng_f32() * sum, cdf = 0;
-  for (int i = 0; i < n; i++) {
-    cdf += logits[i];
-    if (r < cdf)
-      return i;
-  }
-  return n - 1;
+    float mx = logits[argmax(logits, n)], sum = 0;
+    for (int i = 0; i < n; i++)
+        sum += (logits[i] = expf((logits[i] - mx) / temp));
+    float r = rng_f32() * sum, cdf = 0;
+    for (int i = 0; i < n; i++) {
+        cdf += logits[i];
+        if (r < cdf) return i;
+    }
+    return n - 1;
 }
 
 int main(int argc, char **argv) {
-  as_set_progname(argv[0]);
-  const char *dir = NULL, *prompt = "";
-  const char *sparse_spec = NULL; /* sparse prefill attention (sparse_attn.h) */
-  int steps = 256, verbose = 0;
-  float temp = 0;
-  unsigned long long seed = 42;
-  const char *draft_dir = NULL; /* speculative decoding (draft_cli.h) */
-  int spec_k = 0;
-  static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                       {"prompt", required_argument, 0, 'p'},
-                                       {"steps", required_argument, 0, 'n'},
-                                       {"temp", required_argument, 0, 't'},
-                                       {"seed", required_argument, 0, 's'},
-                                       {"verbose", no_argument, 0, 'v'},
-                                       {"draft", required_argument, 0, 'D'},
-                                       {"help", no_argument, 0, 'h'},
-                                       {"sparse-attn", required_argument, 0, 1},
-                                       {0, 0, 0, 0}};
-  int c;
-  char *end;
-  while ((c = getopt_long(argc, argv, "m:p:n:t:s:vhk:D:", opts, NULL)) != -1) {
-    switch (c) {
-    case 'm':
-      dir = optarg;
-      break;
-    case 'p':
-      prompt = optarg;
-      break;
-    case 'n':
-      steps = (int)strtol(optarg, &end, 10);
-      if (*end || steps <= 0)
-        as_die("--steps: expected a positive integer, got \"%s\"", optarg);
-      break;
-    case 't':
-      temp = strtof(optarg, &end);
-      if (*end || !(temp >= 0))
-        as_die("--temp: expected a number >= 0, got \"%s\"", optarg);
-      break;
-    case 's':
-      seed = strtoull(optarg, &end, 10);
-      if (*end)
-        as_die("--seed: expected an integer, got \"%s\"", optarg);
-      break;
-    case 'v':
-      verbose = 1;
-      break;
-    case 1:
-      sparse_spec = optarg;
-      break;
-    case 'D':
-      draft_dir = optarg;
-      break;
-    case 'k':
-      spec_k = (int)strtol(optarg, &end, 10);
-      if (*end || spec_k < 1 || spec_k > 16)
-        as_die("-k: expected an integer in 1..16, got \"%s\"", optarg);
-      break;
-    case 'h':
-      usage(stdout);
-      return 0;
-    default:
-      usage(stderr);
-      return 2;
+    as_set_progname(argv[0]);
+    const char *dir = NULL, *prompt = "";
+    const char *sparse_spec = NULL; /* sparse prefill attention (sparse_attn.h) */
+    int steps = 256, verbose = 0;
+    float temp = 0;
+    unsigned long long seed = 42;
+    const char *draft_dir = NULL; /* speculative decoding (draft_cli.h) */
+    int spec_k = 0;
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},     {"prompt", required_argument, 0, 'p'},
+        {"steps", required_argument, 0, 'n'},     {"temp", required_argument, 0, 't'},
+        {"seed", required_argument, 0, 's'},      {"verbose", no_argument, 0, 'v'},
+        {"draft", required_argument, 0, 'D'},     {"help", no_argument, 0, 'h'},
+        {"sparse-attn", required_argument, 0, 1}, {0, 0, 0, 0}};
+    int c;
+    char *end;
+    while ((c = getopt_long(argc, argv, "m:p:n:t:s:vhk:D:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm':
+            dir = optarg;
+            break;
+        case 'p':
+            prompt = optarg;
+            break;
+        case 'n':
+            steps = (int)strtol(optarg, &end, 10);
+            if (*end || steps <= 0)
+                as_die("--steps: expected a positive integer, got \"%s\"", optarg);
+            break;
+        case 't':
+            temp = strtof(optarg, &end);
+            if (*end || !(temp >= 0)) as_die("--temp: expected a number >= 0, got \"%s\"", optarg);
+            break;
+        case 's':
+            seed = strtoull(optarg, &end, 10);
+            if (*end) as_die("--seed: expected an integer, got \"%s\"", optarg);
+            break;
+        case 'v':
+            verbose = 1;
+            break;
+        case 1:
+            sparse_spec = optarg;
+            break;
+        case 'D':
+            draft_dir = optarg;
+            break;
+        case 'k':
+            spec_k = (int)strtol(optarg, &end, 10);
+            if (*end || spec_k < 1 || spec_k > 16)
+                as_die("-k: expected an integer in 1..16, got \"%s\"", optarg);
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
     }
-  }
-  if (!dir || optind != argc) {
-    usage(stderr);
-    return 2;
-  }
-  rng_state = seed ? seed : 1;
-  struct as_model *m = as_model_open(dir);
-  if (!m)
-    as_die_last();
-  struct as_tokenizer *tok = as_tokenizer_open(dir);
-  if (!tok)
-    as_die_last();
-  int32_t *ids;
-  size_t n_prompt;
-  int add_bos =
-      as_tokenizer_add_bos(tok); /* the model's own rule (SmolLM2: none) */
-  if (as_tokenizer_encode(tok, prompt, strlen(prompt), add_bos, &ids,
-                          &n_prompt) != 0)
-    as_die_last();
-  if (n_prompt == 0)
-    as_die("prompt encodes to no tokens (and the model adds no BOS)");
-  if ((int)n_prompt > steps + 1)
-    as_die("prompt is %zu tokens, more than --steps %d", n_prompt - add_bos,
-           steps);
-  int32_t bos = as_tokenizer_bos(tok), eos = as_tokenizer_eos(tok);
-  int *toks = as_xmalloc(((size_t)steps + 1) * sizeof(int));
-  for (size_t i = 0; i < n_prompt; i++)
-    toks[i] = ids[i];
-  free(ids);
-  if (spec_k && !draft_dir)
-    as_die("-k needs --draft DIR");
-  if (draft_dir) {
-    struct as_draft_cli dc = {draft_dir, spec_k ? spec_k : 3, temp, seed,
-                              verbose};
-    int rc = as_draft_cli_run(m, tok, toks, (int)n_prompt, add_bos, steps, &dc);
+    if (!dir || optind != argc) {
+        usage(stderr);
+        return 2;
+    }
+    rng_state = seed ? seed : 1;
+    struct as_model *m = as_model_open(dir);
+    if (!m) as_die_last();
+    struct as_tokenizer *tok = as_tokenizer_open(dir);
+    if (!tok) as_die_last();
+    int32_t *ids;
+    size_t n_prompt;
+    int add_bos = as_tokenizer_add_bos(tok); /* the model's own rule (SmolLM2: none) */
+    if (as_tokenizer_encode(tok, prompt, strlen(prompt), add_bos, &ids, &n_prompt) != 0)
+        as_die_last();
+    if (n_prompt == 0) as_die("prompt encodes to no tokens (and the model adds no BOS)");
+    if ((int)n_prompt > steps + 1)
+        as_die("prompt is %zu tokens, more than --steps %d", n_prompt - add_bos, steps);
+    int32_t bos = as_tokenizer_bos(tok), eos = as_tokenizer_eos(tok);
+    int *toks = as_xmalloc(((size_t)steps + 1) * sizeof(int));
+    for (size_t i = 0; i < n_prompt; i++)
+        toks[i] = ids[i];
+    free(ids);
+    if (spec_k && !draft_dir) as_die("-k needs --draft DIR");
+    if (draft_dir) {
+        struct as_draft_cli dc = {draft_dir, spec_k ? spec_k : 3, temp, seed, verbose};
+        int rc = as_draft_cli_run(m, tok, toks, (int)n_prompt, add_bos, steps, &dc);
+        free(toks);
+        as_tokenizer_free(tok);
+        as_model_free(m);
+        return rc;
+    }
+    struct as_run_state *s = as_state_new(m, (int)n_prompt, steps + 1, 0);
+    if (!s) as_die_last();
+    struct as_sparse_engine sp = {NULL, &m->cfg};
+    if (sparse_spec) { /* the prompt's prefill sparse, decode dense */
+        sp.cfg = as_sparse_config_from_spec(sparse_spec, &m->cfg);
+        if (!sp.cfg || as_sparse_config_check(sp.cfg, (int)n_prompt)) as_die_last();
+        as_sparse_attach(&sp, s);
+    }
+    struct timespec t0, t1, tp;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    /* print the prompt pieces (after the BOS, if any) */
+    char piece[256];
+    for (size_t i = (size_t)add_bos; i < n_prompt; i++) {
+        int len =
+            as_tokenizer_decode_piece(tok, i ? toks[i - 1] : -1, toks[i], piece, sizeof piece);
+        if (len < 0) as_die_last();
+        fwrite(piece, 1, (size_t)len < sizeof piece ? (size_t)len : sizeof piece - 1, stdout);
+    }
+    if (as_forward(m, s, toks, (int)n_prompt, AS_LOGITS_LAST, NULL) != 0) as_die_last();
+    clock_gettime(CLOCK_MONOTONIC, &tp);
+    int n = (int)n_prompt, generated = 0;
+    while (n <= steps) {
+        int next =
+            temp > 0 ? sample(s->logits, m->cfg.vocab, temp) : argmax(s->logits, m->cfg.vocab);
+        if (next == bos || next == eos) break;
+        toks[n] = next;
+        int len = as_tokenizer_decode_piece(tok, toks[n - 1], next, piece, sizeof piece);
+        if (len < 0) as_die_last();
+        fwrite(piece, 1, (size_t)len < sizeof piece ? (size_t)len : sizeof piece - 1, stdout);
+        n++, generated++;
+        if (n > steps) break;
+        if (as_forward(m, s, &toks[n - 1], 1, AS_LOGITS_LAST, NULL) != 0) as_die_last();
+    }
+    printf("\n");
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (verbose) {
+        double dt = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
+        fprintf(stderr, "%s: %d tokens in %.3f s (%.0f tokens/s)\n", as_progname(), n - 1, dt,
+                (n - 1) / dt);
+        fprintf(stderr, "%s: prefill of %zu tokens in %.3f s", as_progname(), n_prompt,
+                (tp.tv_sec - t0.tv_sec) + 1e-9 * (tp.tv_nsec - t0.tv_nsec));
+        if (sp.cfg) fprintf(stderr, ", sparse density %.4f", as_sparse_mean_density(sp.cfg));
+        fprintf(stderr, "\n");
+    }
     free(toks);
+    as_sparse_config_free(sp.cfg);
+    as_state_free(s);
     as_tokenizer_free(tok);
     as_model_free(m);
-    return rc;
-  }
-  struct as_run_state *s = as_state_new(m, (int)n_prompt, steps + 1, 0);
-  if (!s)
-    as_die_last();
-  struct as_sparse_engine sp = {NULL, &m->cfg};
-  if (sparse_spec) { /* the prompt's prefill sparse, decode dense */
-    sp.cfg = as_sparse_config_from_spec(sparse_spec, &m->cfg);
-    if (!sp.cfg || as_sparse_config_check(sp.cfg, (int)n_prompt))
-      as_die_last();
-    as_sparse_attach(&sp, s);
-  }
-  struct timespec t0, t1, tp;
-  clock_gettime(CLOCK_MONOTONIC, &t0);
-  /* print the prompt pieces (after the BOS, if any) */
-  char piece[256];
-  for (size_t i = (size_t)add_bos; i < n_prompt; i++) {
-    int len = as_tokenizer_decode_piece(tok, i ? toks[i - 1] : -1, toks[i],
-                                        piece, sizeof piece);
-    if (len < 0)
-      as_die_last();
-    fwrite(piece, 1,
-           (size_t)len < sizeof piece ? (size_t)len : sizeof piece - 1, stdout);
-  }
-  if (as_forward(m, s, toks, (int)n_prompt, AS_LOGITS_LAST, NULL) != 0)
-    as_die_last();
-  clock_gettime(CLOCK_MONOTONIC, &tp);
-  int n = (int)n_prompt, generated = 0;
-  while (n <= steps) {
-    int next = temp > 0 ? sample(s->logits, m->cfg.vocab, temp)
-                        : argmax(s->logits, m->cfg.vocab);
-    if (next == bos || next == eos)
-      break;
-    toks[n] = next;
-    int len =
-        as_tokenizer_decode_piece(tok, toks[n - 1], next, piece, sizeof piece);
-    if (len < 0)
-      as_die_last();
-    fwrite(piece, 1,
-           (size_t)len < sizeof piece ? (size_t)len : sizeof piece - 1, stdout);
-    n++, generated++;
-    if (n > steps)
-      break;
-    if (as_forward(m, s, &toks[n - 1], 1, AS_LOGITS_LAST, NULL) != 0)
-      as_die_last();
-  }
-  printf("\n");
-  clock_gettime(CLOCK_MONOTONIC, &t1);
-  if (verbose) {
-    double dt = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
-    fprintf(stderr, "%s: %d tokens in %.3f s (%.0f tokens/s)\n", as_progname(),
-            n - 1, dt, (n - 1) / dt);
-    fprintf(stderr, "%s: prefill of %zu tokens in %.3f s", as_progname(),
-            n_prompt,
-            (tp.tv_sec - t0.tv_sec) + 1e-9 * (tp.tv_nsec - t0.tv_nsec));
-    if (sp.cfg)
-      fprintf(stderr, ", sparse density %.4f", as_sparse_mean_density(sp.cfg));
-    fprintf(stderr, "\n");
-  }
-  free(toks);
-  as_sparse_config_free(sp.cfg);
-  as_state_free(s);
-  as_tokenizer_free(tok);
-  as_model_free(m);
-  return fflush(stdout) == 0 ? 0 : 1;
+    return fflush(stdout) == 0 ? 0 : 1;
 }
