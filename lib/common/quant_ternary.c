@@ -25,11 +25,13 @@ static uint8_t tern_code(float w, float alpha) {
 }
 
 int as_tern_rtn(enum as_tern_fmt f, const float *W, int N, int K, struct as_qlinear *l) {
-    const struct as_tern_layout *L = &as_tern_layouts[f];
-    const int gs = L->scale == AS_TS_BLOCK_F16 ? 256 : 0;
-    if (K <= 0 || N <= 0 || K % L->block)
-        return as_fail("shape [%d, %d]: %s needs rows of a multiple of %d weights", N, K, L->name,
-                       L->block);
+    /* A row the format cannot hold (K not whole blocks) is still quantized, with one scale per
+     * row (TQ: absmean per row instead of per 256-block), so that as-pack can report it and keep
+     * it dense (as_tern_packable says why) and the fakequant checkpoint stays comparable. */
+    const int gs = as_tern_layouts[f].scale == AS_TS_BLOCK_F16 && K % 256 == 0 ? 256 : 0;
+    if (K <= 0 || N <= 0 || (f == AS_TF_SHERRY && K % 4))
+        return as_fail("shape [%d, %d]: %s needs rows of a multiple of %d weights", N, K,
+                       as_tern_layouts[f].name, f == AS_TF_SHERRY ? 4 : 1);
     memset(l, 0, sizeof *l);
     l->N = N, l->K = K, l->bits = 2, l->group_size = gs > 0 ? gs : -1, l->sym = 0;
     const int G = as_qlinear_groups(l);
@@ -50,19 +52,21 @@ int as_tern_rtn(enum as_tern_fmt f, const float *W, int N, int K, struct as_qlin
         uint8_t *q = l->q + (size_t)n * K;
         switch (f) {
         case AS_TF_TQ1_0:
-        case AS_TF_TQ2_0:
+        case AS_TF_TQ2_0: {
+            const int bl = gs > 0 ? 256 : K;
             for (int g = 0; g < G; g++) {
                 double s = 0;
-                for (int k = 0; k < 256; k++)
-                    s += fabsf(w[256 * g + k]);
-                float a = as_f16_to_f32(as_f32_to_f16((float)(s / 256)));
+                for (int k = 0; k < bl; k++)
+                    s += fabsf(w[bl * g + k]);
+                float a = as_f16_to_f32(as_f32_to_f16((float)(s / bl)));
                 if (!(a > 0.0f) || !isfinite(a)) a = 1.0f;
                 l->scale[(size_t)n * G + g] = a;
                 l->zero[(size_t)n * G + g] = 1;
-                for (int k = 0; k < 256; k++)
-                    q[256 * g + k] = tern_code(w[256 * g + k], a);
+                for (int k = 0; k < bl; k++)
+                    q[bl * g + k] = tern_code(w[bl * g + k], a);
             }
             break;
+        }
         case AS_TF_I2_S: {
             float a = tensor_alpha > 0.0f ? tensor_alpha : 1.0f;
             l->scale[n] = a;

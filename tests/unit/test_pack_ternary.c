@@ -259,9 +259,15 @@ static void test_rtn_hand(void **state) {
     assert_int_equal(as_tern_packable(AS_TF_SHERRY, &l, why, sizeof why), 0);
     assert_string_equal(why, "scales differ within row 0 (SHERRY has one per row)");
     as_tern_qlinear_free(&l);
-    assert_int_equal(as_tern_rtn(AS_TF_TQ1_0, w, 1, 64, &l), -1);
+    /* a row TQ cannot hold: absmean per row, reported unpackable (as-pack keeps it dense) */
+    assert_int_equal(as_tern_rtn(AS_TF_TQ1_0, w, 1, 64, &l), 0);
+    assert_true(l.scale[0] == 0.5f);
+    assert_int_equal(as_tern_packable(AS_TF_TQ1_0, &l, why, sizeof why), 0);
+    assert_string_equal(why, "rows of 64 weights do not fill TQ1_0's 256-weight blocks");
+    as_tern_qlinear_free(&l);
+    assert_int_equal(as_tern_rtn(AS_TF_SHERRY, w, 1, 30, &l), -1);
     assert_string_equal(as_last_error(),
-                        "shape [1, 64]: TQ1_0 needs rows of a multiple of 256 weights");
+                        "shape [1, 30]: SHERRY needs rows of a multiple of 4 weights");
 }
 
 /* RTN -> pack -> dequantize equals the fakequant weights (as_qlinear_dequant) of the same layer:

@@ -21,6 +21,7 @@
 #include "qstream.h"
 #include "quant_int.h"
 #include "quant_search.h"
+#include "quant_ternary.h"
 #include "stream.h"
 
 static void usage(FILE *f) {
@@ -41,6 +42,8 @@ static void usage(FILE *f) {
            "                        group, GGUF Q4_1's x = d*q + m, searched on the same weighted\n"
            "                        error (rtn: unweighted); only -f gguf stores it as blocks\n"
            "  -m, --method M        gptq (default), gptaq (needs gptaq-dxx records), rtn\n"
+           "      --ternary F       with --method rtn: ternary / 2-bit RTN for as-pack -f F, F one\n"
+           "                        of tq1_0 tq2_0 i2_s seq2 sherry (docs/ternary.md)\n"
            "      --report FILE     JSON lines per layer: loss, damping, time\n"
            "      --json            print a summary JSON report on stderr at the end\n"
            "  -h, --help\n");
@@ -86,6 +89,7 @@ static int weight_rows(const struct pending_weight *pw, int n0, int rows, float 
 struct gptq_tool {
     struct gptq_opts o;
     int rtn;
+    int ternary; /* --ternary: enum as_tern_fmt + 1 (0: none), quant_ternary.h */
     struct stat_rec *stats;
     int n_stats;
     struct pending_weight *pend;
@@ -137,7 +141,19 @@ static int quantize_one(struct gptq_tool *t, struct pending_weight *pw) {
     double t0 = now_s();
     int G = quant_int_n_groups(pw->K, t->o.group_size);
     struct gptq_result r = {0};
-    if (t->rtn) {
+    if (t->ternary) { /* the whole weight: I2_S has one scale per tensor */
+        float *all = as_xmalloc(sizeof(float) * (size_t)pw->N * pw->K);
+        int err = weight_rows(pw, 0, pw->N, all) ||
+                  as_tern_rtn((enum as_tern_fmt)(t->ternary - 1), all, pw->N, pw->K, &ql);
+        free(all);
+        if (err) {
+            json_decref(attrs);
+            return as_fail_prefix("tensor %s.weight: ", pw->prefix);
+        }
+        json_object_set_new(attrs, "method", json_string("rtn"));
+        json_object_set_new(attrs, "ternary",
+                            json_string(as_tern_layouts[t->ternary - 1].name));
+    } else if (t->rtn) {
         struct quant_int_params p = {t->o.bits, t->o.group_size, t->o.sym};
         /* float minimum without a Hessian: the unweighted error, d and m evaluated in fp16 */
         struct quant_search_params fp = {.bits = t->o.bits, .fp16_scale = 1};
@@ -403,6 +419,7 @@ int main(int argc, char **argv) {
                                              {"scale-search", no_argument, 0, 9},
                                              {"signed-scale", no_argument, 0, 10},
                                              {"float-min", no_argument, 0, 11},
+                                             {"ternary", required_argument, 0, 12},
                                              {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "b:g:m:h", longopts, NULL)) != -1) {
@@ -454,6 +471,11 @@ int main(int argc, char **argv) {
         case 11:
             t.o.float_min = 1;
             break;
+        case 12:
+            t.ternary = as_tern_fmt_parse(optarg) + 1;
+            if (!t.ternary)
+                as_die("--ternary '%s': expected tq1_0, tq2_0, i2_s, seq2 or sherry", optarg);
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -462,6 +484,7 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
+    if (t.ternary && !t.rtn) as_die("--ternary: needs --method rtn");
     if (t.o.bits < 2 || t.o.bits > 8) as_die("--bits %d: expected 2..8", t.o.bits);
     if (t.o.group_size == 0 || t.o.group_size < -1)
         as_die("--group %d: expected -1 or > 0", t.o.group_size);
