@@ -9,6 +9,7 @@
 
 #include "as_error.h"
 #include "dtype.h"
+#include "safetensors.h"
 
 void as_tern_qlinear_free(struct as_qlinear *l) {
     free(l->q);
@@ -170,4 +171,51 @@ int as_tern_pack_qlinear(enum as_tern_fmt f, const char *name, const struct as_q
     int rc = as_tern_pack(f, name, l->N, l->K, l->q, s, out);
     free(s);
     return rc;
+}
+
+int as_tern_write(struct as_st_writer *w, const char *prefix, enum as_tern_fmt f,
+                  const struct as_qlinear *l) {
+    char name[1100];
+    snprintf(name, sizeof name, "%s.weight", prefix);
+    const size_t nb = as_tern_packed_bytes(f, l->N, l->K);
+    uint8_t *p = as_xmalloc(nb);
+    if (as_tern_pack_qlinear(f, name, l, p)) {
+        free(p);
+        return -1;
+    }
+    /* read back: every code and scale as the quantizer gave them */
+    const size_t ns = as_tern_scale_count(f, l->N, l->K);
+    const int G = as_qlinear_groups(l);
+    uint8_t *c = as_xmalloc((size_t)l->N * l->K);
+    float *s = as_xmalloc(ns * sizeof *s);
+    as_tern_unpack(f, l->N, l->K, p, c, s);
+    int bad = memcmp(c, l->q, (size_t)l->N * l->K) != 0;
+    for (size_t i = 0; i < ns && !bad; i++)
+        bad = s[i] != (as_tern_layouts[f].scale == AS_TS_BLOCK_F16 ? l->scale[i] : l->scale[i * G]);
+    free(c);
+    free(s);
+    int rc = -1;
+    if (bad) {
+        as_fail("verify: tensor %s: %s codes or scales read back differ from the quantizer's", name,
+                as_tern_layouts[f].name);
+    } else {
+        char pn[1100];
+        snprintf(pn, sizeof pn, "%s.weight_packed", prefix);
+        int64_t shape1[1] = {(int64_t)nb}, shape2[1] = {2};
+        int32_t nk[2] = {l->N, l->K};
+        rc = as_st_writer_add(w, pn, AS_U8, 1, shape1, p, nb);
+        snprintf(pn, sizeof pn, "%s.weight_shape", prefix);
+        if (!rc) rc = as_st_writer_add(w, pn, AS_I32, 1, shape2, nk, sizeof nk);
+    }
+    free(p);
+    return rc;
+}
+
+json_t *as_tern_quant_config(enum as_tern_fmt f, const char *const *skip, int n_skip) {
+    const struct as_tern_layout *L = &as_tern_layouts[f];
+    json_t *np = json_array();
+    for (int i = 0; i < n_skip; i++)
+        json_array_append_new(np, json_string(skip[i]));
+    return json_pack("{s:s, s:s, s:f, s:o}", "quant_method", "as-ternary", "format", L->name,
+                     "bits_per_weight", (double)L->block_bytes * 8.0 / L->block, "not_packed", np);
 }

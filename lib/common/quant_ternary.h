@@ -15,6 +15,8 @@
 #ifndef AS_QUANT_TERNARY_H
 #define AS_QUANT_TERNARY_H
 
+#include <jansson.h>
+
 #include "pack_formats.h"
 #include "pack_ternary.h"
 
@@ -33,5 +35,15 @@ int as_tern_packable(enum as_tern_fmt f, const struct as_qlinear *l, char *why, 
  * (as_tern_packed_bytes). -1 with as_fail("tensor NAME: ...") on bad codes or scales. */
 int as_tern_pack_qlinear(enum as_tern_fmt f, const char *name, const struct as_qlinear *l,
                          uint8_t *out);
+
+/* as-pack -f FMT: adds PREFIX.weight_packed (U8 [as_tern_packed_bytes], the layout of
+ * pack_ternary.h: rows, then the format's scales) and PREFIX.weight_shape (I32 [N, K]), after
+ * reading the packed bytes back and checking every code and scale against l. -1 on error. */
+struct as_st_writer;
+int as_tern_write(struct as_st_writer *w, const char *prefix, enum as_tern_fmt f,
+                  const struct as_qlinear *l);
+/* {"quant_method": "as-ternary", "format": NAME, "bits_per_weight": B, "not_packed": [...]}:
+ * the layers kept dense (fallbacks). New reference. */
+json_t *as_tern_quant_config(enum as_tern_fmt f, const char *const *skip, int n_skip);
 
 #endif

@@ -34,11 +34,13 @@
 #include "pack_formats.h"
 #include "pack_fp.h"
 #include "qstream.h"
+#include "quant_ternary.h"
 #include "quant_load.h"
 #include "safetensors.h"
 #include "stream.h"
 
-enum pack_format { FMT_GPTQ, FMT_CT, FMT_FAKEQUANT, FMT_GGUF, FMT_AWQ };
+/* FMT_TERN: the ternary / 2-bit layouts of pack_ternary.h (tq1_0 ... sherry, docs/ternary.md) */
+enum pack_format { FMT_GPTQ, FMT_CT, FMT_FAKEQUANT, FMT_GGUF, FMT_AWQ, FMT_TERN };
 
 /* What happened to each tensor of the model (index in ck->tensors). */
 enum { T_PENDING = 0, T_QUANTIZED, T_REPLACED };
@@ -198,6 +200,7 @@ static void usage(FILE *f) {
         "  -m, --model DIR        the original checkpoint (unquantized tensors, config, "
         "tokenizer)\n"
         "  -f, --format F         gptq | compressed-tensors | fakequant | gguf | awq\n"
+        "                         | tq1_0 | tq2_0 | i2_s | seq2 | sherry (docs/ternary.md)\n"
         "                         as-lepto records: ct-fp (by scheme) | float-quantized |\n"
         "                         int-quantized | nvfp4-pack-quantized | mxfp4-pack-quantized\n"
         "                         | w4a8 | fp8 (DeepSeek block) | fakequant-fp (docs/lepto.md)\n"
@@ -296,6 +299,7 @@ struct packer {
     int have_l0;
     struct as_qlinear l0; /* the scheme of the first layer (no arrays) */
     int any_perm;         /* compressed-tensors: some layer has a permuted g_idx */
+    enum as_tern_fmt tern; /* FMT_TERN */
     int n_packed, n_fallback;
 };
 
@@ -373,7 +377,8 @@ static int pack_linear(struct packer *p, const char *prefix, const struct as_qli
         p->l0 = *l;
         p->l0.q = NULL, p->l0.scale = NULL, p->l0.zero = NULL, p->l0.g_idx = NULL;
         held.a0 = attrs ? json_deep_copy(attrs) : json_object();
-    } else if (l->bits != l0->bits || l->group_size != l0->group_size || l->sym != l0->sym) {
+    } else if (p->fmt != FMT_TERN && /* ternary: per-layer scale blocks (docs/ternary.md) */
+               (l->bits != l0->bits || l->group_size != l0->group_size || l->sym != l0->sym)) {
         return as_fail("tensor %s: %d-bit group %d %s differs from the other layers (%d-bit group "
                        "%d %s); one scheme per checkpoint",
                        prefix, l->bits, l->group_size, l->sym ? "sym" : "asym", l0->bits,
@@ -385,16 +390,18 @@ static int pack_linear(struct packer *p, const char *prefix, const struct as_qli
     int packable = p->fmt == FMT_GPTQ  ? as_gptq_packable(l, why, sizeof why)
                    : p->fmt == FMT_CT  ? as_ct_packable(l, why, sizeof why)
                    : p->fmt == FMT_AWQ ? as_awq_packable(l, why, sizeof why)
-                                       : 0;
+                   : p->fmt == FMT_TERN ? as_tern_packable(p->tern, l, why, sizeof why)
+                                        : 0;
     if (packable) {
         /* compressed-tensors "group" actorder is one config flag: then every layer carries
          * g_idx. Layers written before the first permuted one get theirs at the end. */
         if (p->fmt == FMT_CT && !trivial) p->any_perm = 1;
         struct as_st_writer *cap = as_st_writer_new("(packed layer)");
-        int rc = p->fmt == FMT_GPTQ  ? as_gptq_write(cap, prefix, l)
-                 : p->fmt == FMT_AWQ ? as_awq_write(cap, prefix, l)
-                                     : as_ct_write(cap, prefix, l, p->scale_dtype, p->any_perm);
-        if (!rc && p->verify) rc = verify_packed(p, cap, prefix, l);
+        int rc = p->fmt == FMT_GPTQ   ? as_gptq_write(cap, prefix, l)
+                 : p->fmt == FMT_AWQ  ? as_awq_write(cap, prefix, l)
+                 : p->fmt == FMT_TERN ? as_tern_write(cap, prefix, p->tern, l) /* reads back */
+                                      : as_ct_write(cap, prefix, l, p->scale_dtype, p->any_perm);
+        if (!rc && p->verify && p->fmt != FMT_TERN) rc = verify_packed(p, cap, prefix, l);
         if (!rc) rc = as_st_writer_add_all(p->w, cap);
         as_st_writer_abort(cap);
         if (rc) return -1;
@@ -626,7 +633,10 @@ int main(int argc, char **argv) {
         return 0;
     }
     enum pack_format fmt;
-    if (!strcmp(fmt_name, "gptq"))
+    int tern = as_tern_fmt_parse(fmt_name);
+    if (tern >= 0)
+        fmt = FMT_TERN;
+    else if (!strcmp(fmt_name, "gptq"))
         fmt = FMT_GPTQ;
     else if (!strcmp(fmt_name, "compressed-tensors"))
         fmt = FMT_CT;
@@ -637,7 +647,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(fmt_name, "awq"))
         fmt = FMT_AWQ; /* AutoAWQ GEMM layout, pack_awq.c */
     else
-        as_die("--format '%s': expected gptq, compressed-tensors, fakequant, gguf or awq",
+        as_die("--format '%s': expected gptq, compressed-tensors, fakequant, gguf, awq, tq1_0, "
+               "tq2_0, i2_s, seq2 or sherry",
                fmt_name);
     /* Testing knob: shard bytes held in memory before the file is written (default 64 MiB). */
     uint64_t shard_buffer = AS_ST_DEFAULT_BUFFER;
@@ -692,7 +703,8 @@ int main(int argc, char **argv) {
                        .ck = ck,
                        .mdtype = mdtype,
                        .scale_dtype = scale_dtype,
-                       .verify = verify};
+                       .verify = verify,
+                       .tern = tern >= 0 ? (enum as_tern_fmt)tern : AS_TF_TQ1_0};
     p.w = held.w = as_st_writer_new_sharded(tmp, &so);
     int n_replaced = 0;
     for (int i = 0; i < n_inputs; i++) {
@@ -781,6 +793,8 @@ int main(int argc, char **argv) {
                 "%s: no linear fits the AWQ GEMM layout: wrote %s as a dense checkpoint (the "
                 "quantizer's weights, no quantization_config)\n",
                 as_progname(), out_dir);
+    } else if (fmt == FMT_TERN) {
+        qcfg = as_tern_quant_config(p.tern, (const char *const *)skipped, n_skipped);
     } else if (fmt == FMT_AWQ) {
         qcfg = as_awq_quant_config(l0->group_size, (const char *const *)skipped, n_skipped);
     } else if (fmt == FMT_CT) {
