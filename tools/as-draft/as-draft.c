@@ -19,6 +19,9 @@
 #include "safetensors.h"
 #include "tokenizer.h"
 
+int cmd_train(int argc, char **argv);     /* train.c */
+int cmd_gradcheck(int argc, char **argv); /* train.c */
+
 static void usage(FILE *f) {
     fprintf(f,
             "usage: as-draft COMMAND [options]\n"
@@ -30,7 +33,13 @@ static void usage(FILE *f) {
             "  spec    -m TARGET -d DRAFT_DIR -k K -P PROMPTS [-n STEPS] [--temp T] [--seed S]\n"
             "          speculative and plain decoding of each line of PROMPTS, JSON lines\n"
             "  sample  -m TARGET -d DRAFT_DIR -k K -p PROMPT --temp T --runs N --at J [-n STEPS]\n"
-            "          histograms of generated token J over N seeds, plain and speculative\n");
+            "          histograms of generated token J over N seeds, plain and speculative\n"
+            "  train   -m TARGET -o DRAFT_DIR -f TEXT -e PROMPTS [-c CKPT] [--vd N] [--window T]\n"
+            "          [--steps N] [--ttt S] [--lr LR] [--warmup W] [--clip C] [-k K]\n"
+            "          [--eval-every N] [--save-every N] [--bytes B] [--eval-steps N]\n"
+            "          online TTT training; keeps the draft of best greedy AL on PROMPTS;\n"
+            "          with -c, resumes from CKPT when it exists (exactly) and saves it\n"
+            "  gradcheck TARGET DRAFT_DIR T STEPS   TTT gradients vs central differences\n");
 }
 
 struct opts {
@@ -351,6 +360,8 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     const char *cmd = argv[1];
+    if (!strcmp(cmd, "train")) return cmd_train(argc - 1, argv + 1);
+    if (!strcmp(cmd, "gradcheck")) return cmd_gradcheck(argc - 1, argv + 1);
     struct opts o = {0};
     o.seed = 42;
     parse(argc - 1, argv + 1, &o);
@@ -358,5 +369,5 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "forward")) return cmd_forward(&o);
     if (!strcmp(cmd, "spec")) return cmd_spec(&o);
     if (!strcmp(cmd, "sample")) return cmd_sample(&o);
-    as_die("unknown command \"%s\" (init, forward, spec, sample)", cmd);
+    as_die("unknown command \"%s\" (init, forward, spec, sample, train, gradcheck)", cmd);
 }
