@@ -21,18 +21,32 @@
 #include "stream.h"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: as-prune tokens --method M --keep R [-i IN] -o OUT [--report FILE]\n"
-            "                       [--param NAME=VALUE]... [--query I] [--max-tokens N]\n"
-            "  -i IN            tensor stream or safetensors file (default stdin): features\n"
-            "                   [N,D] F32 (required), attention [H,N,N], scores [N], keys [N,Dk]\n"
-            "                   (F32), prunable [N] (U8/I32/F32, nonzero = prunable)\n"
-            "  -o OUT           output stream (\"-\": stdout, then the report needs --report):\n"
-            "                   kept I32 [M], merge F32 [M,N], features F32 [M,D]\n"
-            "  --keep R         fraction of prunable tokens kept, in (0, 1]\n"
-            "  --max-tokens N   refuse inputs of more than N tokens (a model's context)\n"
-            "  --query I        FastV query token (default: the last text token)\n"
-            "methods:\n");
+    fprintf(
+        f, "usage: as-prune tokens --method M --keep R [-i IN] -o OUT [--report FILE]\n"
+           "                       [--param NAME=VALUE]... [--query I] [--max-tokens N]\n"
+           "  -i IN            tensor stream or safetensors file (default stdin): features\n"
+           "                   [N,D] F32 (required), attention [H,N,N], scores [N], keys [N,Dk]\n"
+           "                   (F32), prunable [N] (U8/I32/F32, nonzero = prunable)\n"
+           "  -o OUT           output stream (\"-\": stdout, then the report needs --report):\n"
+           "                   kept I32 [M], merge F32 [M,N], features F32 [M,D]\n"
+           "  --keep R         fraction of prunable tokens kept, in (0, 1]\n"
+           "  --max-tokens N   refuse inputs of more than N tokens (a model's context)\n"
+           "  --query I        FastV query token (default: the last text token)\n"
+           "engine mode (prune a prompt inside the model's prefill, docs/token-pruning.md):\n"
+           "  as-prune tokens --model DIR --method M --keep R [--layer L] [--keep-first F]\n"
+           "                  [--keep-last Q] (--ids LIST -o OUT | --prompts FILE [--gen G]\n"
+           "                  [--methods M1,M2,..] [--keeps R1,R2,..])\n"
+           "  --layer L        prune before layer L (0: on the embeddings; default 2), scored by\n"
+           "                   the last token's attention at layer L-1\n"
+           "  --keep-first F   first tokens never pruned (default 1); --keep-last Q: the last\n"
+           "                   ones (default: the question's tokens with --prompts, 1 with --ids)\n"
+           "  --ids LIST       comma-separated token ids; OUT gets kept I32 [M] and logits F32\n"
+           "                   [2, V] (after the prefill, and after one greedy token)\n"
+           "  --prompts FILE   JSON lines {context, question, answer}: per prompt and (method,\n"
+           "                   keep) the next-token KLD vs the full prefill, greedy continuations\n"
+           "                   (G tokens, default 16), passkey hit, prefill times; then one\n"
+           "                   summary line per (method, keep) with FLOP reduction and speedup\n"
+           "methods:\n");
     int n;
     const struct as_prune_method *m = as_prune_methods(&n);
     for (int i = 0; i < n; i++)
