@@ -203,9 +203,9 @@ int as_tern_write(struct as_st_writer *w, const char *prefix, enum as_tern_fmt f
         snprintf(pn, sizeof pn, "%s.weight_packed", prefix);
         int64_t shape1[1] = {(int64_t)nb}, shape2[1] = {2};
         int32_t nk[2] = {l->N, l->K};
-        rc = as_st_writer_add(w, pn, AS_U8, 1, shape1, p, nb);
+        rc = as_st_writer_add_copy(w, pn, AS_U8, 1, shape1, p, nb);
         snprintf(pn, sizeof pn, "%s.weight_shape", prefix);
-        if (!rc) rc = as_st_writer_add(w, pn, AS_I32, 1, shape2, nk, sizeof nk);
+        if (!rc) rc = as_st_writer_add_copy(w, pn, AS_I32, 1, shape2, nk, sizeof nk);
     }
     free(p);
     return rc;

@@ -42,3 +42,63 @@ PY
         [ "$status" -eq 0 ]
     done
 }
+
+@test "ternary: numpy decodes our I2_S, SEQ2 and SHERRY bytes (with 128-chunks and a 32-block tail)" {
+    for fk in I2_S:1536 SEQ2:1568 SHERRY:1568 SHERRY:96; do
+        IFS=: read -r f k <<<"$fk"
+        "$TP" write "$f" 5 "$k" 3 "$BATS_TEST_TMPDIR/v.f32" "$BATS_TEST_TMPDIR/p.bin"
+        run python3 "$BATS_TEST_DIRNAME/ternary_oracle.py" decode "$f" 5 "$k" \
+            "$BATS_TEST_TMPDIR/v.f32" "$BATS_TEST_TMPDIR/p.bin"
+        echo "$output"
+        [ "$status" -eq 0 ]
+    done
+}
+
+# stories260K (dim 64, hidden 172): RTN codes from as-gptq --ternary, packed by as-pack.
+m260k() {
+    local d=${AS_DATA:-../shared/data}/models/stories260K
+    M="$BATS_FILE_TMPDIR/m"
+    [ -d "$M" ] || as-import -t "$d/tok512.bin" "$d/stories260K.bin" "$M"
+}
+
+@test "ternary: as-pack -f sherry / seq2 on stories260K: packed layers decode (numpy) to the fakequant weights; 172-wide rows kept dense and reported" {
+    m260k
+    local f
+    for f in sherry seq2; do
+        as-cat "$M" | as-gptq -m rtn --ternary "$f" >"$BATS_TEST_TMPDIR/q.$f"
+        as-pack -m "$M" -o "$BATS_TEST_TMPDIR/fq.$f" -f fakequant "$BATS_TEST_TMPDIR/q.$f" 2>/dev/null
+        run --separate-stderr as-pack -m "$M" -o "$BATS_TEST_TMPDIR/out.$f" -f "$f" "$BATS_TEST_TMPDIR/q.$f"
+        [ "$status" -eq 0 ]
+        local F=${f^^}
+        [ "$(grep -c "kept as dequantized F32 weights (rows of 172 weights do not fill $F's 32-weight blocks)" <<<"$stderr")" -eq 5 ]
+        grep -qx "as-pack: wrote $BATS_TEST_TMPDIR/out.$f ($f, 1 shard): 35 linears quantized, 30 packed, 5 kept dequantized, verified" <<<"$stderr"
+        run python3 "$BATS_TEST_DIRNAME/ternary_oracle.py" compare "$BATS_TEST_TMPDIR/out.$f" "$BATS_TEST_TMPDIR/fq.$f"
+        echo "$output"
+        [ "$status" -eq 0 ]
+        [ "$output" = "$F: 30 packed layers equal the fakequant weights, 5 kept dense" ]
+    done
+}
+
+@test "ternary: as-pack -f i2_s keeps 64-wide rows dense (I2_S blocks are 128) and says so" {
+    m260k
+    as-cat "$M" | as-gptq -m rtn --ternary i2_s >"$BATS_TEST_TMPDIR/q"
+    run --separate-stderr as-pack -m "$M" -o "$BATS_TEST_TMPDIR/o" -f i2_s "$BATS_TEST_TMPDIR/q"
+    [ "$status" -eq 0 ]
+    grep -qx "as-pack: tensor model.layers.0.self_attn.q_proj.weight: kept as dequantized F32 weights (rows of 64 weights do not fill I2_S's 128-weight blocks)" <<<"$stderr"
+    [ "$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["quantization_config"]["not_packed"]))' "$BATS_TEST_TMPDIR/o/config.json")" -eq 35 ]
+}
+
+@test "ternary: bad input: a 3:4 mask violation names the tensor and quad, nothing written; --ternary misuse" {
+    load assert_refused
+    m260k
+    # absmean ternary codes (I2_S RTN: no 3:4 mask) packed as SHERRY
+    as-cat "$M" | as-gptq -m rtn --ternary i2_s >"$BATS_TEST_TMPDIR/q"
+    run --separate-stderr as-pack -m "$M" -o "$BATS_TEST_TMPDIR/bad" -f sherry "$BATS_TEST_TMPDIR/q"
+    refused "as-pack: tensor model.layers.0.mlp.gate_proj.weight: quad [0, 12..15] has 2 zeros (SHERRY's 3:4 mask needs exactly one per contiguous quad)"
+    [ ! -e "$BATS_TEST_TMPDIR/bad" ]
+    [ -z "$(ls -A "$BATS_TEST_TMPDIR" | grep '^bad')" ] # no staging directory left either
+    run --separate-stderr as-gptq --ternary sherry </dev/null
+    refused "as-gptq: --ternary: needs --method rtn"
+    run --separate-stderr as-gptq -m rtn --ternary q4 </dev/null
+    refused "as-gptq: --ternary 'q4': expected tq1_0, tq2_0, i2_s, seq2 or sherry"
+}
