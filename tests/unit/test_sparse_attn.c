@@ -113,7 +113,7 @@ static void test_methods_vs_oracle(void **st) {
     static const int blocks[] = {16, 32, 64, 128};
     int hd = 32;
     for (int bi = 0; bi < 4; bi++) {
-        int B = blocks[bi], L = bi < 2 ? 60 * B + 5 : 6 * B + 5; /* Stem is sparse from 56 blocks */
+        int B = blocks[bi], L = bi == 0 ? 60 * B + 5 : 6 * B + 5; /* Stem is sparse from 56 blocks */
         if (L > 2100) L = 2100;
         int nb = (L + B - 1) / B;
         float *q, *k, *v;
