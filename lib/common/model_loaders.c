@@ -9,6 +9,7 @@
 #include "model.h"
 #include "pack_fp.h"
 #include "quant_load.h"
+#include "quant_ternary.h"
 #include "safetensors.h"
 
 /* The loader signature carries no config, so the quantization_config of the checkpoint's
@@ -59,4 +60,5 @@ void as_register_model_loaders(void) {
     as_weight_loader_register("compressed-tensors", load_quantized_or_dense);
     as_weight_loader_register("awq", load_quantized_or_dense);
     as_register_fp_loaders(); /* FP8/INT8/FP4 (pack_fp.h); wraps the compressed-tensors loader */
+    as_register_ternary_loader(); /* as-pack -f tq1_0 ... sherry (quant_ternary.h) */
 }

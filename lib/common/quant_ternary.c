@@ -9,6 +9,7 @@
 
 #include "as_error.h"
 #include "dtype.h"
+#include "model.h"
 #include "safetensors.h"
 
 void as_tern_qlinear_free(struct as_qlinear *l) {
@@ -218,4 +219,44 @@ json_t *as_tern_quant_config(enum as_tern_fmt f, const char *const *skip, int n_
         json_array_append_new(np, json_string(skip[i]));
     return json_pack("{s:s, s:s, s:f, s:o}", "quant_method", "as-ternary", "format", L->name,
                      "bits_per_weight", (double)L->block_bytes * 8.0 / L->block, "not_packed", np);
+}
+
+/* The format of a checkpoint: config.json quantization_config.format, read per load call (a
+ * model has a few hundred linears; the file is small). */
+static int ckpt_format(const struct as_ckpt *c) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.json", c->dir);
+    json_error_t err;
+    json_t *cfg = json_load_file(path, 0, &err);
+    if (!cfg) return as_fail("%s: line %d: %s", path, err.line, err.text);
+    json_t *qc = json_object_get(cfg, "quantization_config");
+    const char *f = json_string_value(json_object_get(qc, "format"));
+    int fmt = f ? as_tern_fmt_parse(f) : -1;
+    json_decref(cfg);
+    if (fmt < 0) return as_fail("%s: quantization_config.format: not a ternary format", path);
+    return fmt;
+}
+
+static int ternary_loader(const struct as_ckpt *c, const char *name, int64_t rows, int64_t cols,
+                          float *dst) {
+    char pn[1100];
+    size_t n = strlen(name);
+    if (n < 7 || n > 1000 || strcmp(name + n - 7, ".weight"))
+        return as_weight_load_dense(c, name, rows, cols, dst);
+    snprintf(pn, sizeof pn, "%.*s.weight_packed", (int)(n - 7), name);
+    const struct as_st_tensor *t = as_ckpt_find(c, pn);
+    if (!t) return as_weight_load_dense(c, name, rows, cols, dst);
+    int f = ckpt_format(c);
+    if (f < 0) return -1;
+    size_t want = as_tern_packed_bytes((enum as_tern_fmt)f, (int)rows, (int)cols);
+    if (t->dtype != AS_U8 || t->ndim != 1 || t->nbytes != want || !want)
+        return as_fail("%s: tensor %s: %llu bytes, %s [%lld, %lld] needs %zu", c->dir, pn,
+                       (unsigned long long)t->nbytes, as_tern_layouts[f].name, (long long)rows,
+                       (long long)cols, want);
+    as_tern_dequant((enum as_tern_fmt)f, (int)rows, (int)cols, t->data, dst);
+    return 0;
+}
+
+void as_register_ternary_loader(void) {
+    as_weight_loader_register("as-ternary", ternary_loader);
 }

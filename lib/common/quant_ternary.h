@@ -46,4 +46,9 @@ int as_tern_write(struct as_st_writer *w, const char *prefix, enum as_tern_fmt f
  * the layers kept dense (fallbacks). New reference. */
 json_t *as_tern_quant_config(enum as_tern_fmt f, const char *const *skip, int n_skip);
 
+/* Register the model loader for quant_method "as-ternary" (as-pack -f tq1_0 ... sherry): a layer
+ * with PREFIX.weight_packed is dequantized from its packed bytes (the values the kernels use,
+ * scale * (code - 1) or (code - 1.5) * scale), any other the dense PREFIX.weight. Idempotent. */
+void as_register_ternary_loader(void);
+
 #endif

@@ -61,7 +61,7 @@ m260k() {
     [ -d "$M" ] || as-import -t "$d/tok512.bin" "$d/stories260K.bin" "$M"
 }
 
-@test "ternary: as-pack -f sherry / seq2 on stories260K: packed layers decode (numpy) to the fakequant weights; 172-wide rows kept dense and reported" {
+@test "ternary: as-pack -f sherry / seq2 on stories260K: packed layers decode (numpy) to the fakequant weights, as-eval PPL equal to 1e-4; 172-wide rows kept dense and reported" {
     m260k
     local f
     for f in sherry seq2; do
@@ -76,6 +76,12 @@ m260k() {
         echo "$output"
         [ "$status" -eq 0 ]
         [ "$output" = "$F: 30 packed layers equal the fakequant weights, 5 kept dense" ]
+        # as-eval reads the packed checkpoint (quant_method as-ternary): same PPL as the fakequant
+        local W=${AS_DATA:-../shared/data}/text/wikitext-2-raw/wiki.test.raw a b
+        a=$(as-eval -m "$BATS_TEST_TMPDIR/out.$f" -f "$W" --bytes 8000 --ctx 128 --json | jq -r .ppl)
+        b=$(as-eval -m "$BATS_TEST_TMPDIR/fq.$f" -f "$W" --bytes 8000 --ctx 128 --json | jq -r .ppl)
+        echo "$f: packed $a fakequant $b"
+        python3 -c 'import sys; a, b = map(float, sys.argv[1:]); sys.exit(abs(a - b) > 1e-4 * b)' "$a" "$b"
     done
 }
 
