@@ -22,6 +22,16 @@ setup_file() {
         read -ra w <<<"$s"
         for i in 1 2 3 4 5 6; do echo "${w[*]:0:i}"; done
     done >"$BATS_FILE_TMPDIR/prompts.txt"
+    # training data: the target's own sampled stories (target-regenerated text), 40 x 200 tokens
+    local i
+    for i in $(seq 1 40); do as-gen -m "$M" -n 200 --temp 0.9 --seed "$i"; done \
+        >"$BATS_FILE_TMPDIR/regen.txt"
+    printf '%s\n' "Once upon a time" "The little dog" "Lily went to the park" \
+        "Tom had a big red ball" "One day, a bird" "The sun was" >"$BATS_FILE_TMPDIR/eval.txt"
+    # a short TTT run (about 10 s): the trained draft the acceptance tests use
+    as-draft train -m "$M" -o "$BATS_FILE_TMPDIR/Dt" -f "$BATS_FILE_TMPDIR/regen.txt" \
+        -e "$BATS_FILE_TMPDIR/eval.txt" --vd 256 --window 64 --steps 300 --eval-every 100 \
+        --lr 5e-3 -k 3 --eval-steps 48 >"$BATS_FILE_TMPDIR/train.log"
 }
 
 T() { echo "$BATS_FILE_TMPDIR/$1"; }
@@ -55,15 +65,28 @@ T() { echo "$BATS_FILE_TMPDIR/$1"; }
             "$(T spec$k.json)"
         [ "$output" = "24 24 true" ]
     done
+    # the trained draft: drafts are accepted, so the rollback paths run
+    for k in 1 2 4; do
+        as-draft spec -m "$M" -d "$(T Dt)" -k $k -P "$(T prompts.txt)" -n 120 >"$(T spect$k.json)"
+        run jq -r 'select(.summary) | "\(.prompts) \(.identical) \(.al > 1.3)"' \
+            "$(T spect$k.json)"
+        [ "$output" = "24 24 true" ]
+    done
 }
 
-@test "sampling: the generated tokens 2 and 3 follow the plain sampling distribution (chi-square)" {
-    as-draft sample -m "$M" -d "$(T D)" -k 3 -p "Once upon a time" --temp 1.5 --runs 1500 \
-        --at 1 >"$(T s1.json)"
+@test "sampling: generated tokens 1 to 3 follow the plain sampling distribution (chi-square)" {
+    # the trained draft (drafts accepted and rejected) and the random one (mostly rejected)
+    as-draft sample -m "$M" -d "$(T Dt)" -k 3 -p "Once upon a time" --temp 1 --runs 1500 \
+        --at 2 >"$(T s1.json)"
     python3 "$ORACLE" chi2 "$(T s1.json)"
-    as-draft sample -m "$M" -d "$(T D)" -k 2 -p "The little dog" --temp 1.5 --runs 1500 \
-        --at 2 >"$(T s2.json)"
+    run jq '.al > 1.5' "$(T s1.json)"
+    [ "$output" = true ]
+    as-draft sample -m "$M" -d "$(T Dt)" -k 2 -p "The little dog" --temp 1 --runs 1500 \
+        --at 3 >"$(T s2.json)"
     python3 "$ORACLE" chi2 "$(T s2.json)"
+    as-draft sample -m "$M" -d "$(T D)" -k 2 -p "Lily" --temp 1.5 --runs 1000 \
+        --at 1 >"$(T s3.json)"
+    python3 "$ORACLE" chi2 "$(T s3.json)"
 }
 
 @test "bad input: a draft for another target (layers, hidden, vocabulary), k out of range" {
@@ -103,4 +126,47 @@ T() { echo "$BATS_FILE_TMPDIR/$1"; }
     refused "as-gen: -k needs --draft DIR"
     run --separate-stderr as-gen -m "$M" -p hi --draft "$(T D)" -k 99
     refused 'as-gen: -k: expected an integer in 1..16, got "99"'
+}
+
+@test "training: a short TTT run raises AL well above the untrained draft's; export reloads to the same AL" {
+    run jq -s -r '[.[] | select(.al != null)] | "\(.[0].step) \(.[0].al)"' "$(T train.log)"
+    [ "$output" = "0 1" ]
+    best=$(jq -s -r '[.[] | select(.done != null)][0].best_al' "$(T train.log)")
+    lt 1.35 "$best"
+    python3 "$ORACLE" schema "$(T Dt)" "$M"
+    # the exported directory, loaded back, measures the same AL on the same prompts
+    as-draft spec -m "$M" -d "$(T Dt)" -k 3 -P "$(T eval.txt)" -n 48 >"$(T re.json)"
+    run jq -r 'select(.summary) | .al * 10000 | round' "$(T re.json)"
+    [ "$output" = "$(jq -n "$best * 10000 | round")" ]
+}
+
+@test "training gradients (7 TTT steps, extra attention columns) equal central differences" {
+    as-draft gradcheck "$M" "$(T D)" 12 7 >"$(T gc.json)"
+    run jq -s 'map(select(.param)) | length' "$(T gc.json)"
+    [ "$output" = 52 ]
+    worst=$(jq -s -r '.[-1].worst_rel' "$(T gc.json)")
+    lt "$worst" 0.1
+}
+
+@test "training resumes exactly after a kill (parameters and AdamW moments bit-identical)" {
+    local args=(-m "$M" -f "$(T regen.txt)" -e "$(T eval.txt)" --vd 128 --window 32 --steps 40
+        --eval-every 1000 --save-every 10 --ttt 3 --eval-steps 24)
+    as-draft train "${args[@]}" -o "$(T Da)" -c "$(T a.ck)" >/dev/null
+    as-draft train "${args[@]}" -o "$(T Db)" -c "$(T b.ck)" >"$(T b.log)" &
+    local pid=$! i
+    for i in $(seq 1 400); do
+        [ -e "$(T b.ck)" ] && break
+        sleep 0.02
+    done
+    kill -9 $pid || true
+    wait $pid || true
+    as-draft train "${args[@]}" -o "$(T Db)" -c "$(T b.ck)" >"$(T b2.log)"
+    python3 -c '
+import sys
+from safetensors.numpy import load_file
+a, b = load_file(sys.argv[1]), load_file(sys.argv[2])
+assert set(a) == set(b) and len(a) == 39, sorted(set(a) ^ set(b))
+bad = [k for k in a if not (a[k] == b[k]).all()]
+assert not bad, bad
+' "$(T a.ck)" "$(T b.ck)"
 }
