@@ -465,6 +465,7 @@ int main(int argc, char **argv) {
         as_die("%s: cannot open: %s", o.log, strerror(errno));
     struct logrow *rows = as_xcalloc((size_t)o.steps, sizeof *rows);
     int64_t start_step = step, last_saved = step;
+    int have_state = step > 0; /* resumed from one */
     double t0 = now_s();
     long tokens_run = 0;
 
@@ -490,14 +491,15 @@ int main(int argc, char **argv) {
             as_train_backward(m, st, g, lg);
         }
         double loss = sums.loss / sums.rows, kd = sums.kd / sums.rows, ce = sums.ce / sums.rows;
-        if (!isfinite(loss))
-            as_die("step %" PRId64 ": loss is %g (last good state: %s, step %" PRId64 ")", step + 1,
-                   loss, o.state ? o.state : "none", last_saved);
+        /* stop before the update: the state on disk stays the last good one */
+        char good[4400] = "no state saved";
+        if (have_state)
+            snprintf(good, sizeof good, "last good state: %s, step %" PRId64, o.state, last_saved);
+        if (!isfinite(loss)) as_die("step %" PRId64 ": loss is %g (%s)", step + 1, loss, good);
         int bad = as_params_nonfinite_grad(&ps);
         if (bad >= 0)
-            as_die("step %" PRId64 ": non-finite gradient in tensor %s (last good state: %s, "
-                   "step %" PRId64 ")",
-                   step + 1, ps.p[bad].name, o.state ? o.state : "none", last_saved);
+            as_die("step %" PRId64 ": non-finite gradient in tensor %s (%s)", step + 1,
+                   ps.p[bad].name, good);
         double gnorm = as_params_clip(&ps, o.clip);
         as_adamw_step(opt, &ps, lr);
         step++;
@@ -522,7 +524,7 @@ int main(int argc, char **argv) {
             snprintf(srng, sizeof srng, "%" PRIu64, rng);
             const char *keys[] = {"config", "step", "rng"}, *vals[] = {cfgstr, sstep, srng};
             if (as_train_ckpt_save(o.state, &ps, opt, keys, vals, 3)) as_die_last();
-            last_saved = step;
+            last_saved = step, have_state = 1;
         }
         if (stop) break;
     }
