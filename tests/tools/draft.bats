@@ -74,6 +74,16 @@ T() { echo "$BATS_FILE_TMPDIR/$1"; }
     done
 }
 
+@test "engine rowwise verification: logits and taps bit-identical to one-token decoding (1 and 2 threads)" {
+    local th
+    for th in 1 2; do
+        OPENBLAS_NUM_THREADS=$th as-draft rowwise -m "$M" -p "Once upon a time" -k 4 -n 100 \
+            >"$(T rw.json)"
+        run jq -r '"\(.rows) \(.logits_identical) \(.taps_identical)"' "$(T rw.json)"
+        [ "$output" = "95 95 95" ]
+    done
+}
+
 @test "sampling: generated tokens 1 to 3 follow the plain sampling distribution (chi-square)" {
     # the trained draft (drafts accepted and rejected) and the random one (mostly rejected)
     as-draft sample -m "$M" -d "$(T Dt)" -k 3 -p "Once upon a time" --temp 1 --runs 1500 \

@@ -39,7 +39,9 @@ static void usage(FILE *f) {
             "          [--eval-every N] [--save-every N] [--bytes B] [--eval-steps N]\n"
             "          online TTT training; keeps the draft of best greedy AL on PROMPTS;\n"
             "          with -c, resumes from CKPT when it exists (exactly) and saves it\n"
-            "  gradcheck TARGET DRAFT_DIR T STEPS   TTT gradients vs central differences\n");
+            "  gradcheck TARGET DRAFT_DIR T STEPS   TTT gradients vs central differences\n"
+            "  rowwise -m TARGET -p PROMPT -k K [-n STEPS]   batched verification rows vs\n"
+            "          one-token decoding, bit for bit (logits and taps)\n");
 }
 
 struct opts {
@@ -353,6 +355,55 @@ static int cmd_sample(const struct opts *o) {
     return fflush(stdout) == 0 ? 0 : 1;
 }
 
+/* The engine's rowwise mode (forward.h) against one-token decoding: greedy-decode STEPS tokens
+ * one at a time keeping every step's logits, then feed the same tokens again k+1 at a time in
+ * rowwise mode; every row's logits and the tapped states must be the same bits. */
+static int cmd_rowwise(const struct opts *o) {
+    if (!o->prompt || !o->k) as_die("rowwise: needs -p PROMPT and -k K");
+    struct as_model *m = need_model(o);
+    struct as_tokenizer *tok = as_tokenizer_open(o->model);
+    if (!tok) as_die_last();
+    int steps = o->steps ? o->steps : 64, np, V = m->cfg.vocab, H = m->cfg.hidden;
+    int *t = encode(tok, o->prompt, steps, &np), n = steps + 1 - np, K = o->k + 1;
+    float *ref = as_xmalloc((size_t)n * V * sizeof(float));
+    float *acts = as_xmalloc((size_t)n * H * sizeof(float));
+    struct as_run_state *s = as_state_new(m, np > K ? np : K, steps + 2, AS_STATE_KEEP_ACTS);
+    if (!s || as_forward(m, s, t, np, AS_LOGITS_LAST, NULL)) as_die_last();
+    int mid = m->cfg.n_layers / 2;
+    size_t act = (size_t)s->max_T * H;
+    for (int i = 0; i < n; i++) { /* row i: the logits after token np-1+i */
+        memcpy(ref + (size_t)i * V, s->logits, (size_t)V * sizeof(float));
+        int best = 0;
+        for (int v = 1; v < V; v++)
+            if (s->logits[v] > s->logits[best]) best = v;
+        t[np + i] = best;
+        if (i + 1 == n) break;
+        if (as_forward(m, s, &t[np + i], 1, AS_LOGITS_LAST, NULL)) as_die_last();
+        memcpy(acts + (size_t)(i + 1) * H, s->layer_acts + mid * act, (size_t)H * sizeof(float));
+    }
+    as_state_reset(s);
+    if (as_forward(m, s, t, np, AS_LOGITS_LAST, NULL)) as_die_last();
+    s->rowwise = 1;
+    long rows = 0, same = 0, same_acts = 0;
+    for (int i = 1; i < n; i += K) { /* tokens np-1+i.. in calls of up to K */
+        int c = n - i < K ? n - i : K;
+        if (as_forward(m, s, &t[np - 1 + i], c, AS_LOGITS_ALL, NULL)) as_die_last();
+        for (int j = 0; j < c; j++, rows++) {
+            same += !memcmp(s->logits + (size_t)j * V, ref + (size_t)(i + j) * V,
+                            (size_t)V * sizeof(float));
+            same_acts += !memcmp(s->layer_acts + mid * act + (size_t)j * H,
+                                 acts + (size_t)(i + j) * H, (size_t)H * sizeof(float));
+        }
+    }
+    printf("{\"rows\":%ld,\"logits_identical\":%ld,\"taps_identical\":%ld}\n", rows, same,
+           same_acts);
+    free(t), free(ref), free(acts);
+    as_state_free(s);
+    as_tokenizer_free(tok);
+    as_model_free(m);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     as_set_progname(argv[0]);
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
@@ -369,5 +420,6 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "forward")) return cmd_forward(&o);
     if (!strcmp(cmd, "spec")) return cmd_spec(&o);
     if (!strcmp(cmd, "sample")) return cmd_sample(&o);
-    as_die("unknown command \"%s\" (init, forward, spec, sample, train, gradcheck)", cmd);
+    if (!strcmp(cmd, "rowwise")) return cmd_rowwise(&o);
+    as_die("unknown command \"%s\" (init, forward, spec, sample, train, gradcheck, rowwise)", cmd);
 }
