@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Ternary / 2-bit packed kernels against the bf16 baseline and llama.cpp (docs/ternary.md), one run:
+#  - memory read bandwidth, 1 and 2 threads (bench_ternary bw)
+#  - GEMV per format on 0.7B-shaped layers (1536x1536, 4096x1536, 1536x4096) and SmolLM2-135M's
+#    (576x576, 192x576, 1536x576, 576x1536): time, GB/s of packed weights, GMAC/s, % of bandwidth
+#  - decode tokens/s of the linears of a synthetic 0.7B-shaped model, 1 and 2 threads, model MB
+#  - llama.cpp's own TQ1_0 / TQ2_0 / Q4_0 (llama-bench tg, -p 0) on a synthetic 0.7B-shaped GGUF of
+#    the same shapes (bench/ternary_llama_model.py, SmolLM2's tokenizer), file sizes
+# The machine is shared: our numbers are per-thread CPU time (the busiest thread), llama-bench's
+# are wall time (its own report) and CPU time (tokens x threads / CPU seconds of the process, from
+# /usr/bin/time, warm-up and load included); the load average is printed with each part.
+# Writes bench/results/ternary.txt. TOKENS (4) per decode run, LLREPS (2) llama-bench repetitions.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build/rel}
+BINDIR=${BINDIR:-bin}
+WORK=${WORK:-build/ternary}
+TOKENS=${TOKENS:-4}
+LLREPS=${LLREPS:-2}
+B=$BUILD/bench/bench_ternary
+[ -x "$B" ] || { echo "ternary.sh: $B missing (make all)" >&2; exit 1; }
+LLBIN=$(bash bench/llamacpp-build.sh | sed -n 's/^llama.cpp binaries: //p')
+[ -n "$LLBIN" ] || { echo "ternary.sh: llama.cpp build failed" >&2; exit 1; }
+GGUF=${AS_SMOLLM2_GGUF:-$(pipelines/smollm2-gguf)}
+mkdir -p "$WORK" bench/results
+PY=${PY:-.venv/bin/python3}
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# llama.cpp compatibility: a 2-layer model of the same widths quantized by llama.cpp to TQ1_0 and
+# TQ2_0, imported by as-import (ggml_types.c's TQ rows), perplexity by both on 2 windows of 512
+if [ ! -f "$WORK/compat/TQ2_0.gguf" ]; then
+    mkdir -p "$WORK/compat"
+    "$PY" bench/ternary_llama_model.py "$GGUF" "$WORK/compat/f16.gguf" 2
+    for t in TQ1_0 TQ2_0; do
+        "$LLBIN/llama-quantize" "$WORK/compat/f16.gguf" "$WORK/compat/$t.gguf" "$t" 2 >"$WORK/compat/q-$t.log" 2>&1
+    done
+fi
+
+if [ ! -f "$WORK/Q4_0.gguf" ]; then
+    [ -f "$WORK/f16.gguf" ] || "$PY" bench/ternary_llama_model.py "$GGUF" "$WORK/f16.gguf"
+    for t in TQ1_0 TQ2_0 Q4_0; do
+        [ -f "$WORK/$t.gguf" ] || {
+            "$LLBIN/llama-quantize" "$WORK/f16.gguf" "$WORK/$t.gguf.tmp" "$t" 2 >"$WORK/quantize-$t.log" 2>&1
+            mv "$WORK/$t.gguf.tmp" "$WORK/$t.gguf"
+        }
+    done
+fi
+
+{
+    echo "# bench/ternary.sh $(date -u +%FT%TZ) $(git rev-parse --short HEAD), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores"
+    echo "## llama.cpp compatibility: llama-perplexity vs as-eval of the as-import'ed GGUF, 2 x 512 tokens of wiki.test.raw"
+    head -c 100000 "${AS_DATA:-../shared/data}/text/wikitext-2-raw/wiki.test.raw" >"$WORK/compat/wiki100k.txt"
+    for t in TQ1_0 TQ2_0; do
+        rm -rf "$WORK/compat/hf-$t"
+        "$BINDIR/as-import" "$WORK/compat/$t.gguf" "$WORK/compat/hf-$t" 2>/dev/null
+        ours=$("$BINDIR/as-eval" -m "$WORK/compat/hf-$t" -f "$WORK/compat/wiki100k.txt" --ctx 512 --chunks 2 --json | jq -r .ppl)
+        theirs=$(OMP_WAIT_POLICY=passive "$LLBIN/llama-perplexity" -m "$WORK/compat/$t.gguf" -f "$WORK/compat/wiki100k.txt" \
+            -c 512 -t 2 --chunks 2 2>&1 | sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p')
+        awk -v t="$t" -v a="$ours" -v b="$theirs" 'BEGIN { printf "%s: as-eval %.4f, llama-perplexity %.4f, relative %.2e\n", t, a, b, a / b - 1 }'
+    done
+    echo
+    echo "## memory (load $(load))"
+    "$B" bw 1
+    "$B" bw 2
+    echo
+    echo "## GEMV, 1 thread (load $(load))"
+    "$B" gemv 1536x1536 4096x1536 1536x4096 576x576 192x576 1536x576 576x1536
+    echo
+    for th in 1 2; do
+        echo "## decode, $th thread(s) (load $(load))"
+        "$B" decode "$th" "$TOKENS"
+        echo
+    done
+    echo "## llama.cpp llama-bench tg$((16)) -p 0, synthetic 0.7B-shaped GGUF (load $(load))"
+    printf '%-7s %9s %8s %12s %12s\n' type MB threads "tok/s wall" "tok/s cpu"
+    for th in 1 2; do
+        for t in TQ1_0 TQ2_0 Q4_0; do
+            f=$WORK/$t.gguf
+            tf=$(mktemp)
+            OMP_WAIT_POLICY=passive /usr/bin/time -f '%U %S' -o "$tf" "$LLBIN/llama-bench" -m "$f" -p 0 \
+                -n 16 -r "$LLREPS" -t "$th" -o json 2>/dev/null >"$tf.json"
+            wall=$(jq -r '.[0].avg_ts' "$tf.json")
+            cpu=$(awk -v n=$((16 * LLREPS + 1)) -v th="$th" '{ printf "%.2f", n * th / ($1 + $2) }' "$tf")
+            printf '%-7s %9.1f %8d %12.2f %12s\n' "$t" "$(($(stat -c %s "$f") / 100000))e-1" "$th" "$wall" "$cpu"
+            rm -f "$tf" "$tf.json"
+        done
+    done
+} | tee bench/results/ternary.txt
