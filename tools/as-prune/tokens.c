@@ -177,12 +177,14 @@ static char *greedy(const struct as_model *m, struct as_run_state *s,
 }
 
 static int engine_main(struct engine_opts *o) {
-    struct as_model *m = as_model_open(o->model);
+    static struct as_model *m; /* static here and below: LeakSanitizer sees them at as_die */
+    m = as_model_open(o->model);
     if (!m) as_die_last();
     int V = m->cfg.vocab;
     if (o->ids) { /* one prompt of token ids: kept indices and logits for the oracle */
         int n = 0, cap = 16;
-        int *ids = as_xmalloc((size_t)cap * sizeof *ids);
+        static int *ids;
+        ids = as_xmalloc((size_t)cap * sizeof *ids);
         for (const char *p = o->ids; *p;) {
             char *end;
             long v = strtol(p, &end, 10);
@@ -195,21 +197,26 @@ static int engine_main(struct engine_opts *o) {
         if (n > m->cfg.max_pos)
             as_die("tokens: %d tokens, more than the model's context (%d)", n, m->cfg.max_pos);
         o->e.keep_last = o->keep_last < 0 ? 1 : o->keep_last;
-        struct as_run_state *s = as_state_new(m, n, n + 2, 0);
+        static struct as_run_state *s;
+        s = as_state_new(m, n, n + 2, 0);
         if (!s) as_die_last();
-        int *kept = as_xmalloc((size_t)n * sizeof *kept);
+        static int *kept;
+        kept = as_xmalloc((size_t)n * sizeof *kept);
         struct as_prune_prefill_stats st;
         if (as_prune_prefill(m, s, ids, n, &o->e, kept, &st)) as_die_last();
-        float *lg = as_xmalloc((size_t)2 * V * sizeof *lg);
+        static float *lg;
+        lg = as_xmalloc((size_t)2 * V * sizeof *lg);
         memcpy(lg, s->logits, (size_t)V * sizeof *lg);
         int next = argmax_f(lg, V);
         if (as_forward(m, s, &next, 1, AS_LOGITS_LAST, NULL)) as_die_last();
         memcpy(lg + V, s->logits, (size_t)V * sizeof *lg);
-        json_t *rep = json_pack("{s:s, s:f, s:i, s:i, s:i, s:f, s:f}", "method", o->e.method->name,
-                                "keep", o->e.keep, "layer", o->e.layer, "n", st.n, "m", st.m,
-                                "flops_full", st.flops_full, "flops_pruned", st.flops_pruned);
+        static json_t *rep;
+        rep = json_pack("{s:s, s:f, s:i, s:i, s:i, s:f, s:f}", "method", o->e.method->name, "keep",
+                        o->e.keep, "layer", o->e.layer, "n", st.n, "m", st.m, "flops_full",
+                        st.flops_full, "flops_pruned", st.flops_pruned);
         json_t *ka = json_array();
-        int32_t *k32 = as_xmalloc((size_t)st.m * sizeof *k32);
+        static int32_t *k32;
+        k32 = as_xmalloc((size_t)st.m * sizeof *k32);
         for (int i = 0; i < st.m; i++)
             k32[i] = kept[i], json_array_append_new(ka, json_integer(kept[i]));
         json_object_set_new(rep, "kept", ka);
@@ -236,17 +243,19 @@ static int engine_main(struct engine_opts *o) {
     /* --prompts FILE: JSON lines {"context", "question", "answer"}. Per prompt the full prefill
      * runs once, then each (method, keep) of the grid: next-token KLD of the pruned prefill
      * against the full one, greedy continuations of both, passkey hits, prefill times. */
-    struct as_tokenizer *tok = as_tokenizer_open(o->model);
+    static struct as_tokenizer *tok;
+    tok = as_tokenizer_open(o->model);
     if (!tok) as_die_last();
     FILE *f = fopen(o->prompts, "r");
     if (!f) as_die("%s: cannot open", o->prompts);
     int nc = o->n_methods * o->n_keeps;
-    struct combo {
+    static struct combo {
         int hit, agree;
         double kld, t, fl, fl_full;
         long toks;
-    } *cs = as_xcalloc((size_t)nc, sizeof *cs);
-    char *line = NULL;
+    } * cs;
+    cs = as_xcalloc((size_t)nc, sizeof *cs);
+    static char *line;
     size_t cap = 0;
     ssize_t len;
     int np = 0, hit_full = 0, n_answer = 0;
@@ -254,14 +263,16 @@ static int engine_main(struct engine_opts *o) {
     long tok_full = 0;
     while ((len = getline(&line, &cap, f)) > 0) {
         json_error_t je;
-        json_t *j = json_loadb(line, (size_t)len, 0, &je);
+        static json_t *j;
+        j = json_loadb(line, (size_t)len, 0, &je);
         if (!j) as_die("%s: line %d: %s", o->prompts, np + 1, je.text);
         const char *ctx = json_string_value(json_object_get(j, "context"));
         const char *q = json_string_value(json_object_get(j, "question"));
         const char *ans = json_string_value(json_object_get(j, "answer"));
         if (!ctx || !q)
             as_die("%s: line %d: needs \"context\" and \"question\" strings", o->prompts, np + 1);
-        int32_t *a = NULL, *b = NULL;
+        static int32_t *a, *b;
+        a = b = NULL;
         size_t na = 0, nb = 0;
         if (as_tokenizer_encode(tok, ctx, strlen(ctx), as_tokenizer_add_bos(tok), &a, &na) ||
             as_tokenizer_encode(tok, q, strlen(q), 0, &b, &nb))
@@ -270,21 +281,25 @@ static int engine_main(struct engine_opts *o) {
         if (n > m->cfg.max_pos)
             as_die("%s: line %d: %d tokens, more than the model's context (%d)", o->prompts, np + 1,
                    n, m->cfg.max_pos);
-        int *ids = as_xmalloc((size_t)n * sizeof *ids);
+        static int *ids;
+        ids = as_xmalloc((size_t)n * sizeof *ids);
         for (size_t i = 0; i < na; i++)
             ids[i] = a[i];
         for (size_t i = 0; i < nb; i++)
             ids[na + i] = b[i];
         o->e.keep_last = o->keep_last < 0 ? (int)nb : o->keep_last;
         if (o->e.keep_last < 1) o->e.keep_last = 1;
-        struct as_run_state *s = as_state_new(m, n, n + o->gen + 1, 0);
+        static struct as_run_state *s;
+        s = as_state_new(m, n, n + o->gen + 1, 0);
         if (!s) as_die_last();
-        float *lf = as_xmalloc((size_t)V * sizeof *lf);
+        static float *lf;
+        lf = as_xmalloc((size_t)V * sizeof *lf);
         double t0 = now_s();
         if (as_forward(m, s, ids, n, AS_LOGITS_LAST, NULL)) as_die_last();
         double t1 = now_s();
         memcpy(lf, s->logits, (size_t)V * sizeof *lf);
-        char *gf = greedy(m, s, tok, o->gen);
+        static char *gf;
+        gf = greedy(m, s, tok, o->gen);
         int hf = ans && *ans && strstr(gf, ans);
         if (ans && *ans) n_answer++, hit_full += hf != 0;
         t_full += t1 - t0, tok_full += n;
@@ -490,10 +505,11 @@ int as_prune_cmd_tokens(int argc, char **argv) {
     if (!strcmp(out, "-") && !report)
         as_die("tokens: -o - writes the stream to stdout: give --report FILE");
 
-    struct as_source *s = as_source_open(in);
+    static struct as_source *s;
+    s = as_source_open(in);
     if (!s) as_die_last();
     const char *src = as_source_name(s);
-    struct tensor x = {0}, att = {0}, sc = {0}, keys = {0}, mask = {0};
+    static struct tensor x, att, sc, keys, mask; /* static: LeakSanitizer sees them at as_die */
     const struct as_rec *r;
     int rc;
     while ((rc = as_source_next(s, &r)) == 1) {
@@ -537,7 +553,8 @@ int as_prune_cmd_tokens(int argc, char **argv) {
     if (query >= N) as_die("tokens: --query %d outside the %lld tokens", query, (long long)N);
     if (att.v && (double)att.shape[0] * N * N > 1e9)
         as_die("%s: attention %s: too large", src, shape_str(&att, b1, sizeof b1));
-    uint8_t *pr = NULL;
+    static uint8_t *pr;
+    pr = NULL;
     int nv = (int)N;
     if (mask.v) {
         pr = as_xmalloc((size_t)N);
@@ -562,12 +579,14 @@ int as_prune_cmd_tokens(int argc, char **argv) {
     }
 
     /* report first into memory, so nothing is written when anything fails */
-    json_t *rep = json_pack("{s:s, s:s, s:f, s:I, s:I, s:I, s:I}", "method", m->name, "kind",
-                            m->kind == AS_PRUNE_MERGE ? "merge" : "select", "keep", keep, "n",
-                            (json_int_t)N, "prunable", (json_int_t)nv, "k",
-                            (json_int_t)as_prune_budget(nv, keep), "m", (json_int_t)res.m);
+    static json_t *rep;
+    rep = json_pack("{s:s, s:s, s:f, s:I, s:I, s:I, s:I}", "method", m->name, "kind",
+                    m->kind == AS_PRUNE_MERGE ? "merge" : "select", "keep", keep, "n",
+                    (json_int_t)N, "prunable", (json_int_t)nv, "k",
+                    (json_int_t)as_prune_budget(nv, keep), "m", (json_int_t)res.m);
     json_t *kept = json_array();
-    int32_t *k32 = as_xmalloc((size_t)(res.m ? res.m : 1) * sizeof *k32);
+    static int32_t *k32;
+    k32 = as_xmalloc((size_t)(res.m ? res.m : 1) * sizeof *k32);
     for (int i = 0; i < res.m; i++)
         k32[i] = res.kept[i], json_array_append_new(kept, json_integer(res.kept[i]));
     json_object_set_new(rep, "kept", kept);
