@@ -180,3 +180,57 @@ bad = [k for k in a if not (a[k] == b[k]).all()]
 assert not bad, bad
 ' "$(T a.ck)" "$(T b.ck)"
 }
+
+@test "dump: taps, final-normed state, argmax and vocabulary checked in numpy; offline training equals online" {
+    as-draft dump -m "$M" -f "$(T regen.txt)" -o "$(T dump.st)" --vd 200 --window 64 >"$(T dump.json)"
+    python3 - "$(T dump.st)" "$M" <<'PY'
+import sys
+from collections import Counter
+import numpy as np
+from safetensors.numpy import load_file
+d = load_file(sys.argv[1])
+emb = load_file(sys.argv[2] + "/model.safetensors")["model.embed_tokens.weight"]
+N, H = d["hidden"].shape
+assert d["taps"].shape == (N, 3 * H) and d["tokens"].shape == (N,) and N % 64 == 0
+# the target's argmax from the dumped final-normed state through its (tied) lm_head
+z = d["hidden"].astype(np.float64) @ emb.T.astype(np.float64)
+top2 = np.sort(z, axis=1)[:, -2:]
+clear = top2[:, 1] - top2[:, 0] > 1e-4
+assert (z.argmax(1) == d["argmax"])[clear].all(), "argmax is not lm_head(hidden)'s"
+# the draft vocabulary: the 200 most frequent ids (ties: lower id), ascending, via d2t and t2d
+c = Counter(d["tokens"].tolist())
+want = sorted(sorted(range(512), key=lambda v: (-c.get(v, 0), v))[:200])
+assert (np.arange(200) + d["d2t"]).tolist() == want, "d2t is not the most frequent ids"
+assert np.flatnonzero(d["t2d"]).tolist() == want
+# stories260K has 5 layers: the taps (2, 2, 2) are the same state three times, not zeros
+t = d["taps"].reshape(N, 3, H)
+assert (t[:, 0] == t[:, 1]).all() and (t[:, 1] == t[:, 2]).all() and np.abs(t).max() > 0.1
+PY
+    local args=(-e "$(T eval.txt)" --steps 30 --eval-every 1000 --lr 5e-3 -k 3 --eval-steps 48)
+    as-draft train -m "$M" -o "$(T Don)" -f "$(T regen.txt)" --vd 200 --window 64 "${args[@]}" |
+        jq -r 'select(.loss) | .loss' >"$(T on.txt)"
+    as-draft train -m "$M" -o "$(T Doff)" --dump "$(T dump.st)" "${args[@]}" |
+        jq -r 'select(.loss) | .loss' >"$(T off.txt)"
+    paste "$(T on.txt)" "$(T off.txt)" >"$(T both.txt)"
+    run awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 1e-3 * $1) bad++ } END { print NR, bad + 0 }' \
+        "$(T both.txt)"
+    [ "$output" = "3 0" ]
+}
+
+@test "dump bad input: cut short, NaN in the taps, made with another target: refused, nothing written" {
+    [ -e "$(T dump.st)" ] || as-draft dump -m "$M" -f "$(T regen.txt)" -o "$(T dump.st)" --vd 200
+    local a=(-e "$(T eval.txt)" --steps 3)
+    head -c 500000 "$(T dump.st)" >"$(T cut.st)"
+    run --separate-stderr as-draft train -m "$M" -o "$(T Dbad)" --dump "$(T cut.st)" "${a[@]}"
+    refused "as-draft: $(T cut.st): tensor taps: data_offsets [32256, 6225408] out of bounds: data buffer is 499440 bytes (file truncated?)"
+    [ ! -e "$(T Dbad)" ]
+    cp "$(T dump.st)" "$(T nan.st)"
+    st_patch "$(T nan.st)" taps $((5 * 192 * 4 + 8)) '\x00\x00\xc0\x7f'
+    run --separate-stderr as-draft train -m "$M" -o "$(T Dbad)" --dump "$(T nan.st)" "${a[@]}"
+    refused "as-draft: dump $(T nan.st): non-finite value in taps at token 5"
+    [ ! -e "$(T Dbad)" ]
+    st_rewrite "$(T dump.st)" "$(T other.st)" '.__metadata__.hidden_size = "32"'
+    run --separate-stderr as-draft train -m "$M" -o "$(T Dbad)" --dump "$(T other.st)" "${a[@]}"
+    refused "as-draft: dump $(T other.st): made with a target of hidden size 32, the target has 64"
+    [ ! -e "$(T Dbad)" ]
+}

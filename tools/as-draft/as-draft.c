@@ -21,6 +21,7 @@
 
 int cmd_train(int argc, char **argv);     /* train.c */
 int cmd_gradcheck(int argc, char **argv); /* train.c */
+int cmd_dump(int argc, char **argv);      /* train.c */
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -39,6 +40,10 @@ static void usage(FILE *f) {
             "          [--eval-every N] [--save-every N] [--bytes B] [--eval-steps N]\n"
             "          online TTT training; keeps the draft of best greedy AL on PROMPTS;\n"
             "          with -c, resumes from CKPT when it exists (exactly) and saves it\n"
+            "          --dump DUMP instead of -f: offline, from as-draft dump's states\n"
+            "  dump    -m TARGET -f TEXT -o DUMP.safetensors [--vd N] [--window T] [--bytes B]\n"
+            "          per token: the three tapped states, the final-normed hidden state, the\n"
+            "          target argmax; the draft vocabulary (most frequent N ids, padded)\n"
             "  gradcheck TARGET DRAFT_DIR T STEPS   TTT gradients vs central differences\n"
             "  rowwise -m TARGET -p PROMPT -k K [-n STEPS]   batched verification rows vs\n"
             "          one-token decoding, bit for bit (logits and taps)\n");
@@ -413,6 +418,7 @@ int main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (!strcmp(cmd, "train")) return cmd_train(argc - 1, argv + 1);
     if (!strcmp(cmd, "gradcheck")) return cmd_gradcheck(argc - 1, argv + 1);
+    if (!strcmp(cmd, "dump")) return cmd_dump(argc - 1, argv + 1);
     struct opts o = {0};
     o.seed = 42;
     parse(argc - 1, argv + 1, &o);
@@ -421,5 +427,6 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "spec")) return cmd_spec(&o);
     if (!strcmp(cmd, "sample")) return cmd_sample(&o);
     if (!strcmp(cmd, "rowwise")) return cmd_rowwise(&o);
-    as_die("unknown command \"%s\" (init, forward, spec, sample, train, gradcheck, rowwise)", cmd);
+    as_die("unknown command \"%s\" (init, forward, spec, sample, train, dump, gradcheck, rowwise)",
+           cmd);
 }

@@ -14,6 +14,8 @@
 #include "draft_model.h"
 #include "draft_spec.h"
 #include "draft_train.h"
+#include "dtype.h"
+#include "safetensors.h"
 #include "forward.h"
 #include "model_open.h"
 #include "text_data.h"
@@ -23,6 +25,7 @@
 
 int cmd_train(int argc, char **argv);
 int cmd_gradcheck(int argc, char **argv);
+int cmd_dump(int argc, char **argv);
 
 static double now(void) {
     struct timespec t;
@@ -94,29 +97,236 @@ static double eval_al(const struct as_model *m, const struct as_draft *d, int32_
     return drafts ? 1.0 + (double)acc / drafts : 1.0;
 }
 
+/* ---- offline mode: hidden-state dumps ------------------------------------------------------
+ * One safetensors file (memory-mapped when read): tokens I32 [N], taps F32 [N, 3H] (the residual
+ * stream entering the tapped layers low|mid|high), hidden F32 [N, H] (the final-normed last hidden
+ * state), argmax I32 [N] (the target's full-vocabulary argmax), d2t I64 [Vd] and t2d BOOL [V]
+ * (the draft vocabulary from the data), windows of `window` tokens; the target's shape in the
+ * metadata. No logits: training recomputes the draft-vocabulary logits as lm_head[used] . hidden
+ * (reference section 4). */
+struct dump {
+    struct as_ckpt *ck;
+    const char *path;
+    int T, N, H, Vd;
+    const int32_t *tok, *amax;
+    const float *taps, *hid;
+    const int64_t *d2t;
+};
+
+static const struct as_st_tensor *dump_tensor(struct as_ckpt *ck, const char *path,
+                                              const char *name, enum as_dtype dt, int ndim,
+                                              const int64_t *shape) {
+    const struct as_st_tensor *t = as_ckpt_expect(ck, name, ndim, shape);
+    if (!t) as_die_last();
+    if (t->dtype != dt)
+        as_die("dump %s: tensor %s is %s, expected %s", path, name, as_dtype_name(t->dtype),
+               as_dtype_name(dt));
+    return t;
+}
+
+static int meta_int(const struct as_ckpt *ck, const char *key) {
+    const char *js = ck->files[0]->metadata_json;
+    json_t *o = js ? json_loads(js, 0, NULL) : NULL;
+    json_t *v = o ? json_object_get(o, key) : NULL;
+    int r = v && json_is_string(v) ? atoi(json_string_value(v)) : -1;
+    json_decref(o);
+    return r;
+}
+
+static void dump_open(struct dump *du, const char *path, const struct as_model *m) {
+    du->path = path;
+    if (!(du->ck = as_ckpt_open(path))) as_die_last();
+    const struct as_model_config *c = &m->cfg;
+    int H = meta_int(du->ck, "hidden_size"), V = meta_int(du->ck, "vocab_size"),
+        L = meta_int(du->ck, "num_hidden_layers");
+    if (H != c->hidden)
+        as_die("dump %s: made with a target of hidden size %d, the target has %d", path, H,
+               c->hidden);
+    if (V != c->vocab)
+        as_die("dump %s: made with a target vocabulary of %d, the target has %d", path, V,
+               c->vocab);
+    if (L != c->n_layers)
+        as_die("dump %s: made with a target of %d layers, the target has %d", path, L, c->n_layers);
+    const struct as_st_tensor *tt = as_ckpt_find(du->ck, "tokens");
+    if (!tt) as_die("dump %s: no tensor \"tokens\"", path);
+    du->N = (int)tt->numel, du->H = H, du->T = meta_int(du->ck, "window");
+    if (du->T < 2 || du->N < du->T || du->N % du->T)
+        as_die("dump %s: %d tokens do not make windows of %d", path, du->N, du->T);
+    const struct as_st_tensor *td = as_ckpt_find(du->ck, "d2t");
+    if (!td) as_die("dump %s: no tensor \"d2t\"", path);
+    du->Vd = (int)td->numel;
+    int64_t sN[1] = {du->N}, sT[2] = {du->N, 3 * H}, sH[2] = {du->N, H}, sV[1] = {du->Vd};
+    du->tok = dump_tensor(du->ck, path, "tokens", AS_I32, 1, sN)->data;
+    du->amax = dump_tensor(du->ck, path, "argmax", AS_I32, 1, sN)->data;
+    du->taps = dump_tensor(du->ck, path, "taps", AS_F32, 2, sT)->data;
+    du->hid = dump_tensor(du->ck, path, "hidden", AS_F32, 2, sH)->data;
+    du->d2t = dump_tensor(du->ck, path, "d2t", AS_I64, 1, sV)->data;
+    for (int i = 0; i < du->N; i++)
+        if (du->tok[i] < 0 || du->tok[i] >= V || du->amax[i] < 0 || du->amax[i] >= V)
+            as_die("dump %s: token %d: id out of the vocabulary", path, i);
+    for (int i = 0; i < du->Vd; i++)
+        if (i + du->d2t[i] < 0 || i + du->d2t[i] >= V)
+            as_die("dump %s: d2t[%d] maps outside the vocabulary", path, i);
+    /* refuse non-finite states up front, not as a NaN loss hours later */
+    for (size_t i = 0; i < (size_t)du->N * 3 * H; i++)
+        if (!isfinite(du->taps[i]))
+            as_die("dump %s: non-finite value in taps at token %zu", path, i / (3 * (size_t)H));
+    for (size_t i = 0; i < (size_t)du->N * H; i++)
+        if (!isfinite(du->hid[i]))
+            as_die("dump %s: non-finite value in hidden at token %zu", path, i / (size_t)H);
+}
+
+/* Window wi of the dump: tokens, taps, draft-vocabulary logits lm_head[used] . hidden, mask. */
+static void dump_window(const struct dump *du, const struct as_model *m, const struct as_draft *d,
+                        const unsigned char *t2d, long wi, int *tok, struct window_data *w) {
+    int T = du->T, H = du->H;
+    size_t base = (size_t)wi * T;
+    for (int t = 0; t < T; t++) {
+        tok[t] = du->tok[base + t];
+        w->tmask[t] = t2d[du->amax[base + t]];
+        const float *h = du->hid + (base + t) * H;
+        for (int j = 0; j < d->vd; j++) {
+            const float *row = m->lm_head + (size_t)as_draft_to_target(d, j) * H;
+            float acc = 0;
+            for (int e = 0; e < H; e++)
+                acc += row[e] * h[e];
+            w->tlogits[(size_t)t * d->vd + j] = acc;
+        }
+    }
+    memcpy(w->feats, du->taps + base * 3 * H, (size_t)T * 3 * H * sizeof(float));
+}
+
+int cmd_dump(int argc, char **argv) {
+    const char *model = NULL, *out = NULL, *text = NULL;
+    int vd = 0, T = 64;
+    long bytes = 0;
+    static const struct option lo[] = {{"model", required_argument, 0, 'm'},
+                                       {"output", required_argument, 0, 'o'},
+                                       {"text", required_argument, 0, 'f'},
+                                       {"vd", required_argument, 0, 1},
+                                       {"window", required_argument, 0, 2},
+                                       {"bytes", required_argument, 0, 3},
+                                       {0, 0, 0, 0}};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "m:o:f:", lo, NULL)) != -1) {
+        switch (c) {
+        case 'm':
+            model = optarg;
+            break;
+        case 'o':
+            out = optarg;
+            break;
+        case 'f':
+            text = optarg;
+            break;
+        case 1:
+            vd = atoi(optarg);
+            break;
+        case 2:
+            T = atoi(optarg);
+            break;
+        case 3:
+            bytes = atol(optarg);
+            break;
+        default:
+            as_die("dump: bad option (see as-draft --help)");
+        }
+    }
+    if (!model || !out || !text) as_die("dump: needs -m TARGET -f TEXT -o DUMP");
+    if (T < 2) as_die("--window: at least 2 tokens");
+    struct as_model *m = as_model_open(model);
+    if (!m) as_die_last();
+    struct as_tokenizer *tk = as_tokenizer_open(model);
+    if (!tk) as_die_last();
+    int V = m->cfg.vocab, H = m->cfg.hidden, taps[3];
+    if (!vd) vd = V < 32000 ? V : 32000;
+    if (vd > V) as_die("--vd: %d exceeds the target's vocabulary (%d)", vd, V);
+    as_draft_default_taps(m->cfg.n_layers, taps);
+    char *buf;
+    size_t len;
+    if (as_text_read(text, (size_t)bytes, &buf, &len) != 0) as_die_last();
+    int32_t *ids;
+    size_t n_ids;
+    if (as_tokenizer_encode(tk, buf, len, 0, &ids, &n_ids) != 0) as_die_last();
+    free(buf);
+    long n_win = (long)(n_ids / (size_t)T);
+    if (n_win < 1) as_die("file %s: %zu tokens, fewer than one window of %d", text, n_ids, T);
+    size_t N = (size_t)n_win * T;
+    int32_t *used = vocab_from_tokens(ids, N, V, vd);
+    float *tp = as_xmalloc(N * 3 * H * sizeof(float)), *hd = as_xmalloc(N * H * sizeof(float));
+    int32_t *am = as_xmalloc(N * sizeof(int32_t));
+    struct as_run_state *s = as_state_new(m, T, T, AS_STATE_KEEP_ACTS);
+    if (!s) as_die_last();
+    int *wt = as_xmalloc((size_t)T * sizeof(int));
+    for (long wi = 0; wi < n_win; wi++) {
+        for (int t = 0; t < T; t++)
+            wt[t] = ids[(size_t)wi * T + t];
+        as_state_reset(s);
+        if (as_forward(m, s, wt, T, AS_LOGITS_ALL, NULL) != 0) as_die_last();
+        as_spec_gather_taps(m, s, taps, T, tp + (size_t)wi * T * 3 * H);
+        /* xb holds the final-normed rows after an AS_LOGITS_ALL call */
+        memcpy(hd + (size_t)wi * T * H, s->xb, (size_t)T * H * sizeof(float));
+        for (int t = 0; t < T; t++) {
+            const float *z = s->logits + (size_t)t * V;
+            int b = 0;
+            for (int v = 1; v < V; v++)
+                if (z[v] > z[b]) b = v;
+            am[(size_t)wi * T + t] = b;
+        }
+        as_progress("dump: window %ld/%ld", wi + 1, n_win);
+    }
+    as_progress_done();
+    int64_t *d2t = as_xmalloc((size_t)vd * sizeof(int64_t));
+    uint8_t *t2d = as_xcalloc((size_t)V, 1);
+    for (int j = 0; j < vd; j++)
+        d2t[j] = used[j] - j, t2d[used[j]] = 1;
+    struct as_st_writer *w = as_st_writer_new(out);
+    if (!w) as_die_last();
+    int64_t sN[1] = {(int64_t)N}, sT[2] = {(int64_t)N, 3 * H}, sH[2] = {(int64_t)N, H};
+    int64_t sV[1] = {vd}, sVV[1] = {V};
+    char v1[32], v2[32], v3[32], v4[32], v5[64];
+    snprintf(v1, sizeof v1, "%d", H), snprintf(v2, sizeof v2, "%d", V);
+    snprintf(v3, sizeof v3, "%d", m->cfg.n_layers), snprintf(v4, sizeof v4, "%d", T);
+    snprintf(v5, sizeof v5, "[%d,%d,%d]", taps[0], taps[1], taps[2]);
+    if (as_st_writer_add(w, "tokens", AS_I32, 1, sN, ids, N * 4) ||
+        as_st_writer_add(w, "taps", AS_F32, 2, sT, tp, N * 3 * H * 4) ||
+        as_st_writer_add(w, "hidden", AS_F32, 2, sH, hd, N * H * 4) ||
+        as_st_writer_add(w, "argmax", AS_I32, 1, sN, am, N * 4) ||
+        as_st_writer_add(w, "d2t", AS_I64, 1, sV, d2t, (uint64_t)vd * 8) ||
+        as_st_writer_add(w, "t2d", AS_BOOL, 1, sVV, t2d, (uint64_t)V) ||
+        as_st_writer_set_metadata(w, "hidden_size", v1) ||
+        as_st_writer_set_metadata(w, "vocab_size", v2) ||
+        as_st_writer_set_metadata(w, "num_hidden_layers", v3) ||
+        as_st_writer_set_metadata(w, "window", v4) || as_st_writer_set_metadata(w, "taps", v5) ||
+        as_st_writer_finish(w))
+        as_die_last();
+    printf("{\"tokens\":%zu,\"windows\":%ld,\"vd\":%d,\"bytes_per_token\":%d}\n", N, n_win, vd,
+           (3 * H + H) * 4 + 8);
+    free(ids), free(used), free(tp), free(hd), free(am), free(wt), free(d2t), free(t2d);
+    as_state_free(s);
+    as_tokenizer_free(tk);
+    as_model_free(m);
+    return 0;
+}
+
 int cmd_train(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *text = NULL, *ckpt = NULL, *evalf = NULL;
+    const char *dumpf = NULL;
     int vd = 0, T = 64, total = 200, ttt = 7, warmup = -1, save_every = 50, eval_every = 50;
     int k = 3, eval_steps = 48;
     long bytes = 0;
     float lr = 1e-3f, clip = 0.5f;
-    static const struct option lo[] = {{"model", required_argument, 0, 'm'},
-                                       {"output", required_argument, 0, 'o'},
-                                       {"text", required_argument, 0, 'f'},
-                                       {"ckpt", required_argument, 0, 'c'},
-                                       {"eval", required_argument, 0, 'e'},
-                                       {"vd", required_argument, 0, 1},
-                                       {"window", required_argument, 0, 2},
-                                       {"steps", required_argument, 0, 3},
-                                       {"ttt", required_argument, 0, 4},
-                                       {"warmup", required_argument, 0, 5},
-                                       {"save-every", required_argument, 0, 6},
-                                       {"eval-every", required_argument, 0, 7},
-                                       {"lr", required_argument, 0, 8},
-                                       {"clip", required_argument, 0, 9},
-                                       {"bytes", required_argument, 0, 10},
-                                       {"eval-steps", required_argument, 0, 11},
-                                       {0, 0, 0, 0}};
+    static const struct option lo[] = {
+        {"model", required_argument, 0, 'm'},    {"output", required_argument, 0, 'o'},
+        {"text", required_argument, 0, 'f'},     {"ckpt", required_argument, 0, 'c'},
+        {"eval", required_argument, 0, 'e'},     {"vd", required_argument, 0, 1},
+        {"window", required_argument, 0, 2},     {"steps", required_argument, 0, 3},
+        {"ttt", required_argument, 0, 4},        {"warmup", required_argument, 0, 5},
+        {"save-every", required_argument, 0, 6}, {"eval-every", required_argument, 0, 7},
+        {"lr", required_argument, 0, 8},         {"clip", required_argument, 0, 9},
+        {"bytes", required_argument, 0, 10},     {"eval-steps", required_argument, 0, 11},
+        {"dump", required_argument, 0, 12},      {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:o:f:c:e:k:", lo, NULL)) != -1) {
@@ -172,12 +382,15 @@ int cmd_train(int argc, char **argv) {
         case 11:
             eval_steps = atoi(optarg);
             break;
+        case 12:
+            dumpf = optarg;
+            break;
         default:
             as_die("train: bad option (see as-draft --help)");
         }
     }
-    if (!model || !out || !text || !evalf)
-        as_die("train: needs -m TARGET -o DRAFT -f TEXT -e PROMPTS");
+    if (!model || !out || !(text || dumpf) || !evalf)
+        as_die("train: needs -m TARGET -o DRAFT -f TEXT (or --dump DUMP) -e PROMPTS");
     if (T < 2 || total < 1 || ttt < 1 || ttt > AS_TTT_MAX || k < 1 || k > AS_SPEC_MAX_K)
         as_die("train: --window >= 2, --steps >= 1, --ttt 1..%d, -k 1..%d", AS_TTT_MAX,
                AS_SPEC_MAX_K);
@@ -189,17 +402,26 @@ int cmd_train(int argc, char **argv) {
     int V = m->cfg.vocab;
     if (!vd) vd = V < 32000 ? V : 32000;
     if (vd > V) as_die("--vd: %d exceeds the target's vocabulary (%d)", vd, V);
-    /* data: the text tokenized once, windows of T at stride T */
-    char *buf;
-    size_t len;
-    if (as_text_read(text, (size_t)bytes, &buf, &len) != 0) as_die_last();
-    int32_t *ids;
-    size_t n_ids;
-    if (as_tokenizer_encode(tok, buf, len, 0, &ids, &n_ids) != 0) as_die_last();
-    free(buf);
-    long n_win = (long)(n_ids / (size_t)T);
-    if (n_win < 1) as_die("file %s: %zu tokens, fewer than one window of %d", text, n_ids, T);
-    int32_t *used = vocab_from_tokens(ids, n_ids, V, vd);
+    /* data: the text tokenized once, windows of T at stride T; or a dump (offline mode) */
+    struct dump du = {0};
+    int32_t *ids = NULL, *used;
+    long n_win;
+    if (dumpf) {
+        dump_open(&du, dumpf, m);
+        T = du.T, vd = du.Vd, n_win = du.N / du.T;
+        used = as_xmalloc((size_t)vd * sizeof(int32_t));
+        for (int j = 0; j < vd; j++)
+            used[j] = (int32_t)(j + du.d2t[j]);
+    } else {
+        char *buf;
+        size_t len, n_ids;
+        if (as_text_read(text, (size_t)bytes, &buf, &len) != 0) as_die_last();
+        if (as_tokenizer_encode(tok, buf, len, 0, &ids, &n_ids) != 0) as_die_last();
+        free(buf);
+        n_win = (long)(n_ids / (size_t)T);
+        if (n_win < 1) as_die("file %s: %zu tokens, fewer than one window of %d", text, n_ids, T);
+        used = vocab_from_tokens(ids, (size_t)n_win * T, V, vd);
+    }
     struct as_draft *d = as_draft_new_random(m, vd, used, 1234);
     unsigned char *t2d = as_xcalloc((size_t)V, 1);
     for (int j = 0; j < vd; j++)
@@ -257,9 +479,13 @@ int cmd_train(int argc, char **argv) {
     }
     while (step < total) {
         long wi = step % n_win;
-        for (int t = 0; t < T; t++)
-            wt[t] = ids[(size_t)wi * T + t];
-        target_window(m, s, d, wt, t2d, &w);
+        if (dumpf) {
+            dump_window(&du, m, d, t2d, wi, wt, &w);
+        } else {
+            for (int t = 0; t < T; t++)
+                wt[t] = ids[(size_t)wi * T + t];
+            target_window(m, s, d, wt, t2d, &w);
+        }
         as_params_zero_grad(&ps);
         struct as_ttt_result r;
         if (as_draft_ttt(d, wt, w.feats, w.tlogits, w.tmask, T, ttt, g, &r) != 0) as_die_last();
@@ -298,6 +524,7 @@ int cmd_train(int argc, char **argv) {
     for (int i = 0; i < n_prompts; i++)
         free(prompts[i]);
     free(wt), free(w.feats), free(w.tlogits), free(w.tmask), free(ids), free(used), free(t2d);
+    as_ckpt_close(du.ck);
     as_state_free(s);
     as_adamw_free(opt);
     as_params_free(&ps);
