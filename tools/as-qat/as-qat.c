@@ -9,6 +9,7 @@
  * to --state; --resume continues from it, bit for bit as if the run had not stopped (same
  * --threads). Outputs: -o DIR, a fakequant checkpoint (the linears hold W_eff), and --codes
  * FILE, the integer codes and scales as a tensor stream (qstream.h records). */
+#include <cblas.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,8 +41,6 @@
 #include "train_loss.h"
 #include "train_model.h"
 #include "train_optim.h"
-
-extern void openblas_set_num_threads(int);
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -79,12 +79,14 @@ static void usage(FILE *f) {
             "      --log FILE        JSON lines, one per step\n"
             "      --svg FILE        loss / KD / lr curves\n"
             "      --threads N       OpenBLAS threads (results are reproducible per count)\n"
+            "      --speed           print a JSON summary: tokens/s, matmul GFLOP/s against the\n"
+            "                        sgemm peak measured in the same run, peak RSS\n"
             "  -h, --help            this help\n");
 }
 
 struct opts {
     const char *model, *teacher, *data, *out, *codes, *state, *log, *svg;
-    int scheme, group, steps, seq, batch, accum, sched, kd, save_every, resume, stop_after;
+    int scheme, group, steps, seq, batch, accum, sched, kd, save_every, resume, stop_after, peak;
     double lambda, arenas, lr, warmup, decay, min_lr, wd, clip, w_ce, w_kd;
     uint64_t seed;
 };
@@ -238,6 +240,42 @@ static void write_codes(const char *path, const struct as_model *m, struct as_fq
     if (as_atomic_commit(&af)) as_die_last();
 }
 
+/* sgemm GFLOP/s on a [T, hidden] x [hidden, intermediate] product (the shape of gate/up), with
+ * the run's thread count, repeated for at least 0.3 s: the peak a training step is measured
+ * against. */
+static double sgemm_peak(int T, int K, int N) {
+    float *a = as_xcalloc((size_t)T * K, 4), *b = as_xcalloc((size_t)K * N, 4);
+    float *c = as_xmalloc((size_t)T * N * 4);
+    for (size_t i = 0; i < (size_t)T * K; i++)
+        a[i] = (float)(i % 7) * 0.1f;
+    for (size_t i = 0; i < (size_t)K * N; i++)
+        b[i] = (float)(i % 5) * 0.1f;
+    double t0 = now_s(), el;
+    long reps = 0;
+    do {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
+        reps++;
+    } while ((el = now_s() - t0) < 0.3);
+    free(a), free(b), free(c);
+    return 2.0 * T * K * N * reps / el / 1e9;
+}
+
+/* Matmul FLOPs of one window of T tokens: the student's layers run forward twice (forward, and
+ * the per-layer recompute) and backward (twice the forward: dX and dW), its lm_head forward and
+ * backward, the teacher forward once. Attention counts the full T x T products it computes. */
+static double step_flops(const struct as_model *m, int T, int teacher) {
+    const struct as_model_config *c = &m->cfg;
+    double lin = 0;
+    for (int k = 0; k < AS_LIN_COUNT; k++) {
+        int r, cc;
+        as_model_linear_shape(m, k, &r, &cc);
+        lin += (double)r * cc;
+    }
+    double layer = (lin + 2.0 * T * c->n_heads * c->head_dim) * c->n_layers * T; /* MACs */
+    double head = (double)c->vocab * c->hidden * T;
+    return 2 * (4 * layer + 3 * head + (teacher ? layer + head : 0));
+}
+
 int main(int argc, char **argv) {
     as_set_progname(argv[0]);
     struct opts o = {.scheme = AS_FQ_SEQ2,
@@ -257,18 +295,23 @@ int main(int argc, char **argv) {
                      .w_kd = -1,
                      .seed = 1};
     int threads = 0;
-    static const struct option lo[] = {
-        {"model", 1, 0, 'm'},     {"teacher", 1, 0, 't'},   {"data", 1, 0, 'd'},
-        {"out", 1, 0, 'o'},       {"codes", 1, 0, 1},       {"scheme", 1, 0, 2},
-        {"group", 1, 0, 3},       {"lambda", 1, 0, 4},      {"arenas", 1, 0, 5},
-        {"steps", 1, 0, 6},       {"seq", 1, 0, 7},         {"batch", 1, 0, 8},
-        {"accum", 1, 0, 9},       {"lr", 1, 0, 10},         {"sched", 1, 0, 11},
-        {"warmup", 1, 0, 12},     {"decay", 1, 0, 13},      {"min-lr", 1, 0, 14},
-        {"wd", 1, 0, 15},         {"clip", 1, 0, 16},       {"w-ce", 1, 0, 17},
-        {"w-kd", 1, 0, 18},       {"kd", 1, 0, 19},         {"seed", 1, 0, 20},
-        {"state", 1, 0, 21},      {"save-every", 1, 0, 22}, {"resume", 0, 0, 23},
-        {"stop-after", 1, 0, 24}, {"log", 1, 0, 25},        {"svg", 1, 0, 26},
-        {"threads", 1, 0, 27},    {"help", 0, 0, 'h'},      {0, 0, 0, 0}};
+    static const struct option lo[] = {{"model", 1, 0, 'm'},  {"teacher", 1, 0, 't'},
+                                       {"data", 1, 0, 'd'},   {"out", 1, 0, 'o'},
+                                       {"codes", 1, 0, 1},    {"scheme", 1, 0, 2},
+                                       {"group", 1, 0, 3},    {"lambda", 1, 0, 4},
+                                       {"arenas", 1, 0, 5},   {"steps", 1, 0, 6},
+                                       {"seq", 1, 0, 7},      {"batch", 1, 0, 8},
+                                       {"accum", 1, 0, 9},    {"lr", 1, 0, 10},
+                                       {"sched", 1, 0, 11},   {"warmup", 1, 0, 12},
+                                       {"decay", 1, 0, 13},   {"min-lr", 1, 0, 14},
+                                       {"wd", 1, 0, 15},      {"clip", 1, 0, 16},
+                                       {"w-ce", 1, 0, 17},    {"w-kd", 1, 0, 18},
+                                       {"kd", 1, 0, 19},      {"seed", 1, 0, 20},
+                                       {"state", 1, 0, 21},   {"save-every", 1, 0, 22},
+                                       {"resume", 0, 0, 23},  {"stop-after", 1, 0, 24},
+                                       {"log", 1, 0, 25},     {"svg", 1, 0, 26},
+                                       {"threads", 1, 0, 27}, {"speed", 0, 0, 28},
+                                       {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "m:t:d:o:h", lo, NULL)) != -1) {
         switch (c) {
@@ -365,6 +408,9 @@ int main(int argc, char **argv) {
         case 26:
             o.svg = optarg;
             break;
+        case 28:
+            o.peak = 1;
+            break;
         case 27:
             threads = as_arg_int(optarg);
             break;
@@ -389,9 +435,21 @@ int main(int argc, char **argv) {
     if (threads > 0) openblas_set_num_threads(threads);
     as_register_model_loaders();
 
-    struct as_model *m = as_model_open(o.model);
+    /* static: what main allocates stays reachable when as_die exits (LeakSanitizer) */
+    static struct as_model *m, *teacher;
+    static struct as_model_grads *g;
+    static struct as_adamw *opt;
+    static struct as_train_state *st;
+    static struct as_run_state *ts;
+    static struct as_fq_model fm;
+    static struct as_params ps;
+    static struct logrow *rows;
+    static char *cfgstr;
+    static float *tlog;
+    static int *win;
+    static int32_t *toks;
+    m = as_model_open(o.model);
     if (!m) as_die_last();
-    struct as_model *teacher = NULL;
     if (o.teacher) {
         teacher = as_model_open(o.teacher);
         if (!teacher) as_die_last();
@@ -402,7 +460,6 @@ int main(int argc, char **argv) {
     /* data: the whole text, tokenized once (no BOS: windows are slices of running text) */
     char tok_path[4200], *text;
     size_t text_len, n_tok;
-    int32_t *toks;
     snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", o.model);
     struct as_tokenizer *tok = as_tokenizer_load(tok_path);
     if (!tok) as_die_last();
@@ -420,21 +477,19 @@ int main(int argc, char **argv) {
                    m->cfg.vocab);
 
     /* the trainable set: every weight of the student, plus the quantizers' scales */
-    struct as_fq_model fm = {0};
     if (as_fq_model_init(&fm, m, o.scheme, o.group)) as_die_last();
     if (o.scheme == AS_FQ_TEQUILA) as_fq_model_set_lambda(&fm, (float)o.lambda);
     struct as_weight_map map = as_fq_model_map(&fm);
-    struct as_model_grads *g = as_model_grads_new(m);
-    struct as_params ps;
+    g = as_model_grads_new(m);
     as_params_init(&ps);
     as_model_params(m, g, &ps);
     as_fq_model_params(&fm, &ps);
     struct as_adamw_cfg acfg = {0.9f, 0.999f, 1e-8f, (float)o.wd};
-    struct as_adamw *opt = as_adamw_new(&ps, &acfg);
+    opt = as_adamw_new(&ps, &acfg);
     int64_t warm = o.warmup < 1 ? (int64_t)(o.warmup * o.steps) : (int64_t)o.warmup;
     int64_t dec = o.decay < 1 ? (int64_t)(o.decay * o.steps) : (int64_t)o.decay;
     struct as_sched sched = {o.sched, o.steps, warm, dec, (float)o.min_lr};
-    char *cfgstr = config_string(&o);
+    cfgstr = config_string(&o);
 
     int64_t step = 0;
     uint64_t rng = o.seed;
@@ -445,6 +500,7 @@ int main(int argc, char **argv) {
         if (!sc || strcmp(sc, cfgstr)) {
             char diff[512];
             first_difference(cfgstr, sc ? sc : "", diff, sizeof diff);
+            json_decref(meta); /* LeakSanitizer checks at exit too */
             as_die("--resume %s: written by another configuration (%s)", o.state, diff);
         }
         step = strtoll(json_string_value(json_object_get(meta, "step")), NULL, 10);
@@ -452,18 +508,18 @@ int main(int argc, char **argv) {
         json_decref(meta);
     }
 
-    struct as_train_state *st = as_train_state_new(m, T);
+    st = as_train_state_new(m, T);
     if (!st) as_die_last();
     as_train_set_map(st, &map);
-    struct as_run_state *ts = teacher ? as_state_new(teacher, T, T, 0) : NULL;
+    ts = teacher ? as_state_new(teacher, T, T, 0) : NULL;
     if (teacher && !ts) as_die_last();
-    float *tlog = teacher ? as_xmalloc((size_t)T * m->cfg.vocab * sizeof(float)) : NULL;
-    int *win = as_xmalloc(((size_t)T + 1) * sizeof(int));
+    tlog = teacher ? as_xmalloc((size_t)T * m->cfg.vocab * sizeof(float)) : NULL;
+    win = as_xmalloc(((size_t)T + 1) * sizeof(int));
     struct as_loss_cfg lcfg = {(float)o.w_ce, (float)o.w_kd, teacher ? o.kd : AS_KD_NONE};
     FILE *logf = NULL;
     if (o.log && !(logf = fopen(o.log, step > 0 ? "a" : "w")))
         as_die("%s: cannot open: %s", o.log, strerror(errno));
-    struct logrow *rows = as_xcalloc((size_t)o.steps, sizeof *rows);
+    rows = as_xcalloc((size_t)o.steps, sizeof *rows);
     int64_t start_step = step, last_saved = step;
     int have_state = step > 0; /* resumed from one */
     double t0 = now_s();
@@ -530,6 +586,20 @@ int main(int argc, char **argv) {
     }
     as_progress_done();
     if (logf) fclose(logf);
+    if (o.peak) {
+        /* a summary on stdout: speed against the sgemm peak of this machine and thread count */
+        double el = now_s() - t0, fl = step_flops(m, T, teacher != NULL) * o.batch;
+        double peak = sgemm_peak(T, m->cfg.hidden, m->cfg.intermediate);
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        printf("{\"steps\":%" PRId64
+               ",\"tokens\":%ld,\"seq\":%d,\"seconds\":%.3f,\"tok_per_s\":%.1f,"
+               "\"gflop_s\":%.2f,\"sgemm_peak_gflop_s\":%.2f,\"fraction_of_peak\":%.3f,"
+               "\"peak_rss_mib\":%.1f}\n",
+               step - start_step, tokens_run, T, el, tokens_run / el,
+               fl * (double)(step - start_step) / el / 1e9, peak,
+               fl * (double)(step - start_step) / el / 1e9 / peak, ru.ru_maxrss / 1024.0);
+    }
     if (o.svg) write_svg(o.svg, rows, (int)step);
     if (step == o.steps && o.codes) write_codes(o.codes, m, &fm);
     if (step == o.steps && o.out) {
