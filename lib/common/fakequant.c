@@ -41,9 +41,6 @@ int as_fq_init(struct as_fq *q, enum as_fq_scheme s, const float *W, int rows, i
     if ((unsigned)s >= AS_FQ_COUNT) return as_fail("fakequant: unknown scheme %d", (int)s);
     if (group == INT32_MIN) group = table[s].default_group;
     if (group > cols) group = cols; /* a small layer: one group per row */
-    if (group > 0 && cols % group != 0)
-        return as_fail("fakequant %s: group %d does not divide %d inputs", table[s].name, group,
-                       cols);
     if (s == AS_FQ_SHERRY && (cols % 4 != 0 || (group > 0 && group % 4 != 0)))
         return as_fail("fakequant sherry: 3:4 blocks need inputs (%d) and group (%d) in 4s", cols,
                        group);
@@ -52,7 +49,8 @@ int as_fq_init(struct as_fq *q, enum as_fq_scheme s, const float *W, int rows, i
                        table[s].name, group);
     q->scheme = s, q->rows = rows, q->cols = cols, q->group = group;
     q->gsize = group > 0 ? group : cols;
-    q->ngroups = cols / q->gsize;
+    q->ngroups =
+        (cols + q->gsize - 1) / q->gsize; /* a shorter last group when it does not divide */
     if (table[s].learnable) {
         q->alpha = as_xmalloc((size_t)rows * sizeof(float));
         q->galpha = as_xcalloc((size_t)rows, sizeof(float));
@@ -140,6 +138,12 @@ static int ternary_code(enum as_fq_scheme s, float w, float a, int zeroed) {
     }
 }
 
+/* Inputs in group g of a row (the last may be shorter). */
+static int glen(const struct as_fq *q, int g) {
+    int end = (g + 1) * q->gsize < q->cols ? (g + 1) * q->gsize : q->cols;
+    return end - g * q->gsize;
+}
+
 /* Scales per group for the data-derived schemes: out[r * ngroups + g]; for TWN also the
  * thresholds into thr (same layout). */
 static void data_scales(const struct as_fq *q, const float *W, float *sc, float *thr) {
@@ -159,12 +163,13 @@ static void data_scales(const struct as_fq *q, const float *W, float *sc, float 
     for (int r = 0; r < R; r++)
         for (int g = 0; g < q->ngroups; g++) {
             const float *w = W + (size_t)r * C + (size_t)g * q->gsize;
-            sc[r * q->ngroups + g] = group_scale(q->scheme, w, 1, q->gsize, C);
+            int len = glen(q, g);
+            sc[r * q->ngroups + g] = group_scale(q->scheme, w, 1, len, C);
             if (q->scheme == AS_FQ_TWN) {
                 double sum = 0;
-                for (int i = 0; i < q->gsize; i++)
+                for (int i = 0; i < len; i++)
                     sum += fabs(w[i]);
-                thr[r * q->ngroups + g] = (float)(0.7 * sum / q->gsize);
+                thr[r * q->ngroups + g] = (float)(0.7 * sum / len);
             }
         }
 }
@@ -209,7 +214,8 @@ static void quantize(const struct as_fq *q, const float *W, int8_t *codes, float
         double b = 0;
         for (int g = 0; g < ng; g++) {
             float a = sc[r * ng + g], t = thr[r * ng + g];
-            for (int i0 = g * q->gsize; i0 < (g + 1) * q->gsize; i0 += s == AS_FQ_SHERRY ? 4 : 1) {
+            int end = g * q->gsize + glen(q, g);
+            for (int i0 = g * q->gsize; i0 < end; i0 += s == AS_FQ_SHERRY ? 4 : 1) {
                 const float *v = W + (size_t)r * C + i0;
                 if (s == AS_FQ_SHERRY) {
                     int z = sherry_zero(v);
@@ -247,7 +253,7 @@ void as_fq_forward(const struct as_fq *q, const float *W, float *W_eff, float *b
         return;
     }
     int8_t *codes = as_xmalloc(n);
-    int ng = scale_groups(q), gs = q->cols / ng;
+    int ng = scale_groups(q), gs = ng > 1 ? q->gsize : q->cols;
     float *sc = as_xmalloc((size_t)q->rows * ng * sizeof(float));
     quantize(q, W, codes, sc, q->scheme == AS_FQ_TEQUILA ? b_eff : NULL);
     for (int r = 0; r < q->rows; r++)

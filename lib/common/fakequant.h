@@ -15,7 +15,8 @@
  * (identity) smallest |w| is 0, others sign(W)   (Sparse-Absmean) Arenas: W_eff = Q + lambda_t W (1
  * + lambda_t) g
  *
- * Groups: `group` > 0 is consecutive inputs of one row (it must divide cols), 0 one group per
+ * Groups: `group` > 0 is consecutive inputs of one row (the last group of a row is shorter
+ * when it does not divide cols, as GPTQ's g_idx = i / group), 0 one group per
  * output row, -1 the whole tensor. Learnable scales (seq*, lsq*) are per output row.
  * SEQ/LSQ alpha gradient (ParetoQ): sum over the row of g * gamma * (q_lo if W/alpha below the
  * clip, q_hi above, qhat - W/alpha inside), gamma = 1/sqrt(numel) for SEQ, 1/sqrt(numel Qp) for
@@ -56,8 +57,8 @@ struct as_fq {
 };
 
 /* Set up for W [rows, cols] (learnable alphas initialised from W). group: as above, or
- * INT32_MIN for the scheme's default. Returns 0, or -1 with as_fail (group does not divide cols,
- * sherry group not a multiple of 4). */
+ * INT32_MIN for the scheme's default. Returns 0, or -1 with as_fail (sherry inputs or group not
+ * a multiple of 4, a learnable scheme with groups). */
 int as_fq_init(struct as_fq *q, enum as_fq_scheme s, const float *W, int rows, int cols, int group);
 void as_fq_free(struct as_fq *q);
 /* W_eff [rows, cols] and, for tequila, a per-row bias b_eff (has_bias = 1). */
@@ -69,7 +70,8 @@ void as_fq_backward(const struct as_fq *q, const float *W, const float *gW_eff, 
 /* Integer codes [rows, cols] and per-group scales [rows * n_scale_groups] with
  * W_eff = scales[g] * codes (+ bias [rows] for tequila, which must be non-NULL then);
  * Arenas' lambda_t W term is not part of the codes (it is 0 at the end of its schedule).
- * Returns the number of scale groups per row (1 for per-row and per-tensor). */
+ * Returns the number of scale groups per row (1 for per-row and per-tensor); input i of a row
+ * is in group i / q->gsize. */
 int as_fq_codes(const struct as_fq *q, const float *W, int8_t *codes, float *scales, float *bias);
 
 /* Sherry's Arenas lambda at optimizer step `step` of `total`: linear 0 -> max over total/10,

@@ -201,13 +201,13 @@ static void write_codes(const char *path, const struct as_model *m, struct as_fq
             int bits = lsq ? (q->scheme == AS_FQ_LSQ3 ? 3 : 4) : 2;
             int off = seq2 ? 3 : lsq ? 1 << (bits - 1) : 1;
             struct as_qlinear ql = {
-                .N = N, .K = K, .bits = bits, .group_size = G > 1 ? K / G : 0, .sym = 1};
+                .N = N, .K = K, .bits = bits, .group_size = G > 1 ? q->gsize : 0, .sym = 1};
             ql.q = as_xmalloc((size_t)N * K);
             ql.scale = as_xmalloc((size_t)N * G * sizeof(float));
             ql.zero = as_xmalloc((size_t)N * G * sizeof(int32_t));
             ql.g_idx = as_xmalloc((size_t)K * sizeof(int32_t));
             for (int i = 0; i < K; i++)
-                ql.g_idx[i] = i / (K / G);
+                ql.g_idx[i] = G > 1 ? i / q->gsize : 0;
             for (size_t i = 0; i < (size_t)N * K; i++) /* seq2: (c+3)/2 in 0..3 */
                 ql.q[i] = (uint8_t)(seq2 ? (codes[i] + 3) / 2 : codes[i] + off);
             for (int i = 0; i < N * G; i++) {
