@@ -46,14 +46,16 @@ enum as_isa as_kernel_isa_best(void) {
 
 /* ---- activations ---- */
 
-/* Plane order of format f: position of natural element k inside qp. Within each full 128-chunk,
+/* Plane order of format f: position of natural element k inside qp. Within each 128-chunk (a
+ * SEQ2 / SHERRY row's last chunk may be partial: its missing lanes stay 0 in qp, so whatever codes
+ * the kernel pairs with them add nothing),
  * plane p (bits 2p of the packed bytes) lane j meets:
  *   I2_S          element 32 (3 - p) + j        (BitNet: shift 6 - 2i holds elements 32i + j)
  *   SEQ2, SHERRY  element 32 (j / 8) + 4 (j % 8) + p   (byte / quad j of the 4 blocks, lane p)
  *   TQ1_0, TQ2_0  element 32 p + j              (ggml's layouts are already plane-major) */
 static int plane_pos(enum as_tern_fmt f, int k, int K) {
     int c = k / 128, e = k % 128;
-    if (K - c * 128 < 128) return k; /* tail chunk: natural order, scalar code */
+    (void)K;
     switch (f) {
     case AS_TF_I2_S:
         return c * 128 + 32 * (3 - e / 32) + e % 32;
@@ -72,10 +74,11 @@ void as_act8_init(struct as_act8 *a, enum as_tern_fmt f, int K) {
     a->K = K;
     a->fmt = f;
     a->q = aligned_alloc(64, ((size_t)K + 63) / 64 * 64);
-    a->qp = aligned_alloc(64, ((size_t)K + 63) / 64 * 64);
+    a->qp = aligned_alloc(64, ((size_t)K + 127) / 128 * 128); /* whole chunks, zero-padded */
     a->sum32 = as_xcalloc((size_t)K / 32 + 1, sizeof *a->sum32);
     a->sum256 = as_xcalloc((size_t)K / 256 + 1, sizeof *a->sum256);
     if (!a->q || !a->qp) as_die("out of memory (activations of %d)", K);
+    memset(a->qp, 0, ((size_t)K + 127) / 128 * 128);
 }
 
 void as_act8_free(struct as_act8 *a) {
@@ -115,34 +118,31 @@ static inline float tq_block_d(const uint8_t *block, size_t block_bytes) {
     return as_f16_to_f32(h);
 }
 
-static inline float row_scale(const struct as_tern_matrix *W, int r) {
-    size_t rb = as_tern_row_bytes(W->fmt, W->K);
+/* Scale of row r: I2_S's tensor scale, or the row scales after the N rows (rb: row bytes). */
+static inline float row_scale(const struct as_tern_matrix *W, size_t rb, int r) {
     float s;
-    if (W->fmt == AS_TF_I2_S)
-        memcpy(&s, W->data + (size_t)W->N * rb, 4);
-    else
-        memcpy(&s, W->data + (size_t)W->N * rb + 4 * (size_t)r, 4);
+    memcpy(&s, W->data + (size_t)W->N * rb + (W->fmt == AS_TF_I2_S ? 0 : 4 * (size_t)r), 4);
     return s;
 }
 
-/* S[b]: sum of code * q per 256-block (TQ) or S[0] over the row (others). */
-static inline float finish(const struct as_tern_matrix *W, int r, const int32_t *S,
+/* S[b]: sum of code * q per 256-block (TQ) or S[0] over the row (others); rb the row bytes
+ * (as_tern_row_bytes, computed once per call by the caller: it divides). */
+static inline float finish(const struct as_tern_matrix *W, size_t rb, int r, const int32_t *S,
                            const struct as_act8 *a) {
-    const size_t rb = as_tern_row_bytes(W->fmt, W->K);
-    const uint8_t *row = W->data + (size_t)r * rb;
     switch (W->fmt) {
     case AS_TF_TQ1_0:
     case AS_TF_TQ2_0: {
-        const size_t bb = as_tern_layouts[W->fmt].block_bytes;
+        const uint8_t *row = W->data + (size_t)r * rb;
+        const size_t bb = W->fmt == AS_TF_TQ1_0 ? sizeof(as_block_tq1_0) : sizeof(as_block_tq2_0);
         float acc = 0.0f;
         for (int b = 0; b < W->K / 256; b++)
             acc += (float)(S[b] - a->sum256[b]) * tq_block_d(row + (size_t)b * bb, bb);
         return acc * a->d;
     }
     case AS_TF_SEQ2:
-        return (float)(2 * S[0] - 3 * a->total) * (0.5f * row_scale(W, r)) * a->d;
+        return (float)(2 * S[0] - 3 * a->total) * (0.5f * row_scale(W, rb, r)) * a->d;
     default:
-        return (float)(S[0] - a->total) * row_scale(W, r) * a->d;
+        return (float)(S[0] - a->total) * row_scale(W, rb, r) * a->d;
     }
 }
 
@@ -171,28 +171,10 @@ static void ref_gemm(const struct as_tern_matrix *W, const struct as_act8 *a, in
     for (int r = r0; r < r1; r++)
         for (int m = 0; m < M; m++) {
             ref_row_sums(W, r, &a[m], S, codes);
-            Y[(size_t)m * ldy + r] = finish(W, r, S, &a[m]);
+            Y[(size_t)m * ldy + r] = finish(W, as_tern_row_bytes(W->fmt, W->K), r, S, &a[m]);
         }
     free(codes);
     free(S);
-}
-
-/* Scalar pieces the SIMD bodies share for tails: sum of code * q over one 32-block. */
-static inline int32_t seq2_block_scalar(const uint8_t *blk, const int8_t *q) {
-    int32_t s = 0;
-    for (int k = 0; k < 32; k++)
-        s += ((blk[k / 4] >> (2 * (k % 4))) & 3) * q[k];
-    return s;
-}
-static inline int32_t sherry_block_scalar(const uint8_t *blk, const int8_t *q) {
-    int32_t s = 0;
-    for (int g = 0; g < 8; g++) {
-        int ix = ((blk[g / 2] >> (4 * (g & 1))) & 15) | ((blk[4] >> g) & 1) << 4;
-        uint8_t pat = as_sherry_codebook[ix];
-        for (int p = 0; p < 4; p++)
-            s += ((pat >> (2 * p)) & 3) * q[4 * g + p];
-    }
-    return s;
 }
 
 /* ---- SIMD bodies ---- */

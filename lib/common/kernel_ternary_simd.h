@@ -41,15 +41,12 @@ AS_AI int32_t SFX(take)(__m256i *acc) {
  * 32 quads, quad j = 8b + g in byte j: nibbles expanded in order, the 16-entry codebook looked up
  * by pshufb, the sign bits spread to byte masks and the negated patterns (0xAA - pattern) blended
  * in. */
-AS_AI __m256i SFX(sherry_decode)(const uint8_t *p) {
+AS_AI __m256i SFX(sherry_decode)(__m128i v, uint32_t sg) {
     const __m256i cb =
         _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)as_sherry_codebook));
     const __m256i bits = _mm256_set1_epi64x((long long)0x8040201008040201ull);
     const __m256i sidx = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
                                           2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-    uint32_t sg;
-    memcpy(&sg, p + 16, 4);
-    const __m128i v = _mm_loadu_si128((const __m128i *)p);
     const __m128i lo = _mm_and_si128(v, _mm_set1_epi8(0x0F));
     const __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0F));
     const __m256i idx = _mm256_set_m128i(_mm_unpackhi_epi8(lo, hi), _mm_unpacklo_epi8(lo, hi));
@@ -87,28 +84,43 @@ AS_AI void SFX(row_sums)(const struct as_tern_matrix *W, const uint8_t *row,
             S[m * nsb] = SFX(take)(acc[m]);
         break;
     case AS_TF_SEQ2: {
-        const int nc = K / 128;
+        const int nc = K / 128, nt = K % 128 / 32;
         for (int c = 0; c < nc; c++)
             SFX(planes)
         (acc, _mm256_loadu_si256((const __m256i *)(row + 32 * c)), a, M, 128 * (size_t)c);
-        for (int m = 0; m < M; m++) {
-            int32_t s = SFX(take)(acc[m]);
-            for (int b = 4 * nc; b < K / 32; b++)
-                s += seq2_block_scalar(row + 8 * b, a[m].q + 32 * b);
-            S[m * nsb] = s;
+        if (nt) { /* a partial last chunk (masked load: 2 dwords per block); its missing blocks
+                   * meet zero activations */
+            const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+            const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(2 * nt), lane);
+            SFX(planes)
+            (acc, _mm256_maskload_epi32((const int *)(row + 32 * nc), mask), a, M,
+             128 * (size_t)nc);
         }
+        for (int m = 0; m < M; m++)
+            S[m * nsb] = SFX(take)(acc[m]);
         break;
     }
     case AS_TF_SHERRY: {
-        const int nc = K / 128;
-        for (int c = 0; c < nc; c++)
-            SFX(planes)(acc, SFX(sherry_decode)(row + 20 * c), a, M, 128 * (size_t)c);
-        for (int m = 0; m < M; m++) {
-            int32_t s = SFX(take)(acc[m]);
-            for (int b = 4 * nc; b < K / 32; b++)
-                s += sherry_block_scalar(row + 5 * b, a[m].q + 32 * b);
-            S[m * nsb] = s;
+        const int nc = K / 128, nt = K % 128 / 32;
+        for (int c = 0; c < nc; c++) {
+            uint32_t sg;
+            memcpy(&sg, row + 20 * c + 16, 4);
+            SFX(planes)
+            (acc, SFX(sherry_decode)(_mm_loadu_si128((const __m128i *)(row + 20 * c)), sg), a, M,
+             128 * (size_t)c);
         }
+        if (nt) { /* tail blocks {qs[4], sign} regrouped in registers as a chunk */
+            uint32_t n[3] = {0, 0, 0}, sg = 0;
+            for (int t = 0; t < nt; t++) {
+                memcpy(&n[t], row + 20 * nc + 5 * t, 4);
+                sg |= (uint32_t)row[20 * nc + 5 * t + 4] << (8 * t);
+            }
+            SFX(planes)
+            (acc, SFX(sherry_decode)(_mm_setr_epi32((int)n[0], (int)n[1], (int)n[2], 0), sg), a, M,
+             128 * (size_t)nc);
+        }
+        for (int m = 0; m < M; m++)
+            S[m * nsb] = SFX(take)(acc[m]);
         break;
     }
     case AS_TF_TQ2_0:
@@ -188,7 +200,7 @@ static void SFX(tern_gemm)(const struct as_tern_matrix *W, const struct as_act8 
             break;
         }
         for (int m = 0; m < M; m++)
-            Y[(size_t)m * ldy + r] = finish(W, r, S + m * nsb, &a[m]);
+            Y[(size_t)m * ldy + r] = finish(W, rb, r, S + m * nsb, &a[m]);
     }
     free(S);
 }
