@@ -123,3 +123,15 @@ fails_cleanly() {
     [ -z "$output" ]
     no_leftovers "$T" imp
 }
+
+@test "memcheck: as-qat (seq2 + KD, state, resume, codes, fakequant output) and its error path" {
+    head -c 20000 "$AUSTEN/emma.txt" >"$W/qat.txt"
+    as-qat -m "$M" -t "$M" -d "$W/qat.txt" --steps 2 --seq 16 --batch 1 --state "$W/qat.state" --stop-after 1
+    as-qat -m "$M" -t "$M" -d "$W/qat.txt" --steps 2 --seq 16 --batch 1 --state "$W/qat.state" --resume \
+        --scheme seq2 --codes "$W/qat.astr" --log "$W/qat.jsonl" --svg "$W/qat.svg" -o "$W/qat"
+    ev "$W/qat"
+    as-qat -m "$M" -d "$W/qat.txt" --steps 1 --seq 16 --batch 1 --scheme tequila --group 32 --codes "$W/qat-t.astr"
+    as-ls "$W/qat-t.astr" | jq -s -e 'length > 0' >/dev/null
+    run as-qat -m "$M" -d "$W/qat.txt" --steps 2 --seq 16 --lr 2e-3 --state "$W/qat.state" --resume
+    [ "$status" -eq 1 ]
+}
