@@ -50,7 +50,7 @@ mkdir -p "$OUT/gguf-q4_0/layers"
 [ -e "$OUT/gguf-q4_0/calib.stream" ] || ln "$OUT/gptq-ct/calib.stream" "$OUT/gguf-q4_0/calib.stream"
 touch "$OUT/gguf-q4_0/.dir"
 echo "== W4A16 g$GROUP: GPTQ -> compressed-tensors, RTN -> compressed-tensors; GPTQ -> GGUF Q4_0"
-recipe w4a16-gptq.mk gptq-ct FORMAT=compressed-tensors BITS=4 GROUP="$GROUP" ACT_ORDER=1
+recipe w4a16-gptq.mk gptq-ct FORMAT=compressed-tensors BITS=4 GROUP="$GROUP" ACT_ORDER=1 SEARCH=1
 recipe w4a16-gptq.mk rtn-ct FORMAT=compressed-tensors BITS=4 GROUP="$GROUP" METHOD=rtn
 recipe gguf-q4.mk gguf-q4_0 TYPE=q4_0 METHOD=gptq
 echo
@@ -64,12 +64,12 @@ row() { # label, eval.json, artifact
             '{printf "%-34s %9.4f %8.4f %9.5f %7.2f%% %10s\n", $1, $2, $3, $4, $5, sz}'
 }
 row "W4 g$GROUP RTN (compressed-tensors)" "$OUT/rtn-ct/eval.json" "$OUT/rtn-ct/checkpoint"
-row "W4 g$GROUP GPTQ act-order (c-t)" "$OUT/gptq-ct/eval.json" "$OUT/gptq-ct/checkpoint"
+row "W4 g$GROUP GPTQ act-order+search (c-t)" "$OUT/gptq-ct/eval.json" "$OUT/gptq-ct/checkpoint"
 row "GGUF Q4_0 GPTQ + scale search" "$OUT/gguf-q4_0/eval.json" "$OUT/gguf-q4_0/model.gguf"
 echo "(first $EVAL_BYTES bytes of wiki.test.raw, windows of 512 tokens; KLD and top-1 against the"
 echo " imported model; docs/quality.md has the full protocol and more formats). GPTQ runs with"
-echo " act-order: on this model's few massive input channels plain GPTQ does worse than"
-echo " round-to-nearest (docs/quality.md, \"GPTQ on SmolLM2\")."
+echo " act-order and per-group scale search: on this model's few massive input channels plain GPTQ"
+echo " does worse than round-to-nearest (docs/quality.md, \"GPTQ on SmolLM2\")."
 echo
 PROMPT=$'<|im_start|>user\nWhat are three tips for staying healthy?<|im_end|>\n<|im_start|>assistant\n'
 echo "== greedy generation (80 positions), chat prompt: What are three tips for staying healthy?"

@@ -12,6 +12,7 @@
 #   BITS GROUP quantizer: bits (2,3,4,8) and group size (-1 = per channel)   (4, 128)
 #   METHOD     gptq | rtn | gptaq (gptaq implies SEQUENTIAL=1)                (gptq)
 #   ACT_ORDER  1 = desc_act                                                    (0)
+#   SEARCH     1 = per-group scale (and zero) search on GPTQ's weighted error  (0)
 #   SYM        1 = symmetric, 0 = asymmetric                                   (1)
 #   SEQUENTIAL 1 = true-sequential: as-calib drives as-gptq layer by layer     (0)
 #   FORMAT     gptq | compressed-tensors | fakequant                          (gptq)
@@ -32,6 +33,7 @@ BITS       ?= 4
 GROUP      ?= 128
 METHOD     ?= gptq
 ACT_ORDER  ?= 0
+SEARCH     ?= 0
 SYM        ?= 1
 SEQUENTIAL ?= 0
 FORMAT     ?= gptq
@@ -58,7 +60,8 @@ endif
 NLAYERS   := $(shell jq -r .num_hidden_layers $(MODEL)/config.json)
 LAYERS    := $(shell seq 0 $$(( $(NLAYERS) - 1 )))
 GPTQ_OPTS := -b $(BITS) -g $(GROUP) -m $(METHOD) $(if $(filter 1,$(ACT_ORDER)),--act-order) \
-             $(if $(filter 0,$(SYM)),--asym,--sym)
+             $(if $(filter 0,$(SYM)),--asym,--sym) \
+             $(if $(filter 1,$(SEARCH)),$(if $(filter rtn,$(METHOD)),,--scale-search))
 CALIB_OPTS := -m $(MODEL) -d $(DATA) -n $(SAMPLES) -l $(SEQLEN) --seed $(SEED) --threads $(THREADS)
 
 .PHONY: all checkpoint eval clean calib quant
