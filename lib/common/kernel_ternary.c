@@ -193,9 +193,11 @@ static void ref_gemm(const struct as_tern_matrix *W, const struct as_act8 *a, in
 #pragma GCC target("avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")
 #define SFX(name) name##_vnni
 #define DOT_U8S8(acc, c, x) _mm256_dpbusd_epi32((acc), (c), (x))
+#define SHERRY_MASK_SUB
 #include "kernel_ternary_simd.h"
 #undef SFX
 #undef DOT_U8S8
+#undef SHERRY_MASK_SUB
 #pragma GCC pop_options
 
 void as_tern_gemm(enum as_isa isa, const struct as_tern_matrix *W, const struct as_act8 *a, int M,

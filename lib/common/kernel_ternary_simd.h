@@ -1,6 +1,7 @@
 /* kernel_ternary_simd.h: the SIMD kernel bodies, included by kernel_ternary.c once per ISA with
  * SFX(name) (the ISA suffix) and DOT_U8S8(acc, codes_u8, acts_s8) (32 u8 x s8 products added
- * into 8 int32 lanes) defined, under the matching GCC target pragma. Not a public header. */
+ * into 8 int32 lanes) defined, under the matching GCC target pragma; SHERRY_MASK_SUB (AVX-512)
+ * applies Sherry's sign bits as a mask register. Not a public header. */
 
 #define AS_AI static inline __attribute__((always_inline))
 
@@ -51,9 +52,14 @@ AS_AI __m256i SFX(sherry_decode)(__m128i v, uint32_t sg) {
     const __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0F));
     const __m256i idx = _mm256_set_m128i(_mm_unpackhi_epi8(lo, hi), _mm_unpacklo_epi8(lo, hi));
     const __m256i pat = _mm256_shuffle_epi8(cb, idx);
+#ifdef SHERRY_MASK_SUB /* AVX-512: the sign bits are the byte mask of a masked subtract */
+    (void)bits, (void)sidx;
+    return _mm256_mask_sub_epi8(pat, (__mmask32)sg, _mm256_set1_epi8((char)0xAA), pat);
+#else
     __m256i sm = _mm256_shuffle_epi8(_mm256_set1_epi32((int)sg), sidx);
     sm = _mm256_cmpeq_epi8(_mm256_and_si256(sm, bits), bits);
     return _mm256_blendv_epi8(pat, _mm256_sub_epi8(_mm256_set1_epi8((char)0xAA), pat), sm);
+#endif
 }
 
 /* TQ1_0 trits: byte u times k (mod 256, per byte: even and odd bytes of each 16-bit lane apart),
