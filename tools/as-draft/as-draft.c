@@ -37,7 +37,7 @@ static void usage(FILE *f) {
             "          histograms of generated token J over N seeds, plain and speculative\n"
             "  train   -m TARGET -o DRAFT_DIR -f TEXT -e PROMPTS [-c CKPT] [--vd N] [--window T]\n"
             "          [--steps N] [--ttt S] [--lr LR] [--warmup W] [--clip C] [-k K]\n"
-            "          [--eval-every N] [--save-every N] [--bytes B] [--eval-steps N]\n"
+            "          [--eval-every N] [--save-every N] [--bytes B] [--eval-steps N] [--init-head]\n"
             "          online TTT training; keeps the draft of best greedy AL on PROMPTS;\n"
             "          with -c, resumes from CKPT when it exists (exactly) and saves it\n"
             "          --dump DUMP instead of -f: offline, from as-draft dump's states\n"

@@ -313,20 +313,30 @@ int cmd_dump(int argc, char **argv) {
 int cmd_train(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *text = NULL, *ckpt = NULL, *evalf = NULL;
     const char *dumpf = NULL;
+    int init_head = 0;
     int vd = 0, T = 64, total = 200, ttt = 7, warmup = -1, save_every = 50, eval_every = 50;
     int k = 3, eval_steps = 48;
     long bytes = 0;
     float lr = 1e-3f, clip = 0.5f;
-    static const struct option lo[] = {
-        {"model", required_argument, 0, 'm'},    {"output", required_argument, 0, 'o'},
-        {"text", required_argument, 0, 'f'},     {"ckpt", required_argument, 0, 'c'},
-        {"eval", required_argument, 0, 'e'},     {"vd", required_argument, 0, 1},
-        {"window", required_argument, 0, 2},     {"steps", required_argument, 0, 3},
-        {"ttt", required_argument, 0, 4},        {"warmup", required_argument, 0, 5},
-        {"save-every", required_argument, 0, 6}, {"eval-every", required_argument, 0, 7},
-        {"lr", required_argument, 0, 8},         {"clip", required_argument, 0, 9},
-        {"bytes", required_argument, 0, 10},     {"eval-steps", required_argument, 0, 11},
-        {"dump", required_argument, 0, 12},      {0, 0, 0, 0}};
+    static const struct option lo[] = {{"model", required_argument, 0, 'm'},
+                                       {"output", required_argument, 0, 'o'},
+                                       {"text", required_argument, 0, 'f'},
+                                       {"ckpt", required_argument, 0, 'c'},
+                                       {"eval", required_argument, 0, 'e'},
+                                       {"vd", required_argument, 0, 1},
+                                       {"window", required_argument, 0, 2},
+                                       {"steps", required_argument, 0, 3},
+                                       {"ttt", required_argument, 0, 4},
+                                       {"warmup", required_argument, 0, 5},
+                                       {"save-every", required_argument, 0, 6},
+                                       {"eval-every", required_argument, 0, 7},
+                                       {"lr", required_argument, 0, 8},
+                                       {"clip", required_argument, 0, 9},
+                                       {"bytes", required_argument, 0, 10},
+                                       {"eval-steps", required_argument, 0, 11},
+                                       {"dump", required_argument, 0, 12},
+                                       {"init-head", no_argument, 0, 13},
+                                       {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:o:f:c:e:k:", lo, NULL)) != -1) {
@@ -385,6 +395,9 @@ int cmd_train(int argc, char **argv) {
         case 12:
             dumpf = optarg;
             break;
+        case 13:
+            init_head = 1;
+            break;
         default:
             as_die("train: bad option (see as-draft --help)");
         }
@@ -423,6 +436,14 @@ int cmd_train(int argc, char **argv) {
         used = vocab_from_tokens(ids, (size_t)n_win * T, V, vd);
     }
     struct as_draft *d = as_draft_new_random(m, vd, used, 1234);
+    if (init_head) { /* start from the target's head: lm_head rows of the draft vocabulary and
+                      * the final norm, so step 0 begins at the target's readout of h2 */
+        int H = m->cfg.hidden;
+        for (int j = 0; j < vd; j++)
+            memcpy(d->lm_head + (size_t)j * H, m->lm_head + (size_t)used[j] * H,
+                   (size_t)H * sizeof(float));
+        memcpy(d->norm, m->norm, (size_t)H * sizeof(float));
+    }
     unsigned char *t2d = as_xcalloc((size_t)V, 1);
     for (int j = 0; j < vd; j++)
         t2d[used[j]] = 1;
