@@ -59,8 +59,8 @@ static void usage(FILE *f) {
             "      --arenas X        sherry Arenas peak lambda (default 0: off)\n"
             "      --steps N         optimizer steps (required)\n"
             "      --seq T           tokens per window (default 256)\n"
-            "      --batch B         windows per optimizer step (default 8)\n"
-            "      --accum A         micro-batches of B/A windows (default 1)\n"
+            "      --batch B         windows per optimizer step (default 8): their gradients\n"
+            "                        accumulate one window at a time (memory of one window)\n"
             "      --lr X            peak learning rate (default 1e-3)\n"
             "      --sched S         constant, linear, cosine, wsd (default cosine)\n"
             "      --warmup X        warmup steps, or a fraction of --steps if < 1 (default 0.05)\n"
@@ -86,7 +86,7 @@ static void usage(FILE *f) {
 
 struct opts {
     const char *model, *teacher, *data, *out, *codes, *state, *log, *svg;
-    int scheme, group, steps, seq, batch, accum, sched, kd, save_every, resume, stop_after, peak;
+    int scheme, group, steps, seq, batch, sched, kd, save_every, resume, stop_after, peak;
     double lambda, arenas, lr, warmup, decay, min_lr, wd, clip, w_ce, w_kd;
     uint64_t seed;
 };
@@ -110,12 +110,12 @@ static char *config_string(const struct opts *o) {
     size_t n = 0;
     FILE *f = open_memstream(&s, &n);
     fprintf(f,
-            "scheme=%s group=%d lambda=%.9g arenas=%.9g steps=%d seq=%d batch=%d accum=%d "
+            "scheme=%s group=%d lambda=%.9g arenas=%.9g steps=%d seq=%d batch=%d "
             "lr=%.9g sched=%s warmup=%.9g decay=%.9g min_lr=%.9g wd=%.9g clip=%.9g w_ce=%.9g "
             "w_kd=%.9g kd=%s seed=%" PRIu64 " teacher=%s",
             as_fq_info(o->scheme)->name, o->group, o->lambda, o->arenas, o->steps, o->seq, o->batch,
-            o->accum, o->lr, as_sched_name(o->sched), o->warmup, o->decay, o->min_lr, o->wd,
-            o->clip, o->w_ce, o->w_kd, as_kd_name(o->kd), o->seed, o->teacher ? "yes" : "no");
+            o->lr, as_sched_name(o->sched), o->warmup, o->decay, o->min_lr, o->wd, o->clip, o->w_ce,
+            o->w_kd, as_kd_name(o->kd), o->seed, o->teacher ? "yes" : "no");
     fclose(f);
     return s;
 }
@@ -282,7 +282,6 @@ int main(int argc, char **argv) {
                      .group = INT32_MIN,
                      .seq = 256,
                      .batch = 8,
-                     .accum = 1,
                      .sched = AS_SCHED_COSINE,
                      .kd = AS_KD_KL,
                      .save_every = 100,
@@ -295,23 +294,18 @@ int main(int argc, char **argv) {
                      .w_kd = -1,
                      .seed = 1};
     int threads = 0;
-    static const struct option lo[] = {{"model", 1, 0, 'm'},  {"teacher", 1, 0, 't'},
-                                       {"data", 1, 0, 'd'},   {"out", 1, 0, 'o'},
-                                       {"codes", 1, 0, 1},    {"scheme", 1, 0, 2},
-                                       {"group", 1, 0, 3},    {"lambda", 1, 0, 4},
-                                       {"arenas", 1, 0, 5},   {"steps", 1, 0, 6},
-                                       {"seq", 1, 0, 7},      {"batch", 1, 0, 8},
-                                       {"accum", 1, 0, 9},    {"lr", 1, 0, 10},
-                                       {"sched", 1, 0, 11},   {"warmup", 1, 0, 12},
-                                       {"decay", 1, 0, 13},   {"min-lr", 1, 0, 14},
-                                       {"wd", 1, 0, 15},      {"clip", 1, 0, 16},
-                                       {"w-ce", 1, 0, 17},    {"w-kd", 1, 0, 18},
-                                       {"kd", 1, 0, 19},      {"seed", 1, 0, 20},
-                                       {"state", 1, 0, 21},   {"save-every", 1, 0, 22},
-                                       {"resume", 0, 0, 23},  {"stop-after", 1, 0, 24},
-                                       {"log", 1, 0, 25},     {"svg", 1, 0, 26},
-                                       {"threads", 1, 0, 27}, {"speed", 0, 0, 28},
-                                       {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
+    static const struct option lo[] = {
+        {"model", 1, 0, 'm'},     {"teacher", 1, 0, 't'}, {"data", 1, 0, 'd'},
+        {"out", 1, 0, 'o'},       {"codes", 1, 0, 1},     {"scheme", 1, 0, 2},
+        {"group", 1, 0, 3},       {"lambda", 1, 0, 4},    {"arenas", 1, 0, 5},
+        {"steps", 1, 0, 6},       {"seq", 1, 0, 7},       {"batch", 1, 0, 8},
+        {"lr", 1, 0, 10},         {"sched", 1, 0, 11},    {"warmup", 1, 0, 12},
+        {"decay", 1, 0, 13},      {"min-lr", 1, 0, 14},   {"wd", 1, 0, 15},
+        {"clip", 1, 0, 16},       {"w-ce", 1, 0, 17},     {"w-kd", 1, 0, 18},
+        {"kd", 1, 0, 19},         {"seed", 1, 0, 20},     {"state", 1, 0, 21},
+        {"save-every", 1, 0, 22}, {"resume", 0, 0, 23},   {"stop-after", 1, 0, 24},
+        {"log", 1, 0, 25},        {"svg", 1, 0, 26},      {"threads", 1, 0, 27},
+        {"speed", 0, 0, 28},      {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "m:t:d:o:h", lo, NULL)) != -1) {
         switch (c) {
@@ -351,9 +345,6 @@ int main(int argc, char **argv) {
             break;
         case 8:
             o.batch = as_arg_int(optarg);
-            break;
-        case 9:
-            o.accum = as_arg_int(optarg);
             break;
         case 10:
             o.lr = as_arg_double(optarg);
@@ -426,9 +417,8 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    if (o.seq < 2 || o.batch < 1 || o.accum < 1 || o.batch % o.accum)
-        as_die("--seq %d --batch %d --accum %d: need seq >= 2 and accum dividing batch", o.seq,
-               o.batch, o.accum);
+    if (o.seq < 2 || o.batch < 1)
+        as_die("--seq %d --batch %d: need seq >= 2 and batch >= 1", o.seq, o.batch);
     if (o.resume && !o.state) as_die("--resume needs --state FILE");
     if (o.w_kd < 0) o.w_kd = o.teacher ? 1 : 0;
     if (o.w_kd > 0 && !o.teacher) as_die("--w-kd %g needs a --teacher", o.w_kd);
