@@ -243,19 +243,28 @@ static void write_codes(const char *path, const struct as_model *m, struct as_fq
 /* sgemm GFLOP/s on a [T, hidden] x [hidden, intermediate] product (the shape of gate/up), with
  * the run's thread count, repeated for at least 0.3 s: the peak a training step is measured
  * against. */
-static double sgemm_peak(int T, int K, int N) {
+static double cpu_now(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec * 1e-6;
+}
+
+/* Also *per_cpu: GFLOP per CPU-second of this process (robust to a shared machine's load). */
+static double sgemm_peak(int T, int K, int N, double *per_cpu) {
     float *a = as_xcalloc((size_t)T * K, 4), *b = as_xcalloc((size_t)K * N, 4);
     float *c = as_xmalloc((size_t)T * N * 4);
     for (size_t i = 0; i < (size_t)T * K; i++)
         a[i] = (float)(i % 7) * 0.1f;
     for (size_t i = 0; i < (size_t)K * N; i++)
         b[i] = (float)(i % 5) * 0.1f;
-    double t0 = now_s(), el;
+    double t0 = now_s(), c0 = cpu_now(), el;
     long reps = 0;
     do {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, N, K, 1.0f, a, K, b, K, 0.0f, c, N);
         reps++;
     } while ((el = now_s() - t0) < 0.3);
+    *per_cpu = 2.0 * T * K * N * reps / (cpu_now() - c0) / 1e9;
     free(a), free(b), free(c);
     return 2.0 * T * K * N * reps / el / 1e9;
 }
@@ -510,13 +519,8 @@ int main(int argc, char **argv) {
     if (o.log && !(logf = fopen(o.log, step > 0 ? "a" : "w")))
         as_die("%s: cannot open: %s", o.log, strerror(errno));
     rows = as_xcalloc((size_t)o.steps, sizeof *rows);
-    double peak0 = o.peak ? sgemm_peak(T, m->cfg.hidden, m->cfg.intermediate) : 0, cpu0 = 0;
-    if (o.peak) {
-        struct rusage ru;
-        getrusage(RUSAGE_SELF, &ru);
-        cpu0 = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + ru.ru_stime.tv_sec +
-               ru.ru_stime.tv_usec * 1e-6;
-    }
+    double pc0 = 0, peak0 = o.peak ? sgemm_peak(T, m->cfg.hidden, m->cfg.intermediate, &pc0) : 0;
+    double cpu0 = cpu_now();
     int64_t start_step = step, last_saved = step;
     int have_state = step > 0; /* resumed from one */
     double t0 = now_s();
@@ -588,18 +592,20 @@ int main(int argc, char **argv) {
         double el = now_s() - t0, fl = step_flops(m, T, teacher != NULL) * o.batch;
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
-        double cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + ru.ru_stime.tv_sec +
-                     ru.ru_stime.tv_usec * 1e-6 - cpu0;
+        double cpu = cpu_now() - cpu0, pc1;
         /* the better of a measurement before and after training (a shared machine's load
          * moves both; the peak is what the machine gives at best) */
-        double peak = fmax(peak0, sgemm_peak(T, m->cfg.hidden, m->cfg.intermediate));
+        double peak = fmax(peak0, sgemm_peak(T, m->cfg.hidden, m->cfg.intermediate, &pc1));
+        double total = fl * (double)(step - start_step) / 1e9, pcpu = fmax(pc0, pc1);
         printf("{\"steps\":%" PRId64
                ",\"tokens\":%ld,\"seq\":%d,\"seconds\":%.3f,\"tok_per_s\":%.1f,"
                "\"gflop_s\":%.2f,\"sgemm_peak_gflop_s\":%.2f,\"fraction_of_peak\":%.3f,"
-               "\"cpu_seconds\":%.3f,\"peak_rss_mib\":%.1f}\n",
+               "\"cpu_seconds\":%.3f,\"gflop_per_cpu_s\":%.2f,\"sgemm_gflop_per_cpu_s\":%.2f,"
+               "\"fraction_of_peak_cpu\":%.3f,\"peak_rss_mib\":%.1f}\n",
                step - start_step, tokens_run, T, el, tokens_run / el,
                fl * (double)(step - start_step) / el / 1e9, peak,
-               fl * (double)(step - start_step) / el / 1e9 / peak, cpu, ru.ru_maxrss / 1024.0);
+               fl * (double)(step - start_step) / el / 1e9 / peak, cpu, total / cpu, pcpu,
+               total / cpu / pcpu, ru.ru_maxrss / 1024.0);
     }
     if (o.svg) write_svg(o.svg, rows, (int)step);
     if (step == o.steps && o.codes) write_codes(o.codes, m, &fm);
