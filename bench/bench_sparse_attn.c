@@ -130,10 +130,27 @@ int main(int argc, char **argv) {
             float *k = malloc(sizeof(float) * (size_t)L * G * hd);
             float *v = malloc(sizeof(float) * (size_t)L * G * hd);
             float *o = malloc(sizeof(float) * (size_t)L * H * hd);
-            for (size_t i = 0; i < (size_t)L * H * hd; i++)
-                q[i] = urand() + 0.3f * sinf(0.001f * (float)(i / (H * hd)) * (1 + i % 7));
+            /* heads shaped like a trained model's: a RoPE-like positional code shared by q
+             * and k (attention peaks at the diagonal and decays: locality), four sink keys
+             * every query sees, noise; random values */
+            for (int i = 0; i < L; i++) {
+                for (int c = 0; c < hd / 2; c++) {
+                    float w = powf(10000.0f, -2.0f * c / hd), cs = cosf(w * i), sn = sinf(w * i);
+                    for (int h = 0; h < H; h++) {
+                        float *qi = q + ((size_t)i * H + h) * hd;
+                        qi[2 * c] = 1.2f * cs + 0.5f * urand(),
+                               qi[2 * c + 1] = 1.2f * sn + 0.5f * urand();
+                        if (c == 0) qi[0] += 5.0f;
+                    }
+                    for (int g = 0; g < G; g++) {
+                        float *ki = k + ((size_t)i * G + g) * hd;
+                        ki[2 * c] = 1.2f * cs + 0.5f * urand(),
+                               ki[2 * c + 1] = 1.2f * sn + 0.5f * urand();
+                        if (c == 0 && i < 4) ki[0] += 5.0f;
+                    }
+                }
+            }
             for (size_t i = 0; i < (size_t)L * G * hd; i++)
-                k[i] = urand() + 0.3f * sinf(0.001f * (float)(i / (G * hd)) * (1 + i % 7)),
                 v[i] = urand();
             struct as_attn_args a = {q, k,  v,      o,      L,      0,      H,
                                      G, hd, H * hd, G * hd, H * hd, 0.125f, NULL};

@@ -1,0 +1,37 @@
+#!/usr/bin/env python3
+"""Tables of bench/sparse.sh's results (markdown): SmolLM2 PPL/KLD vs dense per context, and
+passkey retrieval per length and method (exact matches over depths, mean prefill time = TTFT,
+mean density). usage: sparse_report.py RESULTS_DIR"""
+import collections
+import os
+import sys
+
+d = sys.argv[1] if len(sys.argv) > 1 else "bench/results"
+ppl = os.path.join(d, "sparse-ppl.tsv")
+if os.path.exists(ppl):
+    rows = [l.rstrip("\n").split("\t") for l in open(ppl) if l.strip()]
+    dense = {r[0]: float(r[4]) for r in rows if r[1] == "dense"}
+    print("| ctx | method | PPL | KLD vs dense | window forward s | speedup | density |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        sp = dense.get(r[0], 0) / float(r[4]) if float(r[4]) > 0 else 0
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {sp:.2f} | {r[5]} |")
+    print()
+pk = os.path.join(d, "sparse-passkey.tsv")
+if os.path.exists(pk):
+    acc = collections.OrderedDict()
+    for l in open(pk):
+        if not l.strip():
+            continue
+        ln, depth, m, key, got, ok, pre, dens = l.rstrip("\n").split("\t")
+        a = acc.setdefault((ln, m), [0, 0, [], [], []])
+        a[0] += int(ok)
+        a[1] += 1
+        a[2].append(float(pre or 0))
+        a[3].append(float(dens or 1))
+        a[4].append(depth + ("+" if ok == "1" else "-"))
+    print("| length | method | retrieved | depths (+ found) | mean TTFT s | mean density |")
+    print("|---|---|---|---|---|---|")
+    for (ln, m), a in acc.items():
+        print(f"| {ln} | {m} | {a[0]}/{a[1]} | {' '.join(a[4])} | {sum(a[2]) / len(a[2]):.1f} | "
+              f"{sum(a[3]) / len(a[3]):.3f} |")
