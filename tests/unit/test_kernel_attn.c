@@ -170,13 +170,22 @@ static struct as_block_mask random_mask(int H, int T, int B, double density, int
     return m;
 }
 
+/* Under valgrind (tests/run VALGRIND=1, ~50x slower) the sparse sweep takes two block sizes and
+ * two densities: memory errors show on any shape, the full sweep runs natively and under ASan. */
+static int under_valgrind(void) {
+    const char *e = getenv("VALGRIND");
+    return e && !strcmp(e, "1");
+}
+
 static void test_sparse(void **st) {
     (void)st;
     static const int blocks[] = {16, 32, 64, 128};
     static const double dens[] = {0.0, 0.2, 0.6, 1.0};
+    int vg = under_valgrind();
     for (size_t b = 0; b < 4; b++)
         for (size_t d = 0; d < 4; d++)
             for (int diag = 0; diag < 2; diag++) {
+                if (vg && (b % 2 || d % 2)) continue;
                 int T = 3 * blocks[b] + 7;
                 struct prob p = make(T, 0, 4, 2, 64, 7 * b + d);
                 struct as_block_mask m = random_mask(4, T, blocks[b], dens[d], diag, b * 31 + d);
