@@ -11,8 +11,9 @@ usage: formats.py REPORT.json TEXT CTX TOKDIR SPEC...
         awq:NAME:DIR       AWQ GEMM: transformers (ppl) and GPTQModel.load (ppl_gptqmodel)
         dense:NAME:DIR     a plain checkpoint (ppl)
         ds:NAME:DIR:FQDIR  DeepSeek FP8: transformers' dequantized weights against FQDIR
-Perplexity follows as-eval --score all (as consumer_transformers.py): TEXT tokenized whole with
-BOS by TOKDIR/tokenizer.json, windows of CTX tokens whose first token is BOS.
+Perplexity follows as-eval --score all (as consumer_transformers.py): TEXT tokenized whole by
+TOKDIR/tokenizer.json (BOS first where its post-processor adds one), windows of CTX tokens whose
+first token is then BOS; every position but the last predicts the next token.
 A check that raises records {"error": "..."} under its NAME.
 """
 import functools
@@ -60,7 +61,8 @@ def perplexity(model, ids, ctx, bos):
     with torch.no_grad():
         for c in range(len(ids) // ctx):
             window = list(ids[c * ctx:(c + 1) * ctx])
-            window[0] = bos
+            if bos is not None:  # as-eval: a model that adds BOS gets it at every window start
+                window[0] = bos
             logits = model(torch.tensor([window])).logits[0].double()
             lp = torch.log_softmax(logits, dim=-1)
             targets = torch.tensor(ids[c * ctx + 1:(c + 1) * ctx])
@@ -156,11 +158,14 @@ def check_ds(d, fq, ids, ctx, bos):
 
 def main():
     out, text, ctx, tokdir = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-    tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(tokdir, "tokenizer.json"),
-                                  bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    ids = tok(read_text(text)).input_ids
-    bos = ids[0]
-    report = {"tokens": len(ids)}
+    tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(tokdir, "tokenizer.json"))
+    body = read_text(text)
+    ids = tok(body).input_ids  # tokenizer.json's post-processor adds BOS where the model does
+    plain = tok(body, add_special_tokens=False).input_ids
+    bos = ids[0] if len(ids) == len(plain) + 1 and ids[1:] == plain else None
+    if bos is None and ids != plain:
+        raise SystemExit("formats.py: the post-processor adds more than a BOS")
+    report = {"tokens": len(ids), "bos": bos}
     for spec in sys.argv[5:]:
         kind, name, d, *rest = spec.split(":")
         try:

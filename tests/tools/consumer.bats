@@ -4,9 +4,9 @@
 # compute what our engine computes: same token ids, the greedy test vector, and the perplexity of
 # as-eval --score all within 1e-4 relative. tests/tools/consumer_transformers.py runs every check
 # in one Python process; docs/consumers.md has the numbers and the install.
-# Python: .venv-consumer/bin/python3 (tests/requirements-consumer.txt, `make deps CONSUMER=1`,
-# about 3 GB). Opt-in: without that venv every test skips with a reason starting "optional:"
-# (tests/run accepts those), unless AS_REQUIRE_CONSUMER=1, which makes its absence a failure.
+# Python: .venv-consumer/bin/python3 (tests/requirements-consumer.txt, about 3 GB; `make deps`
+# installs it). Without that venv every test skips with a reason starting "optional:" (tests/run
+# accepts those), unless AS_REQUIRE_CONSUMER=1 (make check), which makes its absence a failure.
 # Once the venv exists, a package of requirements-consumer.txt missing from it, the C tokenizer
 # driver missing or a consumer crash is a failure, never a skip.
 
@@ -25,9 +25,9 @@ setup_file() {
     local PY=$ROOT/.venv-consumer/bin/python3
     if [ ! -x "$PY" ]; then
         if [ "${AS_REQUIRE_CONSUMER:-0}" = 1 ]; then
-            export CONSUMER_MISSING="AS_REQUIRE_CONSUMER=1 but $PY does not exist (make deps CONSUMER=1)"
+            export CONSUMER_MISSING="AS_REQUIRE_CONSUMER=1 but $PY does not exist (make deps)"
         else
-            export CONSUMER_SKIP="optional: .venv-consumer absent (make deps CONSUMER=1 installs transformers + torch, ~3 GB; AS_REQUIRE_CONSUMER=1 makes this a failure)"
+            export CONSUMER_SKIP="optional: .venv-consumer absent (make deps installs transformers + torch, ~3 GB; AS_REQUIRE_CONSUMER=1 (make check) makes this a failure)"
         fi
         return 0
     fi

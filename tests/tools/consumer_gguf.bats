@@ -10,8 +10,8 @@
 #  - perplexity: transformers on the imported directory equals as-eval's within 1e-5 relative,
 #    and transformers on the GGUF gives the same logits as on our directory.
 # tests/tools/consumer_gguf.py does the transformers side in one process; docs/consumers.md.
-# Python: .venv-consumer (tests/requirements-consumer.txt, `make deps CONSUMER=1`). Opt-in:
-# without that venv every test skips "optional: ...", unless AS_REQUIRE_CONSUMER=1, which makes
+# Python: .venv-consumer (tests/requirements-consumer.txt, `make deps`; `make check` requires it).
+# Without that venv every test skips "optional: ...", unless AS_REQUIRE_CONSUMER=1, which makes
 # its absence a failure. Once the venv exists, anything missing (a package, the C tokenizer
 # driver, the SmolLM2 GGUF) or a consumer crash is a failure, never a skip.
 
@@ -33,9 +33,9 @@ setup_file() {
     export AS_PROGRESS=0
     if [ ! -x "$PY" ]; then
         if [ "${AS_REQUIRE_CONSUMER:-0}" = 1 ]; then
-            export CONSUMER_MISSING="AS_REQUIRE_CONSUMER=1 but $PY does not exist (make deps CONSUMER=1)"
+            export CONSUMER_MISSING="AS_REQUIRE_CONSUMER=1 but $PY does not exist (make deps)"
         else
-            export CONSUMER_SKIP="optional: .venv-consumer absent (make deps CONSUMER=1 installs transformers + torch + gguf, ~3 GB; AS_REQUIRE_CONSUMER=1 makes this a failure)"
+            export CONSUMER_SKIP="optional: .venv-consumer absent (make deps installs transformers + torch + gguf, ~3 GB; AS_REQUIRE_CONSUMER=1 makes this a failure)"
         fi
         return 0
     fi
