@@ -74,7 +74,11 @@ passkey)
                 sp=(); [ "$m" = dense ] || sp=(--sparse-attn "$m")
                 out=$("$BIN/as-gen" -m "$MODEL" -p "$(cat "$prompt")" -n "$len" -v "${sp[@]}" \
                       2> "$OUT/sparse-cache/gen.err")
-                got=$(printf '%s' "${out##*The pass key is}" | tr -cd '0-9' | head -c 5)
+                # the answer: the first number generated after the question (the prompt holds
+                # the question once; the model may go on repeating "The pass key is")
+                gen=${out##*What is the pass key? The pass key is}
+                printf '%s\n' "$gen" > "$OUT/sparse-cache/gen-$len-$depth-${m//[^a-z0-9_]/_}.txt"
+                got=$(printf '%s' "$gen" | grep -o '[0-9][0-9]*' | head -1 || true)
                 pre=$(sed -n 's/.*prefill of [0-9]* tokens in \([0-9.]*\) s.*/\1/p' "$OUT/sparse-cache/gen.err")
                 dens=$(sed -n 's/.*sparse density \([0-9.]*\).*/\1/p' "$OUT/sparse-cache/gen.err")
                 printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$len" "$depth" "$m" "$key" "${got:-none}" \
