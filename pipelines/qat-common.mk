@@ -10,7 +10,8 @@
 #   DATA       training text                                                 (required)
 #   OUT        output directory (default out/qat-$(SCHEME))
 #   EVAL_TEXT  evaluation text (default: no evaluation); EVAL_BYTES EVAL_CTX (all, 256)
-#   STEPS SEQ BATCH LR SCHED WARMUP CLIP W_CE W_KD KD SEED GROUP   as-qat options
+#   STEPS SEQ BATCH LR SCHED WARMUP CLIP W_CE W_KD KD SEED GROUP   as-qat options; the default
+#              loss is KL to the teacher only (W_CE=0): the lowest KLD on stories260K (docs/qat.md)
 #   QAT_OPTS   more as-qat options (e.g. --arenas 1, --lambda 1e-3, --threads 2)
 #   SAVE_EVERY STOP_AFTER                                                    (100, none)
 #   BIN        directory of the as-* programs (default: bin/ of this checkout)
@@ -26,7 +27,7 @@ LR         ?= 1e-3
 SCHED      ?= cosine
 WARMUP     ?= 0.05
 CLIP       ?= 1
-W_CE       ?= 1
+W_CE       ?= $(if $(TEACHER),0,1)
 W_KD       ?= $(if $(TEACHER),1,0)
 KD         ?= kl
 SEED       ?= 1
