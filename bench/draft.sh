@@ -65,7 +65,7 @@ cp "$WORK/train.log" bench/results/draft-train.log
 out=bench/results/draft.txt
 {
     echo "# SmolLM2-135M-Instruct + Eagle3 draft (as-draft), $(date -u +%F), $THREADS threads"
-    echo "# training: $(jq -s -r '[.[] | select(.tokens)] | last | "\(.step) steps, \(.tokens) tokens, \(.wall_s) s"' "$WORK/train.log")"
+    echo "# training: $(jq -s -r '[.[] | select(.loss)] | last | "\(.step) steps, \(.tokens) tokens, \(.wall_s) s"' "$WORK/train.log")"
     echo "# best AL during training (k=2, selection prompts): $(jq -s -r '[.[] | select(.al) | .al] | max' "$WORK/train.log")"
     printf '%-7s %-5s %-2s %-6s %-28s %-9s %-9s %-8s %s\n' domain temp k AL accept_pos \
         tok/s plain speedup identical
