@@ -6,6 +6,7 @@
 #   ppl     SmolLM2-135M perplexity and KLD vs dense, first window of wiki.test.raw at CTXS
 #   passkey RULER-style passkey retrieval at PK_LENS x PK_DEPTHS, exact match, with the prefill
 #           time (TTFT) and density of each run
+#   report  the PPL/KLD and passkey tables (bench/sparse_report.py)
 # Resumable: every finished measurement is a line of bench/results/sparse-*.tsv and is skipped
 # when the script runs again (delete the file to measure again). PARTS selects the parts.
 set -euo pipefail
@@ -17,7 +18,7 @@ PY=${PY:-.venv/bin/python3}
 OUT=bench/results
 MODEL=${MODEL:-/tmp/smol}
 THREADS=${THREADS:-2}
-PARTS=${PARTS:-attn needle ppl passkey}
+PARTS=${PARTS:-attn needle ppl passkey report}
 METHODS=${METHODS:-a_shape vertical_and_slash:vertical=1000,slash=2048 xattention flexprefill stem}
 CTXS=${CTXS:-4096 8192}
 PK_LENS=${PK_LENS:-2048 4096 8192}
@@ -87,6 +88,7 @@ passkey)
             done
         done
     done ;;
+report) $PY bench/sparse_report.py "$OUT" ;;
 *) echo "unknown part $part" >&2; exit 2 ;;
 esac
 done
