@@ -42,8 +42,8 @@ static void usage(FILE *f) {
            "                        group, GGUF Q4_1's x = d*q + m, searched on the same weighted\n"
            "                        error (rtn: unweighted); only -f gguf stores it as blocks\n"
            "  -m, --method M        gptq (default), gptaq (needs gptaq-dxx records), rtn\n"
-           "      --ternary F       with --method rtn: ternary / 2-bit RTN for as-pack -f F, F one\n"
-           "                        of tq1_0 tq2_0 i2_s seq2 sherry (docs/ternary.md)\n"
+           "      --ternary F       with -m rtn: ternary / 2-bit RTN for as-pack -f F\n"
+           "                        (tq1_0 tq2_0 i2_s seq2 sherry; docs/ternary.md)\n"
            "      --report FILE     JSON lines per layer: loss, damping, time\n"
            "      --json            print a summary JSON report on stderr at the end\n"
            "  -h, --help\n");
@@ -151,8 +151,7 @@ static int quantize_one(struct gptq_tool *t, struct pending_weight *pw) {
             return as_fail_prefix("tensor %s.weight: ", pw->prefix);
         }
         json_object_set_new(attrs, "method", json_string("rtn"));
-        json_object_set_new(attrs, "ternary",
-                            json_string(as_tern_layouts[t->ternary - 1].name));
+        json_object_set_new(attrs, "ternary", json_string(as_tern_layouts[t->ternary - 1].name));
     } else if (t->rtn) {
         struct quant_int_params p = {t->o.bits, t->o.group_size, t->o.sym};
         /* float minimum without a Hessian: the unweighted error, d and m evaluated in fp16 */

@@ -297,8 +297,8 @@ struct packer {
     enum as_dtype mdtype, scale_dtype;
     int verify;
     int have_l0;
-    struct as_qlinear l0; /* the scheme of the first layer (no arrays) */
-    int any_perm;         /* compressed-tensors: some layer has a permuted g_idx */
+    struct as_qlinear l0;  /* the scheme of the first layer (no arrays) */
+    int any_perm;          /* compressed-tensors: some layer has a permuted g_idx */
     enum as_tern_fmt tern; /* FMT_TERN */
     int n_packed, n_fallback;
 };
@@ -387,9 +387,9 @@ static int pack_linear(struct packer *p, const char *prefix, const struct as_qli
     held.status[ti] = T_QUANTIZED;
     push_str(&held.quantized, &held.n_quantized, prefix);
     int trivial = as_qlinear_gidx_is_trivial(l);
-    int packable = p->fmt == FMT_GPTQ  ? as_gptq_packable(l, why, sizeof why)
-                   : p->fmt == FMT_CT  ? as_ct_packable(l, why, sizeof why)
-                   : p->fmt == FMT_AWQ ? as_awq_packable(l, why, sizeof why)
+    int packable = p->fmt == FMT_GPTQ   ? as_gptq_packable(l, why, sizeof why)
+                   : p->fmt == FMT_CT   ? as_ct_packable(l, why, sizeof why)
+                   : p->fmt == FMT_AWQ  ? as_awq_packable(l, why, sizeof why)
                    : p->fmt == FMT_TERN ? as_tern_packable(p->tern, l, why, sizeof why)
                                         : 0;
     if (packable) {
