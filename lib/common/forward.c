@@ -15,6 +15,7 @@
 
 #include "as_error.h"
 #include "kernel_attn.h"
+#include "qlinear.h"
 
 /* ---- worker threads for single-token decode ----------------------------------------------------
  * A decode step is ~200 small matvecs (a few hundred KB of weights each): too small for
@@ -526,6 +527,23 @@ static void linear(const struct as_run_state *s, float *out, const float *x, con
     as_op_linear(out, x, W, bias, T, cols, rows);
 }
 
+/* A linear of an as-ternary checkpoint through the packed int8 kernels when AS_TERNARY_KERNELS=1
+ * (qlinear.h, docs/ternary.md), else linear() on the f32 weights. */
+static void lin_packed(const struct as_run_state *s, const struct as_layer_weights *L,
+                       enum as_linear w, float *out, const float *x, const float *bias, int T,
+                       int cols, int rows) {
+    if (L->packed[w] && as_qlin_enabled())
+        as_qlin_apply(L->packed[w], x, T, out, bias);
+    else
+        linear(s, out, x, L->w[w], bias, T, cols, rows);
+}
+static int packed_group(const struct as_layer_weights *L, enum as_linear a, enum as_linear b) {
+    if (!as_qlin_enabled()) return 0;
+    for (int w = a; w <= (int)b; w++)
+        if (L->packed[w]) return 1;
+    return 0;
+}
+
 static void hook(const struct as_hooks *hk, int l, enum as_linear_group g, const float *x, int T,
                  int d) {
     if (hk && hk->on_linear_input) hk->on_linear_input(hk->ctx, l, g, x, T, d);
@@ -548,7 +566,11 @@ void as_layer_attention(const struct as_model *m, const struct as_layer_weights 
 
     hook(hk, l, AS_GROUP_ATTN_QKV, xn, T, D);
     const float *xq = qin(s, l, AS_GROUP_ATTN_QKV, xn, T, D);
-    if (T == 1 || s->rowwise) {
+    if (packed_group(L, AS_LIN_Q, AS_LIN_V)) {
+        lin_packed(s, L, AS_LIN_Q, s->q, xq, L->bq, T, D, qd);
+        lin_packed(s, L, AS_LIN_K, s->k, xq, L->bk, T, D, kvd);
+        lin_packed(s, L, AS_LIN_V, s->v, xq, L->bv, T, D, kvd);
+    } else if (T == 1 || s->rowwise) {
         struct matvec a = {.n = 3,
                            .cols = D,
                            .T = T,
@@ -573,7 +595,7 @@ void as_layer_attention(const struct as_model *m, const struct as_layer_weights 
     if (s->on_kv) s->on_kv(s->kvctx, l, kc + (size_t)pos0 * kvd, vc + (size_t)pos0 * kvd, T, kvd);
     attention(c, s, kc, vc, T, pos0, l);
     hook(hk, l, AS_GROUP_ATTN_O, s->att_out, T, qd);
-    linear(s, out, qin(s, l, AS_GROUP_ATTN_O, s->att_out, T, qd), L->w[AS_LIN_O], NULL, T, qd, D);
+    lin_packed(s, L, AS_LIN_O, out, qin(s, l, AS_GROUP_ATTN_O, s->att_out, T, qd), NULL, T, qd, D);
 }
 
 void as_layer_mlp(const struct as_model *m, const struct as_layer_weights *L,
@@ -583,7 +605,10 @@ void as_layer_mlp(const struct as_model *m, const struct as_layer_weights *L,
     int D = c->hidden, FF = c->intermediate;
     hook(hk, l, AS_GROUP_MLP_GATE_UP, xn, T, D);
     const float *xq = qin(s, l, AS_GROUP_MLP_GATE_UP, xn, T, D);
-    if (T == 1 || s->rowwise) {
+    if (packed_group(L, AS_LIN_GATE, AS_LIN_UP)) {
+        lin_packed(s, L, AS_LIN_GATE, s->hb, xq, NULL, T, D, FF);
+        lin_packed(s, L, AS_LIN_UP, s->hb2, xq, NULL, T, D, FF);
+    } else if (T == 1 || s->rowwise) {
         struct matvec a = {
             .n = 2,
             .cols = D,
@@ -597,7 +622,7 @@ void as_layer_mlp(const struct as_model *m, const struct as_layer_weights *L,
     }
     as_op_swiglu(s->hb, s->hb2, (size_t)T * FF);
     hook(hk, l, AS_GROUP_MLP_DOWN, s->hb, T, FF);
-    linear(s, out, qin(s, l, AS_GROUP_MLP_DOWN, s->hb, T, FF), L->w[AS_LIN_DOWN], NULL, T, FF, D);
+    lin_packed(s, L, AS_LIN_DOWN, out, qin(s, l, AS_GROUP_MLP_DOWN, s->hb, T, FF), NULL, T, FF, D);
 }
 
 /* One decoder layer on s->x[T, hidden]. */

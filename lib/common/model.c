@@ -10,6 +10,7 @@
 
 #include "as_error.h"
 #include "dtype.h"
+#include "qlinear.h"
 #include "quant_load.h"
 
 /* ---- config.json ---------------------------------------------------------------------------- */
@@ -430,6 +431,8 @@ struct as_model *as_model_load(const char *dir) {
             as_linear_tensor_name(l, w, name, sizeof name);
             L->w[w] = as_xmalloc((size_t)rows * cols * sizeof(float));
             if (load_linear(m, ck, name, rows, cols, L->w[w]) != 0) goto fail;
+            if (!strcmp(m->cfg.quant_method, "as-ternary"))
+                L->packed[w] = as_qlin_open(ck, name, rows, cols);
         }
         if (c->qkv_bias) {
             float **b[3] = {&L->bq, &L->bk, &L->bv};
@@ -462,8 +465,10 @@ void as_model_free(struct as_model *m) {
             struct as_layer_weights *L = &m->layers[l];
             free(L->attn_norm), free(L->ffn_norm), free(L->bq), free(L->bk), free(L->bv);
             free(L->q_norm), free(L->k_norm);
-            for (int w = 0; w < AS_LIN_COUNT; w++)
+            for (int w = 0; w < AS_LIN_COUNT; w++) {
                 free(L->w[w]);
+                as_qlin_free(L->packed[w]);
+            }
         }
         free(m->layers);
     }

@@ -59,6 +59,9 @@ struct as_layer_weights {
     float *w[AS_LIN_COUNT];      /* [out, in] row-major (HF nn.Linear layout) */
     float *bq, *bk, *bv;         /* qwen2 biases, else NULL */
     float *q_norm, *k_norm;      /* qwen3 [head_dim], else NULL */
+    /* as-ternary checkpoints: the packed layer (struct as_qlin, qlinear.h) or NULL; forward.c
+     * multiplies it with the int8 kernels when AS_TERNARY_KERNELS=1, else uses w[] */
+    void *packed[AS_LIN_COUNT];
 };
 
 struct as_model {

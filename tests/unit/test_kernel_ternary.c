@@ -23,6 +23,7 @@
 #include "dtype.h"
 #include "kernel_ternary.h"
 #include "pack_ternary.h"
+#include "qlinear.h"
 
 static uint64_t rs = 0x243F6A8885A308D3ull;
 static uint32_t rnd(void) {
@@ -179,15 +180,39 @@ static void test_dense(void **state) {
     free(wf), free(wb), free(x);
 }
 
+/* qlinear: T tokens (4 at a time through the GEMM) plus bias equal per-token GEMVs plus bias. */
+static void test_qlin_apply(void **state) {
+    (void)state;
+    const int N = 40, K = 576, T = 7;
+    uint8_t *p = make_packed(AS_TF_SEQ2, N, K, RANDOM);
+    struct as_qlin q = {{AS_TF_SEQ2, N, K, p}, as_kernel_isa_best()};
+    float *x = malloc((size_t)T * K * 4), *y = malloc((size_t)T * N * 4), bias[40];
+    for (int i = 0; i < T * K; i++)
+        x[i] = urand();
+    for (int r = 0; r < N; r++)
+        bias[r] = urand();
+    as_qlin_apply(&q, x, T, y, bias);
+    struct as_act8 a;
+    as_act8_init(&a, AS_TF_SEQ2, K);
+    float want[40];
+    for (int t = 0; t < T; t++) {
+        as_act8_quantize(&a, x + (size_t)t * K);
+        as_tern_gemv(AS_ISA_REF, &q.W, &a, want, 0, N);
+        for (int r = 0; r < N; r++)
+            assert_true(y[(size_t)t * N + r] == want[r] + bias[r]);
+    }
+    as_act8_free(&a);
+    free(x), free(y), free(p);
+}
+
 int main(void) {
     for (int i = 0; i < AS_ISA_COUNT; i++)
         printf("# kernel ISA %s: %s\n", as_isa_names[i],
                as_kernel_isa_supported(i) ? "compared" : "not on this CPU");
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_random),
-        cmocka_unit_test(test_edges),
-        cmocka_unit_test(test_tails),
-        cmocka_unit_test(test_dense),
+        cmocka_unit_test(test_random),     cmocka_unit_test(test_edges),
+        cmocka_unit_test(test_tails),      cmocka_unit_test(test_dense),
+        cmocka_unit_test(test_qlin_apply),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -14,6 +14,7 @@
 #include "draft_cli.h"
 #include "forward.h"
 #include "model.h"
+#include "model_loaders.h"
 #include "model_open.h"
 #include "sparse_attn.h"
 #include "tokenizer.h"
@@ -129,6 +130,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     rng_state = seed ? seed : 1;
+    as_register_model_loaders(); /* quantized checkpoints (GPTQ, AWQ, ..., as-ternary) */
     struct as_model *m = as_model_open(dir);
     if (!m) as_die_last();
     struct as_tokenizer *tok = as_tokenizer_open(dir);
