@@ -3,6 +3,7 @@
  * -> compact rows and caches -> as_forward_layer for layers >= L on M rows -> final norm and
  * lm_head of the last row, exactly what as_forward does without pruning. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +16,24 @@ double as_prune_prefill_flops(const struct as_model_config *c, int T, int layers
     double lin = 2 * (D * qd + 2 * D * kvd + qd * D + 3 * D * I);                /* per token */
     double att = 2.0 * 2 * c->n_heads * c->head_dim * ((double)T * (T + 1) / 2); /* QK and PV */
     return layers * (T * lin + att);
+}
+
+int as_prune_engine_from_spec(const char *spec, struct as_prune_engine *e) {
+    char name[64];
+    double keep;
+    int layer = 2, keep_last = 1, used = 0;
+    int got = sscanf(spec, "%63[^:]:%lf%n:%d%n:%d%n", name, &keep, &used, &layer, &used, &keep_last,
+                     &used);
+    if (got < 2 || spec[used])
+        return as_fail("--prune %s: expected METHOD:KEEP[:LAYER[:KEEP_LAST]]", spec);
+    memset(e, 0, sizeof *e);
+    e->method = as_prune_find(name);
+    if (!e->method) return as_fail("--prune %s: unknown method '%s'", spec, name);
+    if (!(keep > 0 && keep <= 1)) return as_fail("--prune %s: keep %g outside (0, 1]", spec, keep);
+    if (keep_last < 1) return as_fail("--prune %s: KEEP_LAST must be >= 1", spec);
+    as_prune_params_default(&e->params);
+    e->keep = keep, e->layer = layer, e->keep_first = 1, e->keep_last = keep_last;
+    return 0;
 }
 
 /* Rotate one head's key from RoPE position `from` to `to` (rotate-half layout): undo the

@@ -38,6 +38,10 @@ struct as_prune_prefill_stats {
 int as_prune_prefill(const struct as_model *m, struct as_run_state *s, const int *tokens, int n,
                      const struct as_prune_engine *e, int *kept, struct as_prune_prefill_stats *st);
 
+/* Parse METHOD:KEEP[:LAYER[:KEEP_LAST]] (as-gen --prune) into *e with default parameters,
+ * keep_first 1, layer 2 and keep_last 1 unless given. -1 with as_fail naming the problem. */
+int as_prune_engine_from_spec(const char *spec, struct as_prune_engine *e);
+
 /* Theoretical prefill FLOPs of T tokens through `layers` layers (2 per multiply-add; causal
  * attention counts the T(T+1)/2 scored pairs), without the lm_head. */
 double as_prune_prefill_flops(const struct as_model_config *c, int T, int layers);

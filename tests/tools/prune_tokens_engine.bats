@@ -110,3 +110,22 @@ EOF
     refused "as-prune: tokens: --keep 0 outside (0, 1]"
     [ ! -e "$o" ]
 }
+
+@test "as-gen --prune: keep 1 generates exactly the unpruned text; bad specs refused before any output" {
+    local p="Once upon a time, there was a little girl named Lily. She liked to play in the park"
+    as-gen -m "$M" -p "$p" -n 60 >"$BATS_TEST_TMPDIR/full.txt"
+    as-gen -m "$M" -p "$p" -n 60 --prune fastv:1:2 >"$BATS_TEST_TMPDIR/k1.txt"
+    cmp "$BATS_TEST_TMPDIR/full.txt" "$BATS_TEST_TMPDIR/k1.txt"
+    as-gen -m "$M" -p "$p" -n 60 --prune idpruner:1:0:1 >"$BATS_TEST_TMPDIR/k1l0.txt"
+    cmp "$BATS_TEST_TMPDIR/full.txt" "$BATS_TEST_TMPDIR/k1l0.txt"
+    # pruned: the prompt is echoed, then a continuation of the kept tokens
+    as-gen -m "$M" -p "$p" -n 60 --prune fastv:0.5:2:3 >"$BATS_TEST_TMPDIR/half.txt"
+    run cat "$BATS_TEST_TMPDIR/half.txt"
+    [[ "$output" == "$p"* ]]
+    run --separate-stderr as-gen -m "$M" -p "$p" --prune fastv:2
+    refused "as-gen: --prune fastv:2: keep 2 outside (0, 1]"
+    run --separate-stderr as-gen -m "$M" -p "$p" --prune nosuch:0.5
+    refused "as-gen: --prune nosuch:0.5: unknown method 'nosuch'"
+    run --separate-stderr as-gen -m "$M" -p "$p" --prune fastv:0.5:2:0
+    refused "as-gen: --prune fastv:0.5:2:0: KEEP_LAST must be >= 1"
+}

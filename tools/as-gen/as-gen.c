@@ -16,6 +16,7 @@
 #include "model.h"
 #include "model_loaders.h"
 #include "model_open.h"
+#include "prune_engine.h"
 #include "sparse_attn.h"
 #include "tokenizer.h"
 
@@ -34,7 +35,9 @@ static void usage(FILE *f) {
             "  -k K               tokens drafted per target pass with --draft (1..16, default 3)\n"
             "  -v, --verbose      print tokens/s and the prefill time to stderr\n"
             "      --sparse-attn SPEC  sparse prefill attention (decode stays dense): a JSON\n"
-            "                     config or METHOD[:PARAM=VALUE,...] (docs/sparse-attention.md)\n");
+            "                     config or METHOD[:PARAM=VALUE,...] (docs/sparse-attention.md)\n"
+            "      --prune METHOD:KEEP[:LAYER[:KEEP_LAST]]  prune the prompt's tokens inside the\n"
+            "                     prefill, generate on the kept ones (docs/token-pruning.md)\n");
 }
 
 static uint64_t rng_state;
@@ -69,17 +72,23 @@ int main(int argc, char **argv) {
     as_set_progname(argv[0]);
     const char *dir = NULL, *prompt = "";
     const char *sparse_spec = NULL; /* sparse prefill attention (sparse_attn.h) */
+    const char *prune_spec = NULL;  /* token pruning in the prefill (prune_engine.h) */
     int steps = 256, verbose = 0;
     float temp = 0;
     unsigned long long seed = 42;
     const char *draft_dir = NULL; /* speculative decoding (draft_cli.h) */
     int spec_k = 0;
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},     {"prompt", required_argument, 0, 'p'},
-        {"steps", required_argument, 0, 'n'},     {"temp", required_argument, 0, 't'},
-        {"seed", required_argument, 0, 's'},      {"verbose", no_argument, 0, 'v'},
-        {"draft", required_argument, 0, 'D'},     {"help", no_argument, 0, 'h'},
-        {"sparse-attn", required_argument, 0, 1}, {0, 0, 0, 0}};
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                         {"prompt", required_argument, 0, 'p'},
+                                         {"steps", required_argument, 0, 'n'},
+                                         {"temp", required_argument, 0, 't'},
+                                         {"seed", required_argument, 0, 's'},
+                                         {"verbose", no_argument, 0, 'v'},
+                                         {"draft", required_argument, 0, 'D'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {"sparse-attn", required_argument, 0, 1},
+                                         {"prune", required_argument, 0, 2},
+                                         {0, 0, 0, 0}};
     int c;
     char *end;
     while ((c = getopt_long(argc, argv, "m:p:n:t:s:vhk:D:", opts, NULL)) != -1) {
@@ -109,6 +118,9 @@ int main(int argc, char **argv) {
         case 1:
             sparse_spec = optarg;
             break;
+        case 2:
+            prune_spec = optarg;
+            break;
         case 'D':
             draft_dir = optarg;
             break;
@@ -129,6 +141,10 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    struct as_prune_engine pe;
+    if (prune_spec && as_prune_engine_from_spec(prune_spec, &pe)) as_die_last();
+    if (prune_spec && (draft_dir || sparse_spec))
+        as_die("--prune cannot be combined with --draft or --sparse-attn");
     rng_state = seed ? seed : 1;
     as_register_model_loaders(); /* quantized checkpoints (GPTQ, AWQ, ..., as-ternary) */
     struct as_model *m = as_model_open(dir);
@@ -175,7 +191,9 @@ int main(int argc, char **argv) {
         if (len < 0) as_die_last();
         fwrite(piece, 1, (size_t)len < sizeof piece ? (size_t)len : sizeof piece - 1, stdout);
     }
-    if (as_forward(m, s, toks, (int)n_prompt, AS_LOGITS_LAST, NULL) != 0) as_die_last();
+    if ((prune_spec ? as_prune_prefill(m, s, toks, (int)n_prompt, &pe, NULL, NULL)
+                    : as_forward(m, s, toks, (int)n_prompt, AS_LOGITS_LAST, NULL)) != 0)
+        as_die_last();
     clock_gettime(CLOCK_MONOTONIC, &tp);
     int n = (int)n_prompt, generated = 0;
     while (n <= steps) {
