@@ -52,6 +52,8 @@ enum as_llama_ftype {
     AS_FTYPE_MOSTLY_Q4_1 = 3,
     AS_FTYPE_MOSTLY_Q8_0 = 7,
     AS_FTYPE_MOSTLY_BF16 = 32,
+    AS_FTYPE_MOSTLY_TQ1_0 = 36,
+    AS_FTYPE_MOSTLY_TQ2_0 = 37,
 };
 
 /* Encode f32 into F32/F16/BF16 (round to nearest even). Quantized types go through
@@ -176,6 +178,7 @@ struct as_gguf_pack_opts {
     int prefer_q4_1;              /* store 4-bit sym layers as Q4_1 */
     int fallback_original;        /* non-block layers: the checkpoint's weights, not W_hat */
     int verify;                   /* read the file back and compare every linear bit for bit */
+    int tern_type;                /* 0, or AS_GGML_TQ1_0 / TQ2_0: ternary layers as TQ blocks */
     /* Tensors the stream replaces (as-awq's rescaled norms...): HF names and f32 data with the
      * model tensor's element count; used instead of the checkpoint's. */
     int n_override;

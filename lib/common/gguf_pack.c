@@ -20,7 +20,9 @@
 #include "gguf.h"
 #include "gguf_vocab.h"
 #include "model.h"
+#include "pack_ternary.h"
 #include "qstream.h"
+#include "quant_ternary.h"
 #include "safetensors.h"
 #include "tokenizer.h"
 
@@ -279,6 +281,10 @@ static enum as_llama_ftype ftype_of(enum as_ggml_type t) {
         return AS_FTYPE_MOSTLY_Q4_1;
     case AS_GGML_Q8_0:
         return AS_FTYPE_MOSTLY_Q8_0;
+    case AS_GGML_TQ1_0:
+        return AS_FTYPE_MOSTLY_TQ1_0;
+    case AS_GGML_TQ2_0:
+        return AS_FTYPE_MOSTLY_TQ2_0;
     default:
         return AS_FTYPE_ALL_F32;
     }
@@ -300,6 +306,42 @@ static int layer_rescaled(const struct as_qcollect *qc, const char *pfx) {
     return 0;
 }
 
+/* Ternary layers (as-gptq --ternary tq1_0 / tq2_0: codes 0..2, zero 1, one f16 scale per
+ * 256 weights) as llama.cpp's TQ1_0 / TQ2_0 blocks, rows in GGUF order (row_perm as in
+ * as_gguf_encode_qlinear). 1 when written into *out (malloc'ed), 0 with the reason in why when
+ * the layer is not TQ-shaped (the caller keeps it as floats and reports it), -1 with as_fail on
+ * codes or scales a TQ block cannot hold (as_tern_pack names the tensor). */
+static int tq_encode(const struct as_qlinear *l, enum as_ggml_type t, const char *name,
+                     const int *row_perm, void **out, char *why, size_t why_len) {
+    const enum as_tern_fmt f = t == AS_GGML_TQ1_0 ? AS_TF_TQ1_0 : AS_TF_TQ2_0;
+    if (!as_tern_packable(f, l, why, why_len)) return 0;
+    struct as_qlinear p = *l; /* rows permuted; the packer reads q, scale (and checks zero) */
+    const int G = as_qlinear_groups(l);
+    uint8_t *q = NULL;
+    float *sc = NULL;
+    int32_t *z = NULL;
+    if (row_perm) {
+        q = as_xmalloc((size_t)l->N * l->K);
+        sc = as_xmalloc(sizeof(float) * (size_t)l->N * G);
+        z = as_xmalloc(sizeof(int32_t) * (size_t)l->N * G);
+        for (int r = 0; r < l->N; r++) {
+            memcpy(q + (size_t)r * l->K, l->q + (size_t)row_perm[r] * l->K, (size_t)l->K);
+            memcpy(sc + (size_t)r * G, l->scale + (size_t)row_perm[r] * G, sizeof(float) * G);
+            memcpy(z + (size_t)r * G, l->zero + (size_t)row_perm[r] * G, sizeof(int32_t) * G);
+        }
+        p.q = q, p.scale = sc, p.zero = z;
+    }
+    *out = as_xmalloc(as_tern_packed_bytes(f, l->N, l->K));
+    /* checked in the checkpoint's row order first, so that an error names the row as-gptq wrote */
+    int rc = (row_perm && as_tern_pack_qlinear(f, name, l, *out)) ||
+                     as_tern_pack_qlinear(f, name, &p, *out)
+                 ? -1
+                 : 1;
+    if (rc < 0) free(*out), *out = NULL;
+    free(q), free(sc), free(z);
+    return rc;
+}
+
 /* The engine model read back must hold, for every linear, what a llama.cpp reader computes. */
 static int verify_file(const char *path, const struct as_model_config *c,
                        const struct as_qcollect *qc, const struct as_gguf_pack_opts *o,
@@ -313,7 +355,8 @@ static int verify_file(const char *path, const struct as_model_config *c,
             as_linear_prefix(l, (enum as_linear)k, pfx, sizeof pfx);
             const struct as_qlinear *q = qc ? as_qcollect_find(qc, pfx) : NULL;
             enum as_ggml_type t = stored[l * AS_LIN_COUNT + k];
-            if (!q || (t != AS_GGML_Q4_0 && t != AS_GGML_Q4_1 && t != AS_GGML_Q8_0)) {
+            const int tq = t == AS_GGML_TQ1_0 || t == AS_GGML_TQ2_0;
+            if (!q || (t != AS_GGML_Q4_0 && t != AS_GGML_Q4_1 && t != AS_GGML_Q8_0 && !tq)) {
                 if (!q || (o->fallback_original && !layer_rescaled(qc, pfx)))
                     continue; /* the checkpoint's floats: checked by the tests */
             }
@@ -323,6 +366,8 @@ static int verify_file(const char *path, const struct as_model_config *c,
                 fmin_expected(q, want);
             } else if (t == AS_GGML_Q4_0 || t == AS_GGML_Q4_1 || t == AS_GGML_Q8_0) {
                 as_gguf_qlinear_expected(q, t, want);
+            } else if (tq) { /* ggml dequantize_row_tq*: fp16(d) * (code - 1), d exact in f16 */
+                as_qlinear_dequant(q, want);
             } else { /* W_hat rounded to the float type */
                 as_qlinear_dequant(q, want);
                 void *b = as_xmalloc(n * 4);
@@ -445,6 +490,32 @@ int as_gguf_pack(const char *model_dir, const struct as_qcollect *qc, const char
                     break;
                 }
                 char why[256];
+                if (o->tern_type) {
+                    void *blocks = NULL;
+                    const enum as_ggml_type tt = (enum as_ggml_type)o->tern_type;
+                    int tr = tq_encode(q, tt, name, perm, &blocks, why, sizeof why);
+                    if (tr < 0) {
+                        err = 1;
+                        break;
+                    }
+                    if (tr > 0) {
+                        int64_t ne[2] = {cols, rows};
+                        if (as_gguf_add_tensor(w, gname, tt, 2, ne, blocks)) {
+                            err = 1;
+                            break;
+                        }
+                        if (first_block_type < 0) first_block_type = tt;
+                        r.n_blocks++;
+                        stored[l * AS_LIN_COUNT + k] = tt;
+                        continue;
+                    }
+                    r.n_fallback++;
+                    fprintf(stderr, "%s: note: tensor %s: %s; written as %s %s\n", as_progname(),
+                            name, why, as_ggml_type_name(ft),
+                            o->fallback_original ? "(the checkpoint's unquantized weights)"
+                                                 : "(dequantized quantizer output)");
+                    goto floats;
+                }
                 int bt = as_gguf_qlinear_type(q, o->prefer_q4_1, why, sizeof why);
                 if (bt >= 0 && q->minv && fmin_check(q, bt, why, sizeof why)) bt = -1;
                 if (bt >= 0) {
@@ -471,6 +542,7 @@ int as_gguf_pack(const char *model_dir, const struct as_qcollect *qc, const char
                                      "checkpoint's weights would not fit)"
                                    : "(dequantized quantizer output)");
             }
+        floats:
             if (q && (!o->fallback_original || layer_rescaled(qc, pfx))) {
                 buf = as_xmalloc(sizeof(float) * (size_t)rows * cols);
                 as_qlinear_dequant(q, buf);

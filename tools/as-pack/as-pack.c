@@ -213,6 +213,8 @@ static void usage(FILE *f) {
         "      --gguf-q4-1        gguf: store 4-bit symmetric layers as Q4_1 (default Q4_0)\n"
         "      --gguf-fallback S  gguf: layers that fit no block type: dequant (default, the\n"
         "                         quantizer's W_hat) or original (the checkpoint's weights)\n"
+        "      --gguf-ternary T   gguf: ternary layers (as-gptq --ternary tq1_0|tq2_0) as T\n"
+        "                         blocks, tq1_0 or tq2_0 (docs/ternary.md)\n"
         "      --scale-dtype T    compressed-tensors scale dtype: model (default), f32, f16, bf16\n"
         "      --no-verify        skip reading the written checkpoint back\n"
         "      --json             JSON report on stdout\n"
@@ -565,6 +567,7 @@ int main(int argc, char **argv) {
                                              {"gguf-q4-1", no_argument, 0, 5},
                                              {"gguf-fallback", required_argument, 0, 6},
                                              {"max-shard-size", required_argument, 0, 7},
+                                             {"gguf-ternary", required_argument, 0, 8},
                                              {"help", no_argument, 0, 'h'},
                                              {0, 0, 0, 0}};
     int c;
@@ -613,6 +616,14 @@ int main(int argc, char **argv) {
                 snprintf(msg, sizeof msg, "%s", as_last_error());
                 as_die("--max-shard-size: %s", msg);
             }
+            break;
+        case 8:
+            if (!strcmp(optarg, "tq1_0"))
+                gopt.tern_type = AS_GGML_TQ1_0;
+            else if (!strcmp(optarg, "tq2_0"))
+                gopt.tern_type = AS_GGML_TQ2_0;
+            else
+                as_die("--gguf-ternary '%s': expected tq1_0 or tq2_0", optarg);
             break;
         case 'h':
             usage(stdout);
