@@ -533,7 +533,7 @@ static void lin_packed(const struct as_run_state *s, const struct as_layer_weigh
                        enum as_linear w, float *out, const float *x, const float *bias, int T,
                        int cols, int rows) {
     if (L->packed[w] && as_qlin_enabled())
-        as_qlin_apply(L->packed[w], x, T, out, bias);
+        as_qlin_apply_par(L->packed[w], x, T, out, bias, pool_run); /* rows over the pool */
     else
         linear(s, out, x, L->w[w], bias, T, cols, rows);
 }

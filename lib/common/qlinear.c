@@ -45,21 +45,48 @@ int as_qlin_enabled(void) {
     return on;
 }
 
-void as_qlin_apply(const struct as_qlin *q, const float *x, int T, float *out, const float *bias) {
-    const int N = q->W.N, K = q->W.K;
-    struct as_act8 a[4];
-    for (int i = 0; i < 4; i++)
-        as_act8_init(&a[i], q->W.fmt, K);
-    for (int t0 = 0; t0 < T; t0 += 4) {
-        int m = T - t0 < 4 ? T - t0 : 4;
-        for (int i = 0; i < m; i++)
-            as_act8_quantize(&a[i], x + (size_t)(t0 + i) * K);
-        as_tern_gemm(q->isa, &q->W, a, m, out + (size_t)t0 * N, 0, N);
+struct qlin_job {
+    const struct as_qlin *q;
+    const struct as_act8 *a; /* T tokens, quantized once */
+    int T;
+    float *out;
+};
+
+/* Rows [N part / n, N (part + 1) / n) of every token, 4 tokens per as_tern_gemm. */
+static void qlin_part(void *arg, int part, int n) {
+    const struct qlin_job *j = arg;
+    const int N = j->q->W.N;
+    const int r0 = (int)((long long)N * part / n), r1 = (int)((long long)N * (part + 1) / n);
+    if (r0 >= r1) return;
+    for (int t0 = 0; t0 < j->T; t0 += 4) {
+        int m = j->T - t0 < 4 ? j->T - t0 : 4;
+        as_tern_gemm(j->q->isa, &j->q->W, j->a + t0, m, j->out + (size_t)t0 * N, r0, r1);
     }
+}
+
+void as_qlin_apply_par(const struct as_qlin *q, const float *x, int T, float *out,
+                       const float *bias, as_qlin_runner run) {
+    const int N = q->W.N, K = q->W.K;
+    struct as_act8 *a = as_xmalloc(sizeof *a * (size_t)(T > 0 ? T : 1));
+    for (int t = 0; t < T; t++) {
+        as_act8_init(&a[t], q->W.fmt, K);
+        as_act8_quantize(&a[t], x + (size_t)t * K);
+    }
+    struct qlin_job j = {q, a, T, out};
+    /* parts of at least 64 rows: below that the pool's hand-off costs more than the rows */
+    if (run && N >= 128)
+        run(qlin_part, &j, N / 64);
+    else
+        qlin_part(&j, 0, 1);
     if (bias)
         for (int t = 0; t < T; t++)
             for (int r = 0; r < N; r++)
                 out[(size_t)t * N + r] += bias[r];
-    for (int i = 0; i < 4; i++)
-        as_act8_free(&a[i]);
+    for (int t = 0; t < T; t++)
+        as_act8_free(&a[t]);
+    free(a);
+}
+
+void as_qlin_apply(const struct as_qlin *q, const float *x, int T, float *out, const float *bias) {
+    as_qlin_apply_par(q, x, T, out, bias, NULL);
 }

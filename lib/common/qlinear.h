@@ -22,5 +22,13 @@ void as_qlin_free(struct as_qlin *q);
 int as_qlin_enabled(void);
 /* out[T, N] = x[T, K] W^T (+ bias[N]). */
 void as_qlin_apply(const struct as_qlin *q, const float *x, int T, float *out, const float *bias);
+/* The same, the rows split into parts run by `run` (the engine's thread pool: run(fn, arg, max)
+ * calls fn(arg, part, n) for part 0..n-1, n <= max, possibly in parallel); NULL runs one part.
+ * Every row is computed by the same kernel call sequence whatever the split, so the result does
+ * not depend on the number of threads. */
+typedef void (*as_qlin_part_fn)(void *arg, int part, int n_parts);
+typedef void (*as_qlin_runner)(as_qlin_part_fn fn, void *arg, int max_parts);
+void as_qlin_apply_par(const struct as_qlin *q, const float *x, int T, float *out,
+                       const float *bias, as_qlin_runner run);
 
 #endif

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,6 +206,62 @@ static void test_qlin_apply(void **state) {
     free(x), free(y), free(p);
 }
 
+/* as_qlin_apply_par's runners: every part on its own thread (the engine's pool does this), and
+ * all parts on the caller, last part first (a split that missed or repeated rows would show). */
+struct part_arg {
+    as_qlin_part_fn fn;
+    void *arg;
+    int part, n;
+};
+static void *part_thread(void *p) {
+    struct part_arg *a = p;
+    a->fn(a->arg, a->part, a->n);
+    return NULL;
+}
+static void run_threads(as_qlin_part_fn fn, void *arg, int max_parts) {
+    enum { MAXT = 8 };
+    int n = max_parts < MAXT ? max_parts : MAXT;
+    pthread_t th[MAXT];
+    struct part_arg pa[MAXT];
+    for (int i = 0; i < n; i++)
+        pa[i] = (struct part_arg){fn, arg, i, n};
+    for (int i = 1; i < n; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, part_thread, &pa[i]), 0);
+    fn(arg, 0, n);
+    for (int i = 1; i < n; i++)
+        pthread_join(th[i], NULL);
+}
+static void run_reversed(as_qlin_part_fn fn, void *arg, int max_parts) {
+    for (int i = max_parts; i-- > 0;)
+        fn(arg, i, max_parts);
+}
+
+/* The rows split over threads: bit for bit what one part gives (each row's kernel calls are the
+ * same whatever the split), with a bias and T = 7 tokens (4 + 3 through the GEMM). */
+static void test_qlin_apply_par(void **state) {
+    (void)state;
+    const int N = 300, K = 576, T = 7;
+    for (int f = 0; f < AS_TF_COUNT; f++) {
+        if (as_tern_row_bytes((enum as_tern_fmt)f, K) == 0) continue; /* TQ: 576 not 256-blocks */
+        uint8_t *p = make_packed((enum as_tern_fmt)f, N, K, RANDOM);
+        struct as_qlin q = {{(enum as_tern_fmt)f, N, K, p}, as_kernel_isa_best()};
+        float *x = malloc((size_t)T * K * 4), *y = malloc((size_t)T * N * 4),
+              *z = malloc((size_t)T * N * 4), bias[300];
+        for (int i = 0; i < T * K; i++)
+            x[i] = urand();
+        for (int r = 0; r < N; r++)
+            bias[r] = urand();
+        as_qlin_apply(&q, x, T, y, bias);
+        memset(z, 0xff, (size_t)T * N * 4);
+        as_qlin_apply_par(&q, x, T, z, bias, run_threads);
+        assert_memory_equal(y, z, (size_t)T * N * 4);
+        memset(z, 0xff, (size_t)T * N * 4);
+        as_qlin_apply_par(&q, x, T, z, bias, run_reversed);
+        assert_memory_equal(y, z, (size_t)T * N * 4);
+        free(x), free(y), free(z), free(p);
+    }
+}
+
 int main(void) {
     for (int i = 0; i < AS_ISA_COUNT; i++)
         printf("# kernel ISA %s: %s\n", as_isa_names[i],
@@ -212,7 +269,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_random),     cmocka_unit_test(test_edges),
         cmocka_unit_test(test_tails),      cmocka_unit_test(test_dense),
-        cmocka_unit_test(test_qlin_apply),
+        cmocka_unit_test(test_qlin_apply), cmocka_unit_test(test_qlin_apply_par),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
