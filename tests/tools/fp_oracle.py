@@ -196,9 +196,11 @@ def fq8(x, s):
     return fp8_value(fp8_codes(x / s)) * s
 
 
-# The tool sums in float32 over 10^4-10^5 values, the oracle in float64: measured 4.3e-4 relative
-# at worst; a wrong loss (wrong block, scale or rounding) is off by far more than 1e-3.
-LOSS_RTOL = 1e-3
+# The tool sums in float32 over 10^4-10^5 values, the oracle in float64, and a float32 rounding
+# difference that flips an FP8 rounding of an input moves the loss by a whole FP8 step: measured
+# 4.3e-4 relative at worst with the sgemm attention, 1.1e-3 with the flash prefill kernel
+# (kernel_attn.c, same inputs); a wrong loss (wrong block, scale or rounding) is off by far more.
+LOSS_RTOL = 3e-3
 
 
 def check_lepto_loss(model_dir, calib_path, report_path):
