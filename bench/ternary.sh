@@ -6,6 +6,8 @@
 #  - decode tokens/s of the linears of a synthetic 0.7B-shaped model, 1 and 2 threads, model MB
 #  - llama.cpp's own TQ1_0 / TQ2_0 / Q4_0 (llama-bench tg, -p 0) on a synthetic 0.7B-shaped GGUF of
 #    the same shapes (bench/ternary_llama_model.py, SmolLM2's tokenizer), file sizes
+#  - the engine's decode (as-gen) of SmolLM2-135M packed SHERRY / SEQ2, kernels against the
+#    dequantized path, 1 and 2 threads (bench/ternary_engine.sh)
 # The machine is shared: our numbers are per-thread CPU time (the busiest thread), llama-bench's
 # are wall time (its own report) and CPU time (tokens x threads / CPU seconds of the process, from
 # /usr/bin/time, warm-up and load included); the load average is printed with each part.
@@ -85,4 +87,6 @@ fi
             rm -f "$tf" "$tf.json"
         done
     done
+    echo
+    BINDIR=$BINDIR WORK=$WORK bash bench/ternary_engine.sh # the engine's packed path, 1 and 2 threads
 } | tee bench/results/ternary.txt
