@@ -27,7 +27,9 @@ ATTN_LENS=${ATTN_LENS:-8192,16384,32768,65536}
 NEEDLE_LENS=${NEEDLE_LENS:-4096,8192,16384,32768,65536}
 ATTN_METHODS=${ATTN_METHODS:-a_shape,tri_shape,vertical_and_slash,xattention,flexprefill,stem}
 TEXT=$AS_DATA/text/wikitext-2-raw/wiki.test.raw
-mkdir -p "$OUT" "$OUT/sparse-cache"
+# prompts, generations and the base logits (800 MB at 8K) live outside the tree
+CACHE=${SPARSE_CACHE:-${TMPDIR:-/tmp}/as-sparse-cache}
+mkdir -p "$OUT" "$CACHE"
 export OPENBLAS_NUM_THREADS=$THREADS AS_PROGRESS=0
 
 if [ ! -f "$MODEL/config.json" ]; then
@@ -52,7 +54,7 @@ needle)
 ppl)
     f=$OUT/sparse-ppl.tsv
     for ctx in $CTXS; do
-        cache=$OUT/sparse-cache/base-$ctx.logits
+        cache=$CACHE/base-$ctx.logits
         for m in dense $METHODS; do
             has "$ctx	$m" "$f" && continue
             sp=(); [ "$m" = dense ] || sp=(--sparse-attn "$m")
@@ -66,7 +68,7 @@ passkey)
     f=$OUT/sparse-passkey.tsv
     for len in $PK_LENS; do
         for depth in $PK_DEPTHS; do
-            prompt=$OUT/sparse-cache/passkey-$len-$depth.txt
+            prompt=$CACHE/passkey-$len-$depth.txt
             [ -s "$prompt" ] || $PY bench/sparse_passkey.py "$MODEL/tokenizer.json" $((len - 16)) \
                 "$depth" "$depth" > "$prompt" 2> "$prompt.key"
             key=$(cat "$prompt.key")
@@ -74,14 +76,14 @@ passkey)
                 has "$len	$depth	$m" "$f" && continue
                 sp=(); [ "$m" = dense ] || sp=(--sparse-attn "$m")
                 out=$("$BIN/as-gen" -m "$MODEL" -p "$(cat "$prompt")" -n "$len" -v "${sp[@]}" \
-                      2> "$OUT/sparse-cache/gen.err")
+                      2> "$CACHE/gen.err")
                 # the answer: the first number generated after the question (the prompt holds
                 # the question once; the model may go on repeating "The pass key is")
                 gen=${out##*What is the pass key? The pass key is}
-                printf '%s\n' "$gen" > "$OUT/sparse-cache/gen-$len-$depth-${m//[^a-z0-9_]/_}.txt"
+                printf '%s\n' "$gen" > "$CACHE/gen-$len-$depth-${m//[^a-z0-9_]/_}.txt"
                 got=$(printf '%s' "$gen" | grep -o '[0-9][0-9]*' | head -1 || true)
-                pre=$(sed -n 's/.*prefill of [0-9]* tokens in \([0-9.]*\) s.*/\1/p' "$OUT/sparse-cache/gen.err")
-                dens=$(sed -n 's/.*sparse density \([0-9.]*\).*/\1/p' "$OUT/sparse-cache/gen.err")
+                pre=$(sed -n 's/.*prefill of [0-9]* tokens in \([0-9.]*\) s.*/\1/p' "$CACHE/gen.err")
+                dens=$(sed -n 's/.*sparse density \([0-9.]*\).*/\1/p' "$CACHE/gen.err")
                 printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$len" "$depth" "$m" "$key" "${got:-none}" \
                     "$([ "$got" = "$key" ] && echo 1 || echo 0)" "$pre" "${dens:-1}" >> "$f"
                 tail -1 "$f"
