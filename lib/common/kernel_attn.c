@@ -104,8 +104,10 @@ static void tile_scalar(const struct as_attn_args *a, struct scratch *w, const f
 #define AVX2 __attribute__((target("avx2,fma")))
 
 /* e^x for x <= 0 (Cephes expf: range reduction by ln 2 in two parts, degree-5 polynomial,
- * relative error ~1e-7); x below -87 (masked entries are -inf) gives exactly 0. */
+ * relative error ~1e-7); x below -87 (masked entries are -inf) gives exactly 0, and NaN stays NaN
+ * (a NaN score from a NaN weight must reach the logits, not become probability 0). */
 AVX2 static inline __m256 exp_v(__m256 x) {
+    __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
     __m256 keep = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_GT_OQ);
     x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
     __m256 fx = _mm256_floor_ps(
@@ -121,7 +123,7 @@ AVX2 static inline __m256 exp_v(__m256 x) {
     y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
     __m256i e =
         _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
-    return _mm256_and_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(e)), keep);
+    return _mm256_or_ps(_mm256_and_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(e)), keep), nan);
 }
 
 AVX2 static inline float hsum(__m256 v) {

@@ -192,6 +192,12 @@ fails() {
     # a NaN perplexity is an error, never a report
     run --separate-stderr as-eval -m "$T/N" -f "$WIKI" --bytes 3000 --ctx 256 --json
     fails "as-eval: $T/N: non-finite logits in window 0 at position " "(NaN or Inf weights?)"
+    # a NaN in q_proj reaches only attention scores: the prefill attention kernel must carry it
+    # (not mask it to probability 0) so that it shows in the logits
+    clone_model "$T/Q"
+    st_patch "$T/Q/model.safetensors" model.layers.0.self_attn.q_proj.weight 40 '\x00\x00\xc0\x7f'
+    run --separate-stderr as-eval -m "$T/Q" -f "$WIKI" --bytes 3000 --ctx 256 --json
+    fails "as-eval: $T/Q: non-finite logits in window 0 at position " "(NaN or Inf weights?)"
 }
 
 @test "as-calib: --seqlen larger than the model's 512 positions" {
