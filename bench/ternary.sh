@@ -60,6 +60,17 @@ fi
             -c 512 -t 2 --chunks 2 2>&1 | sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p')
         awk -v t="$t" -v a="$ours" -v b="$theirs" 'BEGIN { printf "%s: as-eval %.4f, llama-perplexity %.4f, relative %.2e\n", t, a, b, a / b - 1 }'
     done
+    echo "## as-pack -f gguf --gguf-ternary: our TQ files of the same model (F16 imported, RTN ternary codes), llama-perplexity vs as-eval"
+    [ -d "$WORK/compat/hf-f16" ] || "$BINDIR/as-import" "$WORK/compat/f16.gguf" "$WORK/compat/hf-f16" 2>/dev/null
+    "$BINDIR/as-cat" "$WORK/compat/hf-f16" | "$BINDIR/as-gptq" -m rtn --ternary tq2_0 2>/dev/null >"$WORK/compat/tern.astr"
+    for t in tq1_0 tq2_0; do
+        "$BINDIR/as-pack" -m "$WORK/compat/hf-f16" -f gguf --gguf-ternary "$t" -o "$WORK/compat/ours-$t.gguf" "$WORK/compat/tern.astr" 2>/dev/null
+        ours=$("$BINDIR/as-eval" -m "$WORK/compat/ours-$t.gguf" -f "$WORK/compat/wiki100k.txt" --ctx 512 --chunks 2 --json | jq -r .ppl)
+        theirs=$(OMP_WAIT_POLICY=passive "$LLBIN/llama-perplexity" -m "$WORK/compat/ours-$t.gguf" -f "$WORK/compat/wiki100k.txt" \
+            -c 512 -t 2 --chunks 2 2>&1 | sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p')
+        awk -v t="$t" -v a="$ours" -v b="$theirs" 'BEGIN { printf "%s (as-pack): as-eval %.4f, llama-perplexity %.4f, relative %.2e\n", t, a, b, a / b - 1 }'
+    done
+    rm -f "$WORK/compat/tern.astr" "$WORK/compat/ours-"*.gguf
     echo
     echo "## memory (load $(load))"
     "$B" bw 1
