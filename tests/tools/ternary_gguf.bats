@@ -34,9 +34,17 @@ need_llama() {
     done
 }
 
+# llama-perplexity's final estimate. Its log lines come from a background logging thread that a
+# loaded machine sometimes leaves behind at exit (the last lines, "Final estimate" among them, are
+# then missing): a run without them is repeated, up to 3 runs.
 lppl() {
-    "$LB/llama-perplexity" -m "$1" -f "$W/w20k.txt" -c 128 --chunks 8 -t 2 >"$W/lppl.log" 2>&1
-    grep -q "Final estimate" "$W/lppl.log" || tail -5 "$W/lppl.log" >&2
+    local rc try
+    for try in 1 2 3; do
+        rc=0
+        "$LB/llama-perplexity" -m "$1" -f "$W/w20k.txt" -c 128 --chunks 8 -t 2 >"$W/lppl.log" 2>&1 || rc=$?
+        grep -q "Final estimate" "$W/lppl.log" && break
+        { echo "llama-perplexity run $try: exit $rc, no final estimate" && tail -c 300 "$W/lppl.log"; } >&2
+    done
     sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p' "$W/lppl.log"
 }
 ours() { as-eval -m "$1" -f "$W/w20k.txt" --ctx 128 --chunks 8 --json | jq -r .ppl; }
