@@ -178,9 +178,16 @@ evaljson() { # MODEL -> compact "tokens ppl kld" of the 20 KB protocol against t
     # integer-zero formats: one reason per layer, layers kept as dequantized weights
     for fmt in gptq compressed-tensors awq; do
         run as-pack -m "$W/base" -f $fmt -o "$W/f4.$fmt" < "$W/f4.stream"
-        echo "$fmt: ${lines[0]}"
+        echo "$fmt: $output"
         [ "$status" -eq 0 ]
-        [[ "${lines[0]}" == *"kept as dequantized"*"float minimum (w = scale*q + min, as-gptq --float-min)"* ]]
+        [[ "$output" == *"kept as dequantized"*"float minimum (w = scale*q + min, as-gptq --float-min)"* ]]
+        # AWQ with nothing packed is written dense (an AWQ config with every linear excluded
+        # crashes transformers' loader), and says so
+        if [ $fmt = awq ]; then
+            [[ "${lines[0]}" == "as-pack: no linear fits the AWQ GEMM layout: wrote $W/f4.awq as a dense checkpoint"* ]]
+            [ ! -e "$W/f4.awq/quantize_config.json" ]
+            run -0 jq -e 'has("quantization_config") | not' "$W/f4.awq/config.json"
+        fi
     done
     [ "$(evaljson "$W/f4.gptq")" = "$f" ]
     run --separate-stderr as-gptq -m rtn -b 4 -g 32 --sym --float-min < "$W/in.stream"
