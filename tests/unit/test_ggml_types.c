@@ -65,7 +65,7 @@ static void test_table(void **state) {
         {3, "Q4_1", 32, 20},    {6, "Q5_0", 32, 22},    {7, "Q5_1", 32, 24},
         {8, "Q8_0", 32, 34},    {10, "Q2_K", 256, 84},  {11, "Q3_K", 256, 110},
         {12, "Q4_K", 256, 144}, {13, "Q5_K", 256, 176}, {14, "Q6_K", 256, 210},
-        {30, "BF16", 1, 2},
+        {30, "BF16", 1, 2},     {34, "TQ1_0", 256, 54}, {35, "TQ2_0", 256, 66},
     };
     int n_known = 0;
     for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
@@ -82,7 +82,7 @@ static void test_table(void **state) {
     }
     for (uint32_t t = 0; t < 64; t++)
         n_known += as_ggml_type_known(t);
-    assert_int_equal(n_known, 13);
+    assert_int_equal(n_known, 15);
     /* unsupported types keep their ggml names for the error message */
     assert_string_equal(as_ggml_type_name(16), "IQ2_XXS");
     assert_string_equal(as_ggml_type_name(34), "TQ1_0");
@@ -315,7 +315,7 @@ static void test_reader(void **state) {
         free(path);
     }
     expect_refused(16, 256, 66 * 2, "tensor w: unsupported ggml type 16 (IQ2_XXS)");
-    expect_refused(34, 256, 54 * 2, "tensor w: unsupported ggml type 34 (TQ1_0)");
+    expect_refused(19, 256, 50 * 2, "tensor w: unsupported ggml type 19 (IQ1_S)");
     expect_refused(77, 256, 1024, "tensor w: unsupported ggml type 77 (not a ggml type)");
     expect_refused(AS_GGML_Q4_K, 300, 144 * 4,
                    "tensor w: ne[0] = 300 is not a multiple of the Q4_K block size (256)");
