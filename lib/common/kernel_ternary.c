@@ -179,18 +179,31 @@ static void ref_gemm(const struct as_tern_matrix *W, const struct as_act8 *a, in
 
 /* ---- SIMD bodies ---- */
 
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
+/* GCC takes a target pragma for a region; clang ignores it and needs the attribute applied to
+ * every function of the region instead (the fuzz targets build the library with clang). */
+/* _Pragma takes one string literal, not concatenated pieces: keep these lines whole */
+// clang-format off
+#ifdef __clang__
+#define TARGET_BEGIN_AVX2 _Pragma("clang attribute push(__attribute__((target(\"avx2,fma\"))), apply_to = function)")
+#define TARGET_BEGIN_VNNI _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni\"))), apply_to = function)")
+#define TARGET_END _Pragma("clang attribute pop")
+#else
+#define TARGET_BEGIN_AVX2 _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma\")")
+#define TARGET_BEGIN_VNNI _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni\")")
+#define TARGET_END _Pragma("GCC pop_options")
+#endif
+// clang-format on
+
+TARGET_BEGIN_AVX2
 #define SFX(name) name##_avx2
 #define DOT_U8S8(acc, c, x)                                                                        \
     _mm256_add_epi32((acc), _mm256_madd_epi16(_mm256_maddubs_epi16((c), (x)), _mm256_set1_epi16(1)))
 #include "kernel_ternary_simd.h"
 #undef SFX
 #undef DOT_U8S8
-#pragma GCC pop_options
+TARGET_END
 
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni")
+TARGET_BEGIN_VNNI
 #define SFX(name) name##_vnni
 #define DOT_U8S8(acc, c, x) _mm256_dpbusd_epi32((acc), (c), (x))
 #define SHERRY_MASK_SUB
@@ -198,7 +211,7 @@ static void ref_gemm(const struct as_tern_matrix *W, const struct as_act8 *a, in
 #undef SFX
 #undef DOT_U8S8
 #undef SHERRY_MASK_SUB
-#pragma GCC pop_options
+TARGET_END
 
 void as_tern_gemm(enum as_isa isa, const struct as_tern_matrix *W, const struct as_act8 *a, int M,
                   float *Y, int r0, int r1) {
@@ -258,8 +271,7 @@ static float dense_dot_ref(const struct as_dense_matrix *W, int r, const float *
     return s[0];
 }
 
-#pragma GCC push_options
-#pragma GCC target("avx2,fma")
+TARGET_BEGIN_AVX2
 static float dense_dot_avx2(const struct as_dense_matrix *W, int r, const float *x) {
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     const size_t base = (size_t)r * W->K;
@@ -288,7 +300,7 @@ static float dense_dot_avx2(const struct as_dense_matrix *W, int r, const float 
     __m128 s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));
     return _mm_cvtss_f32(s1);
 }
-#pragma GCC pop_options
+TARGET_END
 
 void as_dense_gemv(enum as_isa isa, const struct as_dense_matrix *W, const float *x, float *y,
                    int r0, int r1) {
