@@ -74,6 +74,12 @@ run quantize-q4_0-imatrix "$LLBIN/llama-quantize" --imatrix "$A/imatrix.gguf" "$
     "$A/q4_0-imatrix.gguf" Q4_0
 run q4_0-imatrix "$LLBIN/llama-perplexity" -m "$A/q4_0-imatrix.gguf" -f "$A/wiki100k.txt" \
     -c 512 -t "$THREADS" --kl-divergence-base "$A/base.kld" --kl-divergence
+# the same with the (tied) token embedding kept F32, as as-pack's GGUF keeps it: llama-quantize
+# stores it as Q8_0 by default, which is what the Q4_0 rows above include
+run quantize-q4_0-imatrix-embf32 "$LLBIN/llama-quantize" --imatrix "$A/imatrix.gguf" \
+    --token-embedding-type f32 "$F32" "$A/q4_0-imatrix-embf32.gguf" Q4_0
+run q4_0-imatrix-embf32 "$LLBIN/llama-perplexity" -m "$A/q4_0-imatrix-embf32.gguf" \
+    -f "$A/wiki100k.txt" -c 512 -t "$THREADS" --kl-divergence-base "$A/base.kld" --kl-divergence
 
 windows=$(sed -n 's/.*calculating perplexity over \([0-9]*\) chunks.*/\1/p' "$A/base.log" | head -1)
 {
@@ -86,6 +92,8 @@ windows=$(sed -n 's/.*calculating perplexity over \([0-9]*\) chunks.*/\1/p' "$A/
     printf '%-18s %9s %9s %8s%%   %s\n' "Q4_0" "$(ppl q4_0)" "$(kld q4_0)" "$(topp q4_0)" "KLD 0.292"
     printf '%-18s %9s %9s %8s%%   %s\n' "Q4_0 + imatrix" "$(ppl q4_0-imatrix)" \
         "$(kld q4_0-imatrix)" "$(topp q4_0-imatrix)" "KLD 0.175, PPL 25.04"
+    printf '%-18s %9s %9s %8s%%   %s\n' "+ token_embd F32" "$(ppl q4_0-imatrix-embf32)" \
+        "$(kld q4_0-imatrix-embf32)" "$(topp q4_0-imatrix-embf32)" "-"
     echo "# commands (llama.cpp programs from bench/llamacpp-build.sh; files in $A):"
     awk '!seen[$0]++ { print "#   " $0 }' "$A/commands.txt"
 } | tee bench/results/smollm2-llamacpp-anchor.txt

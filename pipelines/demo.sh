@@ -52,7 +52,7 @@ touch "$OUT/gguf-q4_0/.dir"
 echo "== W4A16 g$GROUP: GPTQ -> compressed-tensors, RTN -> compressed-tensors; GPTQ -> GGUF Q4_0"
 recipe w4a16-gptq.mk gptq-ct FORMAT=compressed-tensors BITS=4 GROUP="$GROUP" ACT_ORDER=1 SEARCH=1
 recipe w4a16-gptq.mk rtn-ct FORMAT=compressed-tensors BITS=4 GROUP="$GROUP" METHOD=rtn
-recipe gguf-q4.mk gguf-q4_0 TYPE=q4_0 METHOD=gptq
+recipe gguf-q4.mk gguf-q4_0 TYPE=q4_0 METHOD=gptq ACT_ORDER=1 DAMP=0.05
 echo
 printf '%-34s %9s %8s %9s %8s %10s\n' "SmolLM2-135M-Instruct" PPL "±" "KLD mean" top-1 size
 base=$(jq -r '.base_ppl' "$OUT/gptq-ct/eval.json")
@@ -65,7 +65,7 @@ row() { # label, eval.json, artifact
 }
 row "W4 g$GROUP RTN (compressed-tensors)" "$OUT/rtn-ct/eval.json" "$OUT/rtn-ct/checkpoint"
 row "W4 g$GROUP GPTQ act-order+search (c-t)" "$OUT/gptq-ct/eval.json" "$OUT/gptq-ct/checkpoint"
-row "GGUF Q4_0 GPTQ + scale search" "$OUT/gguf-q4_0/eval.json" "$OUT/gguf-q4_0/model.gguf"
+row "GGUF Q4_0 GPTQ act-order+search" "$OUT/gguf-q4_0/eval.json" "$OUT/gguf-q4_0/model.gguf"
 echo "(first $EVAL_BYTES bytes of wiki.test.raw, windows of 512 tokens; KLD and top-1 against the"
 echo " imported model; docs/quality.md has the full protocol and more formats). GPTQ runs with"
 echo " act-order and per-group scale search: on this model's few massive input channels plain GPTQ"

@@ -12,6 +12,7 @@
 #   METHOD     gptq | gptaq (true-sequential: as-calib drives as-gptq layer by layer on
 #              the quantized model's inputs) | awq | rtn                     (gptq)
 #   ACT_ORDER  1 = GPTQ desc_act with static groups (blocks stay contiguous)  (0)
+#   DAMP       GPTQ relative damping (as-gptq --damp)                         (0.01)
 #   SEARCH     1 = per-group scale search inside GPTQ (--scale-search, and --signed-scale
 #              for Q4_0): the best blocks the format can hold (docs/gguf.md)              (1)
 #   FLOAT_MIN  1 = Q4_1 with a free fp16 minimum per block (as-gptq --float-min: x = d*q + m,
@@ -29,6 +30,7 @@ OUT        ?= out/gguf-q4
 TYPE       ?= q4_0
 METHOD     ?= gptq
 ACT_ORDER  ?= 0
+DAMP       ?= 0.01
 SEARCH     ?= 1
 FLOAT_MIN  ?= $(if $(filter q4_1,$(TYPE)),1,0)
 FLOAT      ?= f32
@@ -69,6 +71,7 @@ NLAYERS    := $(shell jq -r .num_hidden_layers $(MODEL)/config.json)
 LAYERS     := $(shell seq 0 $$(( $(NLAYERS) - 1 )))
 CALIB_OPTS := -m $(MODEL) -d $(DATA) -n $(SAMPLES) -l $(SEQLEN) --seed $(SEED) --threads $(THREADS)
 GPTQ_OPTS  := $(QOPTS) -m $(METHOD) $(if $(filter 1,$(ACT_ORDER)),--act-order --static-groups) \
+              $(if $(filter rtn awq,$(METHOD)),,--damp $(DAMP)) \
               $(if $(filter 1,$(SEARCH)),$(if $(filter rtn,$(METHOD)),,--scale-search \
                 $(if $(filter --sym,$(QOPTS)),--signed-scale))) \
               $(if $(filter 1,$(FLOAT_MIN)),--float-min)
@@ -121,3 +124,6 @@ $(OUT)/eval.json: $(OUT)/model.gguf
 
 clean:
 	rm -rf $(OUT)
+
+print-%:
+	@echo $($*)
