@@ -83,7 +83,7 @@ lepto_row() { # label format as-eval-options -- as-lepto options...
     # shellcheck disable=SC2086
     echo "| $label | $fmt | $(evaluate "$W/ck" $eopts) |"
 }
-ALL="rtn-sym gptq gptq-act awq gguf-rtn gguf-gptq gguf-gptq-act rtn-asym awq+gptq gptaq fp8-static fp8-dynamic int8 nvfp4 mxfp4 w4a8 w3-rtn w3-gptq w2-rtn w2-gptq"
+ALL="rtn-sym gptq gptq-act gptq-act-ss rtn-asym gptq-act-asym awq gguf-rtn gguf-gptq gguf-gptq-act gguf-gptq-act-d05 awq+gptq gptaq fp8-static fp8-dynamic int8 nvfp4 mxfp4 w4a8 w3-rtn w3-gptq w2-rtn w2-gptq"
 {
     echo "# SmolLM2-135M-Instruct quality ($(date -u +%Y-%m-%d), $SAMPLES x 512 Austen calibration tokens)"
     echo
@@ -107,6 +107,8 @@ ALL="rtn-sym gptq gptq-act awq gguf-rtn gguf-gptq gguf-gptq-act rtn-asym awq+gpt
         rtn-asym) gptq_row 4 128 "RTN asym" -m rtn --asym ;;
         gptq) gptq_row 4 128 "GPTQ sym" --sym ;;
         gptq-act) gptq_row 4 128 "GPTQ sym act-order" --sym --act-order ;;
+        gptq-act-ss) gptq_row 4 128 "GPTQ sym act-order + scale search" --sym --act-order --scale-search ;;
+        gptq-act-asym) gptq_row 4 128 "GPTQ asym act-order" --asym --act-order ;;
         gptaq) gptaq_row 4 128 "GPTAQ sym act-order (true-sequential)" ;;
         awq) awq_row 4 128 "AWQ (asym)" ;;
         awq+gptq) awq_row 4 128 "AWQ scales + GPTQ asym act-order" gptq ;;
@@ -117,6 +119,7 @@ ALL="rtn-sym gptq gptq-act awq gguf-rtn gguf-gptq gguf-gptq-act rtn-asym awq+gpt
         gguf-rtn) gguf_row "RTN" -m rtn ;;
         gguf-gptq) gguf_row "GPTQ + signed scale search" --scale-search --signed-scale ;;
         gguf-gptq-act) gguf_row "GPTQ act-order static groups + signed scale search" --scale-search --signed-scale --act-order --static-groups ;;
+        gguf-gptq-act-d05) gguf_row "GPTQ act-order static groups + signed scale search, damp 0.05" --scale-search --signed-scale --act-order --static-groups --damp 0.05 ;;
         fp8-static) lepto_row "FP8 static W8A8" float-quantized "" -- -s fp8-static ;;
         fp8-dynamic) lepto_row "FP8 dynamic W8A8" float-quantized "" -- -s fp8-dynamic ;;
         int8) lepto_row "INT8 W8A8 dynamic" int-quantized "" -- -s int8-dynamic ;;
