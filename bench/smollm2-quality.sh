@@ -83,7 +83,7 @@ lepto_row() { # label format as-eval-options -- as-lepto options...
     # shellcheck disable=SC2086
     echo "| $label | $fmt | $(evaluate "$W/ck" $eopts) |"
 }
-ALL="rtn-sym gptq gptq-act gptq-act-ss rtn-asym gptq-act-asym awq gguf-rtn gguf-gptq gguf-gptq-act gguf-gptq-act-d05 awq+gptq gptaq fp8-static fp8-dynamic int8 nvfp4 mxfp4 w4a8 w3-rtn w3-gptq w2-rtn w2-gptq"
+ALL="rtn-sym gptq gptq-act gptq-act-ss rtn-asym gptq-act-asym awq gguf-rtn gguf-gptq gguf-gptq-act gguf-gptq-act-d05 awq+gptq gptaq fp8-static fp8-dynamic int8 nvfp4 mxfp4 w4a8 w3-rtn w3-gptq w3-gptq-ss w2-rtn w2-gptq w2-gptq-ss"
 {
     echo "# SmolLM2-135M-Instruct quality ($(date -u +%Y-%m-%d), $SAMPLES x 512 Austen calibration tokens)"
     echo
@@ -116,6 +116,8 @@ ALL="rtn-sym gptq gptq-act gptq-act-ss rtn-asym gptq-act-asym awq gguf-rtn gguf-
         w3-gptq) gptq_row 3 128 "GPTQ sym act-order" --sym --act-order ;;
         w2-rtn) gptq_row 2 64 "RTN sym" -m rtn --sym ;;
         w2-gptq) gptq_row 2 64 "GPTQ sym act-order" --sym --act-order ;;
+        w3-gptq-ss) gptq_row 3 128 "GPTQ sym act-order + scale search" --sym --act-order --scale-search ;;
+        w2-gptq-ss) gptq_row 2 64 "GPTQ sym act-order + scale search" --sym --act-order --scale-search ;;
         gguf-rtn) gguf_row "RTN" -m rtn ;;
         gguf-gptq) gguf_row "GPTQ + signed scale search" --scale-search --signed-scale ;;
         gguf-gptq-act) gguf_row "GPTQ act-order static groups + signed scale search" --scale-search --signed-scale --act-order --static-groups ;;
