@@ -51,12 +51,53 @@ static void rerotate(float *v, int hd, const struct as_run_state *s, int from, i
     }
 }
 
+/* Add to acc[j] the head-mean causal attention of queries q0..n-1 on key j at layer l, from the
+ * post-RoPE queries the layer left in s->q and its cached keys (double accumulation). */
+static void attn_rows(const struct as_model *m, const struct as_run_state *s, int l, int q0, int n,
+                      double *acc) {
+    const struct as_model_config *c = &m->cfg;
+    int hd = c->head_dim, H = c->n_heads, kvd = c->n_kv_heads * hd, qd = H * hd;
+    const float *kc = s->key_cache + (size_t)l * s->max_seq * kvd;
+    double *row = as_xmalloc((size_t)n * sizeof *row);
+    for (int t = q0; t < n; t++) {
+        const float *q = s->q + (size_t)t * qd;
+        for (int h = 0; h < H; h++) {
+            int kh = h / (H / c->n_kv_heads);
+            double mx = -INFINITY, sum = 0;
+            for (int j = 0; j <= t; j++) {
+                double d = 0;
+                for (int i = 0; i < hd; i++)
+                    d += (double)q[h * hd + i] * kc[(size_t)j * kvd + kh * hd + i];
+                row[j] = d / sqrt((double)hd);
+                mx = fmax(mx, row[j]);
+            }
+            for (int j = 0; j <= t; j++)
+                sum += (row[j] = exp(row[j] - mx));
+            for (int j = 0; j <= t; j++)
+                acc[j] += row[j] / sum / H;
+        }
+    }
+    free(row);
+}
+
+static const char *const imp_names[] = {"default", "last", "tail", "recv", "accum", "norm"};
+
+int as_prune_importance_parse(const char *name) {
+    for (int i = 1; i < (int)(sizeof imp_names / sizeof *imp_names); i++)
+        if (!strcmp(name, imp_names[i])) return i;
+    return -1;
+}
+
+const char *as_prune_importance_name(int imp) {
+    return imp >= 0 && imp < (int)(sizeof imp_names / sizeof *imp_names) ? imp_names[imp] : "?";
+}
+
 int as_prune_prefill(const struct as_model *m, struct as_run_state *s, const int *tokens, int n,
                      const struct as_prune_engine *e, int *kept,
                      struct as_prune_prefill_stats *st) {
     const struct as_model_config *c = &m->cfg;
-    int D = c->hidden, hd = c->head_dim, H = c->n_heads, kvd = c->n_kv_heads * hd;
-    int qd = H * hd, L = e->layer;
+    int D = c->hidden, hd = c->head_dim, kvd = c->n_kv_heads * hd;
+    int L = e->layer;
     if (n < 1) return as_fail("prune: empty prompt");
     if (n > s->max_T || n > s->max_seq)
         return as_fail("prune: prompt of %d tokens is longer than the context (%d)", n,
@@ -73,33 +114,32 @@ int as_prune_prefill(const struct as_model *m, struct as_run_state *s, const int
     for (int l = 0; l < L; l++)
         as_forward_layer(m, s, l, n, NULL);
 
-    /* the last token's head-mean attention at layer L-1, from its post-RoPE query (left in s->q
-     * by the layer) and the layer's cached keys */
+    /* the score: by default the last token's head-mean attention at layer L-1, from its
+     * post-RoPE query (left in s->q by the layer) and the layer's cached keys */
     float *score = NULL, *keys = NULL;
+    int imp = e->importance ? e->importance : AS_IMP_LAST;
+    if (imp == AS_IMP_NORM) {
+        score = as_xmalloc((size_t)n * sizeof *score);
+        for (int j = 0; j < n; j++) {
+            double ss = 0;
+            for (int i = 0; i < D; i++)
+                ss += (double)s->x[(size_t)j * D + i] * s->x[(size_t)j * D + i];
+            score[j] = (float)sqrt(ss);
+        }
+    } else if (L > 0) {
+        int q0 = imp == AS_IMP_LAST ? n - 1 : imp == AS_IMP_TAIL ? n - e->keep_last : 0;
+        if (q0 < 0) q0 = 0;
+        double *acc = as_xcalloc((size_t)n, sizeof *acc);
+        attn_rows(m, s, L - 1, q0, n, acc);
+        score = as_xmalloc((size_t)n * sizeof *score);
+        for (int j = 0; j < n; j++) /* recv: mean over the queries i >= j that see token j */
+            score[j] = (float)(imp == AS_IMP_RECV    ? acc[j] / (n - (j > q0 ? j : q0))
+                               : imp == AS_IMP_ACCUM ? acc[j]
+                                                     : acc[j] / (n - q0));
+        free(acc);
+    }
     if (L > 0) {
         const float *kc = s->key_cache + (size_t)(L - 1) * s->max_seq * kvd;
-        const float *q = s->q + (size_t)(n - 1) * qd;
-        double *row = as_xmalloc((size_t)n * sizeof *row),
-               *acc = as_xcalloc((size_t)n, sizeof *acc);
-        for (int h = 0; h < H; h++) {
-            int kh = h / (H / c->n_kv_heads);
-            double mx = -INFINITY, sum = 0;
-            for (int j = 0; j < n; j++) {
-                double d = 0;
-                for (int i = 0; i < hd; i++)
-                    d += (double)q[h * hd + i] * kc[(size_t)j * kvd + kh * hd + i];
-                row[j] = d / sqrt((double)hd);
-                mx = fmax(mx, row[j]);
-            }
-            for (int j = 0; j < n; j++)
-                sum += (row[j] = exp(row[j] - mx));
-            for (int j = 0; j < n; j++)
-                acc[j] += row[j] / sum / H;
-        }
-        score = as_xmalloc((size_t)n * sizeof *score);
-        for (int j = 0; j < n; j++)
-            score[j] = (float)acc[j];
-        free(row), free(acc);
         keys = as_xmalloc((size_t)n * kvd * sizeof *keys);
         memcpy(keys, kc, (size_t)n * kvd * sizeof *keys);
     }

@@ -16,9 +16,25 @@
 #include "forward.h"
 #include "prune_tokens.h"
 
+/* Where the engine's per-token score (the importance / saliency the strategies read) comes from,
+ * all at layer L-1 (L >= 1) except NORM. */
+enum as_prune_importance {
+    AS_IMP_DEFAULT = 0, /* LAST for every method */
+    AS_IMP_LAST,        /* the last token's head-mean attention row (FastV) */
+    AS_IMP_TAIL,        /* mean head-mean attention row of the keep_last protected tokens */
+    AS_IMP_RECV,        /* received attention: mean over the queries that see the token */
+    AS_IMP_ACCUM,       /* accumulated attention: sum over all queries (H2O) */
+    AS_IMP_NORM,        /* L2 norm of the token's residual row entering layer L */
+};
+
+/* "last", "tail", "recv", "accum", "norm" -> the enum; -1 when unknown. */
+int as_prune_importance_parse(const char *name);
+const char *as_prune_importance_name(int imp);
+
 struct as_prune_engine {
     const struct as_prune_method *method;
-    double keep; /* fraction of the prunable tokens kept, (0, 1] */
+    int importance; /* enum as_prune_importance */
+    double keep;    /* fraction of the prunable tokens kept, (0, 1] */
     struct as_prune_params params;
     int layer;      /* 0: on the embeddings; L >= 1: after layer L-1 */
     int keep_first; /* never pruned: the first tokens (BOS, a system prefix) */

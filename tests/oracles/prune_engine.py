@@ -5,6 +5,11 @@ conventions and tests/oracles/prune_tokens.py's strategies (both independent of 
 
   prune_engine.py check CKPT.bin IDS METHOD KEEP LAYER KEEP_FIRST KEEP_LAST OUT.astr [NAME=VALUE..]
 
+importance=last|tail|recv|accum|norm among the NAME=VALUE pairs chooses the scores (as-prune
+--importance): the last token's attention row (default), the mean row of the KEEP_LAST tokens, the
+attention each token receives averaged over the rows that see it (n - j of them), its plain sum
+over all rows, or the L2 norm of the residual row entering LAYER.
+
 The prompt IDS (comma-separated) runs whole through layers < LAYER; the strategy sees the residual
 rows entering LAYER, the last token's head-mean attention at LAYER-1 as scores and that layer's
 post-RoPE keys; the kept/merged rows are renumbered 0..M-1, the caches of layers < LAYER become
@@ -66,6 +71,7 @@ class Net:
         s = np.exp(s - s.max(-1, keepdims=True))
         s /= s.sum(-1, keepdims=True)
         self.last_att = s[:, -1, :].mean(axis=0)
+        self.att = s.mean(axis=0)   # [T, S] head-mean attention rows (the importance variants)
         self.last_keys = k.reshape(S, nkv * hs)
         x = x + np.einsum("hts,shd->thd", s, vv).reshape(T, nh * hs) @ w["wo"][l].T
         h = fo.rmsnorm(x, w["rms_ffn"][l])
@@ -82,7 +88,14 @@ def main():
         pt.die(__doc__)
     ckpt, ids = a[1], [int(t) for t in a[2].split(",")]
     method, keep, L, kf, kl, out = a[3], float(a[4]), int(a[5]), int(a[6]), int(a[7]), a[8]
-    p = pt.parse_params(a[9:])
+    imp = "last"
+    rest = []
+    for kv in a[9:]:
+        if kv.startswith("importance="):
+            imp = kv.split("=", 1)[1]
+        else:
+            rest.append(kv)
+    p = pt.parse_params(rest)
     net = Net(ckpt)
     nl = net.cfg["nl"]
     n = len(ids)
@@ -91,7 +104,13 @@ def main():
         x = net.layer(l, x, np.arange(n))
     t = {"features": x, "prunable": np.array([kf <= i < n - kl for i in range(n)], np.uint8)}
     if L > 0:
-        t["scores"], t["keys"] = net.last_att, net.last_keys
+        t["keys"] = net.last_keys
+        A = net.att   # [n, n], causal rows
+        t["scores"] = {"last": A[-1], "tail": A[n - kl:].mean(axis=0),
+                       "recv": A.sum(axis=0) / (n - np.arange(n)), "accum": A.sum(axis=0),
+                       "norm": np.sqrt((x ** 2).sum(axis=1))}[imp]
+    elif imp == "norm":
+        t["scores"] = np.sqrt((x ** 2).sum(axis=1))
     kept, W, _, _ = pt.expect(t, method, keep, p)
     M = len(kept)
     for l in range(L):   # compacted caches, renumbered

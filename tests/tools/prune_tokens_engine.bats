@@ -28,6 +28,7 @@ engine() {
         --keep-first) kf=$2; shift 2 ;;
         --keep-last) kl=$2; shift 2 ;;
         --param) p+=("$2"); shift 2 ;;
+        --importance) p+=("importance=$2"); shift 2 ;;
         *) shift ;;
         esac
     done
@@ -59,6 +60,27 @@ engine() {
     [ "$output" = '[48,48]' ]
 }
 
+@test "engine: every importance source (the score the strategies read) equals the oracle's" {
+    local i
+    for i in last tail recv accum norm; do
+        engine fastv 0.25 2 --importance $i --keep-last 6
+        engine idpruner 0.25 3 --importance $i --keep-last 6 --param lambda=0.8
+    done
+    engine idpruner 0.25 0 --importance norm
+    # the sources rank differently (else the checks above would not tell them apart)
+    local k=()
+    for i in last tail recv accum norm; do
+        as-prune tokens --model "$M" --ids "$IDS" --method fastv --keep 0.25 --layer 2 --keep-last 6 \
+            --importance $i -o "$BATS_TEST_TMPDIR/i.astr" >"$BATS_TEST_TMPDIR/i.json"
+        k+=("$(jq -c .kept "$BATS_TEST_TMPDIR/i.json")")
+    done
+    run bash -c 'printf "%s\n" "$@" | sort -u | wc -l' _ "${k[@]}"
+    [ "$output" = 5 ]
+    run --separate-stderr as-prune tokens --model "$M" --ids "$IDS" --method fastv --keep 0.5 --importance nosuch -o "$BATS_TEST_TMPDIR/bad.astr"
+    refused "as-prune: tokens: --importance nosuch: unknown (last, tail, recv, accum, norm)"
+    [ ! -e "$BATS_TEST_TMPDIR/bad.astr" ]
+}
+
 @test "engine: theoretical FLOPs of the pruned prefill against an independent count" {
     engine fastv 0.25 2
     # stories260K: dim 64, hidden 172, 5 layers, 8 heads, 4 kv heads, head_dim 8; N 48, M 2 + round(0.25 * 46) = 14
@@ -81,6 +103,17 @@ EOF
     printf '%s\n' '{"context":"Once upon a time, there was a little girl named Lily. She liked to play in the park with her dog.","question":" Lily liked to play in the","answer":"park"}' \
         '{"context":"Tom had a big red ball. He threw the ball to his friend Sam.","question":" Tom threw the ball to","answer":"Sam"}' >"$p"
     as-prune tokens --model "$M" --prompts "$p" --method fastv --keep 0.5 --layer 2 --gen 4 >"$BATS_TEST_TMPDIR/out.jsonl"
+    # a --methods entry with its own settings equals the same run with them as options
+    as-prune tokens --model "$M" --prompts "$p" --method fastv --keep 0.5 --gen 1 \
+        --methods random,idpruner:lambda=0.8:importance=recv >"$BATS_TEST_TMPDIR/v.jsonl"
+    as-prune tokens --model "$M" --prompts "$p" --method idpruner --keep 0.5 --gen 1 \
+        --param lambda=0.8 --importance recv >"$BATS_TEST_TMPDIR/v1.jsonl"
+    run jq -s -c 'map(select(.summary | not) | select(.method | startswith("idpruner")) | [.method, .kld])' "$BATS_TEST_TMPDIR/v.jsonl"
+    local a=$output
+    run jq -s -c 'map(select(.summary | not) | ["idpruner:lambda=0.8:importance=recv", .kld])' "$BATS_TEST_TMPDIR/v1.jsonl"
+    [ "$a" = "$output" ]
+    run jq -s -c 'map(select(.summary | not) | .kld) | unique | length' "$BATS_TEST_TMPDIR/v.jsonl"
+    [ "$output" -gt 1 ]
     run jq -s -c 'length, (.[0] | [.n > .m, .kld >= 0, has("hit_pruned")]), (.[2] | [.summary, .prompts, .flops_reduction > 1, .token_ratio < 1, .prefill_speedup > 0])' "$BATS_TEST_TMPDIR/out.jsonl"
     [ "${lines[0]}" = 3 ]
     [ "${lines[1]}" = '[true,true,true]' ]

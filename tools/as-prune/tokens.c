@@ -37,7 +37,11 @@ static void usage(FILE *f) {
            "                  [--keep-last Q] (--ids LIST -o OUT | --prompts FILE [--gen G]\n"
            "                  [--methods M1,M2,..] [--keeps R1,R2,..])\n"
            "  --layer L        prune before layer L (0: on the embeddings; default 2), scored by\n"
-           "                   the last token's attention at layer L-1\n"
+           "                   the last token's attention at layer L-1 (see --importance)\n"
+           "  --importance I   the score the strategies read: last (the last token's attention\n"
+           "                   row), tail (mean row of the --keep-last tokens), recv (attention\n"
+           "                   received, mean over the queries that see the token), accum (its\n"
+           "                   sum over all queries), norm (L2 norm of the hidden state)\n"
            "  --keep-first F   first tokens never pruned (default 1); --keep-last Q: the last\n"
            "                   ones (default: the question's tokens with --prompts, 1 with --ids)\n"
            "  --ids LIST       comma-separated token ids; OUT gets kept I32 [M] and logits F32\n"
@@ -122,10 +126,18 @@ static char *shape_str(const struct tensor *t, char *buf, size_t n) {
 
 /* ---- engine mode: prune a model's prompt inside its prefill ---- */
 
+/* one entry of --methods: a method with its own parameters and importance */
+struct variant {
+    const struct as_prune_method *m;
+    struct as_prune_params p;
+    int importance;
+    char label[128]; /* the entry as given: NAME[:PARAM=VALUE]... */
+};
+
 struct engine_opts {
     const char *model, *ids, *prompts, *out, *report;
     int gen;
-    const struct as_prune_method *methods[32]; /* --prompts: the grid, methods x keeps */
+    struct variant methods[32]; /* --prompts: the grid, methods x keeps */
     double keeps[32];
     int n_methods, n_keeps;
     int keep_last; /* -1: the question's tokens (--prompts) or 1 (--ids) */
@@ -305,7 +317,8 @@ static int engine_main(struct engine_opts *o) {
         t_full += t1 - t0, tok_full += n;
         for (int ci = 0; ci < nc; ci++) {
             struct combo *cc = &cs[ci];
-            o->e.method = o->methods[ci / o->n_keeps];
+            const struct variant *va = &o->methods[ci / o->n_keeps];
+            o->e.method = va->m, o->e.params = va->p, o->e.importance = va->importance;
             o->e.keep = o->keeps[ci % o->n_keeps];
             as_state_reset(s);
             struct as_prune_prefill_stats st;
@@ -317,11 +330,10 @@ static int engine_main(struct engine_opts *o) {
             int same = argmax_f(lf, V) == argmax_f(s->logits, V);
             char *gp = greedy(m, s, tok, o->gen);
             int hp = ans && *ans && strstr(gp, ans);
-            json_t *r =
-                json_pack("{s:i, s:s, s:f, s:i, s:i, s:f, s:b, s:f, s:f, s:s, s:s}", "prompt", np,
-                          "method", o->e.method->name, "keep", o->e.keep, "n", n, "m", st.m, "kld",
-                          kl, "top1_same", same, "prefill_full_s", t1 - t0, "prefill_pruned_s",
-                          t3 - t2, "gen_full", gf, "gen_pruned", gp);
+            json_t *r = json_pack("{s:i, s:s, s:f, s:i, s:i, s:f, s:b, s:f, s:f, s:s, s:s}",
+                                  "prompt", np, "method", va->label, "keep", o->e.keep, "n", n, "m",
+                                  st.m, "kld", kl, "top1_same", same, "prefill_full_s", t1 - t0,
+                                  "prefill_pruned_s", t3 - t2, "gen_full", gf, "gen_pruned", gp);
             if (ans && *ans) {
                 json_object_set_new(r, "answer", json_string(ans));
                 json_object_set_new(r, "hit_full", json_boolean(hf));
@@ -346,7 +358,7 @@ static int engine_main(struct engine_opts *o) {
     for (int ci = 0; ci < nc; ci++) {
         struct combo *cc = &cs[ci];
         json_t *sum = json_pack("{s:b, s:s, s:f, s:i, s:i, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
-                                "summary", 1, "method", o->methods[ci / o->n_keeps]->name, "keep",
+                                "summary", 1, "method", o->methods[ci / o->n_keeps].label, "keep",
                                 o->keeps[ci % o->n_keeps], "layer", o->e.layer, "prompts", np,
                                 "kld_mean", cc->kld / np, "top1_agree", (double)cc->agree / np,
                                 "token_ratio", (double)cc->toks / tok_full, "flops_reduction",
@@ -366,15 +378,32 @@ static int engine_main(struct engine_opts *o) {
     return 0;
 }
 
-/* --methods a,b,c and --keeps x,y,z (the --prompts grid) */
-static void parse_methods(const char *arg, struct engine_opts *o) {
+/* --methods a,b:lambda=0.8:importance=recv,c (the --prompts grid): each entry a method, then
+ * parameters that override --param and --importance for that entry only */
+static void parse_methods(const char *arg, struct engine_opts *o, const struct as_prune_params *p,
+                          int importance) {
     char *dup = as_xstrdup(arg), *save = NULL;
     o->n_methods = 0;
     for (char *t = strtok_r(dup, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        const struct as_prune_method *m = as_prune_find(t);
-        if (!m) as_die("tokens: --methods: unknown method '%s'", t);
         if (o->n_methods == 32) as_die("tokens: --methods: more than 32");
-        o->methods[o->n_methods++] = m;
+        struct variant *v = &o->methods[o->n_methods++];
+        if (strlen(t) >= sizeof v->label) as_die("tokens: --methods: '%s' too long", t);
+        strcpy(v->label, t);
+        char *save2 = NULL, *name = strtok_r(t, ":", &save2);
+        v->m = name ? as_prune_find(name) : NULL;
+        if (!v->m) as_die("tokens: --methods: unknown method '%s'", name ? name : "");
+        v->p = *p, v->importance = importance;
+        for (char *kv = strtok_r(NULL, ":", &save2); kv; kv = strtok_r(NULL, ":", &save2)) {
+            if (!strncmp(kv, "importance=", 11)) {
+                v->importance = as_prune_importance_parse(kv + 11);
+                if (v->importance < 0)
+                    as_die("tokens: --methods %s: unknown importance '%s' (last, tail, recv, "
+                           "accum, norm)",
+                           v->label, kv + 11);
+            } else {
+                set_param(&v->p, kv);
+            }
+        }
     }
     free(dup);
     if (!o->n_methods) as_die("tokens: --methods: empty list");
@@ -415,9 +444,11 @@ int as_prune_cmd_tokens(int argc, char **argv) {
                                        {"gen", required_argument, 0, 'G'},
                                        {"methods", required_argument, 0, 'U'},
                                        {"keeps", required_argument, 0, 'K'},
+                                       {"importance", required_argument, 0, 'W'},
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
     const char *methods_arg = NULL, *keeps_arg = NULL;
+    int importance = AS_IMP_DEFAULT;
     struct engine_opts eo = {.gen = 16, .keep_last = -1, .e = {.layer = 2, .keep_first = 1}};
     int c;
     while ((c = getopt_long(argc, argv, "i:o:m:k:h", lo, NULL)) != -1) {
@@ -473,6 +504,11 @@ int as_prune_cmd_tokens(int argc, char **argv) {
         case 'G':
             eo.gen = as_arg_int(optarg);
             break;
+        case 'W':
+            importance = as_prune_importance_parse(optarg);
+            if (importance < 0)
+                as_die("tokens: --importance %s: unknown (last, tail, recv, accum, norm)", optarg);
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -496,8 +532,11 @@ int as_prune_cmd_tokens(int argc, char **argv) {
         if (eo.keep_last == 0 || eo.keep_last < -1)
             as_die("tokens: --keep-last must be >= 1 (the last token predicts the next)");
         eo.e.method = m, eo.e.keep = keep, eo.e.params = p, eo.out = out;
-        eo.methods[0] = m, eo.keeps[0] = keep, eo.n_methods = eo.n_keeps = 1;
-        if (methods_arg) parse_methods(methods_arg, &eo);
+        eo.e.importance = importance;
+        eo.methods[0] = (struct variant){.m = m, .p = p, .importance = importance};
+        snprintf(eo.methods[0].label, sizeof eo.methods[0].label, "%s", m->name);
+        eo.keeps[0] = keep, eo.n_methods = eo.n_keeps = 1;
+        if (methods_arg) parse_methods(methods_arg, &eo, &p, importance);
         if (keeps_arg) parse_keeps(keeps_arg, &eo);
         return engine_main(&eo);
     }

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# IDPruner's importance and lambda for language-model tokens (issue 21, docs/token-pruning.md):
+# a grid of importance sources x lambda at one keep ratio, on text prompts cut from texts that
+# bench/prune.sh does NOT use (Persuasion, Mansfield Park, Sense and Sensibility), so the choice
+# is not tuned on the texts the tables report. Prints one row per variant (KLD of the next-token
+# distribution vs the full prefill, top-1 agreement) and keeps them in
+# bench/results/prune-study.{md,jsonl}.
+#   N=10 CTX_WORDS=500 KEEPS=0.25 LAMBDAS=0.5,0.7,0.8,0.9 IMPS=last,tail,recv,accum,norm \
+#   EXTRA=random,scope SMOL=DIR bench/prune_study.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-${BINDIR:-bin}}
+AS_DATA=${AS_DATA:-$(cd .. && pwd)/shared/data}
+PY=${PY:-.venv/bin/python3}
+N=${N:-10}
+CTX_WORDS=${CTX_WORDS:-500}
+KEEPS=${KEEPS:-0.25}
+LAMBDAS=${LAMBDAS:-0.5,0.7,0.8,0.9}
+IMPS=${IMPS:-last,tail,recv,accum,norm}
+EXTRA=${EXTRA:-random,scope,scope:importance=tail,fastv:importance=tail}
+LAYER=${LAYER:-2}
+TAG=${TAG:-}
+OUT=bench/results
+TMP=${TMPDIR:-/tmp}/as-bench-prune-study.$$
+mkdir -p "$TMP" "$OUT"
+trap 'rm -rf "$TMP"' EXIT
+export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
+SMOL=${SMOL:-}
+if [ -z "$SMOL" ]; then
+    SMOL=$TMP/smol
+    "$BIN/as-import" "$(pipelines/smollm2-gguf)" "$SMOL" >/dev/null
+fi
+
+"$PY" - "$AS_DATA" "$TMP" "$N" "$CTX_WORDS" <<'PYEOF'
+import json, random, sys
+data, tmp, n, words = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+rng = random.Random(2021)
+srcs = [data + "/text/austen/" + b + ".txt" for b in ("persuasion", "mansfield_park", "sense_and_sensibility")]
+with open(tmp + "/choose.jsonl", "w") as f:
+    for i in range(n):
+        w = open(srcs[i % len(srcs)], encoding="utf-8", errors="replace").read().split()
+        s = rng.randrange(1000, len(w) - words - 100)
+        f.write(json.dumps({"context": " ".join(w[s:s + words]),
+                            "question": " " + " ".join(w[s + words:s + words + 8]), "answer": ""}) + "\n")
+PYEOF
+
+methods=$EXTRA
+for imp in ${IMPS//,/ }; do
+    for lam in ${LAMBDAS//,/ }; do
+        methods+=",idpruner:lambda=$lam:importance=$imp"
+    done
+done
+"$BIN/as-prune" tokens --model "$SMOL" --prompts "$TMP/choose.jsonl" --method random --keep 1 \
+    --methods "$methods" --keeps "$KEEPS" --layer "$LAYER" --gen 1 >"$OUT/prune-study$TAG.jsonl"
+{
+    echo "# IDPruner importance x lambda on SmolLM2-135M-Instruct, layer $LAYER, $N prompts of $CTX_WORDS words"
+    echo "# from Persuasion / Mansfield Park / Sense and Sensibility (not the texts of bench/prune.sh)"
+    echo "# $(date -u +%F) $(git rev-parse --short HEAD) $(nproc) cpus"
+    echo
+    echo "| variant | keep | KLD | top-1 |"
+    echo "|---|---|---|---|"
+    jq -s -r 'map(select(.summary))[] | "| \(.method) | \(.keep) | \(.kld_mean * 1000 | round / 1000) | \(.top1_agree * 100 | round)% |"' \
+        "$OUT/prune-study$TAG.jsonl"
+} | tee "$OUT/prune-study$TAG.md"
