@@ -176,7 +176,10 @@ static int cmd_gemv(int nshapes, char **shapes) {
                 continue;
             }
             size_t mb = mat_bytes(f, N, K);
-            int copies = (int)((((size_t)256 << 20) + mb - 1) / mb);
+            /* AS_BENCH_WSET_MB (256): a working set that fits the caches shows the compute rate */
+            const char *ws = getenv("AS_BENCH_WSET_MB");
+            const size_t wset = (ws ? (size_t)atoi(ws) : 256) << 20;
+            int copies = (int)((wset + mb - 1) / mb);
             void **m = as_xmalloc((size_t)copies * sizeof *m);
             m[0] = make_mat(f, N, K);
             for (int c = 1; c < copies; c++) {
