@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "as_error.h"
 #include "prune_engine.h"
@@ -18,22 +19,26 @@ double as_prune_prefill_flops(const struct as_model_config *c, int T, int layers
     return layers * (T * lin + att);
 }
 
-int as_prune_engine_from_spec(const char *spec, struct as_prune_engine *e) {
+int as_prune_engine_parse(const char *opt, const char *spec, struct as_prune_engine *e) {
     char name[64];
     double keep;
     int layer = 2, keep_last = 1, used = 0;
     int got = sscanf(spec, "%63[^:]:%lf%n:%d%n:%d%n", name, &keep, &used, &layer, &used, &keep_last,
                      &used);
     if (got < 2 || spec[used])
-        return as_fail("--prune %s: expected METHOD:KEEP[:LAYER[:KEEP_LAST]]", spec);
+        return as_fail("%s %s: expected METHOD:KEEP[:LAYER[:KEEP_LAST]]", opt, spec);
     memset(e, 0, sizeof *e);
     e->method = as_prune_find(name);
-    if (!e->method) return as_fail("--prune %s: unknown method '%s'", spec, name);
-    if (!(keep > 0 && keep <= 1)) return as_fail("--prune %s: keep %g outside (0, 1]", spec, keep);
-    if (keep_last < 1) return as_fail("--prune %s: KEEP_LAST must be >= 1", spec);
+    if (!e->method) return as_fail("%s %s: unknown method '%s'", opt, spec, name);
+    if (!(keep > 0 && keep <= 1)) return as_fail("%s %s: keep %g outside (0, 1]", opt, spec, keep);
+    if (keep_last < 1) return as_fail("%s %s: KEEP_LAST must be >= 1", opt, spec);
     as_prune_params_default(&e->params);
     e->keep = keep, e->layer = layer, e->keep_first = 1, e->keep_last = keep_last;
     return 0;
+}
+
+int as_prune_engine_from_spec(const char *spec, struct as_prune_engine *e) {
+    return as_prune_engine_parse("--prune", spec, e);
 }
 
 /* Rotate one head's key from RoPE position `from` to `to` (rotate-half layout): undo the
@@ -204,5 +209,43 @@ int as_prune_prefill(const struct as_model *m, struct as_run_state *s, const int
             as_prune_prefill_flops(c, n, L) + as_prune_prefill_flops(c, M, c->n_layers - L);
     }
     as_prune_result_free(&res);
+    return 0;
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+int as_prune_eval_window(const struct as_model *m, struct as_run_state *s, const int *win, int ctx,
+                         int first, const struct as_prune_engine *e, const float *ref,
+                         struct as_prune_eval *acc) {
+    int V = m->cfg.vocab;
+    if (first < 1 || first >= ctx)
+        return as_fail("prune: prompt of %d tokens in a window of %d", first, ctx);
+    /* the unpruned prefill of the same prompt, in the same run: the speedup's denominator */
+    as_state_reset(s);
+    double t0 = now_s();
+    if (as_forward(m, s, win, first, AS_LOGITS_LAST, NULL)) return -1;
+    double t1 = now_s();
+    as_state_reset(s);
+    struct as_prune_prefill_stats st;
+    if (as_prune_prefill(m, s, win, first, e, NULL, &st)) return -1;
+    double t2 = now_s();
+    acc->n += st.n, acc->m += st.m, acc->t_full += t1 - t0, acc->t_pruned += t2 - t1;
+    acc->flops_full += st.flops_full, acc->flops_pruned += st.flops_pruned;
+    int T = ctx - 1 - first;
+    if (T < 1) return 0;
+    if (as_forward(m, s, win + first, T, AS_LOGITS_ALL, NULL)) return -1;
+    double *lp = as_xmalloc((size_t)V * sizeof *lp), *lr = as_xmalloc((size_t)V * sizeof *lr);
+    for (int j = 0; j < T; j++) {
+        int target = win[first + j + 1];
+        as_log_softmax(s->logits + (size_t)j * V, V, lp);
+        as_log_softmax(ref + (size_t)j * V, V, lr);
+        as_nll_add(&acc->nll, -lp[target]);
+        as_kld_add(&acc->kld, lr, lp, V, target);
+    }
+    free(lp), free(lr);
     return 0;
 }

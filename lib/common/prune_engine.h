@@ -13,6 +13,7 @@
 #ifndef AS_PRUNE_ENGINE_H
 #define AS_PRUNE_ENGINE_H
 
+#include "eval_metrics.h"
 #include "forward.h"
 #include "prune_tokens.h"
 
@@ -57,9 +58,26 @@ int as_prune_prefill(const struct as_model *m, struct as_run_state *s, const int
 /* Parse METHOD:KEEP[:LAYER[:KEEP_LAST]] (as-gen --prune) into *e with default parameters,
  * keep_first 1, layer 2 and keep_last 1 unless given. -1 with as_fail naming the problem. */
 int as_prune_engine_from_spec(const char *spec, struct as_prune_engine *e);
+/* The same, errors naming the option opt ("--prune-tokens SPEC: ..."). */
+int as_prune_engine_parse(const char *opt, const char *spec, struct as_prune_engine *e);
 
 /* Theoretical prefill FLOPs of T tokens through `layers` layers (2 per multiply-add; causal
  * attention counts the T(T+1)/2 scored pairs), without the lm_head. */
 double as_prune_prefill_flops(const struct as_model_config *c, int T, int layers);
+
+/* as-eval --prune-tokens: one perplexity window with its first `first` tokens as the prompt.
+ * The unpruned prefill of the prompt (timed), then the pruned one (timed, selection included),
+ * then tokens first..ctx-2 decode on the pruned cache; their logit rows are scored against the
+ * window's next tokens (win[j + 1]) and, by KL divergence, against ref (the unpruned model's
+ * rows for positions first..ctx-2, [ctx-1-first, V]). s: a state of max_T, max_seq >= ctx. */
+struct as_prune_eval {
+    long n, m; /* prompt tokens before / after pruning, summed over windows */
+    double flops_full, flops_pruned, t_full, t_pruned;
+    struct as_nll_acc nll;
+    struct as_kld_acc kld;
+};
+int as_prune_eval_window(const struct as_model *m, struct as_run_state *s, const int *win, int ctx,
+                         int first, const struct as_prune_engine *e, const float *ref,
+                         struct as_prune_eval *acc);
 
 #endif

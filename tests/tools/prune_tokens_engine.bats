@@ -124,6 +124,41 @@ EOF
     [ "$output" = '[[0,true],[0,true]]' ]
 }
 
+@test "as-eval --prune-tokens: FLOP reduction from the shapes, keep 1 is the unpruned PPL, bad input" {
+    local j=$BATS_TEST_TMPDIR/ev.json
+    as-eval -m "$M" -f "$WIKI" --bytes 20000 --ctx 64 --chunks 3 --prune-tokens fastv:0.25 --json >"$j"
+    # 3 windows, prompt = first half (32 tokens, BOS and the last one protected): M = 2 + round(0.25 * 30) = 10
+    run jq -r '.prune | "\(.prompt_tokens) \(.kept_tokens) \(.flops_full) \(.flops_pruned) \(.flops_reduction)"' "$j"
+    python3 - $output <<'EOF'
+import sys
+n, m, full, pruned, red = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+D, I, H, KV, hd, nl = 64, 172, 8, 4, 8, 5
+def f(T, layers):
+    lin = 2 * (D * H * hd * 2 + 2 * D * KV * hd + 3 * D * I)
+    return layers * (T * lin + 2 * 2 * H * hd * T * (T + 1) / 2)
+assert (n, m) == (96, 30), (n, m)
+F, P = 3 * f(32, nl), 3 * (f(32, 2) + f(10, nl - 2))
+assert abs(full - F) < 1e-9 * F and abs(pruned - P) < 1e-9 * P, (full, F, pruned, P)
+assert abs(red - F / P) < 1e-6 * red, (red, F / P)
+EOF
+    # 3 windows x 31 scored positions; pruning changes the predictions
+    run jq -r '[.scored, (.prune | .kld_mean > 0.001, .ppl != null, .prefill_full_s > 0, .prefill_pruned_s > 0)] | @tsv' "$j"
+    [ "$output" = "$(printf '93\ttrue\ttrue\ttrue\ttrue')" ]
+    # keep 1: the second halves decoded after the (unpruned) prompt give the plain PPL
+    as-eval -m "$M" -f "$WIKI" --bytes 20000 --ctx 64 --chunks 3 --prune-tokens idpruner:1:2 --json >"$j"
+    run jq -r '[(.prune.ppl / .ppl - 1 | fabs < 1e-5), .prune.kld_mean < 1e-9, .prune.same_top, .prune.kept_tokens] | @tsv' "$j"
+    [ "$output" = "$(printf 'true\ttrue\t1\t96')" ]
+    # the text report names both prefill costs
+    run as-eval -m "$M" -f "$WIKI" --bytes 20000 --ctx 64 --chunks 1 --prune-tokens fastv:0.5
+    [[ "$output" == *"pruned cost  "*"x fewer prefill FLOPs, measured prefill speedup "* ]]
+    run --separate-stderr as-eval -m "$M" -f "$WIKI" --bytes 20000 --ctx 64 --score all --prune-tokens fastv:0.5
+    refused "as-eval: --prune-tokens: needs -f TEXT and --score half (the pruned prompt is each window's first half), without --sparse-attn"
+    run --separate-stderr as-eval -m "$M" -f "$WIKI" --bytes 20000 --ctx 64 --prune-tokens fastv:1.5
+    refused "as-eval: --prune-tokens fastv:1.5: keep 1.5 outside (0, 1]"
+    run --separate-stderr as-eval -m "$M" -f "$WIKI" --bytes 20000 --ctx 64 --prune-tokens fastv:0.5:0
+    refused "as-eval: $M: window 0: prune: method fastv needs attention: choose a layer >= 1"
+}
+
 @test "engine bad input: prompt longer than the context, FastV before layer 0, layer out of range, keep-last 0" {
     local o=$BATS_TEST_TMPDIR/bad.astr long
     long=$(python3 -c 'print(",".join(["1"] * 513))')

@@ -27,6 +27,7 @@
 #include "model.h"
 #include "model_loaders.h"
 #include "pack_fp.h"
+#include "prune_engine.h"
 #include "sparse_attn.h"
 #include "text_data.h"
 #include "tokenizer.h"
@@ -59,6 +60,11 @@ static void usage(FILE *f) {
             "                      --kl-divergence-base)\n"
             "      --sparse-attn S sparse prefill attention of MODEL: a JSON config or\n"
             "                      METHOD[:PARAM=VALUE,...] (docs/sparse-attention.md)\n"
+            "      --prune-tokens METHOD:KEEP[:LAYER[:KEEP_LAST]]\n"
+            "                      also score each window's second half after a pruned first\n"
+            "                      half (docs/token-pruning.md): PPL, KLD vs unpruned, the\n"
+            "                      theoretical FLOP reduction and the measured prefill\n"
+            "                      speedup of the first half, unpruned timed in the same run\n"
             "      --json          JSON report on stdout instead of the table\n"
             "  -h, --help          this help\n");
 }
@@ -77,6 +83,7 @@ struct eval_opts {
     int ctx, score_all, chunks, gen, json;
     const char *act_quant, *kv_cache, *base_logits;
     const char *sparse_attn; /* sparse prefill attention of MODEL (sparse_attn.h) */
+    const char *prune;       /* --prune-tokens METHOD:KEEP[:LAYER[:KEEP_LAST]] (prune_engine.h) */
 };
 
 /* Generation speed: greedy decode of n tokens after BOS, one token per forward call. */
@@ -120,6 +127,7 @@ int main(int argc, char **argv) {
                                              {"kv-cache", required_argument, 0, 8},
                                              {"base-logits", required_argument, 0, 9},
                                              {"sparse-attn", required_argument, 0, 10},
+                                             {"prune-tokens", required_argument, 0, 11},
                                              {"help", no_argument, 0, 'h'},
                                              {0, 0, 0, 0}};
     int c;
@@ -170,6 +178,9 @@ int main(int argc, char **argv) {
         case 10:
             o.sparse_attn = optarg;
             break;
+        case 11:
+            o.prune = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -181,6 +192,13 @@ int main(int argc, char **argv) {
     if (!o.model || (!o.file && !o.gen)) {
         usage(stderr);
         return 2;
+    }
+    struct as_prune_engine pe;
+    if (o.prune) {
+        if (as_prune_engine_parse("--prune-tokens", o.prune, &pe)) as_die_last();
+        if (!o.file || o.score_all || o.sparse_attn)
+            as_die("--prune-tokens: needs -f TEXT and --score half (the pruned prompt is each "
+                   "window's first half), without --sparse-attn");
     }
     if (threads > 0) openblas_set_num_threads(threads);
     as_register_model_loaders();
@@ -300,6 +318,10 @@ int main(int argc, char **argv) {
         struct as_kld_acc kld = {0};
         int *window = as_xmalloc(sizeof(int) * o.ctx);
         double t_fwd = 0;
+        struct as_prune_eval pacc = {0};
+        struct as_run_state *sp_state = o.prune ? as_state_new(m, o.ctx, o.ctx, 0) : NULL;
+        if (o.prune && !sp_state) as_die_last();
+        if (sp_state) as_act_quant_attach(aq, sp_state), as_kv_quant_attach(kq, sp_state);
         for (int ch = 0; ch < n_chunks; ch++) {
             for (int j = 0; j < o.ctx; j++)
                 window[j] = ids[(size_t)ch * o.ctx + j];
@@ -335,6 +357,9 @@ int main(int argc, char **argv) {
                     as_kld_add(&kld, lpb, lp, V, target);
                 }
             }
+            if (o.prune && as_prune_eval_window(m, sp_state, window, o.ctx, first, &pe,
+                                                s->logits + (size_t)first * V, &pacc))
+                as_fail_prefix("%s: window %d: ", o.model, ch), as_die_last();
             as_progress("window %d/%d  PPL %.4f", ch + 1, n_chunks, as_nll_ppl(&nll));
         }
         as_progress_done();
@@ -352,6 +377,22 @@ int main(int argc, char **argv) {
             json_object_set_new(rep, "sparse_density", json_real(as_sparse_mean_density(sp.cfg)));
             as_sparse_config_free(sp.cfg);
             s->attn_mask = NULL;
+        }
+        if (o.prune) {
+            struct as_kld_summary k;
+            as_kld_summarize(&pacc.kld, &k);
+            json_object_set_new(
+                rep, "prune",
+                json_pack("{s:s, s:I, s:I, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}",
+                          "spec", o.prune, "prompt_tokens", (json_int_t)pacc.n, "kept_tokens",
+                          (json_int_t)pacc.m, "ppl", as_nll_ppl(&pacc.nll), "ppl_err",
+                          as_nll_ppl_err(&pacc.nll), "kld_mean", k.mean, "same_top", k.same_top,
+                          "flops_full", pacc.flops_full, "flops_pruned", pacc.flops_pruned,
+                          "flops_reduction", pacc.flops_full / pacc.flops_pruned, "prefill_full_s",
+                          pacc.t_full, "prefill_pruned_s", pacc.t_pruned, "prefill_speedup",
+                          pacc.t_full / pacc.t_pruned));
+            as_kld_free(&pacc.kld);
+            as_state_free(sp_state);
         }
         if (cache_out && as_logits_cache_commit(cache_out)) as_die_last();
         as_logits_cache_close(cache_in);
@@ -424,6 +465,22 @@ int main(int argc, char **argv) {
             printf("Δp RMS       %.4f%%\n", 100 * json_real_value(json_object_get(rep, "dp_rms")));
             printf("same top     %.3f%%\n",
                    100 * json_real_value(json_object_get(rep, "same_top")));
+        }
+        if ((v = json_object_get(rep, "prune"))) {
+            printf("pruned       %s: prompt (first half) %lld -> %lld tokens\n", o.prune,
+                   json_integer_value(json_object_get(v, "prompt_tokens")),
+                   json_integer_value(json_object_get(v, "kept_tokens")));
+            printf("pruned PPL   %.4f ± %.5f, KLD vs unpruned %.6f, same top %.3f%%\n",
+                   json_real_value(json_object_get(v, "ppl")),
+                   json_real_value(json_object_get(v, "ppl_err")),
+                   json_real_value(json_object_get(v, "kld_mean")),
+                   100 * json_real_value(json_object_get(v, "same_top")));
+            printf("pruned cost  %.2fx fewer prefill FLOPs, measured prefill speedup %.2fx "
+                   "(%.3f s unpruned, %.3f s pruned)\n",
+                   json_real_value(json_object_get(v, "flops_reduction")),
+                   json_real_value(json_object_get(v, "prefill_speedup")),
+                   json_real_value(json_object_get(v, "prefill_full_s")),
+                   json_real_value(json_object_get(v, "prefill_pruned_s")));
         }
         if ((v = json_object_get(rep, "prefill_tok_s")))
             printf("prefill      %.0f tokens/s\n", json_real_value(v));
