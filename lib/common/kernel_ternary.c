@@ -24,9 +24,10 @@ int as_kernel_isa_supported(enum as_isa isa) {
     case AS_ISA_REF:
         return 1;
     case AS_ISA_AVX2:
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
     case AS_ISA_AVX512:
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avx512vl") &&
+        return as_kernel_isa_supported(AS_ISA_AVX2) && __builtin_cpu_supports("avx512vl") &&
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni") &&
                __builtin_cpu_supports("avx512vbmi");
     default:
@@ -185,12 +186,12 @@ static void ref_gemm(const struct as_tern_matrix *W, const struct as_act8 *a, in
 /* _Pragma takes one string literal, not concatenated pieces: keep these lines whole */
 // clang-format off
 #ifdef __clang__
-#define TARGET_BEGIN_AVX2 _Pragma("clang attribute push(__attribute__((target(\"avx2,fma\"))), apply_to = function)")
-#define TARGET_BEGIN_VNNI _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi\"))), apply_to = function)")
+#define TARGET_BEGIN_AVX2 _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c\"))), apply_to = function)")
+#define TARGET_BEGIN_VNNI _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi\"))), apply_to = function)")
 #define TARGET_END _Pragma("clang attribute pop")
 #else
-#define TARGET_BEGIN_AVX2 _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma\")")
-#define TARGET_BEGIN_VNNI _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi\")")
+#define TARGET_BEGIN_AVX2 _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c\")")
+#define TARGET_BEGIN_VNNI _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi\")")
 #define TARGET_END _Pragma("GCC pop_options")
 #endif
 // clang-format on
