@@ -11,6 +11,8 @@
 # Prints the tables and keeps them (with the raw JSON lines) in bench/results/prune.*.
 #   N_TEXT=12 N_PASSKEY=12 CTX_WORDS=500 LAYER=2 METHODS=... KEEPS=0.5,0.25,0.1 bench/prune.sh
 # TAG=.x writes bench/results/prune.x.*; PARAMS="--param lambda=0.8" passes strategy parameters.
+# SETS="text passkey" (default) runs both sets; SETS=text and SETS=passkey can run side by side
+# (one core each), then SETS= only prints the tables from the kept raw lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-${BINDIR:-bin}}
@@ -23,7 +25,7 @@ TAG=${TAG:-}
 PARAMS=${PARAMS:-}
 LAYER=${LAYER:-2}
 KEEPS=${KEEPS:-0.5,0.25,0.1}
-METHODS=${METHODS:-random,idpruner,fastv,divprune,visionzip,dart,scope,vispruner,samp,atome,fastadasp}
+METHODS=${METHODS:-random,idpruner,idpruner-paper,fastv,divprune,visionzip,dart,scope,vispruner,samp,atome,fastadasp}
 GEN=${GEN:-8}
 OUT=bench/results
 TMP=${TMPDIR:-/tmp}/as-bench-prune.$$
@@ -65,7 +67,7 @@ with open(tmp + "/passkey.jsonl", "w") as f:
                             "answer": key}) + "\n")
 EOF
 
-for set in text passkey; do
+for set in ${SETS-text passkey}; do
     "$BIN/as-prune" tokens --model "$SMOL" --prompts "$TMP/$set.jsonl" --method random --keep 1 \
         --methods "$METHODS" --keeps "$KEEPS" --layer "$LAYER" --gen "$GEN" $PARAMS >"$OUT/prune$TAG.$set.jsonl"
 done

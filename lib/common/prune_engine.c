@@ -34,7 +34,15 @@ int as_prune_engine_parse(const char *opt, const char *spec, struct as_prune_eng
     if (keep_last < 1) return as_fail("%s %s: KEEP_LAST must be >= 1", opt, spec);
     as_prune_params_default(&e->params);
     e->keep = keep, e->layer = layer, e->keep_first = 1, e->keep_last = keep_last;
+    as_prune_lm_defaults(e->method, &e->params, &e->importance, 0);
     return 0;
+}
+
+void as_prune_lm_defaults(const struct as_prune_method *m, struct as_prune_params *p,
+                          int *importance, int lambda_given) {
+    if (strcmp(m->name, "idpruner")) return;
+    if (*importance == AS_IMP_DEFAULT) *importance = AS_PRUNE_LM_IMPORTANCE;
+    if (!lambda_given) p->lambda = AS_PRUNE_LM_LAMBDA;
 }
 
 int as_prune_engine_from_spec(const char *spec, struct as_prune_engine *e) {

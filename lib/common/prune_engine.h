@@ -28,6 +28,18 @@ enum as_prune_importance {
     AS_IMP_NORM,        /* L2 norm of the token's residual row entering layer L */
 };
 
+/* IDPruner's defaults on language-model tokens (chosen by bench/prune_study.sh on texts the
+ * tables do not use, docs/token-pruning.md). */
+#define AS_PRUNE_LM_IMPORTANCE AS_IMP_RECV
+#define AS_PRUNE_LM_LAMBDA 0.8
+
+/* Apply a method's language-model defaults before the caller's own settings: for "idpruner" the
+ * importance (when *importance is AS_IMP_DEFAULT) and lambda (unless lambda_given). Every other
+ * method, and "idpruner-paper" (the published lambda 0.5 on the caller's scores: in the engine
+ * the last token's attention), keeps its table defaults. */
+void as_prune_lm_defaults(const struct as_prune_method *m, struct as_prune_params *p,
+                          int *importance, int lambda_given);
+
 /* "last", "tail", "recv", "accum", "norm" -> the enum; -1 when unknown. */
 int as_prune_importance_parse(const char *name);
 const char *as_prune_importance_name(int imp);

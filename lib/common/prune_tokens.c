@@ -454,7 +454,12 @@ static int s_fastadasp(const struct as_prune_ctx *c, int k, struct as_prune_choi
 static const struct as_prune_method methods[] = {
     {"random", AS_PRUNE_SELECT, s_random, 0, "nothing", "seed=0"},
     {"idpruner", AS_PRUNE_SELECT, s_idpruner, 0,
-     "features; importance = scores, else received attention, else feature L2 norm",
+     "features; importance = scores, else received attention, else feature L2 norm (in the "
+     "engine: received attention, lambda 0.8)",
+     "lambda=0.5 parallel_k=1"},
+    {"idpruner-paper", AS_PRUNE_SELECT, s_idpruner, 0,
+     "as idpruner; in the engine it keeps the published defaults (the last token's attention as "
+     "importance, lambda 0.5) where idpruner takes the language-model ones",
      "lambda=0.5 parallel_k=1"},
     {"fastv", AS_PRUNE_SELECT, s_fastv, AS_NEED_SCORE,
      "query token's head-mean attention row (or scores)", "query=last text token"},

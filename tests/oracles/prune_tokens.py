@@ -276,7 +276,8 @@ def m_fastadasp(ctx, k, p):
     return groups
 
 
-METHODS = {"random": m_random, "idpruner": m_idpruner, "fastv": m_fastv, "divprune": m_divprune,
+METHODS = {"random": m_random, "idpruner": m_idpruner, "idpruner-paper": m_idpruner,
+           "fastv": m_fastv, "divprune": m_divprune,
            "visionzip": m_visionzip, "dart": m_dart, "scope": m_scope, "vispruner": m_vispruner,
            "samp": m_samp, "atome": m_atome, "fastadasp": m_fastadasp}
 

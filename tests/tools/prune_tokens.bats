@@ -10,7 +10,7 @@ load assert_refused
 set -o pipefail
 
 ORACLE=$BATS_TEST_DIRNAME/../oracles/prune_tokens.py
-METHODS="random idpruner fastv divprune visionzip dart scope vispruner samp atome fastadasp"
+METHODS="random idpruner idpruner-paper fastv divprune visionzip dart scope vispruner samp atome fastadasp"
 
 setup_file() {
     local o=$BATS_TEST_DIRNAME/../oracles/prune_tokens.py

@@ -40,8 +40,19 @@ engine() {
     for m in random idpruner divprune dart scope samp atome fastadasp; do
         engine $m 0.3 0
     done
-    for m in random idpruner fastv divprune visionzip dart scope vispruner samp atome fastadasp; do
+    for m in random idpruner idpruner-paper fastv divprune visionzip dart scope vispruner samp atome fastadasp; do
         engine $m 0.3 2
+    done
+    # the settings in force: IDPruner's language-model defaults, the published ones by name, overrides
+    run jq -c '[.importance, .lambda]' "$BATS_TEST_TMPDIR/rep.json"
+    [ "$output" = '["last",0.5]' ] # fastadasp: the table defaults
+    local want=('["recv",0.8]' '["last",0.5]' '["recv",0.5]' '["tail",0.8]')
+    local args=("idpruner" "idpruner-paper" "idpruner --param lambda=0.5" "idpruner --importance tail --keep-last 3")
+    local i
+    for i in 0 1 2 3; do
+        engine ${args[$i]%% *} 0.3 2 $([ "${args[$i]}" = "${args[$i]#* }" ] || echo "${args[$i]#* }")
+        run jq -c '[.importance, .lambda]' "$BATS_TEST_TMPDIR/rep.json"
+        [ "$output" = "${want[$i]}" ]
     done
 }
 

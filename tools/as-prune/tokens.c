@@ -59,7 +59,8 @@ static void usage(FILE *f) {
                 m[i].params[0] ? "; " : "", m[i].params);
 }
 
-static void set_param(struct as_prune_params *p, const char *arg) {
+/* Returns 1 when it set lambda (then IDPruner's language-model default does not apply). */
+static int set_param(struct as_prune_params *p, const char *arg) {
     const char *eq = strchr(arg, '=');
     if (!eq) as_die("--param %s: expected NAME=VALUE", arg);
     char name[64];
@@ -69,7 +70,7 @@ static void set_param(struct as_prune_params *p, const char *arg) {
     name[len] = 0;
     const char *v = eq + 1;
     if (!strcmp(name, "lambda"))
-        p->lambda = as_arg_double(v);
+        return p->lambda = as_arg_double(v), 1;
     else if (!strcmp(name, "parallel_k"))
         p->parallel_k = as_arg_int(v);
     else if (!strcmp(name, "zip_ratio"))
@@ -88,6 +89,7 @@ static void set_param(struct as_prune_params *p, const char *arg) {
         as_die("--param %s: unknown parameter (lambda, parallel_k, zip_ratio, n_pivots, alpha, "
                "threshold, weighted, seed)",
                arg);
+    return 0;
 }
 
 struct tensor {
@@ -226,6 +228,11 @@ static int engine_main(struct engine_opts *o) {
         rep = json_pack("{s:s, s:f, s:i, s:i, s:i, s:f, s:f}", "method", o->e.method->name, "keep",
                         o->e.keep, "layer", o->e.layer, "n", st.n, "m", st.m, "flops_full",
                         st.flops_full, "flops_pruned", st.flops_pruned);
+        /* the settings in force: the language-model defaults are visible here */
+        json_object_set_new(
+            rep, "importance",
+            json_string(as_prune_importance_name(o->e.importance ? o->e.importance : AS_IMP_LAST)));
+        json_object_set_new(rep, "lambda", json_real(o->e.params.lambda));
         json_t *ka = json_array();
         static int32_t *k32;
         k32 = as_xmalloc((size_t)st.m * sizeof *k32);
@@ -381,7 +388,7 @@ static int engine_main(struct engine_opts *o) {
 /* --methods a,b:lambda=0.8:importance=recv,c (the --prompts grid): each entry a method, then
  * parameters that override --param and --importance for that entry only */
 static void parse_methods(const char *arg, struct engine_opts *o, const struct as_prune_params *p,
-                          int importance) {
+                          int importance, int lambda_given) {
     char *dup = as_xstrdup(arg), *save = NULL;
     o->n_methods = 0;
     for (char *t = strtok_r(dup, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
@@ -393,6 +400,7 @@ static void parse_methods(const char *arg, struct engine_opts *o, const struct a
         v->m = name ? as_prune_find(name) : NULL;
         if (!v->m) as_die("tokens: --methods: unknown method '%s'", name ? name : "");
         v->p = *p, v->importance = importance;
+        int lg = lambda_given;
         for (char *kv = strtok_r(NULL, ":", &save2); kv; kv = strtok_r(NULL, ":", &save2)) {
             if (!strncmp(kv, "importance=", 11)) {
                 v->importance = as_prune_importance_parse(kv + 11);
@@ -401,9 +409,10 @@ static void parse_methods(const char *arg, struct engine_opts *o, const struct a
                            "accum, norm)",
                            v->label, kv + 11);
             } else {
-                set_param(&v->p, kv);
+                lg |= set_param(&v->p, kv);
             }
         }
+        as_prune_lm_defaults(v->m, &v->p, &v->importance, lg);
     }
     free(dup);
     if (!o->n_methods) as_die("tokens: --methods: empty list");
@@ -448,7 +457,7 @@ int as_prune_cmd_tokens(int argc, char **argv) {
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
     const char *methods_arg = NULL, *keeps_arg = NULL;
-    int importance = AS_IMP_DEFAULT;
+    int importance = AS_IMP_DEFAULT, lambda_given = 0;
     struct engine_opts eo = {.gen = 16, .keep_last = -1, .e = {.layer = 2, .keep_first = 1}};
     int c;
     while ((c = getopt_long(argc, argv, "i:o:m:k:h", lo, NULL)) != -1) {
@@ -469,7 +478,7 @@ int as_prune_cmd_tokens(int argc, char **argv) {
             report = optarg;
             break;
         case 'p':
-            set_param(&p, optarg);
+            lambda_given |= set_param(&p, optarg);
             break;
         case 'q':
             query = as_arg_int(optarg);
@@ -524,6 +533,8 @@ int as_prune_cmd_tokens(int argc, char **argv) {
     if (isnan(keep)) as_die("tokens: --keep is required");
     if (!(keep > 0 && keep <= 1)) as_die("tokens: --keep %g outside (0, 1]", keep);
     if (eo.model) {
+        struct as_prune_params base_p = p; /* --methods entries start from these */
+        int base_imp = importance;
         if (!eo.ids == !eo.prompts)
             as_die("tokens: --model needs one of --ids LIST or --prompts FILE");
         if (eo.ids && !out) as_die("tokens: -o OUT is required");
@@ -531,12 +542,13 @@ int as_prune_cmd_tokens(int argc, char **argv) {
             as_die("tokens: --keep-first and --gen must be >= 0");
         if (eo.keep_last == 0 || eo.keep_last < -1)
             as_die("tokens: --keep-last must be >= 1 (the last token predicts the next)");
+        as_prune_lm_defaults(m, &p, &importance, lambda_given);
         eo.e.method = m, eo.e.keep = keep, eo.e.params = p, eo.out = out;
         eo.e.importance = importance;
         eo.methods[0] = (struct variant){.m = m, .p = p, .importance = importance};
         snprintf(eo.methods[0].label, sizeof eo.methods[0].label, "%s", m->name);
         eo.keeps[0] = keep, eo.n_methods = eo.n_keeps = 1;
-        if (methods_arg) parse_methods(methods_arg, &eo, &p, importance);
+        if (methods_arg) parse_methods(methods_arg, &eo, &base_p, base_imp, lambda_given);
         if (keeps_arg) parse_keeps(keeps_arg, &eo);
         return engine_main(&eo);
     }
