@@ -2,7 +2,8 @@
  * 3:1), dense flash kernel vs each sparse method at its defaults, with the density each chose
  * and the selection time; the sgemm rate measured in the same run for scale; and the
  * tensor-level needle test of the reference doc (section 2a) up to 64K tokens.
- *   bench_sparse_attn [-l 8192,16384,...] [-H heads] [-G kv_heads] [-t threads] [-m methods]
+ *   bench_sparse_attn [-l 8192,16384,...] [-H heads] [-G kv_heads] [-t threads] [-a amp]
+ *                     [-m methods]
  *                     [--needle 4096,...] [--no-speed]
  * Rows are printed as they finish (markdown table). */
 #include <cblas.h>
@@ -84,6 +85,7 @@ static int parse_list(const char *s, int *out, int max) {
 int main(int argc, char **argv) {
     int lens[16] = {8192, 16384, 32768}, nl = 3, needle[16] = {4096, 8192, 16384, 32768, 65536};
     int nn = 5, H = 3, G = 1, nt = 2, speed = 1;
+    float amp = 1.2f; /* amplitude of the positional code: the sharpness of the heads */
     const char *methods = "a_shape,tri_shape,vertical_and_slash,xattention,flexprefill,stem";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-l") && i + 1 < argc)
@@ -94,6 +96,8 @@ int main(int argc, char **argv) {
             G = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-t") && i + 1 < argc)
             nt = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-a") && i + 1 < argc)
+            amp = (float)atof(argv[++i]);
         else if (!strcmp(argv[i], "-m") && i + 1 < argc)
             methods = argv[++i];
         else if (!strcmp(argv[i], "--needle") && i + 1 < argc)
@@ -103,7 +107,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--no-needle"))
             nn = 0;
         else
-            as_die("usage: bench_sparse_attn [-l L,...] [-H n] [-G n] [-t n] [-m m,...] "
+            as_die("usage: bench_sparse_attn [-l L,...] [-H n] [-G n] [-t n] [-a amp] [-m m,...] "
                    "[--needle L,...|--no-needle] [--no-speed]");
     }
     if (nt < 1 || nt > 64 || H % G) as_die("bad -t/-H/-G");
@@ -118,8 +122,8 @@ int main(int argc, char **argv) {
     if (speed) {
         double peak = sgemm_gflops();
         printf("sgemm peak (1536^3, %d threads): %.1f GFLOP/s; heads %d, kv heads %d, head_dim "
-               "%d, layer 5 of 30\n\n",
-               nt, peak, H, G, hd);
+               "%d, positional amplitude %.2f, layer 5 of 30\n\n",
+               nt, peak, H, G, hd, amp);
         printf(
             "| L | method | density | select ms | attention ms | total ms | speedup | "
             "GFLOP/s (dense-equivalent) | %% of sgemm |\n|---|---|---|---|---|---|---|---|---|\n");
@@ -138,14 +142,14 @@ int main(int argc, char **argv) {
                     float w = powf(10000.0f, -2.0f * c / hd), cs = cosf(w * i), sn = sinf(w * i);
                     for (int h = 0; h < H; h++) {
                         float *qi = q + ((size_t)i * H + h) * hd;
-                        qi[2 * c] = 1.2f * cs + 0.5f * urand(),
-                               qi[2 * c + 1] = 1.2f * sn + 0.5f * urand();
+                        qi[2 * c] = amp * cs + 0.5f * urand(),
+                               qi[2 * c + 1] = amp * sn + 0.5f * urand();
                         if (c == 0) qi[0] += 5.0f;
                     }
                     for (int g = 0; g < G; g++) {
                         float *ki = k + ((size_t)i * G + g) * hd;
-                        ki[2 * c] = 1.2f * cs + 0.5f * urand(),
-                               ki[2 * c + 1] = 1.2f * sn + 0.5f * urand();
+                        ki[2 * c] = amp * cs + 0.5f * urand(),
+                               ki[2 * c + 1] = amp * sn + 0.5f * urand();
                         if (c == 0 && i < 4) ki[0] += 5.0f;
                     }
                 }

@@ -45,10 +45,11 @@ const struct as_sparse_method_info as_sparse_methods[AS_SP_N] = {
                         {100},
                         "MInference: top-k key blocks by mean-pooled Q.K per query block"},
     [AS_SP_XATTN] = {"xattention",
-                     2,
-                     {"stride", "threshold"},
-                     {8, 0.9},
-                     "antidiagonal block scores, cumulative mass per row up to threshold"},
+                     3,
+                     {"stride", "threshold", "window"},
+                     {8, 0.9, 0},
+                     "antidiagonal block scores, cumulative mass per row up to threshold "
+                     "(window: key blocks before the diagonal always kept; 0 as published)"},
     [AS_SP_FLEX] = {"flexprefill",
                     4,
                     {"gamma", "tau", "min_budget", "max_budget"},
@@ -235,9 +236,12 @@ static const float *antidiag_block(struct antidiag *ad, int qb) {
 
 /* XAttention: softmax of each downsampled row over its causal keys, block mass M[qb, kb] =
  * sum of the cell; per row keep kb = 0 and the diagonal, then the others by descending mass
- * while the mass kept so far is below threshold * row total. */
+ * while the mass kept so far is below threshold * row total. win > 0 also keeps the win key
+ * blocks before the diagonal (not in the published method): with blocks of 128 the first
+ * queries of a block find their local context only in the previous block, and an LM's
+ * attention is mostly local. */
 static void xattn_select(int L, int hd, const float *q, int qs, const float *k, int ks, int S,
-                         double thr, uint8_t *keep, int nkb, int B) {
+                         double thr, int win, uint8_t *keep, int nkb, int B) {
     int nb = (L + B - 1) / B, n = (L + S - 1) / S, R = B / S; /* downsampled rows per block */
     int nvalid = n;                                           /* keys j' with j'S < L */
     float *Qs, *Ks;
@@ -265,10 +269,12 @@ static void xattn_select(int L, int hd, const float *q, int qs, const float *k, 
             total += M[kb];
         double kept = M[0] + (qb ? M[qb] : 0);
         KEEP(qb, 0) = KEEP(qb, qb) = 1;
+        for (int kb = qb - win > 1 ? qb - win : 1; kb < qb; kb++)
+            KEEP(qb, kb) = 1, kept += M[kb];
         int *o = order_desc(M, qb + 1);
         for (int t = 0; t <= qb; t++) {
             int kb = o[t];
-            if (kb == 0 || kb == qb) continue;
+            if (KEEP(qb, kb)) continue;
             if (kept < thr * total) KEEP(qb, kb) = 1, kept += M[kb];
         }
         free(o);
@@ -506,7 +512,7 @@ int as_sparse_head_mask(const struct as_sparse_head *hc, int layer, int n_layers
     case AS_SP_XATTN:
         if (B % (int)p[0])
             return as_fail("xattention: stride %g does not divide block %d", p[0], B);
-        xattn_select(L, hd, q, q_stride, k, kv_stride, (int)p[0], p[1], keep, nkb, B);
+        xattn_select(L, hd, q, q_stride, k, kv_stride, (int)p[0], p[1], (int)p[2], keep, nkb, B);
         break;
     case AS_SP_FLEX:
         kind = flex_select(L, hd, q, q_stride, k, kv_stride, scale, p[0], p[1], p[2], p[3], keep,

@@ -62,7 +62,7 @@ def antidiag(q, k, S):
     return qs @ ks.T / (np.sqrt(d) * S), n
 
 
-def xattn(q, k, B, S, thr):
+def xattn(q, k, B, S, thr, win=0):
     L = q.shape[0]
     nb, R = -(-L // B), B // S
     s, n = antidiag(q, k, S)
@@ -75,9 +75,12 @@ def xattn(q, k, B, S, thr):
     for qb in range(nb):
         keep[qb, 0] = keep[qb, qb] = True
         kept = M[qb, 0] + (M[qb, qb] if qb else 0)
+        for kb in range(max(qb - win, 1), qb):  # the local window (0 as published)
+            keep[qb, kb] = True
+            kept += M[qb, kb]
         total = M[qb, : qb + 1].sum()
         for kb in order(M[qb, : qb + 1]):
-            if kb in (0, qb):
+            if keep[qb, kb]:
                 continue
             if kept < thr * total:
                 keep[qb, kb] = True
@@ -122,7 +125,7 @@ def main(a):
     if method == "vertical_and_slash":
         keep = vs(q, k, B, int(p[0]), int(p[1]), int(p[2]))
     elif method == "xattention":
-        keep = xattn(q, k, B, int(p[0]), p[1])
+        keep = xattn(q, k, B, int(p[0]), p[1], int(p[2]))
     elif method == "stem":
         keep = stem(q, k, v, B, int(p[0]), p[1], int(p[3]), int(p[4]))
     else:

@@ -255,11 +255,9 @@ static void test_selectors_vs_numpy(void **st) {
     static const struct {
         int m;
         double p[AS_SP_MAXP];
-    } cases[] = {{AS_SP_VS, {60, 90, 64}},
-                 {AS_SP_XATTN, {8, 0.9}},
-                 {AS_SP_XATTN, {4, 0.7}},
-                 {AS_SP_STEM, {8, 0.7, 0, 4, 4}},
-                 {AS_SP_STEM, {4, 1.0, 0, 2, 3}}};
+    } cases[] = {{AS_SP_VS, {60, 90, 64}},        {AS_SP_XATTN, {8, 0.9}},
+                 {AS_SP_XATTN, {4, 0.7}},         {AS_SP_XATTN, {8, 0.8, 3}},
+                 {AS_SP_STEM, {8, 0.7, 0, 4, 4}}, {AS_SP_STEM, {4, 1.0, 0, 2, 3}}};
     uint8_t *keep = malloc((size_t)nb * nb);
     char *line = malloc(4096);
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
