@@ -25,7 +25,7 @@ int as_kernel_isa_supported(enum as_isa isa) {
         return 1;
     case AS_ISA_AVX2:
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+               __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2");
     case AS_ISA_AVX512:
         return as_kernel_isa_supported(AS_ISA_AVX2) && __builtin_cpu_supports("avx512vl") &&
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni") &&
@@ -186,12 +186,12 @@ static void ref_gemm(const struct as_tern_matrix *W, const struct as_act8 *a, in
 /* _Pragma takes one string literal, not concatenated pieces: keep these lines whole */
 // clang-format off
 #ifdef __clang__
-#define TARGET_BEGIN_AVX2 _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c\"))), apply_to = function)")
-#define TARGET_BEGIN_VNNI _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi\"))), apply_to = function)")
+#define TARGET_BEGIN_AVX2 _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c,bmi2\"))), apply_to = function)")
+#define TARGET_BEGIN_VNNI _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c,bmi2,avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi\"))), apply_to = function)")
 #define TARGET_END _Pragma("clang attribute pop")
 #else
-#define TARGET_BEGIN_AVX2 _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c\")")
-#define TARGET_BEGIN_VNNI _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c,avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi\")")
+#define TARGET_BEGIN_AVX2 _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c,bmi2\")")
+#define TARGET_BEGIN_VNNI _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c,bmi2,avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi\")")
 #define TARGET_END _Pragma("GCC pop_options")
 #endif
 // clang-format on
@@ -208,12 +208,10 @@ TARGET_END
 TARGET_BEGIN_VNNI
 #define SFX(name) name##_vnni
 #define DOT_U8S8(acc, c, x) _mm256_dpbusd_epi32((acc), (c), (x))
-#define SHERRY_MASK_SUB
 #define AS_ZMM
 #include "kernel_ternary_simd.h"
 #undef SFX
 #undef DOT_U8S8
-#undef SHERRY_MASK_SUB
 #undef AS_ZMM
 TARGET_END
 

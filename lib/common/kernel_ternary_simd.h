@@ -1,7 +1,7 @@
 /* kernel_ternary_simd.h: the SIMD kernel bodies, included by kernel_ternary.c once per ISA with
  * SFX(name) (the ISA suffix) and DOT_U8S8(acc, codes_u8, acts_s8) (32 u8 x s8 products added
- * into 8 int32 lanes) defined, under the matching GCC target pragma; SHERRY_MASK_SUB (AVX-512)
- * applies Sherry's sign bits as a mask register. Not a public header. */
+ * into 8 int32 lanes) defined, under the matching GCC target pragma; AS_ZMM (AVX-512) adds the
+ * 512-bit paths. Not a public header. */
 
 #define AS_AI static inline __attribute__((always_inline))
 
@@ -38,28 +38,25 @@ AS_AI int32_t SFX(take)(__m256i *acc) {
     return SFX(hsum)(s);
 }
 
-/* Sherry: a 128-weight chunk (as_block_sherry128, 20 bytes) to the 32 bytes of 2-bit codes of their
- * 32 quads, quad j = 8b + g in byte j: nibbles expanded in order, the 16-entry codebook looked up
- * by pshufb, the sign bits spread to byte masks and the negated patterns (0xAA - pattern) blended
- * in. */
-AS_AI __m256i SFX(sherry_decode)(__m128i v, uint32_t sg) {
+/* Sherry: nb <= 4 blocks (5 bytes each, 8 five-bit pattern indices: pack_ternary.h) to the 32
+ * bytes of 2-bit codes of their 32 quads, quad 8 t + g in byte 8 t + g: pdep spreads each block's
+ * 40 bits to 8 index bytes, pshufb looks the slots up in the first 16 codebook entries, and where
+ * the sign bit (0x10) is set the negated pattern 0xAA - pattern is blended in. Blocks past nb
+ * decode as index 0: they meet zero activations. */
+AS_AI __m256i SFX(sherry_decode)(const uint8_t *p, int nb) {
+    uint64_t x[4] = {0, 0, 0, 0};
+    for (int t = 0; t < nb; t++)
+        memcpy(&x[t], p + 5 * t, 5);
+    const unsigned long long m5 = 0x1F1F1F1F1F1F1F1Full;
+    const __m256i idx =
+        _mm256_setr_epi64x((long long)_pdep_u64(x[0], m5), (long long)_pdep_u64(x[1], m5),
+                           (long long)_pdep_u64(x[2], m5), (long long)_pdep_u64(x[3], m5));
     const __m256i cb =
         _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)as_sherry_codebook));
-    const __m256i bits = _mm256_set1_epi64x((long long)0x8040201008040201ull);
-    const __m256i sidx = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
-                                          2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-    const __m128i lo = _mm_and_si128(v, _mm_set1_epi8(0x0F));
-    const __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0F));
-    const __m256i idx = _mm256_set_m128i(_mm_unpackhi_epi8(lo, hi), _mm_unpacklo_epi8(lo, hi));
     const __m256i pat = _mm256_shuffle_epi8(cb, idx);
-#ifdef SHERRY_MASK_SUB /* AVX-512: the sign bits are the byte mask of a masked subtract */
-    (void)bits, (void)sidx;
-    return _mm256_mask_sub_epi8(pat, (__mmask32)sg, _mm256_set1_epi8((char)0xAA), pat);
-#else
-    __m256i sm = _mm256_shuffle_epi8(_mm256_set1_epi32((int)sg), sidx);
-    sm = _mm256_cmpeq_epi8(_mm256_and_si256(sm, bits), bits);
+    const __m256i s10 = _mm256_set1_epi8(0x10);
+    const __m256i sm = _mm256_cmpeq_epi8(_mm256_and_si256(idx, s10), s10);
     return _mm256_blendv_epi8(pat, _mm256_sub_epi8(_mm256_set1_epi8((char)0xAA), pat), sm);
-#endif
 }
 
 /* TQ1_0 trits: byte u times k (mod 256, per byte: even and odd bytes of each 16-bit lane apart),
@@ -86,23 +83,31 @@ AS_AI void SFX(split512)(__m256i w, __m512i *A, __m512i *B) {
     *B = _mm512_and_si512(_mm512_srlv_epi64(ww, _mm512_setr_epi64(4, 4, 4, 4, 6, 6, 6, 6)), m3);
 }
 
-/* Sherry chunk (16 nibble bytes v, 32 sign bits sg) to A, B directly, no 2-bit packing between:
- * vpermd puts nibble bytes 4L..4L+3 in qword L (and L + 4), vpmultishiftqb moves nibble t of
- * each qword to byte t, and byte j becomes the index slot | sign << 4 | half << 5 into
- * tab = [lane 0 codes of the 32 patterns | lane 1 codes] (tabB: lanes 2, 3), one vpermb each. */
-AS_AI void SFX(sherry512)(__m128i v, uint32_t sg, __m512i tabA, __m512i tabB, __m512i *A,
-                          __m512i *B) {
-    const __m512i q =
-        _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 0, 0, 1, 1, 2, 2, 3, 3),
-                                 _mm512_castsi128_si512(v));
-    const __m512i ms = _mm512_multishift_epi64_epi8(_mm512_set1_epi64(0x1C1814100C080400ll), q);
+/* Sherry chunk (4 blocks, 20 bytes at p) to A, B directly, no 2-bit packing between: vpermt2b
+ * puts block L's 5 bytes in qword L (and L + 4) from a 16-byte and a 4-byte load (a masked 20-byte
+ * load was 4x slower streaming from memory: its masked-off bytes cross pages), vpmultishiftqb moves
+ * field t of each qword to byte t, and byte j becomes the index field | half << 5 into tab =
+ * [lane 0 codes of the 32 patterns | lane 1 codes] (tabB: lanes 2, 3), one vpermb each. */
+AS_AI void SFX(sherry512v)(__m128i v, int32_t t, __m512i tabA, __m512i tabB, __m512i *A,
+                           __m512i *B) {
+    /* indices 0..15: the 16-byte load; 64..67: bytes 16..19 (the second source) */
+    const __m512i gather = _mm512_setr_epi64(
+        0x0404040403020100ll, 0x0909090908070605ll, 0x0E0E0E0E0D0C0B0All, 0x434343434241400Fll,
+        0x0404040403020100ll, 0x0909090908070605ll, 0x0E0E0E0E0D0C0B0All, 0x434343434241400Fll);
+    const __m512i q = _mm512_permutex2var_epi8(_mm512_castsi128_si512(v), gather,
+                                               _mm512_castsi128_si512(_mm_cvtsi32_si128(t)));
+    const __m512i ms = _mm512_multishift_epi64_epi8(_mm512_set1_epi64(0x231E19140F0A0500ll), q);
     const __m512i hi = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi8(0x20), 1);
-    const __m512i S = _mm512_mask_mov_epi8(hi, (__mmask64)((uint64_t)sg | (uint64_t)sg << 32),
-                                           _mm512_or_si512(hi, _mm512_set1_epi8(0x10)));
-    /* (ms & 0x0F) | S */
-    const __m512i idx = _mm512_ternarylogic_epi32(ms, _mm512_set1_epi8(0x0F), S, 0xEA);
+    /* (ms & 0x1F) | hi */
+    const __m512i idx = _mm512_ternarylogic_epi32(ms, _mm512_set1_epi8(0x1F), hi, 0xEA);
     *A = _mm512_permutexvar_epi8(idx, tabA);
     *B = _mm512_permutexvar_epi8(idx, tabB);
+}
+
+AS_AI void SFX(sherry512)(const uint8_t *p, __m512i tabA, __m512i tabB, __m512i *A, __m512i *B) {
+    int32_t t;
+    memcpy(&t, p + 16, 4);
+    SFX(sherry512v)(_mm_loadu_si128((const __m128i *)p), t, tabA, tabB, A, B);
 }
 
 /* acc[m][2 h], acc[m][2 h + 1] += A, B against chunk activations at qp + off: h cycles over
@@ -154,6 +159,34 @@ AS_AI void SFX(plain512)(__m512i (*acc)[8], const uint8_t *row, int nc, const st
     }
 }
 
+/* Chunk c (full) of a row of format fmt (I2_S, SEQ2, TQ2_0: 32 bytes; SHERRY: 20) as A, B. */
+AS_AI void SFX(chunk512)(int fmt, const uint8_t *row, int c, __m512i tabA, __m512i tabB, __m512i *A,
+                         __m512i *B) {
+    if (fmt == AS_TF_SHERRY)
+        SFX(sherry512)(row + 20 * c, tabA, tabB, A, B);
+    else
+        SFX(split512)(_mm256_loadu_si256((const __m256i *)(row + 32 * c)), A, B);
+}
+
+/* The partial last chunk (nt < 4 blocks of 32) of a SEQ2 or SHERRY row as A, B, without reading
+ * past the row (SHERRY: a 16-byte masked load, its masked-off bytes rarely cross a page, where AMD
+ * is slow; SEQ2: 8-byte loads assembled in registers); the missing blocks meet zero activations. */
+AS_AI void SFX(tail512)(int fmt, const uint8_t *row, int nc, int nt, __m512i tabA, __m512i tabB,
+                        __m512i *A, __m512i *B) {
+    if (fmt == AS_TF_SHERRY) {
+        SFX(sherry512v)
+        (_mm_maskz_loadu_epi8((__mmask16)((1u << (5 * nt)) - 1), row + 20 * nc), 0, tabA, tabB, A,
+         B);
+    } else { /* SEQ2: 8 bytes per block */
+        const uint8_t *p = row + 32 * nc;
+        uint64_t q0, q1 = 0, q2 = 0;
+        memcpy(&q0, p, 8);
+        if (nt > 1) memcpy(&q1, p + 8, 8);
+        if (nt > 2) memcpy(&q2, p + 16, 8);
+        SFX(split512)(_mm256_setr_epi64x((long long)q0, (long long)q1, (long long)q2, 0), A, B);
+    }
+}
+
 /* SFX(row_sums) for the 2-bit formats and Sherry; 0 when the format has no 512-bit path. */
 AS_AI int SFX(row_sums512)(const struct as_tern_matrix *W, const uint8_t *row,
                            const struct as_act8 *a, int M, int32_t *S, int nsb, __m512i tabA,
@@ -169,38 +202,25 @@ AS_AI int SFX(row_sums512)(const struct as_tern_matrix *W, const uint8_t *row,
         break;
     case AS_TF_SEQ2:
         SFX(plain512)(acc, row, nc, a, M, 0);
-        if (nt) { /* partial last chunk: 8 bytes per block, its missing blocks meet zeros */
-            SFX(split512)
-            (_mm256_maskz_loadu_epi8((__mmask32)((1ull << (8 * nt)) - 1), row + 32 * nc), &A, &B);
+        if (nt) {
+            SFX(tail512)(AS_TF_SEQ2, row, nc, nt, tabA, tabB, &A, &B);
             SFX(dot512)(acc, 0, A, B, a, M, 128 * (size_t)nc);
         }
         break;
     case AS_TF_SHERRY: {
         const int U = U512(M);
         int c = 0;
-        uint32_t sg;
         for (; c + U <= nc; c += U)
             UNROLL for (int h = 0; h < U; h++) {
-                memcpy(&sg, row + 20 * (c + h) + 16, 4);
-                SFX(sherry512)
-                (_mm_loadu_si128((const __m128i *)(row + 20 * (c + h))), sg, tabA, tabB, &A, &B);
+                SFX(sherry512)(row + 20 * (c + h), tabA, tabB, &A, &B);
                 SFX(dot512)(acc, h, A, B, a, M, 128 * (size_t)(c + h));
             }
         for (; c < nc; c++) {
-            memcpy(&sg, row + 20 * c + 16, 4);
-            SFX(sherry512)
-            (_mm_loadu_si128((const __m128i *)(row + 20 * c)), sg, tabA, tabB, &A, &B);
+            SFX(sherry512)(row + 20 * c, tabA, tabB, &A, &B);
             SFX(dot512)(acc, 1, A, B, a, M, 128 * (size_t)c);
         }
-        if (nt) { /* tail blocks {qs[4], sign} regrouped in registers as a chunk */
-            uint32_t n[3] = {0, 0, 0};
-            sg = 0;
-            for (int t = 0; t < nt; t++) {
-                memcpy(&n[t], row + 20 * nc + 5 * t, 4);
-                sg |= (uint32_t)row[20 * nc + 5 * t + 4] << (8 * t);
-            }
-            SFX(sherry512)
-            (_mm_setr_epi32((int)n[0], (int)n[1], (int)n[2], 0), sg, tabA, tabB, &A, &B);
+        if (nt) {
+            SFX(tail512)(AS_TF_SHERRY, row, nc, nt, tabA, tabB, &A, &B);
             SFX(dot512)(acc, 0, A, B, a, M, 128 * (size_t)nc);
         }
         break;
@@ -222,35 +242,6 @@ AS_AI int SFX(row_sums512)(const struct as_tern_matrix *W, const uint8_t *row,
 
 /* ---- one token (decode), two rows at a time: each chunk's activations are loaded once for both
  * rows (with one row per pass, the 3 loads per chunk bound the loop) ---- */
-
-/* Chunk c (full) of a row of format fmt (I2_S, SEQ2, TQ2_0: 32 bytes; SHERRY: 20) as A, B. */
-AS_AI void SFX(chunk512)(int fmt, const uint8_t *row, int c, __m512i tabA, __m512i tabB, __m512i *A,
-                         __m512i *B) {
-    if (fmt == AS_TF_SHERRY) {
-        uint32_t sg;
-        memcpy(&sg, row + 20 * c + 16, 4);
-        SFX(sherry512)(_mm_loadu_si128((const __m128i *)(row + 20 * c)), sg, tabA, tabB, A, B);
-    } else {
-        SFX(split512)(_mm256_loadu_si256((const __m256i *)(row + 32 * c)), A, B);
-    }
-}
-
-/* The partial last chunk (nt < 4 blocks of 32) of a SEQ2 or SHERRY row as A, B; the missing
- * blocks meet zero activations. */
-AS_AI void SFX(tail512)(int fmt, const uint8_t *row, int nc, int nt, __m512i tabA, __m512i tabB,
-                        __m512i *A, __m512i *B) {
-    if (fmt == AS_TF_SHERRY) { /* tail blocks {qs[4], sign} regrouped in registers as a chunk */
-        uint32_t n[3] = {0, 0, 0}, sg = 0;
-        for (int t = 0; t < nt; t++) {
-            memcpy(&n[t], row + 20 * nc + 5 * t, 4);
-            sg |= (uint32_t)row[20 * nc + 5 * t + 4] << (8 * t);
-        }
-        SFX(sherry512)(_mm_setr_epi32((int)n[0], (int)n[1], (int)n[2], 0), sg, tabA, tabB, A, B);
-    } else { /* SEQ2: 8 bytes per block */
-        SFX(split512)
-        (_mm256_maskz_loadu_epi8((__mmask32)((1ull << (8 * nt)) - 1), row + 32 * nc), A, B);
-    }
-}
 
 /* acc[4 h .. 4 h + 3] += rows p and q's chunk (Ap, Bp; Aq, Bq) against activations x */
 AS_AI void SFX(dot2r)(__m512i *acc, int h, __m512i Ap, __m512i Bp, __m512i Aq, __m512i Bq,
@@ -357,23 +348,9 @@ AS_AI void SFX(row_sums)(const struct as_tern_matrix *W, const uint8_t *row,
     }
     case AS_TF_SHERRY: {
         const int nc = K / 128, nt = K % 128 / 32;
-        for (int c = 0; c < nc; c++) {
-            uint32_t sg;
-            memcpy(&sg, row + 20 * c + 16, 4);
-            SFX(planes)
-            (acc, SFX(sherry_decode)(_mm_loadu_si128((const __m128i *)(row + 20 * c)), sg), a, M,
-             128 * (size_t)c);
-        }
-        if (nt) { /* tail blocks {qs[4], sign} regrouped in registers as a chunk */
-            uint32_t n[3] = {0, 0, 0}, sg = 0;
-            for (int t = 0; t < nt; t++) {
-                memcpy(&n[t], row + 20 * nc + 5 * t, 4);
-                sg |= (uint32_t)row[20 * nc + 5 * t + 4] << (8 * t);
-            }
-            SFX(planes)
-            (acc, SFX(sherry_decode)(_mm_setr_epi32((int)n[0], (int)n[1], (int)n[2], 0), sg), a, M,
-             128 * (size_t)nc);
-        }
+        for (int c = 0; c < nc; c++)
+            SFX(planes)(acc, SFX(sherry_decode)(row + 20 * c, 4), a, M, 128 * (size_t)c);
+        if (nt) SFX(planes)(acc, SFX(sherry_decode)(row + 20 * nc, nt), a, M, 128 * (size_t)nc);
         for (int m = 0; m < M; m++)
             S[m * nsb] = SFX(take)(acc[m]);
         break;

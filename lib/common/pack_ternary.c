@@ -162,40 +162,20 @@ static int sherry_index(const uint8_t *q) {
     return sign << 4 | z << 2 | r;
 }
 
-/* Where 32-block b of a Sherry row of K weights keeps its 4 nibble bytes and its sign byte: the
- * row's full 128-weight chunks first, each as 16 nibble bytes (blocks 4c .. 4c+3) then 4 sign
- * bytes, so a SIMD kernel loads a chunk's 32 slots with one 16-byte load and its 32 signs with one
- * 32-bit load; the < 4 blocks of the tail (K % 128) after them, 5 bytes each (nibbles, sign). */
-static void sherry_loc(int K, int b, size_t *qo, size_t *so) {
-    const int nc = K / 128;
-    if (b < 4 * nc) {
-        *qo = 20 * (size_t)(b / 4) + 4 * (size_t)(b % 4);
-        *so = 20 * (size_t)(b / 4) + 16 + (size_t)(b % 4);
-    } else {
-        *qo = 20 * (size_t)nc + 5 * (size_t)(b - 4 * nc);
-        *so = *qo + 4;
-    }
+/* A Sherry 32-block: 8 five-bit indices, LSB first (pack_ternary.h). */
+static void pack_sherry(const uint8_t *c, uint8_t *out) {
+    uint64_t bits = 0;
+    for (int g = 0; g < 8; g++)
+        bits |= (uint64_t)sherry_index(c + 4 * g) << (5 * g);
+    for (int i = 0; i < 5; i++)
+        out[i] = (uint8_t)(bits >> (8 * i));
 }
-
-static void pack_sherry(const uint8_t *c, int K, int b, uint8_t *row) {
-    size_t qo, so;
-    sherry_loc(K, b, &qo, &so);
-    as_block_sherry blk;
-    memset(&blk, 0, sizeof blk);
+static void unpack_sherry(const uint8_t *in, uint8_t *c) {
+    uint64_t bits = 0;
+    for (int i = 0; i < 5; i++)
+        bits |= (uint64_t)in[i] << (8 * i);
     for (int g = 0; g < 8; g++) {
-        int ix = sherry_index(c + 4 * g);
-        blk.qs[g / 2] |= (uint8_t)((ix & 15) << (4 * (g & 1)));
-        blk.sign |= (uint8_t)((ix >> 4) << g);
-    }
-    memcpy(row + qo, blk.qs, 4);
-    row[so] = blk.sign;
-}
-static void unpack_sherry(const uint8_t *row, int K, int b, uint8_t *c) {
-    size_t qo, so;
-    sherry_loc(K, b, &qo, &so);
-    for (int g = 0; g < 8; g++) {
-        int ix = ((row[qo + g / 2] >> (4 * (g & 1))) & 15) | ((row[so] >> g) & 1) << 4;
-        uint8_t pat = as_sherry_codebook[ix];
+        uint8_t pat = as_sherry_codebook[(bits >> (5 * g)) & 31];
         for (int p = 0; p < 4; p++)
             c[4 * g + p] = (pat >> (2 * p)) & 3;
     }
@@ -262,7 +242,7 @@ int as_tern_pack(enum as_tern_fmt f, const char *name, int N, int K, const uint8
                 pack_seq2(c, o);
                 break;
             default:
-                pack_sherry(c, K, b, o - (size_t)b * L->block_bytes);
+                pack_sherry(c, o);
                 break;
             }
         }
@@ -297,7 +277,7 @@ void as_tern_unpack(enum as_tern_fmt f, int N, int K, const uint8_t *packed, uin
                 unpack_seq2(p, c);
                 break;
             default:
-                unpack_sherry(p - (size_t)b * L->block_bytes, K, b, c);
+                unpack_sherry(p, c);
                 break;
             }
         }
@@ -310,7 +290,6 @@ void as_tern_unpack(enum as_tern_fmt f, int N, int K, const uint8_t *packed, uin
 void as_tern_unpack_row_codes(enum as_tern_fmt f, int K, const uint8_t *row, uint8_t *codes) {
     const struct as_tern_layout *L = &as_tern_layouts[f];
     float d;
-    const uint8_t *row0 = row;
     for (int b = 0; b < K / L->block; b++, row += L->block_bytes) {
         uint8_t *c = codes + (size_t)b * L->block;
         switch (f) {
@@ -327,7 +306,7 @@ void as_tern_unpack_row_codes(enum as_tern_fmt f, int K, const uint8_t *row, uin
             unpack_seq2(row, c);
             break;
         default:
-            unpack_sherry(row0, K, b, c);
+            unpack_sherry(row, c);
             break;
         }
     }

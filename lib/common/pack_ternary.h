@@ -54,29 +54,23 @@ typedef struct {
 typedef struct {
     uint8_t qs[8];
 } as_block_seq2;
-/* SHERRY: 8 contiguous quads; quad g's 4-bit slot in nibble g&1 of qs[g/2] (low first), its sign
- * bit in bit g of sign. slot = (z << 2) | r: z the zero lane; the non-zero lanes n0 < n1 < n2 are
- * +1, (r&1 ? -1 : +1), (r&2 ? -1 : +1); sign 1 negates the quad (so the first non-zero is -1).
- * These are the 32 patterns of llama.cpp PR #22836's STQ1_0 codebook (as_sherry_codebook).
- * In a row, each full 128-weight chunk stores its 4 blocks as as_block_sherry128 (the 16 nibble
- * bytes together, then the 4 sign bytes: one 16-byte and one 4-byte load per chunk); the blocks of
- * the tail (K % 128) follow as as_block_sherry. Same 5 bytes per 32 weights either way. */
+/* SHERRY: 8 contiguous quads, quad g's 5-bit index (sign << 4 | slot) in bits 5g .. 5g+4 of the
+ * block's 40 bits (little-endian: bit i of the block is bit i % 8 of q[i / 8]). slot = (z << 2) |
+ * r: z the zero lane; the non-zero lanes n0 < n1 < n2 are +1, (r&1 ? -1 : +1), (r&2 ? -1 : +1);
+ * sign 1 negates the quad (so the first non-zero is -1). These are the 32 patterns of llama.cpp PR
+ * #22836's STQ1_0 codebook (as_sherry_codebook), indexed by the 5-bit field itself. A row is its
+ * K / 32 blocks in order: a SIMD kernel moves each block's 5 bytes into a 64-bit lane and one
+ * vpmultishiftqb puts the 8 fields into 8 bytes, ready for the codebook lookup (docs/ternary.md).
+ */
 typedef struct {
-    uint8_t qs[4];
-    uint8_t sign;
+    uint8_t q[5];
 } as_block_sherry;
-typedef struct {
-    uint8_t qs[16]; /* blocks 0..3's qs */
-    uint8_t sign[4];
-} as_block_sherry128;
 
 _Static_assert(sizeof(as_block_tq1_0) == 54, "TQ1_0 block is 54 bytes per 256 weights");
 _Static_assert(sizeof(as_block_tq2_0) == 66, "TQ2_0 block is 66 bytes per 256 weights");
 _Static_assert(sizeof(as_block_i2s) == 32, "I2_S block is 32 bytes per 128 weights");
 _Static_assert(sizeof(as_block_seq2) == 8, "SEQ2 block is 8 bytes per 32 weights");
 _Static_assert(sizeof(as_block_sherry) == 5, "SHERRY block is 5 bytes per 32 weights");
-_Static_assert(sizeof(as_block_sherry128) == 4 * sizeof(as_block_sherry),
-               "SHERRY chunk = 4 blocks");
 
 struct as_tern_layout {
     const char *name;   /* "TQ1_0", "TQ2_0", "I2_S", "SEQ2", "SHERRY" */

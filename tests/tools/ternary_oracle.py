@@ -47,29 +47,15 @@ def decode(fmt, blob, n, k):
         scale = np.frombuffer(b[n * k // 4: n * k // 4 + 4 * n].tobytes(), dtype="<f4")
         codes = np.stack([(rows >> (2 * p)) & 3 for p in range(4)], axis=2).reshape(n, k)
         return (codes.astype(np.float32) - np.float32(1.5)) * scale[:, None]
-    if fmt == "SHERRY":  # 128-chunks: 16 nibble bytes then 4 sign bytes; tail 32-blocks: 4 + 1
+    if fmt == "SHERRY":  # 32-blocks of 5 bytes: 8 five-bit pattern indices, LSB first
         rb = k // 32 * 5
         scale = np.frombuffer(b[n * rb: n * rb + 4 * n].tobytes(), dtype="<f4")
         pats = sherry_patterns()
-        out = np.zeros((n, k), dtype=np.float32)
-        nc = k // 128
-        for r in range(n):
-            row = b[r * rb: (r + 1) * rb]
-            slots, signs = [], []
-            for c in range(nc):
-                ch = row[20 * c: 20 * c + 20]
-                for byte in ch[:16]:
-                    slots += [byte & 15, byte >> 4]
-                for byte in ch[16:20]:
-                    signs += [(byte >> g) & 1 for g in range(8)]
-            for t in range(k // 32 - 4 * nc):
-                blk = row[20 * nc + 5 * t: 20 * nc + 5 * t + 5]
-                for byte in blk[:4]:
-                    slots += [byte & 15, byte >> 4]
-                signs += [(blk[4] >> g) & 1 for g in range(8)]
-            ix = np.array(slots) | (np.array(signs) << 4)
-            out[r] = pats[ix].reshape(k).astype(np.float32) * scale[r]
-        return out
+        blocks = b[: n * rb].reshape(n * k // 32, 5).astype(np.uint64)
+        bits = sum(blocks[:, i] << np.uint64(8 * i) for i in range(5))
+        ix = np.stack([(bits >> np.uint64(5 * g)) & np.uint64(31) for g in range(8)], axis=1)
+        out = pats[ix.astype(np.int64)].reshape(n, k).astype(np.float32)
+        return out * scale[:, None]
     sys.exit(f"oracle: no decoder for {fmt}")
 
 
