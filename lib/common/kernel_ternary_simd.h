@@ -159,6 +159,44 @@ AS_AI void SFX(plain512)(__m512i (*acc)[8], const uint8_t *row, int nc, const st
     }
 }
 
+/* TQ1_0 on 512-bit vectors: a byte's trit n is ((uint8)(b 3^n) 3) >> 8, i.e. 0, 1, 2 as
+ * (uint8)(b 3^n) is below 86, below 171, or above; the byte products are exact mod 256 as adds
+ * (3 v = v + v + v), so no 16-bit multiplies. The 4 vectors of a 256-block below hold, byte for
+ * byte, the multiples whose trits meet the natural-order activations 64 i .. 64 i + 63. */
+AS_AI __m512i SFX(x3)(__m512i v) {
+    return _mm512_add_epi8(v, _mm512_add_epi8(v, v));
+}
+AS_AI __m512i SFX(trit512)(__m512i v) {
+    const __m512i one = _mm512_set1_epi8(1);
+    const __m512i t = _mm512_maskz_mov_epi8(_mm512_cmpge_epu8_mask(v, _mm512_set1_epi8(86)), one);
+    return _mm512_mask_add_epi8(t, _mm512_cmpge_epu8_mask(v, _mm512_set1_epi8((char)171)), t, one);
+}
+/* Z[0] = [qs * 1 | qs * 3] (elements 0..63: trit n of qs[m] is element 32 n + m), Z[1] = [* 9 |
+ * * 27], Z[2] = [qs * 81 | c * 1, c * 3] (c = qs[32..47]: trit n of c[m] is element 160 + 16 n +
+ * m), Z[3] = [c * 9, c * 27 | c * 81, h] (h: byte 4 n + j = qh[j] * 3^n, element 240 + 4 n + j). */
+AS_AI void SFX(tq1_build)(const uint8_t *blk, __m512i *Z) {
+    const __m512i q = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)blk));
+    const __m512i c = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(blk + 32)));
+    uint32_t qh;
+    memcpy(&qh, blk + 48, 4);
+    /* multipliers by 128-bit lane: q: 1 1 3 3 (then 9, 81 ...), c: 1 3 9 27 (then 81) */
+    Z[0] = _mm512_mask_blend_epi64(0xF0, q, SFX(x3)(q));
+    Z[1] = SFX(x3)(SFX(x3)(Z[0]));
+    const __m512i q81 = SFX(x3)(SFX(x3)(Z[1])); /* [81 | 243]: the low half is used */
+    const __m512i c3 = SFX(x3)(c), c9 = SFX(x3)(c3), c27 = SFX(x3)(c9), c81 = SFX(x3)(c27);
+    Z[2] = _mm512_mask_blend_epi64(0x30, _mm512_mask_blend_epi64(0xC0, q81, c3), c);
+    /* h: qh times 1, 3, 9, 27 by dword (4 n + j) */
+    const __m128i h1 = _mm_set1_epi32((int)qh);
+    const __m128i h3 = _mm_add_epi8(h1, _mm_add_epi8(h1, h1));
+    const __m128i h9 = _mm_add_epi8(h3, _mm_add_epi8(h3, h3));
+    const __m128i h27 = _mm_add_epi8(h9, _mm_add_epi8(h9, h9));
+    const __m128i h =
+        _mm_blend_epi32(_mm_blend_epi32(h1, h3, 0x2), _mm_blend_epi32(h9, h27, 0x8), 0xC);
+    Z[3] = _mm512_mask_blend_epi64(0x03, c27, c9);
+    Z[3] = _mm512_mask_blend_epi64(0x30, Z[3], c81);
+    Z[3] = _mm512_inserti32x4(Z[3], h, 3);
+}
+
 /* Chunk c (full) of a row of format fmt (I2_S, SEQ2, TQ2_0: 32 bytes; SHERRY: 20) as A, B. */
 AS_AI void SFX(chunk512)(int fmt, const uint8_t *row, int c, __m512i tabA, __m512i tabB, __m512i *A,
                          __m512i *B) {
@@ -228,6 +266,19 @@ AS_AI int SFX(row_sums512)(const struct as_tern_matrix *W, const uint8_t *row,
     case AS_TF_TQ2_0:
         for (int b = 0; b < K / 256; b++) {
             SFX(plain512)(acc, row + (size_t)b * sizeof(as_block_tq2_0), 2, a, M, 256 * (size_t)b);
+            for (int m = 0; m < M; m++)
+                S[m * nsb + b] = SFX(take512)(acc[m], M);
+        }
+        return 1;
+    case AS_TF_TQ1_0:
+        for (int b = 0; b < K / 256; b++) {
+            __m512i Z[4];
+            SFX(tq1_build)(row + (size_t)b * sizeof(as_block_tq1_0), Z);
+            UNROLL for (int i = 0; i < 4; i++) {
+                const __m512i t = SFX(trit512)(Z[i]);
+                UNROLL for (int m = 0; m < M; m++) acc[m][i] = _mm512_dpbusd_epi32(
+                    acc[m][i], t, _mm512_loadu_si512(a[m].q + 256 * (size_t)b + 64 * i));
+            }
             for (int m = 0; m < M; m++)
                 S[m * nsb + b] = SFX(take512)(acc[m], M);
         }
