@@ -29,6 +29,7 @@
 #include "dtype.h"
 #include "fakequant_model.h"
 #include "forward.h"
+#include "logits_cache.h"
 #include "model.h"
 #include "model_loaders.h"
 #include "model_open.h"
@@ -51,6 +52,11 @@ static void usage(FILE *f) {
             "  -d, --data FILE       training text (tokenized with the student's tokenizer)\n"
             "  -o, --out DIR         fakequant checkpoint written at the end\n"
             "      --codes FILE      integer codes and scales as a tensor stream\n"
+            "      --init-codes FILE start from a PTQ result: each linear's latent weights are\n"
+            "                        the dequantized codes of FILE (as-gptq's stream), and a\n"
+            "                        learnable per-row scale starts at the codes' scale\n"
+            "      --teacher-cache FILE  teacher logits of the run's windows: read from FILE,\n"
+            "                        or computed with --teacher and written there first\n"
             "      --scheme S        seq2 seq3 lsq3 lsq4 absmean twn tequila sherry none\n"
             "                        (default seq2)\n"
             "      --group G         quantizer group (default: the scheme's; 0 per row,\n"
@@ -85,7 +91,7 @@ static void usage(FILE *f) {
 }
 
 struct opts {
-    const char *model, *teacher, *data, *out, *codes, *state, *log, *svg;
+    const char *model, *teacher, *data, *out, *codes, *state, *log, *svg, *init_codes, *tcache;
     int scheme, group, steps, seq, batch, sched, kd, save_every, resume, stop_after, peak;
     double lambda, arenas, lr, warmup, decay, min_lr, wd, clip, w_ce, w_kd;
     uint64_t seed;
@@ -115,7 +121,7 @@ static char *config_string(const struct opts *o) {
             "w_kd=%.9g kd=%s seed=%" PRIu64 " teacher=%s",
             as_fq_info(o->scheme)->name, o->group, o->lambda, o->arenas, o->steps, o->seq, o->batch,
             o->lr, as_sched_name(o->sched), o->warmup, o->decay, o->min_lr, o->wd, o->clip, o->w_ce,
-            o->w_kd, as_kd_name(o->kd), o->seed, o->teacher ? "yes" : "no");
+            o->w_kd, as_kd_name(o->kd), o->seed, o->teacher || o->tcache ? "yes" : "no");
     fclose(f);
     return s;
 }
@@ -285,6 +291,118 @@ static double step_flops(const struct as_model *m, int T, int teacher) {
     return 2 * (4 * layer + 3 * head + (teacher ? layer + head : 0));
 }
 
+/* --init-codes: every decoder linear of the student takes W_hat, the dequantized codes of the
+ * PTQ stream, as its latent weights (the codes' grid is the starting point; all 7 linears of
+ * every layer must be there). Returns the collector for init_scales. */
+static struct as_qcollect *init_from_codes(struct as_model *m, const char *path) {
+    struct as_stream_reader *r = as_stream_open(path);
+    if (!r) as_die_last();
+    struct as_qcollect *qc = as_qcollect_new();
+    const struct as_rec *rec;
+    int rc;
+    while ((rc = as_stream_next(r, &rec)) == 1)
+        if (as_qcollect_offer(qc, r, rec) < 0) as_die_last();
+    if (rc < 0) as_die_last();
+    as_stream_close(r);
+    if (as_qcollect_check_complete(qc)) as_die_last();
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int k = 0; k < AS_LIN_COUNT; k++) {
+            char prefix[128];
+            as_linear_prefix(l, k, prefix, sizeof prefix);
+            const struct as_qlinear *ql = as_qcollect_find(qc, prefix);
+            int rows, cols;
+            as_model_linear_shape(m, k, &rows, &cols);
+            if (!ql) as_die("--init-codes %s: no quantized layer %s", path, prefix);
+            if (ql->N != rows || ql->K != cols)
+                as_die("--init-codes %s: %s is [%d, %d], the student's is [%d, %d]", path, prefix,
+                       ql->N, ql->K, rows, cols);
+            as_qlinear_dequant(ql, m->layers[l].w[k]);
+        }
+    return qc;
+}
+
+/* The learnable per-row scale (seq2, seq3, lsq3, lsq4) starts where the codes' grid is, so that
+ * the step-0 fake-quantized weights are W_hat: seq2 W_hat = scale (q - 1.5) = (alpha/4) c gives
+ * alpha = 2 scale; seq3 W_hat = scale t = (2 alpha/3) t gives alpha = 1.5 scale; lsq W_hat =
+ * scale (q - 2^(b-1)) gives alpha = scale. Codes with groups (one scale per group, not per row)
+ * keep as_fq_init's alpha = max|W_hat row| (the grid then differs from the codes'). A notice says
+ * how far the step-0 W_eff is from W_hat. */
+static void init_scales(const struct as_model *m, struct as_fq_model *fm,
+                        const struct as_qcollect *qc, const char *path) {
+    double worst = 0;
+    int per_row = 0, n = 0;
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int k = 0; k < AS_LIN_COUNT; k++) {
+            struct as_fq *q = &fm->q[l][k];
+            char prefix[128];
+            as_linear_prefix(l, k, prefix, sizeof prefix);
+            const struct as_qlinear *ql = as_qcollect_find(qc, prefix);
+            if (q->alpha && as_qlinear_groups(ql) == 1) {
+                double f = q->scheme == AS_FQ_SEQ2 ? 2 : q->scheme == AS_FQ_SEQ3 ? 1.5 : 1;
+                for (int i = 0; i < q->rows; i++)
+                    q->alpha[i] = (float)(f * ql->scale[i]);
+                per_row++;
+            }
+            const float *W = m->layers[l].w[k];
+            size_t numel = (size_t)q->rows * q->cols;
+            float *we = as_xmalloc(numel * sizeof(float)), *b = as_xmalloc(q->rows * 4);
+            int hb;
+            as_fq_forward(q, W, we, b, &hb);
+            double mx = 0, d = 0;
+            for (size_t i = 0; i < numel; i++)
+                mx = fmax(mx, fabs(W[i])), d = fmax(d, fabs((double)we[i] - W[i]));
+            worst = fmax(worst, mx > 0 ? d / mx : d);
+            free(we), free(b);
+            n++;
+        }
+    fprintf(stderr,
+            "%s: --init-codes %s: %d linears, %d with the codes' per-row scale; step-0 "
+            "fake-quantized weights differ from the codes' by %.3g of the largest weight at "
+            "most\n",
+            as_progname(), path, n, per_row, worst);
+}
+
+/* --teacher-cache: the teacher's logits for every window of the run (window w = step * batch + b,
+ * drawn from --seed as the training loop draws them), in logits_cache.h's file with ctx = seq+1
+ * and first = 0 (seq rows a window) keyed by the hash of all windows' tokens. Written first when
+ * the file does not exist (needs --teacher), then read through mmap. */
+static struct as_logits_cache *teacher_cache(const struct opts *o, const struct as_model *teacher,
+                                             struct as_run_state *ts, const int32_t *toks,
+                                             size_t n_tok, int vocab) {
+    int T = o->seq;
+    uint64_t nwin = (uint64_t)o->steps * o->batch, rng = o->seed;
+    if (nwin > UINT32_MAX) as_die("--teacher-cache: %" PRIu64 " windows, too many", nwin);
+    int32_t *ids = as_xmalloc(nwin * (T + 1) * sizeof(int32_t));
+    for (uint64_t w = 0; w < nwin; w++) {
+        uint64_t start = splitmix64(&rng) % (n_tok - (size_t)T);
+        memcpy(ids + w * (T + 1), toks + start, (T + 1) * sizeof(int32_t));
+    }
+    struct as_logits_key key = {(uint32_t)vocab, (uint32_t)T + 1, 0, (uint32_t)nwin,
+                                as_logits_ids_hash(ids, nwin * (T + 1))};
+    if (access(o->tcache, F_OK) != 0) {
+        if (!teacher)
+            as_die("--teacher-cache %s: no such file, and no --teacher to compute it", o->tcache);
+        struct as_logits_cache *wc = as_logits_cache_create(o->tcache, &key);
+        if (!wc) as_die_last();
+        for (uint64_t w = 0; w < nwin; w++) {
+            as_state_reset(ts);
+            if (as_forward(teacher, ts, ids + w * (T + 1), T, AS_LOGITS_ALL, NULL) ||
+                as_logits_cache_put(wc, ts->logits)) {
+                as_logits_cache_abort(wc);
+                as_die_last();
+            }
+        }
+        if (as_logits_cache_commit(wc)) as_die_last();
+    }
+    free(ids);
+    struct as_logits_cache *c = as_logits_cache_open(o->tcache, &key);
+    if (!c) {
+        as_fail_prefix("--teacher-cache: ");
+        as_die_last();
+    }
+    return c;
+}
+
 int main(int argc, char **argv) {
     as_set_progname(argv[0]);
     struct opts o = {.scheme = AS_FQ_SEQ2,
@@ -303,18 +421,41 @@ int main(int argc, char **argv) {
                      .w_kd = -1,
                      .seed = 1};
     int threads = 0;
-    static const struct option lo[] = {
-        {"model", 1, 0, 'm'},     {"teacher", 1, 0, 't'}, {"data", 1, 0, 'd'},
-        {"out", 1, 0, 'o'},       {"codes", 1, 0, 1},     {"scheme", 1, 0, 2},
-        {"group", 1, 0, 3},       {"lambda", 1, 0, 4},    {"arenas", 1, 0, 5},
-        {"steps", 1, 0, 6},       {"seq", 1, 0, 7},       {"batch", 1, 0, 8},
-        {"lr", 1, 0, 10},         {"sched", 1, 0, 11},    {"warmup", 1, 0, 12},
-        {"decay", 1, 0, 13},      {"min-lr", 1, 0, 14},   {"wd", 1, 0, 15},
-        {"clip", 1, 0, 16},       {"w-ce", 1, 0, 17},     {"w-kd", 1, 0, 18},
-        {"kd", 1, 0, 19},         {"seed", 1, 0, 20},     {"state", 1, 0, 21},
-        {"save-every", 1, 0, 22}, {"resume", 0, 0, 23},   {"stop-after", 1, 0, 24},
-        {"log", 1, 0, 25},        {"svg", 1, 0, 26},      {"threads", 1, 0, 27},
-        {"speed", 0, 0, 28},      {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
+    static const struct option lo[] = {{"model", 1, 0, 'm'},
+                                       {"teacher", 1, 0, 't'},
+                                       {"data", 1, 0, 'd'},
+                                       {"out", 1, 0, 'o'},
+                                       {"codes", 1, 0, 1},
+                                       {"scheme", 1, 0, 2},
+                                       {"group", 1, 0, 3},
+                                       {"lambda", 1, 0, 4},
+                                       {"arenas", 1, 0, 5},
+                                       {"steps", 1, 0, 6},
+                                       {"seq", 1, 0, 7},
+                                       {"batch", 1, 0, 8},
+                                       {"lr", 1, 0, 10},
+                                       {"sched", 1, 0, 11},
+                                       {"warmup", 1, 0, 12},
+                                       {"decay", 1, 0, 13},
+                                       {"min-lr", 1, 0, 14},
+                                       {"wd", 1, 0, 15},
+                                       {"clip", 1, 0, 16},
+                                       {"w-ce", 1, 0, 17},
+                                       {"w-kd", 1, 0, 18},
+                                       {"kd", 1, 0, 19},
+                                       {"seed", 1, 0, 20},
+                                       {"state", 1, 0, 21},
+                                       {"save-every", 1, 0, 22},
+                                       {"resume", 0, 0, 23},
+                                       {"stop-after", 1, 0, 24},
+                                       {"log", 1, 0, 25},
+                                       {"svg", 1, 0, 26},
+                                       {"threads", 1, 0, 27},
+                                       {"speed", 0, 0, 28},
+                                       {"init-codes", 1, 0, 29},
+                                       {"teacher-cache", 1, 0, 30},
+                                       {"help", 0, 0, 'h'},
+                                       {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "m:t:d:o:h", lo, NULL)) != -1) {
         switch (c) {
@@ -414,6 +555,12 @@ int main(int argc, char **argv) {
         case 27:
             threads = as_arg_int(optarg);
             break;
+        case 29:
+            o.init_codes = optarg;
+            break;
+        case 30:
+            o.tcache = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -429,8 +576,9 @@ int main(int argc, char **argv) {
     if (o.seq < 2 || o.batch < 1)
         as_die("--seq %d --batch %d: need seq >= 2 and batch >= 1", o.seq, o.batch);
     if (o.resume && !o.state) as_die("--resume needs --state FILE");
-    if (o.w_kd < 0) o.w_kd = o.teacher ? 1 : 0;
-    if (o.w_kd > 0 && !o.teacher) as_die("--w-kd %g needs a --teacher", o.w_kd);
+    if (o.w_kd < 0) o.w_kd = o.teacher || o.tcache ? 1 : 0;
+    if (o.w_kd > 0 && !o.teacher && !o.tcache)
+        as_die("--w-kd %g needs a --teacher or --teacher-cache", o.w_kd);
     if (threads > 0) openblas_set_num_threads(threads);
     as_register_model_loaders();
 
@@ -476,7 +624,14 @@ int main(int argc, char **argv) {
                    m->cfg.vocab);
 
     /* the trainable set: every weight of the student, plus the quantizers' scales */
+    static struct as_qcollect *qc;
+    if (o.init_codes) qc = init_from_codes(m, o.init_codes);
     if (as_fq_model_init(&fm, m, o.scheme, o.group)) as_die_last();
+    if (qc) {
+        init_scales(m, &fm, qc, o.init_codes);
+        as_qcollect_free(qc);
+        qc = NULL;
+    }
     if (o.scheme == AS_FQ_TEQUILA) as_fq_model_set_lambda(&fm, (float)o.lambda);
     struct as_weight_map map = as_fq_model_map(&fm);
     g = as_model_grads_new(m);
@@ -513,8 +668,10 @@ int main(int argc, char **argv) {
     ts = teacher ? as_state_new(teacher, T, T, 0) : NULL;
     if (teacher && !ts) as_die_last();
     tlog = teacher ? as_xmalloc((size_t)T * m->cfg.vocab * sizeof(float)) : NULL;
+    static struct as_logits_cache *tc;
+    if (o.tcache) tc = teacher_cache(&o, teacher, ts, toks, n_tok, m->cfg.vocab);
     win = as_xmalloc(((size_t)T + 1) * sizeof(int));
-    struct as_loss_cfg lcfg = {(float)o.w_ce, (float)o.w_kd, teacher ? o.kd : AS_KD_NONE};
+    struct as_loss_cfg lcfg = {(float)o.w_ce, (float)o.w_kd, teacher || tc ? o.kd : AS_KD_NONE};
     FILE *logf = NULL;
     if (o.log && !(logf = fopen(o.log, step > 0 ? "a" : "w")))
         as_die("%s: cannot open: %s", o.log, strerror(errno));
@@ -538,13 +695,16 @@ int main(int argc, char **argv) {
             for (int t = 0; t <= T; t++)
                 win[t] = toks[start + t];
             if (as_train_forward(m, st, win, T)) as_die_last();
-            if (teacher) {
+            const float *tl = tlog;
+            if (tc) /* window number step * batch + b of the run, as the cache was written */
+                tl = as_logits_cache_window(tc, (uint32_t)(step * o.batch + b));
+            else if (teacher) {
                 as_state_reset(ts);
                 if (as_forward(teacher, ts, win, T, AS_LOGITS_ALL, NULL)) as_die_last();
                 memcpy(tlog, ts->logits, (size_t)T * m->cfg.vocab * sizeof(float));
             }
             float *lg = as_train_logits(st);
-            as_loss_rows(lg, tlog, win + 1, T, m->cfg.vocab, &lcfg, scale, lg, &sums);
+            as_loss_rows(lg, tl, win + 1, T, m->cfg.vocab, &lcfg, scale, lg, &sums);
             as_train_backward(m, st, g, lg);
         }
         double loss = sums.loss / sums.rows, kd = sums.kd / sums.rows, ce = sums.ce / sums.rows;
@@ -634,6 +794,7 @@ int main(int argc, char **argv) {
     }
     free(rows), free(win), free(tlog), free(toks), free(cfgstr);
     as_state_free(ts);
+    as_logits_cache_close(tc);
     as_train_state_free(st);
     as_adamw_free(opt);
     as_params_free(&ps);

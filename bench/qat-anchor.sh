@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# The issue's anchor rows on stories260K (docs/qat.md): batch 8 x 256 tokens, STEPS=1200 (2.5M
+# tokens), AdamW lr 1e-3, 5% warmup + cosine, clip 1, trained on Pride and Prejudice; KLD against
+# the fp32 teacher on a held-out text of the same kind (Persuasion, first EVAL_BYTES, ctx 256),
+# and on the protocol's wikitext-2 as a second column. "before" = the same quantizer at its
+# initial scales (PTQ, no training); GPTQ W2 g32 (as-calib | as-gptq | as-pack fakequant,
+# calibrated on the training text) is the PTQ reference of the SEQ 2-bit target
+# 1 - KLD_seq/KLD_gptq >= 0.9.
+# One training run at a time (the rows are sequential); each row's state and output stay in
+# $WORK, so a rerun resumes an interrupted row and reuses finished ones. ROWS picks rows by name.
+# Each finished row is appended to $OUT at once (partial tables survive an interruption).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BINDIR=${BINDIR:-bin}
+AS_DATA=${AS_DATA:-$(cd .. && pwd)/shared/data}
+STEPS=${STEPS:-1200}
+EVAL_BYTES=${EVAL_BYTES:-100000}
+WORK=${WORK:-/tmp/as-qat-anchor}
+THREADS=${THREADS:-1}
+OUT=${OUT:-bench/results/qat-anchor.txt}
+ROWS=${ROWS:-gptq-w2g32 seq2-ptq seq2-kl seq2-cekl fp32-cekl absmean-ptq absmean-cekl tequila-ptq
+tequila-cekl sherry-ptq sherry-cekl sherry-arenas-cekl seq2-ce}
+export PATH="$(cd "$BINDIR" && pwd):$PATH" AS_PROGRESS=0
+mkdir -p "$WORK" "$(dirname "$OUT")"
+M=$WORK/stories260K
+[ -d "$M" ] || as-import -t "$AS_DATA/models/stories260K/tok512.bin" \
+    "$AS_DATA/models/stories260K/stories260K.bin" "$M" >/dev/null
+TXT=$AS_DATA/text/austen/pride_and_prejudice.txt
+HELD=$AS_DATA/text/austen/persuasion.txt
+WIKI=$AS_DATA/text/wikitext-2-raw/wiki.test.raw
+NOTEACHER=(--seq 256 --batch 8 --lr 1e-3 --sched cosine --warmup 0.05 --clip 1
+    --threads "$THREADS" --steps "$STEPS")
+RECIPE=(-t "$M" "${NOTEACHER[@]}")
+
+evalrow() { # evalrow NAME DIR TOKENS SECONDS
+    local a w
+    a=$(as-eval -m "$2" -b "$M" -f "$HELD" --bytes "$EVAL_BYTES" --ctx 256 --json)
+    w=$(as-eval -m "$2" -b "$M" -f "$WIKI" --bytes "$EVAL_BYTES" --ctx 256 --json)
+    printf '| %-20s | %7s | %6s | %7.4f | %7.3f | %5.3f | %7.4f |\n' "$1" "$3" "$4" \
+        "$(jq '.kld.mean' <<<"$a")" "$(jq '.ppl' <<<"$a")" "$(jq '.same_top' <<<"$a")" \
+        "$(jq '.kld.mean' <<<"$w")" | tee -a "$OUT"
+}
+train() { # train NAME AS-QAT-ARGS... : resumable; the row's tokens and training seconds
+    local out=$WORK/$1 t0
+    shift
+    if [ ! -d "$out" ]; then
+        t0=$(date +%s)
+        as-qat -m "$M" -d "$TXT" "$@" --state "$out.state" --resume --log "$out.jsonl" \
+            --codes "$out.astr" -o "$out"
+        echo $(($(date +%s) - t0)) >"$out.secs"
+    fi
+    evalrow "$name" "$out" "$(jq -r 'select(.step) | .tokens' "$out.jsonl" | tail -1)" \
+        "$(cat "$out.secs" 2>/dev/null || echo -)"
+}
+
+[ -s "$OUT" ] || {
+    echo "# as-qat anchor rows on stories260K, STEPS=$STEPS (8 x 256 tokens a step), threads $THREADS"
+    echo "# train: Pride and Prejudice; KLD/PPL/top-1 vs the teacher on Persuasion (first $EVAL_BYTES B)"
+    echo "| row                  | tokens  | train s | KLD     | PPL     | top-1 | wiki KLD |"
+    echo "|---|---|---|---|---|---|---|"
+} >>"$OUT"
+echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg): $ROWS" | tr '\n' ' ' >>"$OUT"
+echo >>"$OUT"
+for name in $ROWS; do
+    case $name in
+    teacher) evalrow teacher "$M" - - ;;
+    gptq-w2g32 | gptq-w2g32-sym)
+        d=$WORK/$name
+        sa=--asym
+        [[ $name == *-sym ]] && sa=--sym
+        [ -d "$d" ] || { as-calib -m "$M" -d "$TXT" -n 128 -l 256 2>/dev/null |
+            as-gptq -b 2 -g 32 $sa 2>/dev/null | as-pack -m "$M" -f fakequant -o "$d" >/dev/null; }
+        evalrow "$name" "$d" - -
+        ;;
+    *-ptq) train "$name" --scheme "${name%-ptq}" $([ "${name%-ptq}" = tequila ] && echo --group 64) \
+        -t "$M" --steps 1 --lr 0 --seq 256 --batch 1 ;;
+    fp32-cekl) train "$name" --scheme none "${RECIPE[@]}" ;;
+    tequila-cekl) train "$name" --scheme tequila --group 64 "${RECIPE[@]}" ;;
+    sherry-arenas-cekl) train "$name" --scheme sherry --arenas 1 "${RECIPE[@]}" ;;
+    *-cekl) train "$name" --scheme "${name%-cekl}" "${RECIPE[@]}" ;;
+    *-kl) train "$name" --scheme "${name%-kl}" --w-ce 0 "${RECIPE[@]}" ;;
+    *-ce) train "$name" --scheme "${name%-ce}" "${NOTEACHER[@]}" ;;
+    *) echo "unknown row $name" >&2 && exit 2 ;;
+    esac
+done
