@@ -79,20 +79,20 @@ struct step {
 
 struct ctx {
     const struct as_draft *d;
-    int N, S, H, I, qd, kvd, nh, nkv, hd, Vd;
+    int N, B, R, S, H, I, qd, kvd, nh, nkv, hd, Vd; /* N positions per window, B windows, R rows */
     float *cos, *sin;
     struct step st[AS_TTT_MAX];
 };
 
-/* Probabilities of query (step i, row t, head h) over its keys: step-0 rows 0..t, then steps
- * 1..i at row t. p has t+1+i entries. */
-static void scores(const struct ctx *c, int i, int t, int h, float *p) {
-    int kh = h / (c->nh / c->nkv), n = t + 1 + i;
-    const float *q = c->st[i].q + (size_t)t * c->qd + (size_t)h * c->hd;
+/* Probabilities of query (step i, row r = window base + t, head h) over its keys: step-0 rows
+ * base..base+t of its own window, then steps 1..i at row r. p has t+1+i entries. */
+static void scores(const struct ctx *c, int i, int r, int h, float *p) {
+    int t = r % c->N, base = r - t, kh = h / (c->nh / c->nkv), n = t + 1 + i;
+    const float *q = c->st[i].q + (size_t)r * c->qd + (size_t)h * c->hd;
     float scale = 1.0f / sqrtf((float)c->hd), mx = -INFINITY, sum = 0;
     for (int j = 0; j < n; j++) {
-        const float *k = j <= t ? c->st[0].k + (size_t)j * c->kvd
-                                : c->st[j - t].k + (size_t)t * c->kvd; /* step j-t */
+        const float *k = j <= t ? c->st[0].k + (size_t)(base + j) * c->kvd
+                                : c->st[j - t].k + (size_t)r * c->kvd; /* step j-t */
         k += (size_t)kh * c->hd;
         float s = 0;
         for (int e = 0; e < c->hd; e++)
@@ -106,8 +106,9 @@ static void scores(const struct ctx *c, int i, int t, int h, float *p) {
         p[j] /= sum;
 }
 
-static const float *vrow(const struct ctx *c, const float *const *vv, int t, int j, int kh) {
-    const float *v = j <= t ? vv[0] + (size_t)j * c->kvd : vv[j - t] + (size_t)t * c->kvd;
+static const float *vrow(const struct ctx *c, const float *const *vv, int r, int j, int kh) {
+    int t = r % c->N;
+    const float *v = j <= t ? vv[0] + (size_t)(r - t + j) * c->kvd : vv[j - t] + (size_t)r * c->kvd;
     return v + (size_t)kh * c->hd;
 }
 
@@ -115,14 +116,14 @@ static void attn_fwd(const struct ctx *c, int i, float *p) {
     const float *vv[AS_TTT_MAX];
     for (int s = 0; s <= i; s++)
         vv[s] = c->st[s].v;
-    for (int t = 0; t < c->N; t++)
+    for (int r = 0; r < c->R; r++)
         for (int h = 0; h < c->nh; h++) {
-            int kh = h / (c->nh / c->nkv), n = t + 1 + i;
-            scores(c, i, t, h, p);
-            float *o = c->st[i].ao + (size_t)t * c->qd + (size_t)h * c->hd;
+            int kh = h / (c->nh / c->nkv), n = r % c->N + 1 + i;
+            scores(c, i, r, h, p);
+            float *o = c->st[i].ao + (size_t)r * c->qd + (size_t)h * c->hd;
             memset(o, 0, (size_t)c->hd * sizeof(float));
             for (int j = 0; j < n; j++) {
-                const float *v = vrow(c, vv, t, j, kh);
+                const float *v = vrow(c, vv, r, j, kh);
                 for (int e = 0; e < c->hd; e++)
                     o[e] += p[j] * v[e];
             }
@@ -136,16 +137,16 @@ static void attn_bwd(const struct ctx *c, int i, const float *dao, float *dq, fl
     for (int s = 0; s <= i; s++)
         vv[s] = c->st[s].v;
     float scale = 1.0f / sqrtf((float)c->hd);
-    for (int t = 0; t < c->N; t++)
+    for (int r = 0; r < c->R; r++)
         for (int h = 0; h < c->nh; h++) {
-            int kh = h / (c->nh / c->nkv), n = t + 1 + i;
-            scores(c, i, t, h, p);
-            const float *go = dao + (size_t)t * c->qd + (size_t)h * c->hd;
-            const float *q = c->st[i].q + (size_t)t * c->qd + (size_t)h * c->hd;
-            float *gq = dq + (size_t)t * c->qd + (size_t)h * c->hd;
+            int t = r % c->N, kh = h / (c->nh / c->nkv), n = t + 1 + i;
+            scores(c, i, r, h, p);
+            const float *go = dao + (size_t)r * c->qd + (size_t)h * c->hd;
+            const float *q = c->st[i].q + (size_t)r * c->qd + (size_t)h * c->hd;
+            float *gq = dq + (size_t)r * c->qd + (size_t)h * c->hd;
             double dot = 0;
             for (int j = 0; j < n; j++) {
-                const float *v = vrow(c, vv, t, j, kh);
+                const float *v = vrow(c, vv, r, j, kh);
                 float s = 0;
                 for (int e = 0; e < c->hd; e++)
                     s += go[e] * v[e];
@@ -154,7 +155,7 @@ static void attn_bwd(const struct ctx *c, int i, const float *dao, float *dq, fl
             }
             for (int j = 0; j < n; j++) {
                 int sj = j <= t ? 0 : j - t;
-                size_t row = (size_t)(j <= t ? j : t) * c->kvd + (size_t)kh * c->hd;
+                size_t row = (size_t)(j <= t ? r - t + j : r) * c->kvd + (size_t)kh * c->hd;
                 const float *k = c->st[sj].k + row;
                 float *gk = dK[sj] + row, *gv = dV[sj] + row;
                 float ds = p[j] * (dp[j] - (float)dot) * scale;
@@ -170,13 +171,29 @@ static void attn_bwd(const struct ctx *c, int i, const float *dao, float *dq, fl
 int as_draft_ttt(const struct as_draft *d, const int *tokens, const float *feats,
                  const float *tlogits, const unsigned char *tmask, int T, int steps,
                  struct as_draft_grads *g, struct as_ttt_result *r) {
-    if (T < 2 || steps < 1 || steps > AS_TTT_MAX)
-        return as_fail("draft training: window of %d tokens, %d TTT steps", T, steps);
-    struct ctx c = {.d = d, .N = T - 1, .S = steps};
+    return as_draft_ttt_batch(d, tokens, feats, tlogits, tmask, T, 1, steps, g, r);
+}
+
+/* RoPE of every window's rows at positions t + pos0 (rows of one window are consecutive). */
+static void rope_windows(const struct ctx *c, float *x, int heads, int pos0, int bwd) {
+    size_t w = (size_t)c->N * heads * c->hd;
+    for (int b = 0; b < c->B; b++)
+        if (bwd)
+            as_bwd_rope(x + b * w, c->N, heads, c->hd, pos0, c->cos, c->sin);
+        else
+            as_op_rope(x + b * w, c->N, heads, c->hd, pos0, c->cos, c->sin);
+}
+
+int as_draft_ttt_batch(const struct as_draft *d, const int *tokens, const float *feats,
+                       const float *tlogits, const unsigned char *tmask, int T, int B, int steps,
+                       struct as_draft_grads *g, struct as_ttt_result *r) {
+    if (T < 2 || B < 1 || steps < 1 || steps > AS_TTT_MAX)
+        return as_fail("draft training: %d windows of %d tokens, %d TTT steps", B, T, steps);
+    struct ctx c = {.d = d, .N = T - 1, .B = B, .R = B * (T - 1), .S = steps};
     c.H = d->cfg.hidden, c.I = d->cfg.intermediate, c.nh = d->cfg.n_heads;
     c.nkv = d->cfg.n_kv_heads, c.hd = d->cfg.head_dim, c.Vd = d->vd;
     c.qd = c.nh * c.hd, c.kvd = c.nkv * c.hd;
-    int N = c.N, H = c.H, I = c.I, qd = c.qd, kvd = c.kvd, Vd = c.Vd, half = c.hd / 2;
+    int N = c.N, R = c.R, H = c.H, I = c.I, qd = c.qd, kvd = c.kvd, Vd = c.Vd, half = c.hd / 2;
     float eps = d->cfg.rms_eps;
     int npos = N + steps;
     c.cos = as_xmalloc((size_t)npos * half * sizeof(float));
@@ -190,10 +207,15 @@ int as_draft_ttt(const struct as_draft *d, const int *tokens, const float *feats
     float *p = as_xmalloc((size_t)(N + steps) * sizeof(float));
     float *dp = as_xmalloc((size_t)(N + steps) * sizeof(float));
     float *e = as_xmalloc((size_t)Vd * sizeof(float)), *pt = as_xmalloc((size_t)Vd * sizeof(float));
+    /* the taps of positions 0..T-2 of every window, packed: fc's input rows */
+    size_t fw = (size_t)3 * d->target_hidden;
+    float *fa = as_xmalloc((size_t)R * fw * sizeof(float));
+    for (int b = 0; b < B; b++)
+        memcpy(fa + (size_t)b * N * fw, feats + (size_t)b * T * fw, (size_t)N * fw * sizeof(float));
     memset(r, 0, sizeof *r);
     for (int i = 0; i < steps; i++) {
         struct step *s = &c.st[i];
-        size_t n = (size_t)N;
+        size_t n = (size_t)R;
         s->tok = as_xmalloc(n * sizeof(int));
         s->valid = as_xmalloc(n);
         s->g = as_xmalloc(n * H * 4), s->x2 = as_xmalloc(n * 2 * H * 4);
@@ -203,48 +225,49 @@ int as_draft_ttt(const struct as_draft *d, const int *tokens, const float *feats
         s->gate = as_xmalloc(n * I * 4), s->up = as_xmalloc(n * I * 4);
         s->act = as_xmalloc(n * I * 4), s->h2 = as_xmalloc(n * H * 4);
         s->fn = as_xmalloc(n * H * 4), s->dlog = as_xmalloc(n * Vd * 4);
-        for (int t = 0; t < N; t++) {
-            int src = t + 1 + i;
-            s->tok[t] = src < T ? tokens[src] : 0;
-            s->valid[t] = src < T && tmask[src];
-        }
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < N; t++) {
+                int src = t + 1 + i;
+                s->tok[b * N + t] = src < T ? tokens[b * T + src] : 0;
+                s->valid[b * N + t] = src < T && tmask[b * T + src];
+            }
         if (i == 0)
-            as_op_linear(s->g, feats, d->fc, NULL, N, 3 * d->target_hidden, H);
+            as_op_linear(s->g, fa, d->fc, NULL, R, 3 * d->target_hidden, H);
         else
             memcpy(s->g, c.st[i - 1].h2, n * H * 4);
-        for (int t = 0; t < N; t++) {
+        for (int t = 0; t < R; t++) {
             float *row = s->x2 + (size_t)t * 2 * H;
             as_op_rmsnorm(row, d->embed + (size_t)s->tok[t] * H, d->in_norm, 1, H, eps);
             as_op_rmsnorm(row + H, s->g + (size_t)t * H, d->hid_norm, 1, H, eps);
         }
-        as_op_linear(s->q, s->x2, d->wq, NULL, N, 2 * H, qd);
-        as_op_linear(s->k, s->x2, d->wk, NULL, N, 2 * H, kvd);
-        as_op_linear(s->v, s->x2, d->wv, NULL, N, 2 * H, kvd);
-        as_op_rope(s->q, N, c.nh, c.hd, i, c.cos, c.sin);
-        as_op_rope(s->k, N, c.nkv, c.hd, i, c.cos, c.sin);
+        as_op_linear(s->q, s->x2, d->wq, NULL, R, 2 * H, qd);
+        as_op_linear(s->k, s->x2, d->wk, NULL, R, 2 * H, kvd);
+        as_op_linear(s->v, s->x2, d->wv, NULL, R, 2 * H, kvd);
+        rope_windows(&c, s->q, c.nh, i, 0);
+        rope_windows(&c, s->k, c.nkv, i, 0);
         attn_fwd(&c, i, p);
-        as_op_linear(s->h1, s->ao, d->wo, NULL, N, qd, H);
+        as_op_linear(s->h1, s->ao, d->wo, NULL, R, qd, H);
         for (size_t j = 0; j < n * H; j++)
             s->h1[j] += s->g[j];
-        as_op_rmsnorm(s->y, s->h1, d->post_norm, N, H, eps);
-        as_op_linear(s->gate, s->y, d->wgate, NULL, N, H, I);
-        as_op_linear(s->up, s->y, d->wup, NULL, N, H, I);
+        as_op_rmsnorm(s->y, s->h1, d->post_norm, R, H, eps);
+        as_op_linear(s->gate, s->y, d->wgate, NULL, R, H, I);
+        as_op_linear(s->up, s->y, d->wup, NULL, R, H, I);
         memcpy(s->act, s->gate, n * I * 4);
         as_op_swiglu(s->act, s->up, n * I);
-        as_op_linear(s->h2, s->act, d->wdown, NULL, N, I, H);
+        as_op_linear(s->h2, s->act, d->wdown, NULL, R, I, H);
         for (size_t j = 0; j < n * H; j++)
             s->h2[j] += s->h1[j];
-        as_op_rmsnorm(s->fn, s->h2, d->norm, N, H, eps);
-        as_op_linear(s->dlog, s->fn, d->lm_head, NULL, N, H, Vd);
+        as_op_rmsnorm(s->fn, s->h2, d->norm, R, H, eps);
+        as_op_linear(s->dlog, s->fn, d->lm_head, NULL, R, H, Vd);
         /* soft cross-entropy against the target restricted to the draft vocabulary */
         double w = pow(0.8, i), li = 0;
-        for (int t = 0; t < N; t++) {
+        for (int t = 0; t < R; t++) {
             float *z = s->dlog + (size_t)t * Vd;
             if (!s->valid[t]) {
                 memset(z, 0, (size_t)Vd * 4);
                 continue;
             }
-            const float *zt = tlogits + (size_t)(t + 1 + i) * Vd;
+            const float *zt = tlogits + (size_t)((t / N) * T + t % N + 1 + i) * Vd;
             int am = 0, at = 0;
             float mx = z[0], mt = zt[0];
             for (int v = 1; v < Vd; v++) {
@@ -260,18 +283,18 @@ int as_draft_ttt(const struct as_draft *d, const int *tokens, const float *feats
             for (int v = 0; v < Vd; v++) {
                 double pv = pt[v] / st;
                 row -= pv * ((z[v] - mx) - lse);
-                z[v] = (float)(w * (e[v] / se - pv) / N);
+                z[v] = (float)(w * (e[v] / se - pv) / R);
             }
             li += row;
             r->valid_step[i]++;
             r->acc_step[i] += am == at;
         }
-        r->loss_step[i] = li / N;
-        r->loss += w * li / N;
+        r->loss_step[i] = li / R;
+        r->loss += w * li / R;
         if (r->valid_step[i]) r->acc_step[i] /= r->valid_step[i];
     }
     if (g) {
-        size_t n = (size_t)N;
+        size_t n = (size_t)R;
         float *dK[AS_TTT_MAX], *dV[AS_TTT_MAX];
         for (int i = 0; i < steps; i++) {
             dK[i] = as_xcalloc(n * kvd, 4);
@@ -287,30 +310,30 @@ int as_draft_ttt(const struct as_draft *d, const int *tokens, const float *feats
             struct step *s = &c.st[i];
             memcpy(dh2, dnext, n * H * 4);
             memset(dfn, 0, n * H * 4);
-            as_bwd_linear(dfn, g->lm_head, NULL, s->dlog, s->fn, d->lm_head, N, H, Vd);
-            as_bwd_rmsnorm(dh2, g->norm, dfn, s->h2, d->norm, N, H, eps);
+            as_bwd_linear(dfn, g->lm_head, NULL, s->dlog, s->fn, d->lm_head, R, H, Vd);
+            as_bwd_rmsnorm(dh2, g->norm, dfn, s->h2, d->norm, R, H, eps);
             memcpy(dh1, dh2, n * H * 4);
             memset(dact, 0, n * I * 4);
-            as_bwd_linear(dact, g->wdown, NULL, dh2, s->act, d->wdown, N, I, H);
+            as_bwd_linear(dact, g->wdown, NULL, dh2, s->act, d->wdown, R, I, H);
             memset(dgate, 0, n * I * 4), memset(dup, 0, n * I * 4);
             as_bwd_swiglu(dgate, dup, dact, s->gate, s->up, n * I);
             memset(dy, 0, n * H * 4);
-            as_bwd_linear(dy, g->wgate, NULL, dgate, s->y, d->wgate, N, H, I);
-            as_bwd_linear(dy, g->wup, NULL, dup, s->y, d->wup, N, H, I);
-            as_bwd_rmsnorm(dh1, g->post_norm, dy, s->h1, d->post_norm, N, H, eps);
+            as_bwd_linear(dy, g->wgate, NULL, dgate, s->y, d->wgate, R, H, I);
+            as_bwd_linear(dy, g->wup, NULL, dup, s->y, d->wup, R, H, I);
+            as_bwd_rmsnorm(dh1, g->post_norm, dy, s->h1, d->post_norm, R, H, eps);
             memcpy(dg, dh1, n * H * 4);
             memset(dao, 0, n * qd * 4);
-            as_bwd_linear(dao, g->wo, NULL, dh1, s->ao, d->wo, N, qd, H);
+            as_bwd_linear(dao, g->wo, NULL, dh1, s->ao, d->wo, R, qd, H);
             memset(dq, 0, n * qd * 4);
             attn_bwd(&c, i, dao, dq, dK, dV, p, dp);
             /* dK[i], dV[i] are complete: every later step has added its share */
-            as_bwd_rope(dq, N, c.nh, c.hd, i, c.cos, c.sin);
-            as_bwd_rope(dK[i], N, c.nkv, c.hd, i, c.cos, c.sin);
+            rope_windows(&c, dq, c.nh, i, 1);
+            rope_windows(&c, dK[i], c.nkv, i, 1);
             memset(dx2, 0, n * 2 * H * 4);
-            as_bwd_linear(dx2, g->wq, NULL, dq, s->x2, d->wq, N, 2 * H, qd);
-            as_bwd_linear(dx2, g->wk, NULL, dK[i], s->x2, d->wk, N, 2 * H, kvd);
-            as_bwd_linear(dx2, g->wv, NULL, dV[i], s->x2, d->wv, N, 2 * H, kvd);
-            for (int t = 0; t < N; t++) {
+            as_bwd_linear(dx2, g->wq, NULL, dq, s->x2, d->wq, R, 2 * H, qd);
+            as_bwd_linear(dx2, g->wk, NULL, dK[i], s->x2, d->wk, R, 2 * H, kvd);
+            as_bwd_linear(dx2, g->wv, NULL, dV[i], s->x2, d->wv, R, 2 * H, kvd);
+            for (int t = 0; t < R; t++) {
                 const float *gx = dx2 + (size_t)t * 2 * H;
                 as_bwd_rmsnorm(NULL, g->in_norm, gx, d->embed + (size_t)s->tok[t] * H, d->in_norm,
                                1, H, eps);
@@ -320,7 +343,7 @@ int as_draft_ttt(const struct as_draft *d, const int *tokens, const float *feats
             if (i > 0)
                 memcpy(dnext, dg, n * H * 4);
             else
-                as_bwd_linear(NULL, g->fc, NULL, dg, feats, d->fc, N, 3 * d->target_hidden, H);
+                as_bwd_linear(NULL, g->fc, NULL, dg, fa, d->fc, R, 3 * d->target_hidden, H);
         }
         for (int i = 0; i < steps; i++)
             free(dK[i]), free(dV[i]);
@@ -333,6 +356,6 @@ int as_draft_ttt(const struct as_draft *d, const int *tokens, const float *feats
         free(s->v), free(s->ao), free(s->h1), free(s->y), free(s->gate), free(s->up);
         free(s->act), free(s->h2), free(s->fn), free(s->dlog);
     }
-    free(c.cos), free(c.sin), free(p), free(dp), free(e), free(pt);
+    free(fa), free(c.cos), free(c.sin), free(p), free(dp), free(e), free(pt);
     return 0;
 }

@@ -39,5 +39,11 @@ struct as_ttt_result {
 int as_draft_ttt(const struct as_draft *d, const int *tokens, const float *feats,
                  const float *tlogits, const unsigned char *tmask, int T, int steps,
                  struct as_draft_grads *g, struct as_ttt_result *r);
+/* B windows at once (tokens [B T], feats [B T, 3H], tlogits [B T, Vd], tmask [B T]): the rows of
+ * all windows go through each matrix product together (one sgemm per weight instead of B); the
+ * loss is the mean over all B (T-1) positions, as the reference's mean over B x T. */
+int as_draft_ttt_batch(const struct as_draft *d, const int *tokens, const float *feats,
+                       const float *tlogits, const unsigned char *tmask, int T, int B, int steps,
+                       struct as_draft_grads *g, struct as_ttt_result *r);
 
 #endif

@@ -158,6 +158,16 @@ T() { echo "$BATS_FILE_TMPDIR/$1"; }
     lt "$worst" 0.1
 }
 
+@test "batched TTT (3 windows per sgemm): gradients equal central differences, loss = mean of the windows'" {
+    as-draft gradcheck "$M" "$(T D)" 10 4 3 >"$(T gcb.json)"
+    worst=$(jq -s -r '.[-1].worst_rel' "$(T gcb.json)")
+    lt "$worst" 0.1
+    # windows that leaked attention into each other, or a mean over one window's positions,
+    # would change the batched loss
+    run jq -r '.[-1] | (.loss - .window_mean_loss) / .loss | fabs < 1e-5' <(jq -s . "$(T gcb.json)")
+    [ "$output" = true ]
+}
+
 @test "training resumes exactly after a kill (parameters and AdamW moments bit-identical)" {
     local args=(-m "$M" -f "$(T regen.txt)" -e "$(T eval.txt)" --vd 128 --window 32 --steps 40
         --eval-every 1000 --save-every 10 --ttt 3 --eval-steps 24)
