@@ -2,6 +2,7 @@
  * in forward.c changes: the pass is embed -> as_forward_layer for layers < L on N rows -> choose
  * -> compact rows and caches -> as_forward_layer for layers >= L on M rows -> final norm and
  * lm_head of the last row, exactly what as_forward does without pruning. */
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,8 +14,8 @@
 
 double as_prune_prefill_flops(const struct as_model_config *c, int T, int layers) {
     double D = c->hidden, qd = (double)c->n_heads * c->head_dim,
-           kvd = (double)c->n_kv_heads * c->head_dim, I = c->intermediate;
-    double lin = 2 * (D * qd + 2 * D * kvd + qd * D + 3 * D * I);                /* per token */
+           kvd = (double)c->n_kv_heads * c->head_dim, ffn = c->intermediate;
+    double lin = 2 * (D * qd + 2 * D * kvd + qd * D + 3 * D * ffn);              /* per token */
     double att = 2.0 * 2 * c->n_heads * c->head_dim * ((double)T * (T + 1) / 2); /* QK and PV */
     return layers * (T * lin + att);
 }
@@ -72,25 +73,39 @@ static void attn_rows(const struct as_model *m, const struct as_run_state *s, in
     int hd = c->head_dim, H = c->n_heads, kvd = c->n_kv_heads * hd, qd = H * hd;
     const float *kc = s->key_cache + (size_t)l * s->max_seq * kvd;
     double *row = as_xmalloc((size_t)n * sizeof *row);
-    for (int t = q0; t < n; t++) {
-        const float *q = s->q + (size_t)t * qd;
+    /* many queries (recv, accum): their scores by SGEMM in blocks of BQ rows, softmax in double;
+     * few (last, tail): dot products in double */
+    enum { BQ = 64 };
+    int gemm = n - q0 > 16;
+    float *blk = gemm ? as_xmalloc((size_t)BQ * n * sizeof *blk) : NULL;
+    for (int b0 = q0; b0 < n; b0 += BQ) {
+        int b1 = b0 + BQ < n ? b0 + BQ : n;
         for (int h = 0; h < H; h++) {
             int kh = h / (H / c->n_kv_heads);
-            double mx = -INFINITY, sum = 0;
-            for (int j = 0; j <= t; j++) {
-                double d = 0;
-                for (int i = 0; i < hd; i++)
-                    d += (double)q[h * hd + i] * kc[(size_t)j * kvd + kh * hd + i];
-                row[j] = d / sqrt((double)hd);
-                mx = fmax(mx, row[j]);
+            if (gemm) /* rows b0..b1-1 against keys 0..b1-1 */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b1 - b0, b1, hd, 1.0f,
+                            s->q + (size_t)b0 * qd + h * hd, qd, kc + kh * hd, kvd, 0.0f, blk, b1);
+            for (int t = b0; t < b1; t++) {
+                const float *q = s->q + (size_t)t * qd;
+                double mx = -INFINITY, sum = 0;
+                for (int j = 0; j <= t; j++) {
+                    double d = 0;
+                    if (gemm)
+                        d = blk[(size_t)(t - b0) * b1 + j];
+                    else
+                        for (int i = 0; i < hd; i++)
+                            d += (double)q[h * hd + i] * kc[(size_t)j * kvd + kh * hd + i];
+                    row[j] = d / sqrt((double)hd);
+                    mx = fmax(mx, row[j]);
+                }
+                for (int j = 0; j <= t; j++)
+                    sum += (row[j] = exp(row[j] - mx));
+                for (int j = 0; j <= t; j++)
+                    acc[j] += row[j] / sum / H;
             }
-            for (int j = 0; j <= t; j++)
-                sum += (row[j] = exp(row[j] - mx));
-            for (int j = 0; j <= t; j++)
-                acc[j] += row[j] / sum / H;
         }
     }
-    free(row);
+    free(row), free(blk);
 }
 
 static const char *const imp_names[] = {"default", "last", "tail", "recv", "accum", "norm"};
