@@ -73,8 +73,10 @@ void as_qlin_apply_par(const struct as_qlin *q, const float *x, int T, float *ou
         as_act8_quantize(&a[t], x + (size_t)t * K);
     }
     struct qlin_job j = {q, a, T, out};
-    /* parts of at least 64 rows: below that the pool's hand-off costs more than the rows */
-    if (run && N >= 128)
+    /* parts of at least 64 rows and 1M multiply-adds: below that the pool's hand-off (a wake-up,
+     * and on a shared machine a wait for the other thread's core) costs more than the rows; one
+     * token of SmolLM2's 576 x 576 is 0.33M, a few microseconds of kernel */
+    if (run && N >= 128 && (long long)N * K * T >= (1 << 20))
         run(qlin_part, &j, N / 64);
     else
         qlin_part(&j, 0, 1);

@@ -218,8 +218,10 @@ static void *part_thread(void *p) {
     a->fn(a->arg, a->part, a->n);
     return NULL;
 }
+static int runs; /* runner calls: the split must really happen */
 static void run_threads(as_qlin_part_fn fn, void *arg, int max_parts) {
     enum { MAXT = 8 };
+    runs++;
     int n = max_parts < MAXT ? max_parts : MAXT;
     pthread_t th[MAXT];
     struct part_arg pa[MAXT];
@@ -232,12 +234,15 @@ static void run_threads(as_qlin_part_fn fn, void *arg, int max_parts) {
         pthread_join(th[i], NULL);
 }
 static void run_reversed(as_qlin_part_fn fn, void *arg, int max_parts) {
+    runs++;
     for (int i = max_parts; i-- > 0;)
         fn(arg, i, max_parts);
 }
 
 /* The rows split over threads: bit for bit what one part gives (each row's kernel calls are the
- * same whatever the split), with a bias and T = 7 tokens (4 + 3 through the GEMM). */
+ * same whatever the split), with a bias and T = 7 tokens (4 + 3 through the GEMM): 1.2M
+ * multiply-adds, above as_qlin_apply_par's threshold for splitting; one token is below it and
+ * runs on the caller. */
 static void test_qlin_apply_par(void **state) {
     (void)state;
     const int N = 300, K = 576, T = 7;
@@ -258,6 +263,11 @@ static void test_qlin_apply_par(void **state) {
         memset(z, 0xff, (size_t)T * N * 4);
         as_qlin_apply_par(&q, x, T, z, bias, run_reversed);
         assert_memory_equal(y, z, (size_t)T * N * 4);
+        assert_int_equal(runs, 2);
+        as_qlin_apply_par(&q, x, 1, z, bias, run_threads); /* 0.17M: not split */
+        assert_memory_equal(y, z, (size_t)N * 4);
+        assert_int_equal(runs, 2);
+        runs = 0;
         free(x), free(y), free(z), free(p);
     }
 }
