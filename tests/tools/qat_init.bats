@@ -123,3 +123,24 @@ PY
     [ ! -e "$T/bad" ]
     [ ! -e "$T/none" ]
 }
+
+@test "as-qat --export: a run's checkpoint written from its state, equal to the run's own output" {
+    A=(-m "$M" -t "$M" -d "$TXT" --scheme seq2 --steps 6 --seq 32 --batch 2 --state "$T/s")
+    as-qat "${A[@]}" --stop-after 3
+    as-qat "${A[@]}" --resume --export -o "$T/at3" --codes "$T/at3.astr"
+    # exporting trains nothing: the state is still at step 3, and the run continues from it
+    as-qat "${A[@]}" --resume -o "$T/end"
+    as-qat "${A[@]}" --resume --export -o "$T/at6"
+    cmp "$T/end/model.safetensors" "$T/at6/model.safetensors"
+    run cmp "$T/at3/model.safetensors" "$T/at6/model.safetensors"
+    [ "$status" -ne 0 ]
+    # the exported codes stream dequantizes to the exported checkpoint
+    same_weights "$T/at3.astr" "$T/at3"
+    # and the continued run is the uninterrupted one
+    as-qat "${A[@]/$T\/s/$T/u}" -o "$T/ref"
+    cmp "$T/ref/model.safetensors" "$T/end/model.safetensors"
+    # with no state to export from
+    run --separate-stderr as-qat "${A[@]/$T\/s/$T/none}" --resume --export -o "$T/bad"
+    refused "as-qat: --export needs --resume and an existing --state"
+    [ ! -e "$T/bad" ]
+}

@@ -82,6 +82,8 @@ static void usage(FILE *f) {
             "      --save-every N    (default 100)\n"
             "      --resume          continue from --state if it exists\n"
             "      --stop-after N    stop (saving the state) after N steps of this run\n"
+            "      --export          with --resume: write -o and --codes from the state's\n"
+            "                        current step, without training (a long run's checkpoint)\n"
             "      --log FILE        JSON lines, one per step\n"
             "      --svg FILE        loss / KD / lr curves\n"
             "      --threads N       OpenBLAS threads (results are reproducible per count)\n"
@@ -92,7 +94,8 @@ static void usage(FILE *f) {
 
 struct opts {
     const char *model, *teacher, *data, *out, *codes, *state, *log, *svg, *init_codes, *tcache;
-    int scheme, group, steps, seq, batch, sched, kd, save_every, resume, stop_after, peak;
+    int scheme, group, steps, seq, batch, sched, kd, save_every, resume, stop_after, peak,
+        export_now;
     double lambda, arenas, lr, warmup, decay, min_lr, wd, clip, w_ce, w_kd;
     uint64_t seed;
 };
@@ -421,41 +424,24 @@ int main(int argc, char **argv) {
                      .w_kd = -1,
                      .seed = 1};
     int threads = 0;
-    static const struct option lo[] = {{"model", 1, 0, 'm'},
-                                       {"teacher", 1, 0, 't'},
-                                       {"data", 1, 0, 'd'},
-                                       {"out", 1, 0, 'o'},
-                                       {"codes", 1, 0, 1},
-                                       {"scheme", 1, 0, 2},
-                                       {"group", 1, 0, 3},
-                                       {"lambda", 1, 0, 4},
-                                       {"arenas", 1, 0, 5},
-                                       {"steps", 1, 0, 6},
-                                       {"seq", 1, 0, 7},
-                                       {"batch", 1, 0, 8},
-                                       {"lr", 1, 0, 10},
-                                       {"sched", 1, 0, 11},
-                                       {"warmup", 1, 0, 12},
-                                       {"decay", 1, 0, 13},
-                                       {"min-lr", 1, 0, 14},
-                                       {"wd", 1, 0, 15},
-                                       {"clip", 1, 0, 16},
-                                       {"w-ce", 1, 0, 17},
-                                       {"w-kd", 1, 0, 18},
-                                       {"kd", 1, 0, 19},
-                                       {"seed", 1, 0, 20},
-                                       {"state", 1, 0, 21},
-                                       {"save-every", 1, 0, 22},
-                                       {"resume", 0, 0, 23},
-                                       {"stop-after", 1, 0, 24},
-                                       {"log", 1, 0, 25},
-                                       {"svg", 1, 0, 26},
-                                       {"threads", 1, 0, 27},
-                                       {"speed", 0, 0, 28},
-                                       {"init-codes", 1, 0, 29},
-                                       {"teacher-cache", 1, 0, 30},
-                                       {"help", 0, 0, 'h'},
-                                       {0, 0, 0, 0}};
+    static const struct option lo[] = {{"model", 1, 0, 'm'},     {"teacher", 1, 0, 't'},
+                                       {"data", 1, 0, 'd'},      {"out", 1, 0, 'o'},
+                                       {"codes", 1, 0, 1},       {"scheme", 1, 0, 2},
+                                       {"group", 1, 0, 3},       {"lambda", 1, 0, 4},
+                                       {"arenas", 1, 0, 5},      {"steps", 1, 0, 6},
+                                       {"seq", 1, 0, 7},         {"batch", 1, 0, 8},
+                                       {"lr", 1, 0, 10},         {"sched", 1, 0, 11},
+                                       {"warmup", 1, 0, 12},     {"decay", 1, 0, 13},
+                                       {"min-lr", 1, 0, 14},     {"wd", 1, 0, 15},
+                                       {"clip", 1, 0, 16},       {"w-ce", 1, 0, 17},
+                                       {"w-kd", 1, 0, 18},       {"kd", 1, 0, 19},
+                                       {"seed", 1, 0, 20},       {"state", 1, 0, 21},
+                                       {"save-every", 1, 0, 22}, {"resume", 0, 0, 23},
+                                       {"stop-after", 1, 0, 24}, {"export", 0, 0, 31},
+                                       {"log", 1, 0, 25},        {"svg", 1, 0, 26},
+                                       {"threads", 1, 0, 27},    {"speed", 0, 0, 28},
+                                       {"init-codes", 1, 0, 29}, {"teacher-cache", 1, 0, 30},
+                                       {"help", 0, 0, 'h'},      {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "m:t:d:o:h", lo, NULL)) != -1) {
         switch (c) {
@@ -555,6 +541,9 @@ int main(int argc, char **argv) {
         case 27:
             threads = as_arg_int(optarg);
             break;
+        case 31:
+            o.export_now = 1;
+            break;
         case 29:
             o.init_codes = optarg;
             break;
@@ -576,6 +565,8 @@ int main(int argc, char **argv) {
     if (o.seq < 2 || o.batch < 1)
         as_die("--seq %d --batch %d: need seq >= 2 and batch >= 1", o.seq, o.batch);
     if (o.resume && !o.state) as_die("--resume needs --state FILE");
+    if (o.export_now && (!o.resume || access(o.state, F_OK)))
+        as_die("--export needs --resume and an existing --state");
     if (o.w_kd < 0) o.w_kd = o.teacher || o.tcache ? 1 : 0;
     if (o.w_kd > 0 && !o.teacher && !o.tcache)
         as_die("--w-kd %g needs a --teacher or --teacher-cache", o.w_kd);
@@ -683,7 +674,7 @@ int main(int argc, char **argv) {
     double t0 = now_s();
     long tokens_run = 0;
 
-    while (step < o.steps) {
+    while (step < o.steps && !o.export_now) {
         as_params_zero_grad(&ps);
         float lr = as_sched_lr(&sched, (float)o.lr, step);
         if (o.scheme == AS_FQ_SHERRY)
@@ -768,8 +759,9 @@ int main(int argc, char **argv) {
                total / cpu / pcpu, ru.ru_maxrss / 1024.0);
     }
     if (o.svg) write_svg(o.svg, rows, (int)step);
-    if (step == o.steps && o.codes) write_codes(o.codes, m, &fm);
-    if (step == o.steps && o.out) {
+    int final = step == o.steps || o.export_now;
+    if (final && o.codes) write_codes(o.codes, m, &fm);
+    if (final && o.out) {
         /* the fakequant checkpoint: each linear holds W_eff (tequila's bias is in --codes) */
         for (int l = 0; l < m->cfg.n_layers; l++)
             for (int k = 0; k < AS_LIN_COUNT; k++) {
