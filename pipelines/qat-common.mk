@@ -12,6 +12,8 @@
 #   EVAL_TEXT  evaluation text (default: no evaluation); EVAL_BYTES EVAL_CTX (all, 256)
 #   STEPS SEQ BATCH LR SCHED WARMUP CLIP W_CE W_KD KD SEED GROUP   as-qat options; the default
 #              loss is KL to the teacher only (W_CE=0): the lowest KLD on stories260K (docs/qat.md)
+#   INIT_CODES start from a PTQ codes stream (as-gptq's; docs/qat.md), e.g. for seq2:
+#              as-cat MODEL | as-gptq -m rtn --ternary seq2 > seq2.astr
 #   QAT_OPTS   more as-qat options (e.g. --arenas 1, --lambda 1e-3, --threads 2)
 #   SAVE_EVERY STOP_AFTER                                                    (100, none)
 #   BIN        directory of the as-* programs (default: bin/ of this checkout)
@@ -45,7 +47,8 @@ endif
 QAT_ARGS := -m $(MODEL) -d $(DATA) --scheme $(SCHEME) --steps $(STEPS) --seq $(SEQ) \
             --batch $(BATCH) --lr $(LR) --sched $(SCHED) --warmup $(WARMUP) --clip $(CLIP) \
             --w-ce $(W_CE) --w-kd $(W_KD) --kd $(KD) --seed $(SEED) \
-            $(if $(TEACHER),-t $(TEACHER)) $(if $(GROUP),--group $(GROUP)) $(QAT_OPTS)
+            $(if $(TEACHER),-t $(TEACHER)) $(if $(GROUP),--group $(GROUP)) \
+            $(if $(INIT_CODES),--init-codes $(INIT_CODES)) $(QAT_OPTS)
 
 .PHONY: all eval
 all: $(OUT)/model/config.json $(if $(EVAL_TEXT),$(OUT)/eval.json)
