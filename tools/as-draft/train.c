@@ -33,6 +33,14 @@ static double now(void) {
     return t.tv_sec + 1e-9 * t.tv_nsec;
 }
 
+/* CPU seconds of the process, all threads: the training cost on a machine shared with other jobs,
+ * where wall time mostly measures the load */
+static double cpu_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
 static int cmp_int(const void *a, const void *b) {
     return *(const int32_t *)a - *(const int32_t *)b;
 }
@@ -494,6 +502,7 @@ int cmd_train(int argc, char **argv) {
     /* where a step's time goes (this run's share; printed with the progress) */
     double t_data = 0, t_ttt = 0, t_opt = 0, t_eval = 0, tc, tlast = 0;
     long slast = step;
+    double cpu0 = cpu_now();
     double t0 = now();
     if (step == 0) { /* the untrained draft's AL, the baseline */
         double al = eval_al(m, d, prompts, np, n_prompts, k, eval_steps, stop0, stop1);
@@ -530,13 +539,14 @@ int cmd_train(int argc, char **argv) {
         double wall = wall0 + now() - t0;
         if (step % 10 == 0 || step == total) {
             double tt = t_data + t_ttt + t_opt;
-            printf("{\"step\":%ld,\"loss\":%.5f,\"acc0\":%.4f,\"acc1\":%.4f,\"lr\":%.3g,"
-                   "\"gnorm\":%.4g,\"tokens\":%ld,\"wall_s\":%.1f,\"train_tok_s\":%.1f,"
-                   "\"t_data\":%.1f,\"t_ttt\":%.1f,\"t_opt\":%.1f,\"t_eval\":%.1f}\n",
-                   step, r.loss, r.acc_step[0], ttt > 1 ? r.acc_step[1] : 0.0, (double)lrs, gn,
-                   step * (long)BT, wall,
-                   tt > tlast ? (double)BT * (step - slast) / (tt - tlast) : 0.0, t_data, t_ttt,
-                   t_opt, t_eval);
+            printf(
+                "{\"step\":%ld,\"loss\":%.5f,\"acc0\":%.4f,\"acc1\":%.4f,\"lr\":%.3g,"
+                "\"gnorm\":%.4g,\"tokens\":%ld,\"wall_s\":%.1f,\"train_tok_s\":%.1f,"
+                "\"t_data\":%.1f,\"t_ttt\":%.1f,\"t_opt\":%.1f,\"t_eval\":%.1f,\"cpu_s\":%.1f}\n",
+                step, r.loss, r.acc_step[0], ttt > 1 ? r.acc_step[1] : 0.0, (double)lrs, gn,
+                step * (long)BT, wall,
+                tt > tlast ? (double)BT * (step - slast) / (tt - tlast) : 0.0, t_data, t_ttt, t_opt,
+                t_eval, cpu_now() - cpu0);
             tlast = tt, slast = step;
         }
         if (step % eval_every == 0 || step == total) {
