@@ -7,6 +7,8 @@
 # bench/results/prune-study.{md,jsonl}.
 #   N=10 CTX_WORDS=500 KEEPS=0.25 LAMBDAS=0.5,0.7,0.8,0.9 IMPS=last,tail,recv,accum,norm \
 #   EXTRA=random,scope SMOL=DIR bench/prune_study.sh
+# SET=passkey: passkey prompts instead (as bench/prune.sh's, other keys and depths: seed 2021),
+# with the exact-match rate; TAG=.x writes bench/results/prune-study.x.*
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-${BINDIR:-bin}}
@@ -20,6 +22,8 @@ IMPS=${IMPS:-last,tail,recv,accum,norm}
 EXTRA=${EXTRA:-random,scope,scope:importance=tail,fastv:importance=tail}
 LAYER=${LAYER:-2}
 TAG=${TAG:-}
+GEN=1
+[ "${SET:-text}" = passkey ] && GEN=8
 OUT=bench/results
 TMP=${TMPDIR:-/tmp}/as-bench-prune-study.$$
 mkdir -p "$TMP" "$OUT"
@@ -31,10 +35,24 @@ if [ -z "$SMOL" ]; then
     "$BIN/as-import" "$(pipelines/smollm2-gguf)" "$SMOL" >/dev/null
 fi
 
-"$PY" - "$AS_DATA" "$TMP" "$N" "$CTX_WORDS" <<'PYEOF'
+"$PY" - "$AS_DATA" "$TMP" "$N" "$CTX_WORDS" "${SET:-text}" <<'PYEOF'
 import json, random, sys
 data, tmp, n, words = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 rng = random.Random(2021)
+if sys.argv[5] == "passkey":
+    head = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize "
+            "them. I will quiz you about the important information there.")
+    filler = " The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+    reps = max(2, words // 20)
+    with open(tmp + "/choose.jsonl", "w") as f:
+        for i in range(n):
+            key = str(rng.randrange(10000, 100000))
+            at = int(reps * rng.random())
+            ctx = head + filler * at + " The pass key is %s. Remember it. %s is the pass key." % (key, key) \
+                + filler * (reps - at)
+            f.write(json.dumps({"context": ctx, "question": " What is the pass key? The pass key is",
+                                "answer": key}) + "\n")
+    sys.exit(0)
 srcs = [data + "/text/austen/" + b + ".txt" for b in ("persuasion", "mansfield_park", "sense_and_sensibility")]
 with open(tmp + "/choose.jsonl", "w") as f:
     for i in range(n):
@@ -51,14 +69,18 @@ for imp in ${IMPS//,/ }; do
     done
 done
 "$BIN/as-prune" tokens --model "$SMOL" --prompts "$TMP/choose.jsonl" --method random --keep 1 \
-    --methods "$methods" --keeps "$KEEPS" --layer "$LAYER" --gen 1 >"$OUT/prune-study$TAG.jsonl"
+    --methods "$methods" --keeps "$KEEPS" --layer "$LAYER" --gen "$GEN" >"$OUT/prune-study$TAG.jsonl"
 {
     echo "# IDPruner importance x lambda on SmolLM2-135M-Instruct, layer $LAYER, $N prompts of $CTX_WORDS words"
-    echo "# from Persuasion / Mansfield Park / Sense and Sensibility (not the texts of bench/prune.sh)"
+    if [ "${SET:-text}" = passkey ]; then
+        echo "# passkey prompts (seed 2021: other keys and depths than bench/prune.sh's)"
+    else
+        echo "# from Persuasion / Mansfield Park / Sense and Sensibility (not the texts of bench/prune.sh)"
+    fi
     echo "# $(date -u +%F) $(git rev-parse --short HEAD) $(nproc) cpus"
     echo
-    echo "| variant | keep | KLD | top-1 |"
-    echo "|---|---|---|---|"
-    jq -s -r 'map(select(.summary))[] | "| \(.method) | \(.keep) | \(.kld_mean * 1000 | round / 1000) | \(.top1_agree * 100 | round)% |"' \
+    echo "| variant | keep | KLD | top-1 | passkey match |"
+    echo "|---|---|---|---|---|"
+    jq -s -r 'map(select(.summary))[] | "| \(.method) | \(.keep) | \(.kld_mean * 1000 | round / 1000) | \(.top1_agree * 100 | round)% | \(if .passkey_pruned then (.passkey_pruned * 100 | round | tostring) + "%" else "-" end) |"' \
         "$OUT/prune-study$TAG.jsonl"
 } | tee "$OUT/prune-study$TAG.md"
