@@ -19,13 +19,13 @@ OUT=bench/results
 MODEL=${MODEL:-/tmp/smol}
 THREADS=${THREADS:-2}
 PARTS=${PARTS:-attn needle ppl passkey report}
-METHODS=${METHODS:-a_shape vertical_and_slash:vertical=1000,slash=2048 xattention flexprefill stem}
+METHODS=${METHODS:-a_shape vertical_and_slash:vertical=1000,slash=2048 xattention flexprefill stem bench/sparse-smollm2-xattn-layered.json}
 CTXS=${CTXS:-4096 8192}
 PK_LENS=${PK_LENS:-2048 4096 8192}
 PK_DEPTHS=${PK_DEPTHS:-10 20 30 40 50 60 70 80 90 100}
-ATTN_LENS=${ATTN_LENS:-8192,16384,32768,65536}
+ATTN_LENS=${ATTN_LENS:-2048,4096,8192,16384,32768,65536}
 NEEDLE_LENS=${NEEDLE_LENS:-4096,8192,16384,32768,65536}
-ATTN_METHODS=${ATTN_METHODS:-a_shape,tri_shape,vertical_and_slash,xattention,flexprefill,stem}
+ATTN_METHODS=${ATTN_METHODS:-a_shape,tri_shape,vertical_and_slash,xattention,xattention:threshold=0.95,window=1,flexprefill,stem}
 TEXT=$AS_DATA/text/wikitext-2-raw/wiki.test.raw
 # prompts, generations and the base logits (800 MB at 8K) live outside the tree
 CACHE=${SPARSE_CACHE:-${TMPDIR:-/tmp}/as-sparse-cache}
