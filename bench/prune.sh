@@ -72,28 +72,72 @@ for set in ${SETS-text passkey}; do
         --methods "$METHODS" --keeps "$KEEPS" --layer "$LAYER" --gen "$GEN" $PARAMS >"$OUT/prune$TAG.$set.jsonl"
 done
 
-{
-    echo "# token pruning on SmolLM2-135M-Instruct, pruned before layer $LAYER ${PARAMS}"
-    echo "# $(date -u +%F) $(git rev-parse --short HEAD) $(nproc) cpus; prompts: $N_TEXT text ($CTX_WORDS words), $N_PASSKEY passkey"
-    echo
-    echo "## text prompts: next-token KLD (pruned vs full), top-1 agreement"
-    jq -s -r '(map(select(.summary)) | group_by(.keep) | sort_by(-.[0].keep)) as $g |
-      "| method | " + ($g | map("keep \(.[0].keep) KLD | top-1") | join(" | ")) + " |",
-      "|---|" + ($g | map("---|---") | join("|")) + "|",
-      ($g[0] | map(.method)[] as $m | "| \($m) | " + ($g | map(.[] | select(.method == $m) |
-        "\(.kld_mean * 1000 | round / 1000) | \(.top1_agree * 100 | round)%") | join(" | ")) + " |")' \
-        "$OUT/prune$TAG.text.jsonl"
-    echo
-    echo "## passkey prompts: exact match of the greedy continuation (full model: $(jq -s -r 'map(select(.summary))[0].passkey_full * 100 | round' "$OUT/prune$TAG.passkey.jsonl")%)"
-    jq -s -r '(map(select(.summary)) | group_by(.keep) | sort_by(-.[0].keep)) as $g |
-      "| method | " + ($g | map("keep \(.[0].keep) match | KLD") | join(" | ")) + " |",
-      "|---|" + ($g | map("---|---") | join("|")) + "|",
-      ($g[0] | map(.method)[] as $m | "| \($m) | " + ($g | map(.[] | select(.method == $m) |
-        "\(.passkey_pruned * 100 | round)% | \(.kld_mean * 1000 | round / 1000)") | join(" | ")) + " |")' \
-        "$OUT/prune$TAG.passkey.jsonl"
-    echo
-    echo "## prefill cost (text prompts): theoretical FLOP reduction vs measured prefill speedup"
-    jq -s -r '"| method | keep | tokens kept | FLOP reduction | measured speedup |", "|---|---|---|---|---|",
-      (map(select(.summary))[] | "| \(.method) | \(.keep) | \(.token_ratio * 100 | round)% | \(.flops_reduction * 100 | round / 100)x | \(.prefill_speedup * 100 | round / 100)x |")' \
-        "$OUT/prune$TAG.text.jsonl"
-} | tee "$OUT/prune$TAG.md"
+# The tables from the per-prompt lines (so an interrupted run still gives them, over the prompts
+# every (method, keep) finished); FLOP reduction from the model's config.json shapes, the same
+# count as as_prune_prefill_flops.
+"$PY" - "$OUT/prune$TAG" "$SMOL/config.json" "$LAYER" <<'EOF' | tee "$OUT/prune$TAG.md"
+import json, subprocess, sys, datetime, os
+base, cfgf, L = sys.argv[1], sys.argv[2], int(sys.argv[3])
+c = json.load(open(cfgf))
+D, I, H, KV, nl = c["hidden_size"], c["intermediate_size"], c["num_attention_heads"], c["num_key_value_heads"], c["num_hidden_layers"]
+hd = c.get("head_dim", D // H)
+def fl(T, layers):
+    lin = 2 * (D * H * hd + 2 * D * KV * hd + H * hd * D + 3 * D * I)
+    return layers * (T * lin + 4.0 * H * hd * T * (T + 1) / 2)
+def load(set_):
+    try:
+        rows = [json.loads(l) for l in open("%s.%s.jsonl" % (base, set_)) if l.strip()]
+    except FileNotFoundError:
+        return [], [], [], 0
+    rows = [r for r in rows if not r.get("summary")]
+    combos = []
+    for r in rows:
+        if (r["method"], r["keep"]) not in combos:
+            combos.append((r["method"], r["keep"]))
+    by_p = {}
+    for r in rows:
+        by_p.setdefault(r["prompt"], []).append(r)
+    done = [p for p in by_p if len(by_p[p]) == len(combos)]
+    rows = [r for r in rows if r["prompt"] in done]
+    return rows, [m for m in dict.fromkeys(m for m, _ in combos)], sorted({k for _, k in combos}, reverse=True), len(done)
+def agg(rows, m, k):
+    return [r for r in rows if r["method"] == m and r["keep"] == k]
+head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+text, methods, keeps, nt = load("text")
+pk, pmethods, pkeeps, npk = load("passkey")
+print("# token pruning on SmolLM2-135M-Instruct, pruned before layer %d %s" % (L, os.environ.get("PARAMS", "")))
+print("# %s %s %d cpus; prompts: %d text, %d passkey (those every method and keep finished)" % (
+    datetime.datetime.utcnow().strftime("%Y-%m-%d"), head, os.cpu_count(), nt, npk))
+if text:
+    print("\n## text prompts: next-token KLD (pruned vs full), top-1 agreement\n")
+    print("| method | " + " | ".join("keep %g KLD | top-1" % k for k in keeps) + " |")
+    print("|---|" + "---|---|" * len(keeps))
+    for m in methods:
+        cells = []
+        for k in keeps:
+            a = agg(text, m, k)
+            cells.append("%.3f | %d%%" % (sum(r["kld"] for r in a) / len(a), round(100 * sum(r["top1_same"] for r in a) / len(a))))
+        print("| %s | %s |" % (m, " | ".join(cells)))
+if pk:
+    full = sum(1 for r in agg(pk, pmethods[0], pkeeps[0]) if r.get("hit_full")) / npk
+    print("\n## passkey prompts: exact match of the greedy continuation (full model: %d%%)\n" % round(100 * full))
+    print("| method | " + " | ".join("keep %g match | KLD" % k for k in pkeeps) + " |")
+    print("|---|" + "---|---|" * len(pkeeps))
+    for m in pmethods:
+        cells = []
+        for k in pkeeps:
+            a = agg(pk, m, k)
+            cells.append("%d%% | %.3f" % (round(100 * sum(1 for r in a if r.get("hit_pruned")) / len(a)), sum(r["kld"] for r in a) / len(a)))
+        print("| %s | %s |" % (m, " | ".join(cells)))
+if text:
+    print("\n## prefill cost (text prompts): theoretical FLOP reduction vs measured prefill speedup\n")
+    print("| method | keep | tokens kept | FLOP reduction | measured speedup |")
+    print("|---|---|---|---|---|")
+    for m in methods:
+        for k in keeps:
+            a = agg(text, m, k)
+            ff = sum(fl(r["n"], nl) for r in a)
+            fp = sum(fl(r["n"], L) + fl(r["m"], nl - L) for r in a)
+            print("| %s | %g | %d%% | %.2fx | %.2fx |" % (m, k, round(100 * sum(r["m"] for r in a) / sum(r["n"] for r in a)),
+                  ff / fp, sum(r["prefill_full_s"] for r in a) / sum(r["prefill_pruned_s"] for r in a)))
+EOF
