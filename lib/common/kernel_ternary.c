@@ -53,7 +53,10 @@ enum as_isa as_kernel_isa_best(void) {
  * the kernel pairs with them add nothing),
  * plane p (bits 2p of the packed bytes) lane j meets:
  *   I2_S          element 32 (3 - p) + j        (BitNet: shift 6 - 2i holds elements 32i + j)
- *   SEQ2, SHERRY  element 32 (j / 8) + 4 (j % 8) + p   (byte / quad j of the 4 blocks, lane p)
+ *   SEQ2          element 32 (j / 8) + 4 (j % 8) + p   (byte / quad j of the 4 blocks, lane p)
+ *   SHERRY        the same, but plane p of a pair of chunks 2s, 2s + 1 is 64 contiguous bytes
+ *                 (at 256 s + 64 p + 32 (c % 2)): one 512-bit vector of decoded lane-p codes of
+ *                 both chunks meets them
  *   TQ1_0, TQ2_0  element 32 p + j              (ggml's layouts are already plane-major) */
 static int plane_pos(enum as_tern_fmt f, int k, int K) {
     int c = k / 128, e = k % 128;
@@ -61,10 +64,13 @@ static int plane_pos(enum as_tern_fmt f, int k, int K) {
     switch (f) {
     case AS_TF_I2_S:
         return c * 128 + 32 * (3 - e / 32) + e % 32;
-    case AS_TF_SEQ2:
-    case AS_TF_SHERRY: {
+    case AS_TF_SEQ2: {
         int b = e / 32, g = (e % 32) / 4, p = e % 4;
         return c * 128 + 32 * p + 8 * b + g;
+    }
+    case AS_TF_SHERRY: { /* pairs of chunks: plane p of chunks 2s, 2s + 1 side by side */
+        int b = e / 32, g = (e % 32) / 4, p = e % 4;
+        return c / 2 * 256 + 64 * p + 32 * (c % 2) + 8 * b + g;
     }
     default:
         return k;
@@ -76,11 +82,11 @@ void as_act8_init(struct as_act8 *a, enum as_tern_fmt f, int K) {
     a->K = K;
     a->fmt = f;
     a->q = aligned_alloc(64, ((size_t)K + 63) / 64 * 64);
-    a->qp = aligned_alloc(64, ((size_t)K + 127) / 128 * 128); /* whole chunks, zero-padded */
+    a->qp = aligned_alloc(64, ((size_t)K + 255) / 256 * 256); /* whole chunk pairs, zero-padded */
     a->sum32 = as_xcalloc((size_t)K / 32 + 1, sizeof *a->sum32);
     a->sum256 = as_xcalloc((size_t)K / 256 + 1, sizeof *a->sum256);
     if (!a->q || !a->qp) as_die("out of memory (activations of %d)", K);
-    memset(a->qp, 0, ((size_t)K + 127) / 128 * 128);
+    memset(a->qp, 0, ((size_t)K + 255) / 256 * 256);
 }
 
 void as_act8_free(struct as_act8 *a) {

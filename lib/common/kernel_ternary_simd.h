@@ -4,6 +4,12 @@
  * 512-bit paths. Not a public header. */
 
 #define AS_AI static inline __attribute__((always_inline))
+/* acc[][] lives in registers only if every index is a constant: unroll the loops over them */
+#ifdef __clang__
+#define UNROLL _Pragma("clang loop unroll(full)")
+#else
+#define UNROLL _Pragma("GCC unroll 8")
+#endif
 
 AS_AI int32_t SFX(hsum)(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -15,7 +21,8 @@ AS_AI int32_t SFX(hsum)(__m256i v) {
 /* The 4 planes of 32 bytes of 2-bit codes against the 4 runs of 32 activations at qp + off, for
  * M tokens. Each plane has its own accumulator: one chain per plane keeps the adds (VNNI's
  * vpdpbusd has a latency of several cycles) from serialising the loop. */
-AS_AI void SFX(planes)(__m256i (*acc)[4], __m256i w, const struct as_act8 *a, int M, size_t off) {
+AS_AI void SFX(planes_s)(__m256i (*acc)[4], __m256i w, const struct as_act8 *a, int M, size_t off,
+                         size_t ps) {
     const __m256i m3 = _mm256_set1_epi8(3);
     const __m256i c0 = _mm256_and_si256(w, m3);
     const __m256i c1 = _mm256_and_si256(_mm256_srli_epi16(w, 2), m3);
@@ -24,10 +31,14 @@ AS_AI void SFX(planes)(__m256i (*acc)[4], __m256i w, const struct as_act8 *a, in
     for (int m = 0; m < M; m++) {
         const int8_t *x = a[m].qp + off;
         acc[m][0] = DOT_U8S8(acc[m][0], c0, _mm256_loadu_si256((const __m256i *)x));
-        acc[m][1] = DOT_U8S8(acc[m][1], c1, _mm256_loadu_si256((const __m256i *)(x + 32)));
-        acc[m][2] = DOT_U8S8(acc[m][2], c2, _mm256_loadu_si256((const __m256i *)(x + 64)));
-        acc[m][3] = DOT_U8S8(acc[m][3], c3, _mm256_loadu_si256((const __m256i *)(x + 96)));
+        acc[m][1] = DOT_U8S8(acc[m][1], c1, _mm256_loadu_si256((const __m256i *)(x + ps)));
+        acc[m][2] = DOT_U8S8(acc[m][2], c2, _mm256_loadu_si256((const __m256i *)(x + 2 * ps)));
+        acc[m][3] = DOT_U8S8(acc[m][3], c3, _mm256_loadu_si256((const __m256i *)(x + 3 * ps)));
     }
+}
+/* plane p at qp + off + 32 p (Sherry: chunk c's planes at 256 (c / 2) + 32 (c % 2) + 64 p) */
+AS_AI void SFX(planes)(__m256i (*acc)[4], __m256i w, const struct as_act8 *a, int M, size_t off) {
+    SFX(planes_s)(acc, w, a, M, off, 32);
 }
 
 /* Sum of a token's 4 accumulators, reset to zero. */
@@ -92,43 +103,37 @@ AS_AI void SFX(split512)(__m256i w, __m512i *A, __m512i *B) {
     *B = _mm512_and_si512(_mm512_srlv_epi64(ww, _mm512_setr_epi64(4, 4, 4, 4, 6, 6, 6, 6)), m3);
 }
 
-/* Sherry chunk (4 blocks, 20 bytes at p) to A, B directly, no 2-bit packing between: vpermt2b
- * puts block L's 5 bytes in qword L (and L + 4) from a 16-byte and a 4-byte load (a masked 20-byte
- * load was 4x slower streaming from memory: its masked-off bytes cross pages), vpmultishiftqb moves
- * field t of each qword to byte t, and byte j becomes the index field | half << 5 into tab =
- * [lane 0 codes of the 32 patterns | lane 1 codes] (tabB: lanes 2, 3), one vpermb each. */
-AS_AI void SFX(sherry512v)(__m128i v, int32_t t, __m512i tabA, __m512i tabB, __m512i *A,
-                           __m512i *B) {
-    /* indices 0..15: the 16-byte load; 64..67: bytes 16..19 (the second source) */
+/* Sherry, two chunks (8 blocks, 40 bytes: lo = bytes 0..31, hi = 32..39) at a time, no 2-bit
+ * packing between: vpermt2b puts block L's 5 bytes in qword L, vpmultishiftqb moves field t of
+ * each qword to byte t (bits 5t..5t+7), and vpermb (6 index bits: the fields' garbage bit 5 meets a
+ * table holding the 32 entries twice) looks up T[p] = lane p codes of the 32 patterns, giving
+ * P[p] = [chunk 2s lane p | chunk 2s + 1 lane p], which meets the 64 contiguous activation bytes
+ * of plane p of the pair (plane_pos). 6 shuffles per 256 weights. */
+AS_AI void SFX(sherry2x)(__m256i lo, __m128i hi, const __m512i *T, __m512i *P) {
     const __m512i gather = _mm512_setr_epi64(
-        0x0404040403020100ll, 0x0909090908070605ll, 0x0E0E0E0E0D0C0B0All, 0x434343434241400Fll,
-        0x0404040403020100ll, 0x0909090908070605ll, 0x0E0E0E0E0D0C0B0All, 0x434343434241400Fll);
-    const __m512i q = _mm512_permutex2var_epi8(_mm512_castsi128_si512(v), gather,
-                                               _mm512_castsi128_si512(_mm_cvtsi32_si128(t)));
+        0x0404040403020100ll, 0x0909090908070605ll, 0x0E0E0E0E0D0C0B0All, 0x131313131211100Fll,
+        0x1818181817161514ll, 0x1D1D1D1D1C1B1A19ll, 0x4242424241401F1Ell, 0x4747474746454443ll);
+    const __m512i q =
+        _mm512_permutex2var_epi8(_mm512_castsi256_si512(lo), gather, _mm512_castsi128_si512(hi));
     const __m512i ms = _mm512_multishift_epi64_epi8(_mm512_set1_epi64(0x231E19140F0A0500ll), q);
-    const __m512i hi = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi8(0x20), 1);
-    /* (ms & 0x1F) | hi */
-    const __m512i idx = _mm512_ternarylogic_epi32(ms, _mm512_set1_epi8(0x1F), hi, 0xEA);
-    *A = _mm512_permutexvar_epi8(idx, tabA);
-    *B = _mm512_permutexvar_epi8(idx, tabB);
+    UNROLL for (int p = 0; p < 4; p++) P[p] = _mm512_permutexvar_epi8(ms, T[p]);
 }
-
-AS_AI void SFX(sherry512)(const uint8_t *p, __m512i tabA, __m512i tabB, __m512i *A, __m512i *B) {
-    int32_t t;
-    memcpy(&t, p + 16, 4);
-    SFX(sherry512v)(_mm_loadu_si128((const __m128i *)p), t, tabA, tabB, A, B);
+/* The 2-chunk window at p: n bytes (40: whole; less at a row's end: masked loads, their missing
+ * blocks decode as index 0 and meet zero activations). */
+AS_AI void SFX(sherry2_at)(const uint8_t *p, int n, const __m512i *T, __m512i *P) {
+    if (n >= 40)
+        SFX(sherry2x)
+        (_mm256_loadu_si256((const __m256i *)p), _mm_loadl_epi64((const __m128i *)(p + 32)), T, P);
+    else
+        SFX(sherry2x)
+        (_mm256_maskz_loadu_epi8((__mmask32)((1ull << (n < 32 ? n : 32)) - 1), p),
+         _mm_maskz_loadu_epi8((__mmask16)((1u << (n > 32 ? n - 32 : 0)) - 1), p + 32), T, P);
 }
 
 /* acc[m][2 h], acc[m][2 h + 1] += A, B against chunk activations at qp + off: h cycles over
  * U512(M) consecutive chunks so that 2 U independent chains per token hide vpdpbusd's latency (a
  * single token needs 8: with 4, the loop ran at the latency, 2.5 cycles per chunk). */
 #define U512(M) ((M) == 1 ? 4 : 2)
-/* acc[][] lives in registers only if every index is a constant: unroll the loops over them */
-#ifdef __clang__
-#define UNROLL _Pragma("clang loop unroll(full)")
-#else
-#define UNROLL _Pragma("GCC unroll 8")
-#endif
 AS_AI void SFX(dot512)(__m512i (*acc)[8], int h, __m512i A, __m512i B, const struct as_act8 *a,
                        int M, size_t off) {
     UNROLL for (int m = 0; m < M; m++) {
@@ -206,38 +211,21 @@ AS_AI void SFX(tq1_build)(const uint8_t *blk, __m512i *Z) {
     Z[3] = _mm512_inserti32x4(Z[3], h, 3);
 }
 
-/* Chunk c (full) of a row of format fmt (I2_S, SEQ2, TQ2_0: 32 bytes; SHERRY: 20) as A, B. */
-AS_AI void SFX(chunk512)(int fmt, const uint8_t *row, int c, __m512i tabA, __m512i tabB, __m512i *A,
-                         __m512i *B) {
-    if (fmt == AS_TF_SHERRY)
-        SFX(sherry512)(row + 20 * c, tabA, tabB, A, B);
-    else
-        SFX(split512)(_mm256_loadu_si256((const __m256i *)(row + 32 * c)), A, B);
-}
-
-/* The partial last chunk (nt < 4 blocks of 32) of a SEQ2 or SHERRY row as A, B, without reading
- * past the row (SHERRY: a 16-byte masked load, its masked-off bytes rarely cross a page, where AMD
- * is slow; SEQ2: 8-byte loads assembled in registers); the missing blocks meet zero activations. */
-AS_AI void SFX(tail512)(int fmt, const uint8_t *row, int nc, int nt, __m512i tabA, __m512i tabB,
-                        __m512i *A, __m512i *B) {
-    if (fmt == AS_TF_SHERRY) {
-        SFX(sherry512v)
-        (_mm_maskz_loadu_epi8((__mmask16)((1u << (5 * nt)) - 1), row + 20 * nc), 0, tabA, tabB, A,
-         B);
-    } else { /* SEQ2: 8 bytes per block */
-        const uint8_t *p = row + 32 * nc;
-        uint64_t q0, q1 = 0, q2 = 0;
-        memcpy(&q0, p, 8);
-        if (nt > 1) memcpy(&q1, p + 8, 8);
-        if (nt > 2) memcpy(&q2, p + 16, 8);
-        SFX(split512)(_mm256_setr_epi64x((long long)q0, (long long)q1, (long long)q2, 0), A, B);
-    }
+/* The partial last chunk (nt < 4 blocks of 32) of a SEQ2 row as A, B, its 8-byte blocks
+ * assembled in registers (no read past the row; a copy through a stack buffer stalled store
+ * forwarding); the missing blocks meet zero activations. */
+AS_AI void SFX(tail512)(const uint8_t *row, int nc, int nt, __m512i *A, __m512i *B) {
+    const uint8_t *p = row + 32 * nc;
+    uint64_t q0, q1 = 0, q2 = 0;
+    memcpy(&q0, p, 8);
+    if (nt > 1) memcpy(&q1, p + 8, 8);
+    if (nt > 2) memcpy(&q2, p + 16, 8);
+    SFX(split512)(_mm256_setr_epi64x((long long)q0, (long long)q1, (long long)q2, 0), A, B);
 }
 
 /* SFX(row_sums) for the 2-bit formats and Sherry; 0 when the format has no 512-bit path. */
 AS_AI int SFX(row_sums512)(const struct as_tern_matrix *W, const uint8_t *row,
-                           const struct as_act8 *a, int M, int32_t *S, int nsb, __m512i tabA,
-                           __m512i tabB) {
+                           const struct as_act8 *a, int M, int32_t *S, int nsb, const __m512i *T) {
     const int K = W->K, nc = K / 128, nt = K % 128 / 32;
     __m512i acc[4][8];
     UNROLL for (int m = 0; m < M; m++) UNROLL for (int i = 0; i < 8; i++) acc[m][i] =
@@ -250,25 +238,19 @@ AS_AI int SFX(row_sums512)(const struct as_tern_matrix *W, const uint8_t *row,
     case AS_TF_SEQ2:
         SFX(plain512)(acc, row, nc, a, M, 0);
         if (nt) {
-            SFX(tail512)(AS_TF_SEQ2, row, nc, nt, tabA, tabB, &A, &B);
+            SFX(tail512)(row, nc, nt, &A, &B);
             SFX(dot512)(acc, 0, A, B, a, M, 128 * (size_t)nc);
         }
         break;
     case AS_TF_SHERRY: {
-        const int U = U512(M);
-        int c = 0;
-        for (; c + U <= nc; c += U)
-            UNROLL for (int h = 0; h < U; h++) {
-                SFX(sherry512)(row + 20 * (c + h), tabA, tabB, &A, &B);
-                SFX(dot512)(acc, h, A, B, a, M, 128 * (size_t)(c + h));
-            }
-        for (; c < nc; c++) {
-            SFX(sherry512)(row + 20 * c, tabA, tabB, &A, &B);
-            SFX(dot512)(acc, 1, A, B, a, M, 128 * (size_t)c);
-        }
-        if (nt) {
-            SFX(tail512)(AS_TF_SHERRY, row, nc, nt, tabA, tabB, &A, &B);
-            SFX(dot512)(acc, 0, A, B, a, M, 128 * (size_t)nc);
+        const int nb = K / 32, np = nb / 8, rem = 5 * (nb - 8 * np);
+        __m512i P[4];
+        for (int i = 0; i <= np; i++) {
+            if (i == np && !rem) break;
+            SFX(sherry2_at)(row + 40 * (size_t)i, i < np ? 40 : rem, T, P);
+            UNROLL for (int m = 0; m < M; m++) UNROLL for (int p = 0; p < 4; p++) acc[m][p] =
+                _mm512_dpbusd_epi32(acc[m][p], P[p],
+                                    _mm512_loadu_si512(a[m].qp + 256 * (size_t)i + 64 * p));
         }
         break;
     }
@@ -313,14 +295,9 @@ AS_AI void SFX(dot2r)(__m512i *acc, int h, __m512i Ap, __m512i Bp, __m512i Aq, _
     acc[4 * h + 3] = _mm512_dpbusd_epi32(acc[4 * h + 3], Bq, x1);
 }
 
-/* Sums of rows p, q (zeroing acc): sp = acc 0, 1, 4, 5; sq = acc 2, 3, 6, 7. */
-AS_AI void SFX(take2r)(__m512i *acc, int32_t *sp, int32_t *sq) {
-    const __m512i p =
-        _mm512_add_epi32(_mm512_add_epi32(acc[0], acc[1]), _mm512_add_epi32(acc[4], acc[5]));
-    const __m512i q =
-        _mm512_add_epi32(_mm512_add_epi32(acc[2], acc[3]), _mm512_add_epi32(acc[6], acc[7]));
-    /* both reductions at once: 128-bit lanes [p0 + p2, p1 + p3, q0 + q2, q1 + q3], then p's
-     * total in lane 0, q's in lane 2, then 4 dwords each */
+/* Both reductions at once: 128-bit lanes [p0 + p2, p1 + p3, q0 + q2, q1 + q3], then p's total in
+ * lane 0, q's in lane 2, then 4 dwords each. */
+AS_AI void SFX(reduce2)(__m512i p, __m512i q, int32_t *sp, int32_t *sq) {
     __m512i pq =
         _mm512_add_epi32(_mm512_shuffle_i64x2(p, q, 0x44), _mm512_shuffle_i64x2(p, q, 0xEE));
     pq = _mm512_add_epi32(pq, _mm512_shuffle_i64x2(pq, pq, 0xB1));
@@ -329,18 +306,45 @@ AS_AI void SFX(take2r)(__m512i *acc, int32_t *sp, int32_t *sq) {
     t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1));
     *sp = _mm_cvtsi128_si32(t);
     *sq = _mm_extract_epi32(t, 2);
+}
+
+/* Sums of rows p, q (zeroing acc): p = acc 0, 1, 4, 5; q = acc 2, 3, 6, 7. */
+AS_AI void SFX(take2r)(__m512i *acc, int32_t *sp, int32_t *sq) {
+    SFX(reduce2)
+    (_mm512_add_epi32(_mm512_add_epi32(acc[0], acc[1]), _mm512_add_epi32(acc[4], acc[5])),
+     _mm512_add_epi32(_mm512_add_epi32(acc[2], acc[3]), _mm512_add_epi32(acc[6], acc[7])), sp, sq);
     UNROLL for (int i = 0; i < 8; i++) acc[i] = _mm512_setzero_si512();
 }
 
-/* Integer sums of rows p and q for one token (S as in SFX(row_sums): Sp[b], Sq[b]). */
 /* pf: bytes from a row to the same place in a row further on, prefetched as we go: two rows read
  * in lockstep 1 KiB apart (K = 4096) defeated the hardware prefetcher (42 against 100 GMAC/s
  * streaming from memory); 16 rows ahead gave I2_S 110-130 GMAC/s at both 0.7B shapes. */
 AS_AI void SFX(rows2_512)(int fmt, int K, const uint8_t *rp, const uint8_t *rq,
-                          const struct as_act8 *a, __m512i tabA, __m512i tabB, int32_t *Sp,
-                          int32_t *Sq, size_t pf) {
+                          const struct as_act8 *a, const __m512i *T, int32_t *Sp, int32_t *Sq,
+                          size_t pf) {
     __m512i acc[8], Ap, Bp, Aq, Bq;
     UNROLL for (int i = 0; i < 8; i++) acc[i] = _mm512_setzero_si512();
+    if (fmt == AS_TF_SHERRY) { /* two chunks at a time; row p in acc 0..3, q in 4..7 */
+        const int nb = K / 32, np = nb / 8, rem = 5 * (nb - 8 * np);
+        __m512i P[4], Q[4];
+        for (int i = 0; i <= np; i++) {
+            if (i == np && !rem) break;
+            _mm_prefetch((const char *)(rp + pf + 40 * (size_t)i), _MM_HINT_T0);
+            _mm_prefetch((const char *)(rq + pf + 40 * (size_t)i), _MM_HINT_T0);
+            SFX(sherry2_at)(rp + 40 * (size_t)i, i < np ? 40 : rem, T, P);
+            SFX(sherry2_at)(rq + 40 * (size_t)i, i < np ? 40 : rem, T, Q);
+            UNROLL for (int p = 0; p < 4; p++) {
+                const __m512i x = _mm512_loadu_si512(a->qp + 256 * (size_t)i + 64 * p);
+                acc[p] = _mm512_dpbusd_epi32(acc[p], P[p], x);
+                acc[4 + p] = _mm512_dpbusd_epi32(acc[4 + p], Q[p], x);
+            }
+        }
+        SFX(reduce2)
+        (_mm512_add_epi32(_mm512_add_epi32(acc[0], acc[1]), _mm512_add_epi32(acc[2], acc[3])),
+         _mm512_add_epi32(_mm512_add_epi32(acc[4], acc[5]), _mm512_add_epi32(acc[6], acc[7])), Sp,
+         Sq);
+        return;
+    }
     if (fmt == AS_TF_TQ2_0) { /* 2 chunks per 256-block, each block summed apart */
         const size_t bb = sizeof(as_block_tq2_0);
         for (int b = 0; b < K / 256; b++) {
@@ -358,7 +362,7 @@ AS_AI void SFX(rows2_512)(int fmt, int K, const uint8_t *rp, const uint8_t *rq,
         return;
     }
     const int nc = K / 128, nt = K % 128 / 32;
-    const size_t cb = fmt == AS_TF_SHERRY ? 20 : 32; /* bytes per chunk */
+    const size_t cb = 32; /* bytes per chunk */
     int c = 0;
     for (; c + 2 <= nc; c += 2) {
         if (pf) {
@@ -366,19 +370,19 @@ AS_AI void SFX(rows2_512)(int fmt, int K, const uint8_t *rp, const uint8_t *rq,
             _mm_prefetch((const char *)(rq + pf + cb * c), _MM_HINT_T0);
         }
         UNROLL for (int h = 0; h < 2; h++) {
-            SFX(chunk512)(fmt, rp, c + h, tabA, tabB, &Ap, &Bp);
-            SFX(chunk512)(fmt, rq, c + h, tabA, tabB, &Aq, &Bq);
+            SFX(split512)(_mm256_loadu_si256((const __m256i *)(rp + 32 * (c + h))), &Ap, &Bp);
+            SFX(split512)(_mm256_loadu_si256((const __m256i *)(rq + 32 * (c + h))), &Aq, &Bq);
             SFX(dot2r)(acc, h, Ap, Bp, Aq, Bq, a->qp + 128 * (size_t)(c + h));
         }
     }
     if (c < nc) {
-        SFX(chunk512)(fmt, rp, c, tabA, tabB, &Ap, &Bp);
-        SFX(chunk512)(fmt, rq, c, tabA, tabB, &Aq, &Bq);
+        SFX(split512)(_mm256_loadu_si256((const __m256i *)(rp + 32 * c)), &Ap, &Bp);
+        SFX(split512)(_mm256_loadu_si256((const __m256i *)(rq + 32 * c)), &Aq, &Bq);
         SFX(dot2r)(acc, 0, Ap, Bp, Aq, Bq, a->qp + 128 * (size_t)c);
     }
     if (nt && fmt != AS_TF_I2_S) {
-        SFX(tail512)(fmt, rp, nc, nt, tabA, tabB, &Ap, &Bp);
-        SFX(tail512)(fmt, rq, nc, nt, tabA, tabB, &Aq, &Bq);
+        SFX(tail512)(rp, nc, nt, &Ap, &Bp);
+        SFX(tail512)(rq, nc, nt, &Aq, &Bq);
         SFX(dot2r)(acc, 1, Ap, Bp, Aq, Bq, a->qp + 128 * (size_t)nc);
     }
     SFX(take2r)(acc, Sp, Sq);
@@ -420,8 +424,13 @@ AS_AI void SFX(row_sums)(const struct as_tern_matrix *W, const uint8_t *row,
     case AS_TF_SHERRY: {
         const int nc = K / 128, nt = K % 128 / 32;
         for (int c = 0; c < nc; c++)
-            SFX(planes)(acc, SFX(sherry_decode)(row + 20 * c, 4), a, M, 128 * (size_t)c);
-        if (nt) SFX(planes)(acc, SFX(sherry_decode)(row + 20 * nc, nt), a, M, 128 * (size_t)nc);
+            SFX(planes_s)
+            (acc, SFX(sherry_decode)(row + 20 * c, 4), a, M,
+             256 * (size_t)(c / 2) + 32 * (size_t)(c % 2), 64);
+        if (nt)
+            SFX(planes_s)
+            (acc, SFX(sherry_decode)(row + 20 * nc, nt), a, M,
+             256 * (size_t)(nc / 2) + 32 * (size_t)(nc % 2), 64);
         for (int m = 0; m < M; m++)
             S[m * nsb] = SFX(take)(acc[m]);
         break;
@@ -504,8 +513,11 @@ static void SFX(tern_gemm)(const struct as_tern_matrix *W, const struct as_act8 
     int32_t *S = as_xmalloc((size_t)4 * nsb * sizeof *S);
 #ifdef AS_ZMM
     /* Sherry's lane tables: the codebook split like a chunk of 2-bit codes */
-    __m512i tabA, tabB;
-    SFX(split512)(_mm256_loadu_si256((const __m256i *)as_sherry_codebook), &tabA, &tabB);
+    __m512i T[4]; /* T[p]: lane p codes of the 32 patterns, twice */
+    const __m512i cbb =
+        _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)as_sherry_codebook));
+    for (int p = 0; p < 4; p++)
+        T[p] = _mm512_and_si512(_mm512_srli_epi16(cbb, 2 * p), _mm512_set1_epi8(3));
 #endif
     int r = r0;
 #ifdef AS_ZMM
@@ -516,16 +528,16 @@ static void SFX(tern_gemm)(const struct as_tern_matrix *W, const struct as_act8 
             int32_t *Sq = S + nsb;
             switch (W->fmt) { /* constant formats: one specialised loop each */
             case AS_TF_I2_S:
-                SFX(rows2_512)(AS_TF_I2_S, W->K, rp, rp + rb, a, tabA, tabB, S, Sq, pfd * rb);
+                SFX(rows2_512)(AS_TF_I2_S, W->K, rp, rp + rb, a, T, S, Sq, pfd * rb);
                 break;
             case AS_TF_SEQ2:
-                SFX(rows2_512)(AS_TF_SEQ2, W->K, rp, rp + rb, a, tabA, tabB, S, Sq, pfd * rb);
+                SFX(rows2_512)(AS_TF_SEQ2, W->K, rp, rp + rb, a, T, S, Sq, pfd * rb);
                 break;
             case AS_TF_SHERRY:
-                SFX(rows2_512)(AS_TF_SHERRY, W->K, rp, rp + rb, a, tabA, tabB, S, Sq, pfd * rb);
+                SFX(rows2_512)(AS_TF_SHERRY, W->K, rp, rp + rb, a, T, S, Sq, pfd * rb);
                 break;
             default:
-                SFX(rows2_512)(AS_TF_TQ2_0, W->K, rp, rp + rb, a, tabA, tabB, S, Sq, pfd * rb);
+                SFX(rows2_512)(AS_TF_TQ2_0, W->K, rp, rp + rb, a, T, S, Sq, pfd * rb);
                 break;
             }
             Y[r] = SFX(finish)(W, rb, r, S, a);
@@ -538,16 +550,16 @@ static void SFX(tern_gemm)(const struct as_tern_matrix *W, const struct as_act8 
         int done;
         switch (M) {
         case 1:
-            done = SFX(row_sums512)(W, row, a, 1, S, nsb, tabA, tabB);
+            done = SFX(row_sums512)(W, row, a, 1, S, nsb, T);
             break;
         case 2:
-            done = SFX(row_sums512)(W, row, a, 2, S, nsb, tabA, tabB);
+            done = SFX(row_sums512)(W, row, a, 2, S, nsb, T);
             break;
         case 3:
-            done = SFX(row_sums512)(W, row, a, 3, S, nsb, tabA, tabB);
+            done = SFX(row_sums512)(W, row, a, 3, S, nsb, T);
             break;
         default:
-            done = SFX(row_sums512)(W, row, a, 4, S, nsb, tabA, tabB);
+            done = SFX(row_sums512)(W, row, a, 4, S, nsb, T);
             break;
         }
         if (done) {
@@ -577,3 +589,4 @@ static void SFX(tern_gemm)(const struct as_tern_matrix *W, const struct as_act8 
 }
 
 #undef AS_AI
+#undef UNROLL

@@ -127,7 +127,8 @@ static void check_one(enum as_tern_fmt f, int N, int K, enum fill wfill, int xki
 
 static void test_random(void **state) {
     (void)state;
-    const int shapes[][2] = {{5, 256}, {3, 512}, {7, 1536}};
+    /* N = 1, 2: one row (no pair for the two-row pass), a pair split 1 + 1 */
+    const int shapes[][2] = {{5, 256}, {3, 512}, {7, 1536}, {1, 256}, {2, 4096}};
     for (int f = 0; f < AS_TF_COUNT; f++)
         for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
             check_one(f, shapes[i][0], shapes[i][1], RANDOM, 0);
