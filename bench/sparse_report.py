@@ -42,3 +42,20 @@ if os.path.exists(pk):
     for (ln, m), a in acc.items():
         print(f"| {ln} | {m} | {a[0]}/{a[1]} | {a[6]}/{a[5]} | {' '.join(a[4])} | "
               f"{sum(a[2]) / len(a[2]):.1f} | {min(a[2]):.1f} | {sum(a[3]) / len(a[3]):.3f} |")
+tt = os.path.join(d, "sparse-ttft.tsv")
+if os.path.exists(tt):
+    # bench/sparse_ttft.sh: runs interleaved dense, config, dense, config...; each config run is
+    # compared with the dense run of the same repetition
+    rows = [l.rstrip("\n").split("\t") for l in open(tt) if l.strip()]
+    dense = {(r[0], r[2]): r for r in rows if r[1] == "dense"}
+    print()
+    print("| length | config | rep | dense prefill s | config prefill s | speedup (wall) | "
+          "dense CPU s | config CPU s | speedup (CPU) | density | key |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if r[1] == "dense" or (r[0], r[2]) not in dense:
+            continue
+        dn = dense[(r[0], r[2])]
+        print(f"| {r[0]} | {r[1]} | {r[2]} | {dn[3]} | {r[3]} | "
+              f"{float(dn[3]) / float(r[3]):.2f} | {dn[4]} | {r[4]} | "
+              f"{float(dn[4]) / float(r[4]):.2f} | {r[5]} | {'+' if r[6] == '1' else '-'} |")
