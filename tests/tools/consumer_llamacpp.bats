@@ -1,7 +1,7 @@
 #!/usr/bin/env bats
 # Real consumer: llama.cpp (commit 0c1e57098 from the llama-cpp-python 0.3.36 sdist, built by
 # `make deps` through bench/llamacpp-build.sh into build/llama.cpp) reads the GGUF files as-pack
-# writes. On stories260K (GPTQ g32 as Q4_0, Q4_1, Q8_0) and SmolLM2-135M (RTN g32 Q4_0):
+# writes. On stories260K (GPTQ g32 as Q4_0, Q4_1, Q8_0; SmolLM2's Q4_0 is in consumer_smollm2.bats):
 #  - llama-quantize --allow-requantize ... F32 (llama.cpp's own dequantization of our blocks), then
 #    llama-perplexity on that file = as-eval on our GGUF within 1e-4 relative (summation order);
 #  - llama-perplexity on the quantized file itself: llama.cpp rounds activations to 8 bits inside
@@ -111,17 +111,4 @@ same_ids() {
     need
     same_ids "$W/q4_0.gguf" "$W/v.txt"
     same_ids "$($ROOT/pipelines/smollm2-gguf)" "$W/v.txt"
-}
-
-@test "SmolLM2-135M RTN Q4_0 written by as-pack: llama.cpp dequantizes to as-eval's perplexity (1e-4), same token ids" {
-    need
-    as-import "$($ROOT/pipelines/smollm2-gguf)" "$W/smol" >/dev/null 2>&1
-    as-cat "$W/smol" | as-gptq -m rtn -b 4 -g 32 2>/dev/null |
-        as-pack -m "$W/smol" -f gguf -o "$W/smol-q4_0.gguf" 2>/dev/null
-    rm -rf "$W/smol/model.safetensors" # 540 MB, not needed any more
-    head -c 100000 "$WIKI" >"$W/w100k.txt"
-    "$LB/llama-quantize" --allow-requantize "$W/smol-q4_0.gguf" "$W/smol-f32.gguf" F32 >"$W/lq.log" 2>&1
-    close "$(lppl "$W/smol-f32.gguf" "$W/w100k.txt" 512 2)" "$(ours "$W/smol-q4_0.gguf" "$W/w100k.txt" 512 2)" 1e-4
-    same_ids "$W/smol-q4_0.gguf" "$W/v.txt"
-    rm -f "$W/smol-f32.gguf" "$W/smol-q4_0.gguf"
 }
