@@ -1,9 +1,10 @@
-/* kernel_ternary: scalar reference, AVX2 and AVX-512 VNNI kernels for the packed ternary / 2-bit
+/* kernel_ternary: scalar reference, AVX2 and AVX-512 kernels for the packed ternary / 2-bit
  * layouts, runtime dispatch, and the dense f32 / bf16 baseline (kernel_ternary.h).
  *
  * The SIMD bodies are written once (kernel_ternary_simd.h) and compiled twice under GCC's target
- * pragma: with AVX2's maddubs + madd (u8 x s8 pairs to int16, then int32), and with AVX-512 VNNI's
- * vpdpbusd on 256-bit vectors (u8 x s8 quads straight into int32). Both give the same integer
+ * pragma: with AVX2's maddubs + madd (u8 x s8 pairs to int16, then int32) on 256-bit vectors, and
+ * with AVX-512 (VNNI's vpdpbusd, u8 x s8 quads straight into int32, and VBMI's byte permutes for
+ * Sherry), where AS_ZMM adds the 512-bit paths used for every format. All give the same integer
  * sums; the library itself is built without -mavx2, so the scalar path runs anywhere and the
  * dispatcher (cpuid) picks the best. */
 #include "kernel_ternary.h"
