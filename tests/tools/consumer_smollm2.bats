@@ -131,10 +131,11 @@ far() {
     done
 }
 
-@test "SmolLM2 NVFP4: weights only within 1e-5, with dynamic FP4 activation blocks within 1e-1" {
+@test "SmolLM2 NVFP4: weights only within 1e-5, with dynamic FP4 activation blocks within 1.5e-1" {
     need
     close "$(rep nvfp4 .ppl_w)" "$(ours nvfp4.evalw)" 1e-5
-    close "$(rep nvfp4 .ppl)" "$(ours nvfp4.eval)" 1e-1
+    # measured 5.9e-2: 4-bit activations are the most chaotic
+    close "$(rep nvfp4 .ppl)" "$(ours nvfp4.eval)" 1.5e-1
     # the FP4 activation blocks are applied by both: they move perplexity by far more
     far "$(rep nvfp4 .ppl)" "$(rep nvfp4 .ppl_w)" 1e-1
     far "$(ours nvfp4.eval)" "$(ours nvfp4.evalw)" 1e-1
@@ -160,7 +161,9 @@ far() {
     [ "$(rep gptq .kinds.TorchLinear)" -eq 210 ]
     [ "$(rep gptq .scales_widened)" -eq 210 ]
     close "$(rep gptq .ppl)" "$(ours gptq.eval)" 1e-5
-    [ "$(rep gptq .kinds_auto.TorchCpuAvx512Linear)" -eq 210 ]
+    # the kernel transformers picks depends on the CPU (TorchCpuAvx512Linear with AVX512): any,
+    # as long as all 210 linears are quantized ones
+    [ "$(rep gptq '.kinds_auto | to_entries | map(select(.key != "Linear").value) | add')" -eq 210 ]
     close "$(rep gptq .ppl_auto)" "$(ours gptq.eval)" 1e-2
     [ -z "$(rep gptq .gptqmodel_error)" ]
     close "$(rep gptq .ppl_gptqmodel)" "$(ours gptq.eval)" 1e-2
@@ -168,9 +171,9 @@ far() {
     far "$(ours gptq.eval)" "$(ours ct.eval)" 1e-5
 }
 
-@test "SmolLM2 AWQ GEMM g32: transformers (gptqmodel's AWQ kernel, fp16) within 1e-2 of as-eval" {
+@test "SmolLM2 AWQ GEMM g32: transformers (gptqmodel's AWQ CPU kernel, fp16) within 1e-2 of as-eval" {
     need
-    [ "$(rep awq .kinds.TorchCpuAvx512AwqLinear)" -eq 210 ]
+    [ "$(rep awq '.kinds | to_entries | map(select(.key != "Linear").value) | add')" -eq 210 ]
     close "$(rep awq .ppl)" "$(ours awq.eval)" 1e-2
     far "$(rep awq .ppl)" "$(ours smol.eval)" 1e-1
 }
