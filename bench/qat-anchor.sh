@@ -59,7 +59,7 @@ train() { # train NAME AS-QAT-ARGS... : resumable; the row's tokens and training
     echo "| row                  | tokens  | train s | KLD     | PPL     | top-1 | wiki KLD |"
     echo "|---|---|---|---|---|---|---|"
 } >>"$OUT"
-echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg): $ROWS" | tr '\n' ' ' >>"$OUT"
+echo "# $(date -u +%Y-%m-%dT%H:%MZ) $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg), STEPS=$STEPS: $ROWS" | tr '\n' ' ' >>"$OUT"
 echo >>"$OUT"
 for name in $ROWS; do
     case $name in

@@ -298,9 +298,12 @@ static double step_flops(const struct as_model *m, int T, int teacher) {
  * PTQ stream, as its latent weights (the codes' grid is the starting point; all 7 linears of
  * every layer must be there). Returns the collector for init_scales. */
 static struct as_qcollect *init_from_codes(struct as_model *m, const char *path) {
-    struct as_stream_reader *r = as_stream_open(path);
+    /* static: reachable when as_die exits (LeakSanitizer) */
+    static struct as_stream_reader *r;
+    static struct as_qcollect *qc;
+    r = as_stream_open(path);
     if (!r) as_die_last();
-    struct as_qcollect *qc = as_qcollect_new();
+    qc = as_qcollect_new();
     const struct as_rec *rec;
     int rc;
     while ((rc = as_stream_next(r, &rec)) == 1)
@@ -375,7 +378,8 @@ static struct as_logits_cache *teacher_cache(const struct opts *o, const struct 
     int T = o->seq;
     uint64_t nwin = (uint64_t)o->steps * o->batch, rng = o->seed;
     if (nwin > UINT32_MAX) as_die("--teacher-cache: %" PRIu64 " windows, too many", nwin);
-    int32_t *ids = as_xmalloc(nwin * (T + 1) * sizeof(int32_t));
+    static int32_t *ids; /* static: reachable when as_die exits (LeakSanitizer) */
+    ids = as_xmalloc(nwin * (T + 1) * sizeof(int32_t));
     for (uint64_t w = 0; w < nwin; w++) {
         uint64_t start = splitmix64(&rng) % (n_tok - (size_t)T);
         memcpy(ids + w * (T + 1), toks + start, (T + 1) * sizeof(int32_t));
@@ -398,6 +402,7 @@ static struct as_logits_cache *teacher_cache(const struct opts *o, const struct 
         if (as_logits_cache_commit(wc)) as_die_last();
     }
     free(ids);
+    ids = NULL;
     struct as_logits_cache *c = as_logits_cache_open(o->tcache, &key);
     if (!c) {
         as_fail_prefix("--teacher-cache: ");
