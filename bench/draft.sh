@@ -12,8 +12,8 @@
 #   DATA (regen)    regen: the target's own answers (as-gen, greedy and T = 0.7 alternating, on
 #                   12-word openings of Emma and wikitext paragraphs, REGEN_N tokens each), the
 #                   data Eagle3 trains on; plain: windows of the Emma + wikitext text itself
-#   REGEN_PROMPTS (400), REGEN_N (80), PLAIN_BYTES (64000)
-#   STEPS (300)     optimizer steps in all, BATCH (8) windows of WINDOW (64) tokens each, TTT 7
+#   REGEN_PROMPTS (800: all of them), REGEN_N (80), PLAIN_BYTES (64000)
+#   STEPS (3000)    optimizer steps in all, BATCH (8) windows of WINDOW (64) tokens each, TTT 7
 #   MINUTES (60)    wall-clock budget of this run's training (it resumes next run)
 #   VD (4096), LR (3e-3), N (64: prompt + generated tokens), THREADS (2),
 #   PROMPTS (8: held-out prompts per domain), TABLE (1: measure the table after training)
@@ -26,10 +26,10 @@ BINDIR=${BINDIR:-bin}
 AS_DATA=${AS_DATA:-$(cd .. && pwd)/shared/data}
 WORK=${WORK:-build/draft}
 DATA=${DATA:-regen}
-REGEN_PROMPTS=${REGEN_PROMPTS:-400}
+REGEN_PROMPTS=${REGEN_PROMPTS:-800}
 REGEN_N=${REGEN_N:-80}
 PLAIN_BYTES=${PLAIN_BYTES:-64000}
-STEPS=${STEPS:-300}
+STEPS=${STEPS:-3000}
 BATCH=${BATCH:-8}
 MINUTES=${MINUTES:-60}
 VD=${VD:-4096}
