@@ -13,7 +13,12 @@ JOBS=${JOBS:-2}
 VERSION=0.3.36
 BIN=$DIR/build/bin
 TOOLS="llama-bench llama-perplexity llama-quantize llama-imatrix llama-completion llama-simple llama-tokenize"
-built() { for t in $TOOLS; do [ -x "$BIN/$t" ] || return 1; done; }
+# llama.cpp's logger writes from a worker thread that is never flushed at exit (the singleton is
+# leaked on purpose: ggml-org/llama.cpp#22142), so llama-perplexity's last lines, its final
+# estimate included, are lost on a loaded machine. The patch stops (and so drains) the logger
+# before main returns; it changes no computation. PATCHED marks a build made with it.
+PATCHED=$DIR/build/.as-log-flush
+built() { for t in $TOOLS; do [ -x "$BIN/$t" ] || return 1; done; [ -f "$PATCHED" ]; }
 if built; then
     echo "llama.cpp binaries: $(cd "$BIN" && pwd)"
     exit 0
@@ -34,6 +39,12 @@ if [ ! -f "$src/CMakeLists.txt" ]; then
     mv "$dl/llama_cpp_python-$VERSION/vendor/llama.cpp" "$src.tmp"
     mv "$src.tmp" "$src"
 fi
+ppl=$src/tools/perplexity/perplexity.cpp
+if ! grep -q 'as-toolkit: drain the logger' "$ppl"; then
+    last=$(grep -n '^    llama_backend_free();' "$ppl" | tail -1 | cut -d: -f1)
+    [ -n "$last" ] || { echo "llamacpp-build.sh: $ppl: no llama_backend_free() to patch before" >&2; exit 1; }
+    sed -i "${last}i\\    common_log_pause(common_log_main()); // as-toolkit: drain the logger (llama.cpp#22142)" "$ppl"
+fi
 # GGML_NATIVE: the binaries only run here, so use every instruction set this CPU has (as llama.cpp's
 # default build does); LLAMA_CURL off: nothing is fetched at run time.
 cmake -S "$src" -B "$DIR/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
@@ -43,5 +54,6 @@ cmake -S "$src" -B "$DIR/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLL
 # shellcheck disable=SC2086
 cmake --build "$DIR/build" -j "$JOBS" --target $TOOLS >"$DIR/build.log" 2>&1 ||
     { tail -20 "$DIR/build.log" >&2; exit 1; }
+touch "$PATCHED"
 built || { echo "llamacpp-build.sh: build finished without all of: $TOOLS" >&2; exit 1; }
 echo "llama.cpp binaries: $(cd "$BIN" && pwd)"

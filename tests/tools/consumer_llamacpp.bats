@@ -60,8 +60,10 @@ need() {
 # lppl GGUF TEXT CTX [CHUNKS]: llama-perplexity's final estimate
 # llama.cpp 0c1e57098 logs through a worker thread that is never flushed at exit (the logger is
 # leaked on purpose: ggml-org/llama.cpp#22142), so on a loaded machine the last lines, the final
-# estimate among them, are sometimes lost with exit status 0 (3 of about 20 runs under load here). Such a
-# run is repeated, at most 3 times; a crash or a missing value still fails (empty value).
+# estimate among them, are sometimes lost with exit status 0 (3 of about 20 runs under load here;
+# in one CI run under load 3 times in a row). bench/llamacpp-build.sh now patches llama-perplexity
+# to drain the logger before it returns; the retry stays for builds made before that. A crash or a
+# missing value still fails (empty value).
 lppl() {
     local log="$W/lppl.$(basename "$1").log" rc try
     for try in 1 2 3; do
