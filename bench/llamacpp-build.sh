@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds llama.cpp (CPU only, Release): the real consumer of our GGUF outputs in the tests (`make deps`
-# runs it) and the SmolLM2 speed and quality anchors in bench/. Source: the llama-cpp-python 0.3.36 source distribution on PyPI, which
+# runs it) and the SmolLM2 speed and quality anchors in bench/. Source: the llama-cpp-python 0.3.36 source distribution on PyPI, which vendors
 # llama.cpp commit 0c1e57098 under vendor/llama.cpp. Idempotent: skips what is already there.
 #   LLAMACPP_DIR  install prefix (default build/llama.cpp, git-ignored)
 #   JOBS          parallel compile jobs (default 2: the machine has 2 cores)
