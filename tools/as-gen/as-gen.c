@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "as_error.h"
+#include "chat_template.h"
 #include "draft_cli.h"
 #include "forward.h"
 #include "model.h"
@@ -21,23 +22,28 @@
 #include "tokenizer.h"
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: as-gen -m MODEL_DIR [-p PROMPT] [-n STEPS] [--temp T] [--seed S]\n"
-            "Generate text; greedy (argmax) unless --temp > 0.\n"
-            "  -m, --model DIR    Hugging Face checkpoint directory (config.json, tokenizer.json)\n"
-            "                     or a llama.cpp FILE.gguf\n"
-            "  -p, --prompt TEXT  prompt (default: empty)\n"
-            "  -n, --steps N      tokens after BOS, prompt included (default 256)\n"
-            "  -t, --temp T       sampling temperature (default 0 = greedy)\n"
-            "  -s, --seed S       random seed for sampling (default 42)\n"
-            "      --draft DIR    speculative decoding with an Eagle3 draft (as-draft); greedy\n"
-            "                     output is identical to plain decoding (docs/draft.md)\n"
-            "  -k K               tokens drafted per target pass with --draft (1..16, default 3)\n"
-            "  -v, --verbose      print tokens/s and the prefill time to stderr\n"
-            "      --sparse-attn SPEC  sparse prefill attention (decode stays dense): a JSON\n"
-            "                     config or METHOD[:PARAM=VALUE,...] (docs/sparse-attention.md)\n"
-            "      --prune METHOD:KEEP[:LAYER[:KEEP_LAST]]  prune the prompt's tokens inside the\n"
-            "                     prefill, generate on the kept ones (docs/token-pruning.md)\n");
+    fprintf(
+        f,
+        "usage: as-gen -m MODEL_DIR [-p PROMPT] [-n STEPS] [--temp T] [--seed S]\n"
+        "Generate text; greedy (argmax) unless --temp > 0.\n"
+        "  -m, --model DIR    Hugging Face checkpoint directory (config.json, tokenizer.json)\n"
+        "                     or a llama.cpp FILE.gguf\n"
+        "  -p, --prompt TEXT  prompt (default: empty)\n"
+        "  -n, --steps N      tokens after BOS, prompt included (default 256)\n"
+        "  -t, --temp T       sampling temperature (default 0 = greedy)\n"
+        "  -s, --seed S       random seed for sampling (default 42)\n"
+        "      --chat         the prompt is a user message: rendered through the model's chat\n"
+        "                     template (tokenizer_config.json / GGUF), only the answer printed\n"
+        "      --system TEXT  with --chat: a system message first (else the template's default)\n"
+        "      --chat-render  with --chat: print the rendered prompt text and exit\n"
+        "      --draft DIR    speculative decoding with an Eagle3 draft (as-draft); greedy\n"
+        "                     output is identical to plain decoding (docs/draft.md)\n"
+        "  -k K               tokens drafted per target pass with --draft (1..16, default 3)\n"
+        "  -v, --verbose      print tokens/s and the prefill time to stderr\n"
+        "      --sparse-attn SPEC  sparse prefill attention (decode stays dense): a JSON\n"
+        "                     config or METHOD[:PARAM=VALUE,...] (docs/sparse-attention.md)\n"
+        "      --prune METHOD:KEEP[:LAYER[:KEEP_LAST]]  prune the prompt's tokens inside the\n"
+        "                     prefill, generate on the kept ones (docs/token-pruning.md)\n");
 }
 
 static uint64_t rng_state;
@@ -78,6 +84,8 @@ int main(int argc, char **argv) {
     unsigned long long seed = 42;
     const char *draft_dir = NULL; /* speculative decoding (draft_cli.h) */
     int spec_k = 0;
+    int chat = 0, chat_render = 0; /* --chat: the prompt through the model's chat template */
+    const char *system_msg = NULL;
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"prompt", required_argument, 0, 'p'},
                                          {"steps", required_argument, 0, 'n'},
@@ -88,6 +96,9 @@ int main(int argc, char **argv) {
                                          {"help", no_argument, 0, 'h'},
                                          {"sparse-attn", required_argument, 0, 1},
                                          {"prune", required_argument, 0, 2},
+                                         {"chat", no_argument, 0, 3},
+                                         {"system", required_argument, 0, 4},
+                                         {"chat-render", no_argument, 0, 5},
                                          {0, 0, 0, 0}};
     int c;
     char *end;
@@ -121,6 +132,15 @@ int main(int argc, char **argv) {
         case 2:
             prune_spec = optarg;
             break;
+        case 3:
+            chat = 1;
+            break;
+        case 4:
+            system_msg = optarg;
+            break;
+        case 5:
+            chat_render = 1;
+            break;
         case 'D':
             draft_dir = optarg;
             break;
@@ -141,6 +161,22 @@ int main(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    if ((system_msg || chat_render) && !chat) as_die("--system and --chat-render need --chat");
+    char *chat_text = NULL;
+    if (chat) { /* the rendered conversation replaces the prompt; its template adds any BOS */
+        char *tmpl = as_chat_template_open(dir);
+        if (!tmpl) as_die_last();
+        struct as_chat_msg msgs[2] = {{"system", system_msg}, {"user", prompt}};
+        chat_text = as_chat_render(tmpl, system_msg ? msgs : msgs + 1, system_msg ? 2 : 1, 1);
+        free(tmpl);
+        if (!chat_text) as_die_last();
+        if (chat_render) {
+            fputs(chat_text, stdout);
+            free(chat_text);
+            return fflush(stdout) == 0 ? 0 : 1;
+        }
+        prompt = chat_text;
+    }
     struct as_prune_engine pe;
     if (prune_spec && as_prune_engine_from_spec(prune_spec, &pe)) as_die_last();
     if (prune_spec && (draft_dir || sparse_spec))
@@ -153,7 +189,7 @@ int main(int argc, char **argv) {
     if (!tok) as_die_last();
     int32_t *ids;
     size_t n_prompt;
-    int add_bos = as_tokenizer_add_bos(tok); /* the model's own rule (SmolLM2: none) */
+    int add_bos = chat ? 0 : as_tokenizer_add_bos(tok); /* the model's own rule (SmolLM2: none) */
     if (as_tokenizer_encode(tok, prompt, strlen(prompt), add_bos, &ids, &n_prompt) != 0)
         as_die_last();
     if (n_prompt == 0) as_die("prompt encodes to no tokens (and the model adds no BOS)");
@@ -169,6 +205,7 @@ int main(int argc, char **argv) {
         struct as_draft_cli dc = {draft_dir, spec_k ? spec_k : 3, temp, seed, verbose};
         int rc = as_draft_cli_run(m, tok, toks, (int)n_prompt, add_bos, steps, &dc);
         free(toks);
+        free(chat_text);
         as_tokenizer_free(tok);
         as_model_free(m);
         return rc;
@@ -185,7 +222,7 @@ int main(int argc, char **argv) {
     clock_gettime(CLOCK_MONOTONIC, &t0);
     /* print the prompt pieces (after the BOS, if any) */
     char piece[256];
-    for (size_t i = (size_t)add_bos; i < n_prompt; i++) {
+    for (size_t i = (size_t)add_bos; !chat && i < n_prompt; i++) {
         int len =
             as_tokenizer_decode_piece(tok, i ? toks[i - 1] : -1, toks[i], piece, sizeof piece);
         if (len < 0) as_die_last();
@@ -220,6 +257,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "\n");
     }
     free(toks);
+    free(chat_text);
     as_sparse_config_free(sp.cfg);
     as_state_free(s);
     as_tokenizer_free(tok);
