@@ -22,8 +22,8 @@ enum as_sparse_method {
     AS_SP_STRIDED,  /* stride (blocks; 0 = ceil(sqrt(blocks))) */
     AS_SP_VS,       /* MInference vertical-slash: vertical, slash (token counts), last_q */
     AS_SP_BLOCKTOP, /* MInference block_sparse: top-k key blocks by mean-pooled Q.K */
-    AS_SP_XATTN,    /* XAttention: stride, threshold */
-    AS_SP_FLEX,     /* FlexPrefill: gamma, tau, min_budget, max_budget (tokens) */
+    AS_SP_XATTN,    /* XAttention: stride, threshold, window, n_last */
+    AS_SP_FLEX,     /* FlexPrefill: gamma, tau, min_budget, max_budget, n_last (tokens) */
     AS_SP_STEM,     /* Stem: stride, alpha, keep_ratio, init_blocks, window */
     AS_SP_N
 };

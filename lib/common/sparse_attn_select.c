@@ -45,17 +45,19 @@ const struct as_sparse_method_info as_sparse_methods[AS_SP_N] = {
                         {100},
                         "MInference: top-k key blocks by mean-pooled Q.K per query block"},
     [AS_SP_XATTN] = {"xattention",
-                     3,
-                     {"stride", "threshold", "window"},
-                     {8, 0.9, 0},
+                     4,
+                     {"stride", "threshold", "window", "n_last"},
+                     {8, 0.9, 0, 0},
                      "antidiagonal block scores, cumulative mass per row up to threshold "
-                     "(window: key blocks before the diagonal always kept; 0 as published)"},
+                     "(window: key blocks before the diagonal always kept; n_last: the query "
+                     "blocks of the last n_last tokens attend fully; both 0 as published)"},
     [AS_SP_FLEX] = {"flexprefill",
-                    4,
-                    {"gamma", "tau", "min_budget", "max_budget"},
-                    {0.9, 0.1, 128, 0},
+                    5,
+                    {"gamma", "tau", "min_budget", "max_budget", "n_last"},
+                    {0.9, 0.1, 128, 0, 0},
                     "per head query-aware or vertical-slash by JSD, coverage gamma (budgets in "
-                    "tokens, max 0 = none)"},
+                    "tokens, max 0 = none; n_last: the query blocks of the last n_last tokens "
+                    "attend fully, 0 as published)"},
     [AS_SP_STEM] = {"stem",
                     5,
                     {"stride", "alpha", "dense_layers", "init_blocks", "window"},
@@ -106,6 +108,17 @@ static void ashape(uint8_t *keep, int nkb, int nb, int B, double n_init, double 
     for (int qb = 0; qb < nb; qb++)
         for (int kb = 0; kb <= qb; kb++)
             KEEP(qb, kb) = (double)kb * B < n_init || (double)(kb + 1) * B - 1 > qb * B - n_local;
+}
+
+/* Full causal rows for the query blocks holding the last min(n_last, L - 1) queries (tri-shape's
+ * rule). Not in the published selectors: on a passkey prompt the question sits in the last query
+ * block, and a block estimate averaged over its 128 queries (most of them filler) dilutes the
+ * needle's mass below the threshold; the block row costs 1/nb of the dense work. */
+static void last_rows(uint8_t *keep, int nkb, int nb, int B, int L, double n_last) {
+    int nl = n_last < L - 1 ? (int)n_last : L - 1;
+    for (int qb = (L - nl) / B; nl > 0 && qb < nb; qb++)
+        for (int kb = 0; kb <= qb; kb++)
+            KEEP(qb, kb) = 1;
 }
 
 /* ---- MInference vertical-slash ---------------------------------------------------------------
@@ -478,14 +491,10 @@ int as_sparse_head_mask(const struct as_sparse_head *hc, int layer, int n_layers
     case AS_SP_ASHAPE:
         ashape(keep, nkb, nb, B, p[0], p[1]);
         break;
-    case AS_SP_TRISHAPE: {
+    case AS_SP_TRISHAPE:
         ashape(keep, nkb, nb, B, p[0], p[1]);
-        int nl = (int)p[2] < L - 1 ? (int)p[2] : L - 1;
-        for (int qb = (L - nl) / B; nl > 0 && qb < nb; qb++)
-            for (int kb = 0; kb <= qb; kb++)
-                KEEP(qb, kb) = 1;
+        last_rows(keep, nkb, nb, B, L, p[2]);
         break;
-    }
     case AS_SP_DILATED: {
         int vb = (int)ceil(p[0] / B), db = (int)ceil(p[1] / B), band = (int)ceil(p[2] / B);
         for (int qb = 0; qb < nb; qb++)
@@ -513,10 +522,12 @@ int as_sparse_head_mask(const struct as_sparse_head *hc, int layer, int n_layers
         if (B % (int)p[0])
             return as_fail("xattention: stride %g does not divide block %d", p[0], B);
         xattn_select(L, hd, q, q_stride, k, kv_stride, (int)p[0], p[1], (int)p[2], keep, nkb, B);
+        last_rows(keep, nkb, nb, B, L, p[3]);
         break;
     case AS_SP_FLEX:
         kind = flex_select(L, hd, q, q_stride, k, kv_stride, scale, p[0], p[1], p[2], p[3], keep,
                            nkb, B);
+        last_rows(keep, nkb, nb, B, L, p[4]);
         break;
     case AS_SP_STEM:
         if (B % (int)p[0]) return as_fail("stem: stride %g does not divide block %d", p[0], B);

@@ -9,6 +9,8 @@
  *    queries, at 10%..90% depth of 2048 tokens: vertical-slash, XAttention, FlexPrefill and Stem
  *    keep its blocks for the last query block and the last row's output is the needle's value;
  *    A-shape loses it mid-context (as expected).
+ *  - n_last (XAttention, FlexPrefill): the query blocks of the last n_last queries are full
+ *    rows, the others unchanged; a needle read by the last 4 queries only is then kept.
  *  - vertical-slash, XAttention and Stem masks equal a numpy oracle written from the reference doc
  *    (tests/oracles/sparse_select.py) but for at most 1% of the blocks (float32 ties).
  *  - config: save/load round trip, MInference best_pattern, a fingerprint of another model, an
@@ -234,6 +236,76 @@ static void test_needle(void **st) {
     }
 }
 
+/* n_last (XAttention, FlexPrefill; not in the published selectors): the query blocks holding any
+ * of the last min(n_last, L - 1) queries keep every causal block, enumerated query by query; the
+ * other rows are the n_last = 0 mask unchanged. A needle read by the last 4 queries only (its
+ * estimate diluted over a 128-query block) is then kept and its value returned. */
+static void test_n_last(void **st) {
+    (void)st;
+    int L = 1029, hd = 32, B = 32, nb = (L + B - 1) / B;
+    float *q, *k, *v;
+    make_head(L, hd, 9, &q, &k, &v);
+    uint8_t *base = malloc((size_t)nb * nb), *keep = malloc((size_t)nb * nb);
+    static const int methods[] = {AS_SP_XATTN, AS_SP_FLEX}, idx[] = {3, 4};
+    static const double nls[] = {1, 5, 40, 64, 5000};
+    for (int mi = 0; mi < 2; mi++)
+        for (int ni = 0; ni < 5; ni++) {
+            struct as_sparse_head h = {methods[mi], {0}};
+            small_params(methods[mi], B, h.p);
+            assert_int_equal(
+                as_sparse_head_mask(&h, 3, 8, B, L, hd, q, hd, k, v, hd, base, nb, NULL), 0);
+            h.p[idx[mi]] = nls[ni];
+            assert_int_equal(
+                as_sparse_head_mask(&h, 3, 8, B, L, hd, q, hd, k, v, hd, keep, nb, NULL), 0);
+            int lo = L - (nls[ni] < L - 1 ? (int)nls[ni] : L - 1); /* first of the last queries */
+            for (int qb = 0; qb < nb; qb++) {
+                int full = 0;
+                for (int i = qb * B; i < (qb + 1) * B && i < L; i++)
+                    full |= i >= lo;
+                for (int kb = 0; kb <= qb; kb++) {
+                    int want = full ? 1 : base[(size_t)qb * nb + kb] != 0;
+                    if ((keep[(size_t)qb * nb + kb] != 0) != want)
+                        fail_msg("%s n_last=%g: block (%d,%d) is %d, want %d",
+                                 as_sparse_methods[methods[mi]].name, nls[ni], qb, kb,
+                                 keep[(size_t)qb * nb + kb], want);
+                }
+            }
+        }
+    free(q), free(k), free(v), free(base), free(keep);
+    /* diluted needle: keys [p, p+16) match only the last 4 queries */
+    L = 2048, hd = 64, B = 128, nb = L / B;
+    uint64_t seed = 5;
+    q = malloc(sizeof(float) * L * hd), k = malloc(sizeof(float) * L * hd);
+    v = malloc(sizeof(float) * L * hd);
+    for (int i = 0; i < L * hd; i++)
+        q[i] = 0.3f * urand(&seed), k[i] = 0.3f * urand(&seed), v[i] = urand(&seed);
+    int p = L / 5;
+    for (int c = 0; c < hd; c++) {
+        float u = c % 2 ? 1.0f : -1.0f;
+        for (int i = L - 4; i < L; i++)
+            q[(size_t)i * hd + c] += u;
+        for (int j = p; j < p + 16; j++)
+            k[(size_t)j * hd + c] += u, v[(size_t)j * hd + c] = c == 5 ? 10.0f : 0.0f;
+    }
+    keep = malloc((size_t)nb * nb);
+    float *o = malloc(sizeof(float) * L * hd);
+    for (int mi = 0; mi < 2; mi++) {
+        struct as_sparse_head h = {methods[mi], {0}};
+        for (int i = 0; i < AS_SP_MAXP; i++)
+            h.p[i] = as_sparse_methods[methods[mi]].def[i];
+        h.p[idx[mi]] = 64;
+        assert_int_equal(as_sparse_head_mask(&h, 5, 30, B, L, hd, q, hd, k, v, hd, keep, nb, NULL),
+                         0);
+        struct as_block_mask mk = {B, 1, nb, nb, keep};
+        struct as_attn_args a = {q, k, v, o, L, 0, 1, 1, hd, hd, hd, hd, 0.125f, &mk};
+        assert_int_equal(as_attn(&a), 0);
+        if (!keep[(size_t)(nb - 1) * nb + p / B] || o[(size_t)(L - 1) * hd + 5] < 5.0f)
+            fail_msg("%s n_last=64 lost the diluted needle (value %g)",
+                     as_sparse_methods[methods[mi]].name, o[(size_t)(L - 1) * hd + 5]);
+    }
+    free(q), free(k), free(v), free(keep), free(o);
+}
+
 /* The selectors' masks against tests/oracles/sparse_select.py (numpy float64, written from the
  * reference doc): at most 1% of the causal blocks may differ (float32 vs float64 scores near a
  * threshold or a tie). */
@@ -383,7 +455,9 @@ static void test_config(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_methods_vs_oracle),
                                        cmocka_unit_test(test_ashape_cover),
-                                       cmocka_unit_test(test_needle), cmocka_unit_test(test_config),
+                                       cmocka_unit_test(test_needle),
+                                       cmocka_unit_test(test_n_last),
+                                       cmocka_unit_test(test_config),
                                        cmocka_unit_test(test_selectors_vs_numpy)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
