@@ -29,6 +29,13 @@ static int f16c_bmi2(void) {
     return b >> 8 & 1;
 }
 
+/* GFNI (cpuid 7.0: ecx bit 8; TQ1_0's byte shifts), on every CPU with AVX-512 VBMI but Cannon Lake
+ */
+static int gfni(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (c >> 8 & 1);
+}
+
 int as_kernel_isa_supported(enum as_isa isa) {
     __builtin_cpu_init();
     switch (isa) {
@@ -39,7 +46,7 @@ int as_kernel_isa_supported(enum as_isa isa) {
     case AS_ISA_AVX512:
         return as_kernel_isa_supported(AS_ISA_AVX2) && __builtin_cpu_supports("avx512vl") &&
                __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni") &&
-               __builtin_cpu_supports("avx512vbmi");
+               __builtin_cpu_supports("avx512vbmi") && gfni();
     default:
         return 0;
     }
@@ -82,9 +89,25 @@ static int plane_pos(enum as_tern_fmt f, int k, int K) {
         int b = e / 32, g = (e % 32) / 4, p = e % 4;
         return c / 2 * 256 + 64 * p + 32 * (c % 2) + 8 * b + g;
     }
+    case AS_TF_TQ1_0: { /* 448 bytes per 256-block: two units [0 | x_0 .. x_4 | 0] (tq1_rows2) */
+        int b = k / 256, e = k % 256, u = e >= 160, n, m;
+        if (e < 160)
+            n = e / 32, m = e % 32;
+        else if (e < 240)
+            n = (e - 160) / 16, m = 10 + (e - 160) % 16; /* qs[32..47]: bytes 10..25 of unit 1 */
+        else
+            n = (e - 240) / 4, m = 26 + (e - 240) % 4; /* qh: bytes 26..29 */
+        return 448 * b + 224 * u + 32 * (1 + n) + m;
+    }
     default:
         return k;
     }
+}
+
+/* bytes of qp: whole chunk pairs (zero-padded); TQ1_0 448 per 256-block plus one load's overhang */
+static size_t qp_bytes(enum as_tern_fmt f, int K) {
+    if (f == AS_TF_TQ1_0) return ((size_t)K + 255) / 256 * 448 + 64;
+    return ((size_t)K + 255) / 256 * 256;
 }
 
 void as_act8_init(struct as_act8 *a, enum as_tern_fmt f, int K) {
@@ -92,11 +115,11 @@ void as_act8_init(struct as_act8 *a, enum as_tern_fmt f, int K) {
     a->K = K;
     a->fmt = f;
     a->q = aligned_alloc(64, ((size_t)K + 63) / 64 * 64);
-    a->qp = aligned_alloc(64, ((size_t)K + 255) / 256 * 256); /* whole chunk pairs, zero-padded */
+    a->qp = aligned_alloc(64, qp_bytes(f, K));
     a->sum32 = as_xcalloc((size_t)K / 32 + 1, sizeof *a->sum32);
     a->sum256 = as_xcalloc((size_t)K / 256 + 1, sizeof *a->sum256);
     if (!a->q || !a->qp) as_die("out of memory (activations of %d)", K);
-    memset(a->qp, 0, ((size_t)K + 255) / 256 * 256);
+    memset(a->qp, 0, qp_bytes(f, K));
 }
 
 void as_act8_free(struct as_act8 *a) {
@@ -203,11 +226,11 @@ static void ref_gemm(const struct as_tern_matrix *W, const struct as_act8 *a, in
 // clang-format off
 #ifdef __clang__
 #define TARGET_BEGIN_AVX2 _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c,bmi2\"))), apply_to = function)")
-#define TARGET_BEGIN_VNNI _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c,bmi2,avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi\"))), apply_to = function)")
+#define TARGET_BEGIN_VNNI _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c,bmi2,avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi,gfni\"))), apply_to = function)")
 #define TARGET_END _Pragma("clang attribute pop")
 #else
 #define TARGET_BEGIN_AVX2 _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c,bmi2\")")
-#define TARGET_BEGIN_VNNI _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c,bmi2,avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi\")")
+#define TARGET_BEGIN_VNNI _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c,bmi2,avx512f,avx512vl,avx512bw,avx512vnni,avx512vbmi,gfni\")")
 #define TARGET_END _Pragma("GCC pop_options")
 #endif
 // clang-format on

@@ -121,13 +121,11 @@ AS_AI void SFX(sherry2x)(__m256i lo, __m128i hi, const __m512i *T, __m512i *P) {
 /* The 2-chunk window at p: n bytes (40: whole; less at a row's end: masked loads, their missing
  * blocks decode as index 0 and meet zero activations). */
 AS_AI void SFX(sherry2_at)(const uint8_t *p, int n, const __m512i *T, __m512i *P) {
-    if (n >= 40)
-        SFX(sherry2x)
-        (_mm256_loadu_si256((const __m256i *)p), _mm_loadl_epi64((const __m128i *)(p + 32)), T, P);
-    else
-        SFX(sherry2x)
-        (_mm256_maskz_loadu_epi8((__mmask32)((1ull << (n < 32 ? n : 32)) - 1), p),
-         _mm_maskz_loadu_epi8((__mmask16)((1u << (n > 32 ? n - 32 : 0)) - 1), p + 32), T, P);
+    if (n >= 40) SFX(sherry2x)
+    (_mm256_loadu_si256((const __m256i *)p), _mm_loadl_epi64((const __m128i *)(p + 32)), T, P);
+    else SFX(sherry2x)(_mm256_maskz_loadu_epi8((__mmask32)((1ull << (n < 32 ? n : 32)) - 1), p),
+                       _mm_maskz_loadu_epi8((__mmask16)((1u << (n > 32 ? n - 32 : 0)) - 1), p + 32),
+                       T, P);
 }
 
 /* acc[m][2 h], acc[m][2 h + 1] += A, B against chunk activations at qp + off: h cycles over
@@ -316,6 +314,55 @@ AS_AI void SFX(take2r)(__m512i *acc, int32_t *sp, int32_t *sq) {
     UNROLL for (int i = 0; i < 8; i++) acc[i] = _mm512_setzero_si512();
 }
 
+/* TQ1_0, two rows, without decoding a trit. A byte's trit n is t_n = (3 y_n - y_{n+1}) / 256 with
+ * y_n = (uint8)(b 3^n) (ggml's rule: t_n = (3 y_n) >> 8, and 3 y_n mod 256 is y_{n+1}), so the sum
+ * over a 32-byte unit of t_n x_n (x_n: the activations trit n of each byte meets) is
+ *   (3 sum_n y_n . x_n - sum_n y_{n+1} . x_n) / 256,
+ * exact integer arithmetic: two vpdpbusd per 64 multiples and no per-trit work at all. A block is
+ * two units: qs[0..31], and the 32 bytes ending at the block's end (qs[22..31] again, qs[32..47],
+ * qh, d: no read past the block; the bytes that are not trits meet zero activations, and so does
+ * qh's trit 4, which is 0 in a valid block). Y_i = [y_2i | y_2i+1] for i = 0..2 (y_0 = b: the
+ * byte sums by adds, x9 by a GF2P8AFFINE byte shift and an add); a unit's activations are laid out
+ * [0 | x_0 | x_1 | x_2 | x_3 | x_4 | 0] (32 bytes each, plane_pos), so Y_i meets [x_2i | x_2i+1]
+ * at 32 + 64 i and [x_2i-1 | x_2i] at 64 i. */
+AS_AI void SFX(tq1_rows2)(int K, const uint8_t *rp, const uint8_t *rq, const struct as_act8 *a,
+                          int32_t *Sp, int32_t *Sq, size_t pf) {
+    const size_t bb = sizeof(as_block_tq1_0);
+    const __m512i shl3 = _mm512_set1_epi64(0x0000000102040810ll); /* byte << 3 as a GF(2) matrix */
+    const __mmask64 hi = 0xFFFFFFFF00000000ull;
+    for (int b = 0; b < K / 256; b++) {
+        _mm_prefetch((const char *)(rp + pf + bb * b), _MM_HINT_T0);
+        _mm_prefetch((const char *)(rq + pf + bb * b), _MM_HINT_T0);
+        __m512i d_p = _mm512_setzero_si512(), e_p = d_p, d_q = d_p, e_q = d_p;
+        UNROLL for (int u = 0; u < 2; u++) {
+            const size_t o = bb * b + (u ? bb - 32 : 0);
+            const __m512i U = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(rp + o)));
+            const __m512i V = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(rq + o)));
+            __m512i Yp = _mm512_mask_add_epi8(U, hi, U, _mm512_add_epi8(U, U));
+            __m512i Yq = _mm512_mask_add_epi8(V, hi, V, _mm512_add_epi8(V, V));
+            const int8_t *x = a->qp + 448 * (size_t)b + 224 * u;
+            UNROLL for (int i = 0; i < 3; i++) {
+                if (i) {
+                    Yp = _mm512_add_epi8(Yp, _mm512_gf2p8affine_epi64_epi8(Yp, shl3, 0));
+                    Yq = _mm512_add_epi8(Yq, _mm512_gf2p8affine_epi64_epi8(Yq, shl3, 0));
+                }
+                const __m512i xe = _mm512_loadu_si512(x + 64 * i);
+                const __m512i xd = _mm512_loadu_si512(x + 32 + 64 * i);
+                d_p = _mm512_dpbusd_epi32(d_p, Yp, xd);
+                e_p = _mm512_dpbusd_epi32(e_p, Yp, xe);
+                d_q = _mm512_dpbusd_epi32(d_q, Yq, xd);
+                e_q = _mm512_dpbusd_epi32(e_q, Yq, xe);
+            }
+        }
+        int32_t sp, sq;
+        SFX(reduce2)
+        (_mm512_sub_epi32(_mm512_add_epi32(d_p, _mm512_add_epi32(d_p, d_p)), e_p),
+         _mm512_sub_epi32(_mm512_add_epi32(d_q, _mm512_add_epi32(d_q, d_q)), e_q), &sp, &sq);
+        Sp[b] = sp / 256; /* exact: the sum is 256 times the trit sum */
+        Sq[b] = sq / 256;
+    }
+}
+
 /* pf: bytes from a row to the same place in a row further on, prefetched as we go: two rows read
  * in lockstep 1 KiB apart (K = 4096) defeated the hardware prefetcher (42 against 100 GMAC/s
  * streaming from memory); 16 rows ahead gave I2_S 110-130 GMAC/s at both 0.7B shapes. */
@@ -343,6 +390,10 @@ AS_AI void SFX(rows2_512)(int fmt, int K, const uint8_t *rp, const uint8_t *rq,
         (_mm512_add_epi32(_mm512_add_epi32(acc[0], acc[1]), _mm512_add_epi32(acc[2], acc[3])),
          _mm512_add_epi32(_mm512_add_epi32(acc[4], acc[5]), _mm512_add_epi32(acc[6], acc[7])), Sp,
          Sq);
+        return;
+    }
+    if (fmt == AS_TF_TQ1_0) { /* trit sums without decoding the trits (tq1_rows2) */
+        SFX(tq1_rows2)(K, rp, rq, a, Sp, Sq, pf);
         return;
     }
     if (fmt == AS_TF_TQ2_0) { /* 2 chunks per 256-block, each block summed apart */
@@ -425,12 +476,11 @@ AS_AI void SFX(row_sums)(const struct as_tern_matrix *W, const uint8_t *row,
         const int nc = K / 128, nt = K % 128 / 32;
         for (int c = 0; c < nc; c++)
             SFX(planes_s)
-            (acc, SFX(sherry_decode)(row + 20 * c, 4), a, M,
-             256 * (size_t)(c / 2) + 32 * (size_t)(c % 2), 64);
-        if (nt)
-            SFX(planes_s)
-            (acc, SFX(sherry_decode)(row + 20 * nc, nt), a, M,
-             256 * (size_t)(nc / 2) + 32 * (size_t)(nc % 2), 64);
+        (acc, SFX(sherry_decode)(row + 20 * c, 4), a, M,
+         256 * (size_t)(c / 2) + 32 * (size_t)(c % 2), 64);
+        if (nt) SFX(planes_s)
+        (acc, SFX(sherry_decode)(row + 20 * nc, nt), a, M,
+         256 * (size_t)(nc / 2) + 32 * (size_t)(nc % 2), 64);
         for (int m = 0; m < M; m++)
             S[m * nsb] = SFX(take)(acc[m]);
         break;
@@ -522,7 +572,7 @@ static void SFX(tern_gemm)(const struct as_tern_matrix *W, const struct as_act8 
     int r = r0;
 #ifdef AS_ZMM
     const size_t pfd = 16; /* prefetch 16 rows ahead: measured 2, 4, 8, 16 (docs/ternary.md) */
-    if (M == 1 && W->fmt != AS_TF_TQ1_0)
+    if (M == 1)
         for (; r + 1 < r1; r += 2) {
             const uint8_t *rp = W->data + (size_t)r * rb;
             int32_t *Sq = S + nsb;
@@ -535,6 +585,9 @@ static void SFX(tern_gemm)(const struct as_tern_matrix *W, const struct as_act8 
                 break;
             case AS_TF_SHERRY:
                 SFX(rows2_512)(AS_TF_SHERRY, W->K, rp, rp + rb, a, T, S, Sq, pfd * rb);
+                break;
+            case AS_TF_TQ1_0:
+                SFX(rows2_512)(AS_TF_TQ1_0, W->K, rp, rp + rb, a, T, S, Sq, pfd * rb);
                 break;
             default:
                 SFX(rows2_512)(AS_TF_TQ2_0, W->K, rp, rp + rb, a, T, S, Sq, pfd * rb);

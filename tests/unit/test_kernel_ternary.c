@@ -61,8 +61,8 @@ static uint8_t *make_packed(enum as_tern_fmt f, int N, int K, enum fill fill) {
     return p;
 }
 
-static void check_one(enum as_tern_fmt f, int N, int K, enum fill wfill, int xkind) {
-    uint8_t *p = make_packed(f, N, K, wfill);
+/* Every fast kernel against the reference on the packed matrix p (freed here). */
+static void check_mat(enum as_tern_fmt f, int N, int K, uint8_t *p, int xkind) {
     struct as_tern_matrix W = {f, N, K, p};
     enum { MT = 6 };
     struct as_act8 a[MT];
@@ -123,6 +123,33 @@ static void check_one(enum as_tern_fmt f, int N, int K, enum fill wfill, int xki
     for (int m = 0; m < MT; m++)
         as_act8_free(&a[m]);
     free(x), free(yr), free(yf), free(w), free(p);
+}
+
+static void check_one(enum as_tern_fmt f, int N, int K, enum fill wfill, int xkind) {
+    check_mat(f, N, K, make_packed(f, N, K, wfill), xkind);
+}
+
+/* TQ1_0 from raw bytes: over the 256 blocks of 16 rows x 4096, every qs and qh byte position
+ * takes all 256 byte values (the 243 that ggml's quantizer writes, and the 13 above, which its
+ * decoder reads all the same), qh bytes included (4 trits; the 5th is not a weight). The AVX-512
+ * kernel sums trits without decoding them ((3 y_n - y_n+1) / 256, kernel_ternary_simd.h): any
+ * byte value where that identity and the decoder disagreed would show here. */
+static void test_tq1_bytes(void **state) {
+    (void)state;
+    const int N = 16, K = 4096, nb = K / 256;
+    for (int xk = 0; xk <= 2; xk++) {
+        uint8_t *p = malloc(as_tern_packed_bytes(AS_TF_TQ1_0, N, K));
+        for (int t = 0; t < N * nb; t++) {
+            as_block_tq1_0 b;
+            for (int i = 0; i < 48; i++)
+                b.qs[i] = (uint8_t)(t + 7 * i + 3 * xk);
+            for (int j = 0; j < 4; j++)
+                b.qh[j] = (uint8_t)(t + 11 * j + 5 * xk);
+            b.d = as_f32_to_f16(0.01f + 0.001f * (float)(t % 13));
+            memcpy(p + (size_t)t * sizeof b, &b, sizeof b);
+        }
+        check_mat(AS_TF_TQ1_0, N, K, p, xk);
+    }
 }
 
 static void test_random(void **state) {
@@ -278,9 +305,10 @@ int main(void) {
         printf("# kernel ISA %s: %s\n", as_isa_names[i],
                as_kernel_isa_supported(i) ? "compared" : "not on this CPU");
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_random),     cmocka_unit_test(test_edges),
-        cmocka_unit_test(test_tails),      cmocka_unit_test(test_dense),
-        cmocka_unit_test(test_qlin_apply), cmocka_unit_test(test_qlin_apply_par),
+        cmocka_unit_test(test_random),         cmocka_unit_test(test_edges),
+        cmocka_unit_test(test_tq1_bytes),      cmocka_unit_test(test_tails),
+        cmocka_unit_test(test_dense),          cmocka_unit_test(test_qlin_apply),
+        cmocka_unit_test(test_qlin_apply_par),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
