@@ -133,6 +133,11 @@ char *as_chat_render(const char *tmpl, const struct as_chat_msg *msgs, int n,
     return t.s;
 }
 
+char *as_chat_user_prompt(const char *tmpl, const char *user) {
+    struct as_chat_msg m = {"user", user};
+    return as_chat_render(tmpl, &m, 1, 1);
+}
+
 char *as_chat_template_open(const char *path) {
     size_t len = strlen(path);
     if (len > 5 && strcmp(path + len - 5, ".gguf") == 0) {

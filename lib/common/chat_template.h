@@ -24,4 +24,8 @@ const char *as_chat_template_family(const char *tmpl);
 char *as_chat_render(const char *tmpl, const struct as_chat_msg *msgs, int n,
                      int add_generation_prompt);
 
+/* The prompt for one user message with the assistant's header appended (as-gen --chat, as-draft
+ * --chat): as_chat_render of [{"user", USER}]. */
+char *as_chat_user_prompt(const char *tmpl, const char *user);
+
 #endif

@@ -100,3 +100,25 @@ same_render() { # SOURCE PROMPT [SYSTEM]
     run --separate-stderr as-gen -m "$SMOL" --chat-render -p x
     refused "as-gen: --system and --chat-render need --chat"
 }
+
+@test "as-draft spec --chat decodes the same chat prompt as as-gen --chat (plain greedy, to EOS)" {
+    as-draft init -m "$SMOL" -o "$BATS_TEST_TMPDIR/D" --vd 256 --seed 1
+    echo "Name three colors." >"$BATS_TEST_TMPDIR/p.txt"
+    run -0 --separate-stderr as-gen -m "$SMOL" --chat -p "Name three colors." -n 120 -v
+    [[ "$stderr" =~ as-gen:\ ([0-9]+)\ tokens.*prefill\ of\ ([0-9]+)\ tokens ]]
+    local generated=$((BASH_REMATCH[1] + 1 - BASH_REMATCH[2]))
+    [ "$generated" -lt 100 ]
+    run -0 as-draft spec -m "$SMOL" -d "$BATS_TEST_TMPDIR/D" -k 2 -P "$BATS_TEST_TMPDIR/p.txt" \
+        -n 120 --chat
+    [ "$(jq -r 'select(.prompt == 0) | .plain_tokens' <<<"$output")" = "$generated" ]
+    [ "$(jq -r 'select(.summary) | .identical' <<<"$output")" = 1 ]
+}
+
+@test "bad input: as-draft --chat on a model without a chat template" {
+    import_model
+    echo "Once upon a time" >"$BATS_TEST_TMPDIR/e.txt"
+    run --separate-stderr as-draft train -m "$M" -o "$BATS_TEST_TMPDIR/out" -f "$WIKI" \
+        -e "$BATS_TEST_TMPDIR/e.txt" --steps 1 --chat
+    refused "as-draft: $M/tokenizer_config.json: no chat_template (not a chat model?)"
+    [ ! -e "$BATS_TEST_TMPDIR/out" ]
+}

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "as_error.h"
+#include "chat_template.h"
 #include "draft_model.h"
 #include "draft_spec.h"
 #include "model.h"
@@ -32,13 +33,14 @@ static void usage(FILE *f) {
             "          IN: tokens [T], feats [T0, 3H] (positions T0.. chain on the draft's own\n"
             "          hidden state); OUT: logits [T, Vd], hidden [T, H]\n"
             "  spec    -m TARGET -d DRAFT_DIR -k K -P PROMPTS [-n STEPS] [--temp T] [--seed S]\n"
-            "          speculative and plain decoding of each line of PROMPTS, JSON lines\n"
+            "          [--chat]  speculative and plain decoding of each line of PROMPTS, JSON\n"
+            "          lines; --chat: each line a user message in the target's chat template\n"
             "  sample  -m TARGET -d DRAFT_DIR -k K -p PROMPT --temp T --runs N --at J [-n STEPS]\n"
             "          histograms of generated token J over N seeds, plain and speculative\n"
             "  train   -m TARGET -o DRAFT_DIR -f TEXT -e PROMPTS [-c CKPT] [--vd N] [--window T]\n"
             "          [--steps N] [--ttt S] [--lr LR] [--warmup W] [--clip C] [-k K]\n"
             "          [--eval-every N] [--save-every N] [--bytes B] [--eval-steps N]\n"
-            "          [--init-head] [--dump DUMP]\n"
+            "          [--init-head] [--dump DUMP] [--chat]\n"
             "          online TTT training; keeps the draft of best greedy AL on PROMPTS;\n"
             "          with -c, resumes from CKPT when it exists (exactly) and saves it\n"
             "          --dump DUMP instead of -f: offline, from as-draft dump's states\n"
@@ -52,7 +54,7 @@ static void usage(FILE *f) {
 
 struct opts {
     const char *model, *draft, *out, *in, *prompts, *prompt, *dtype;
-    int vd, k, steps, runs, at;
+    int vd, k, steps, runs, at, chat;
     float temp;
     unsigned long long seed;
 };
@@ -66,21 +68,15 @@ static int parse_int(const char *opt, const char *s, int lo, int hi) {
 }
 
 static void parse(int argc, char **argv, struct opts *o) {
-    static const struct option lo[] = {{"model", required_argument, 0, 'm'},
-                                       {"draft", required_argument, 0, 'd'},
-                                       {"output", required_argument, 0, 'o'},
-                                       {"input", required_argument, 0, 'i'},
-                                       {"prompts", required_argument, 0, 'P'},
-                                       {"prompt", required_argument, 0, 'p'},
-                                       {"steps", required_argument, 0, 'n'},
-                                       {"temp", required_argument, 0, 't'},
-                                       {"seed", required_argument, 0, 's'},
-                                       {"vd", required_argument, 0, 1},
-                                       {"dtype", required_argument, 0, 2},
-                                       {"runs", required_argument, 0, 3},
-                                       {"at", required_argument, 0, 4},
-                                       {"help", no_argument, 0, 'h'},
-                                       {0, 0, 0, 0}};
+    static const struct option lo[] = {
+        {"model", required_argument, 0, 'm'},   {"draft", required_argument, 0, 'd'},
+        {"output", required_argument, 0, 'o'},  {"input", required_argument, 0, 'i'},
+        {"prompts", required_argument, 0, 'P'}, {"prompt", required_argument, 0, 'p'},
+        {"steps", required_argument, 0, 'n'},   {"temp", required_argument, 0, 't'},
+        {"seed", required_argument, 0, 's'},    {"vd", required_argument, 0, 1},
+        {"dtype", required_argument, 0, 2},     {"runs", required_argument, 0, 3},
+        {"at", required_argument, 0, 4},        {"chat", no_argument, 0, 5},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     int c;
     char *end;
     while ((c = getopt_long(argc, argv, "m:d:o:i:P:p:n:t:s:k:h", lo, NULL)) != -1) {
@@ -129,6 +125,9 @@ static void parse(int argc, char **argv, struct opts *o) {
             break;
         case 4:
             o->at = parse_int("--at", optarg, 0, 1 << 20);
+            break;
+        case 5:
+            o->chat = 1;
             break;
         case 'h':
             usage(stdout);
@@ -264,6 +263,8 @@ static int cmd_spec(const struct opts *o) {
     struct as_tokenizer *tok;
     struct as_spec_opts so;
     setup(o, &m, &d, &tok, &so);
+    char *tmpl = o->chat ? as_chat_template_open(o->model) : NULL;
+    if (o->chat && !tmpl) as_die_last();
     FILE *f = fopen(o->prompts, "r");
     if (!f) as_die("file %s: cannot open", o->prompts);
     int steps = o->steps ? o->steps : 64, n_same = 0, n_prompts = 0;
@@ -275,7 +276,10 @@ static int cmd_spec(const struct opts *o) {
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
             line[--len] = 0;
         int np;
-        int *a = encode(tok, line, steps, &np), *b = as_xmalloc(((size_t)steps + 1) * sizeof(int));
+        char *chat = tmpl ? as_chat_user_prompt(tmpl, line) : NULL;
+        if (tmpl && !chat) as_die_last();
+        int *a = encode(tok, chat ? chat : line, steps, &np),
+            *b = as_xmalloc(((size_t)steps + 1) * sizeof(int));
         memcpy(b, a, (size_t)np * sizeof(int));
         struct as_spec_stats sp, st;
         int na = as_spec_plain(m, a, np, steps, &so, NULL, NULL, &sp);
@@ -292,9 +296,10 @@ static int cmd_spec(const struct opts *o) {
                               st.drafts ? 1.0 + (double)st.accepted / st.drafts : 0.0);
         char *js = json_dumps(r, JSON_COMPACT);
         printf("%s\n", js);
-        free(js), json_decref(r), free(a), free(b);
+        free(js), json_decref(r), free(a), free(b), free(chat);
     }
     free(line);
+    free(tmpl);
     fclose(f);
     double tps = tot.emitted / (tot.seconds > 0 ? tot.seconds : 1e-9);
     double ptps = ptot.emitted / (ptot.seconds > 0 ? ptot.seconds : 1e-9);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "as_error.h"
+#include "chat_template.h"
 #include "draft_model.h"
 #include "draft_spec.h"
 #include "draft_train.h"
@@ -315,22 +316,32 @@ int cmd_dump(int argc, char **argv) {
 int cmd_train(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *text = NULL, *ckpt = NULL, *evalf = NULL;
     const char *dumpf = NULL;
-    int init_head = 0;
+    int init_head = 0, chat = 0; /* --chat: eval prompts are user messages (chat_template.h) */
     int vd = 0, T = 64, total = 200, B = 1, ttt = 7, warmup = -1, save_every = 50, eval_every = 50;
     int k = 3, eval_steps = 48;
     long bytes = 0;
     float lr = 1e-3f, clip = 0.5f;
-    static const struct option lo[] = {
-        {"model", required_argument, 0, 'm'},    {"output", required_argument, 0, 'o'},
-        {"text", required_argument, 0, 'f'},     {"ckpt", required_argument, 0, 'c'},
-        {"eval", required_argument, 0, 'e'},     {"vd", required_argument, 0, 1},
-        {"window", required_argument, 0, 2},     {"steps", required_argument, 0, 3},
-        {"ttt", required_argument, 0, 4},        {"warmup", required_argument, 0, 5},
-        {"save-every", required_argument, 0, 6}, {"eval-every", required_argument, 0, 7},
-        {"lr", required_argument, 0, 8},         {"clip", required_argument, 0, 9},
-        {"bytes", required_argument, 0, 10},     {"eval-steps", required_argument, 0, 11},
-        {"dump", required_argument, 0, 12},      {"init-head", no_argument, 0, 13},
-        {"batch", required_argument, 0, 14},     {0, 0, 0, 0}};
+    static const struct option lo[] = {{"model", required_argument, 0, 'm'},
+                                       {"output", required_argument, 0, 'o'},
+                                       {"text", required_argument, 0, 'f'},
+                                       {"ckpt", required_argument, 0, 'c'},
+                                       {"eval", required_argument, 0, 'e'},
+                                       {"vd", required_argument, 0, 1},
+                                       {"window", required_argument, 0, 2},
+                                       {"steps", required_argument, 0, 3},
+                                       {"ttt", required_argument, 0, 4},
+                                       {"warmup", required_argument, 0, 5},
+                                       {"save-every", required_argument, 0, 6},
+                                       {"eval-every", required_argument, 0, 7},
+                                       {"lr", required_argument, 0, 8},
+                                       {"clip", required_argument, 0, 9},
+                                       {"bytes", required_argument, 0, 10},
+                                       {"eval-steps", required_argument, 0, 11},
+                                       {"dump", required_argument, 0, 12},
+                                       {"init-head", no_argument, 0, 13},
+                                       {"batch", required_argument, 0, 14},
+                                       {"chat", no_argument, 0, 15},
+                                       {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:o:f:c:e:k:", lo, NULL)) != -1) {
@@ -395,6 +406,9 @@ int cmd_train(int argc, char **argv) {
         case 14:
             B = atoi(optarg);
             break;
+        case 15:
+            chat = 1;
+            break;
         default:
             as_die("train: bad option (see as-draft --help)");
         }
@@ -446,6 +460,8 @@ int cmd_train(int argc, char **argv) {
     for (int j = 0; j < vd; j++)
         t2d[used[j]] = 1;
     /* held-out prompts for AL: one per line */
+    char *tmpl = chat ? as_chat_template_open(model) : NULL;
+    if (chat && !tmpl) as_die_last();
     FILE *ef = fopen(evalf, "r");
     if (!ef) as_die("file %s: cannot open", evalf);
     int32_t *prompts[256];
@@ -457,13 +473,17 @@ int cmd_train(int argc, char **argv) {
         while (ll > 0 && (line[ll - 1] == '\n' || line[ll - 1] == '\r'))
             line[--ll] = 0;
         size_t n;
-        if (as_tokenizer_encode(tok, line, (size_t)ll, as_tokenizer_add_bos(tok),
-                                &prompts[n_prompts], &n) != 0)
+        char *cp = tmpl ? as_chat_user_prompt(tmpl, line) : NULL;
+        if (tmpl && !cp) as_die_last();
+        if (as_tokenizer_encode(tok, cp ? cp : line, cp ? strlen(cp) : (size_t)ll,
+                                as_tokenizer_add_bos(tok), &prompts[n_prompts], &n) != 0)
             as_die_last();
+        free(cp);
         if (n == 0 || (int)n > eval_steps) as_die("file %s: an empty or too long prompt", evalf);
         np[n_prompts++] = (int)n;
     }
     free(line);
+    free(tmpl);
     fclose(ef);
     if (!n_prompts) as_die("file %s: no prompts", evalf);
     int stop0 = as_tokenizer_bos(tok), stop1 = as_tokenizer_eos(tok);
