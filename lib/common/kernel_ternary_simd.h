@@ -116,12 +116,27 @@ AS_AI void SFX(sherry2x)(__m256i lo, __m128i hi, const __m512i *T, __m512i *P) {
     const __m512i q =
         _mm512_permutex2var_epi8(_mm512_castsi256_si512(lo), gather, _mm512_castsi128_si512(hi));
     const __m512i ms = _mm512_multishift_epi64_epi8(_mm512_set1_epi64(0x231E19140F0A0500ll), q);
-    UNROLL for (int p = 0; p < 4; p++) P[p] = _mm512_permutexvar_epi8(ms, T[p]);
+    const __m512i e = _mm512_permutexvar_epi8(ms, *T);
+    UNROLL for (int p = 0; p < 4; p++) P[p] = _mm512_gf2p8affine_epi64_epi8(
+        e, _mm512_set1_epi64((long long)((1ull << (2 * p)) << 56 | (2ull << (2 * p)) << 48)), 0);
 }
 /* The 2-chunk window at p: n bytes (40: whole; less at a row's end: masked loads, their missing
  * blocks decode as index 0 and meet zero activations). */
+/* The same from one 64-byte load at p (the 24 bytes past the pair are ignored: only where the
+ * row goes on for 24 more bytes), gathered by a one-source vpermb instead of vpermt2b. */
+AS_AI void SFX(sherry2_64)(const uint8_t *p, const __m512i *T, __m512i *P) {
+    const __m512i gather = _mm512_setr_epi64(
+        0x0404040403020100ll, 0x0909090908070605ll, 0x0E0E0E0E0D0C0B0All, 0x131313131211100Fll,
+        0x1818181817161514ll, 0x1D1D1D1D1C1B1A19ll, 0x2222222221201F1Ell, 0x2727272726252423ll);
+    const __m512i q = _mm512_permutexvar_epi8(gather, _mm512_loadu_si512(p));
+    const __m512i ms = _mm512_multishift_epi64_epi8(_mm512_set1_epi64(0x231E19140F0A0500ll), q);
+    UNROLL for (int p = 0; p < 4; p++) P[p] = _mm512_permutexvar_epi8(ms, T[1 + p]);
+}
 AS_AI void SFX(sherry2_at)(const uint8_t *p, int n, const __m512i *T, __m512i *P) {
-    if (n >= 40) SFX(sherry2x)
+    if (n >= 64)
+        SFX(sherry2_64)(p, T, P);
+    else if (n >= 40)
+        SFX(sherry2x)
     (_mm256_loadu_si256((const __m256i *)p), _mm_loadl_epi64((const __m128i *)(p + 32)), T, P);
     else SFX(sherry2x)(_mm256_maskz_loadu_epi8((__mmask32)((1ull << (n < 32 ? n : 32)) - 1), p),
                        _mm_maskz_loadu_epi8((__mmask16)((1u << (n > 32 ? n - 32 : 0)) - 1), p + 32),
@@ -378,8 +393,9 @@ AS_AI void SFX(rows2_512)(int fmt, int K, const uint8_t *rp, const uint8_t *rq,
             if (i == np && !rem) break;
             _mm_prefetch((const char *)(rp + pf + 40 * (size_t)i), _MM_HINT_T0);
             _mm_prefetch((const char *)(rq + pf + 40 * (size_t)i), _MM_HINT_T0);
-            SFX(sherry2_at)(rp + 40 * (size_t)i, i < np ? 40 : rem, T, P);
-            SFX(sherry2_at)(rq + 40 * (size_t)i, i < np ? 40 : rem, T, Q);
+            const int n = i + 1 < np ? 64 : i < np ? 40 : rem; /* bytes readable at the pair */
+            SFX(sherry2_at)(rp + 40 * (size_t)i, n, T, P);
+            SFX(sherry2_at)(rq + 40 * (size_t)i, n, T, Q);
             UNROLL for (int p = 0; p < 4; p++) {
                 const __m512i x = _mm512_loadu_si512(a->qp + 256 * (size_t)i + 64 * p);
                 acc[p] = _mm512_dpbusd_epi32(acc[p], P[p], x);
@@ -563,11 +579,12 @@ static void SFX(tern_gemm)(const struct as_tern_matrix *W, const struct as_act8 
     int32_t *S = as_xmalloc((size_t)4 * nsb * sizeof *S);
 #ifdef AS_ZMM
     /* Sherry's lane tables: the codebook split like a chunk of 2-bit codes */
-    __m512i T[4]; /* T[p]: lane p codes of the 32 patterns, twice */
+    __m512i T[5]; /* T[p]: lane p codes of the 32 patterns, twice */
     const __m512i cbb =
         _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)as_sherry_codebook));
+    T[0] = cbb;
     for (int p = 0; p < 4; p++)
-        T[p] = _mm512_and_si512(_mm512_srli_epi16(cbb, 2 * p), _mm512_set1_epi8(3));
+        T[1 + p] = _mm512_and_si512(_mm512_srli_epi16(cbb, 2 * p), _mm512_set1_epi8(3));
 #endif
     int r = r0;
 #ifdef AS_ZMM
