@@ -3,7 +3,7 @@
  * and the selection time; the sgemm rate measured in the same run for scale; and the
  * tensor-level needle test of the reference doc (section 2a) up to 64K tokens.
  *   bench_sparse_attn [-l 8192,16384,...] [-H heads] [-G kv_heads] [-t threads] [-a amp]
- *                     [-m methods]
+ *                     [-r rope_theta] [-m methods]
  *                     [--needle 4096,...] [--no-speed]
  * Rows are printed as they finish (markdown table). */
 #include <cblas.h>
@@ -106,10 +106,14 @@ static int parse_list(const char *s, int *out, int max) {
 int main(int argc, char **argv) {
     int lens[16] = {8192, 16384, 32768}, nl = 3, needle[16] = {4096, 8192, 16384, 32768, 65536};
     int nn = 5, H = 3, G = 1, nt = 2, speed = 1;
-    /* amplitude of the positional code, i.e. the sharpness of the heads: 1.65 makes XAttention
-     * (threshold 0.9) keep 0.24 of the blocks at 8K, as it does on SmolLM2 at 8K (0.23, mean
-     * over layers and heads, wiki and Emma); 1.2 (before) gave near-flat heads (0.76) */
-    float amp = 1.65f;
+    /* amplitude of the positional code, i.e. the sharpness of the heads: 1.85 (base 100000)
+     * makes XAttention (threshold 0.9) keep 0.245 of the blocks at 8K, as it does on SmolLM2 at
+     * 8K (0.23, mean over layers and heads, wiki and Emma); 1.65 did with base 10000 */
+    float amp = 1.85f;
+    /* base of the positional code: SmolLM2's rope_theta. The runs before 2026-12-05 04:00 used
+     * 10000, whose slowest frequency wraps after ~47K tokens: at 64K far keys alias local ones
+     * and every selector keeps the aliased bands (XAttention 0.39 at 64K vs 0.21 at 16K) */
+    float theta = 100000.0f;
     const char *methods = "a_shape,tri_shape,vertical_and_slash,xattention,flexprefill,stem";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-l") && i + 1 < argc)
@@ -122,6 +126,8 @@ int main(int argc, char **argv) {
             nt = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-a") && i + 1 < argc)
             amp = (float)atof(argv[++i]);
+        else if (!strcmp(argv[i], "-r") && i + 1 < argc)
+            theta = (float)atof(argv[++i]);
         else if (!strcmp(argv[i], "-m") && i + 1 < argc)
             methods = argv[++i];
         else if (!strcmp(argv[i], "--needle") && i + 1 < argc)
@@ -131,7 +137,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--no-needle"))
             nn = 0;
         else
-            as_die("usage: bench_sparse_attn [-l L,...] [-H n] [-G n] [-t n] [-a amp] [-m m,...] "
+            as_die("usage: bench_sparse_attn [-l L,...] [-H n] [-G n] [-t n] [-a amp] [-r theta] "
+                   "[-m m,...] "
                    "[--needle L,...|--no-needle] [--no-speed]");
     }
     if (nt < 1 || nt > 64 || H % G) as_die("bad -t/-H/-G");
@@ -146,8 +153,8 @@ int main(int argc, char **argv) {
     if (speed) {
         double peak = sgemm_gflops();
         printf("sgemm peak (1536^3, %d threads): %.1f GFLOP/s; heads %d, kv heads %d, head_dim "
-               "%d, positional amplitude %.2f, layer 5 of 30\n\n",
-               nt, peak, H, G, hd, amp);
+               "%d, positional amplitude %.2f, base %g, layer 5 of 30\n\n",
+               nt, peak, H, G, hd, amp, theta);
         printf(
             "| L | method | density | select ms | attention ms | total ms | speedup | "
             "GFLOP/s (dense-equivalent) | %% of sgemm |\n|---|---|---|---|---|---|---|---|---|\n");
@@ -163,7 +170,7 @@ int main(int argc, char **argv) {
              * every query sees, noise; random values */
             for (int i = 0; i < L; i++) {
                 for (int c = 0; c < hd / 2; c++) {
-                    float w = powf(10000.0f, -2.0f * c / hd), cs = cosf(w * i), sn = sinf(w * i);
+                    float w = powf(theta, -2.0f * c / hd), cs = cosf(w * i), sn = sinf(w * i);
                     for (int h = 0; h < H; h++) {
                         float *qi = q + ((size_t)i * H + h) * hd;
                         qi[2 * c] = amp * cs + 0.5f * urand(),

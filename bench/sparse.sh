@@ -25,7 +25,7 @@ PK_LENS=${PK_LENS:-2048 4096 8192}
 PK_DEPTHS=${PK_DEPTHS:-10 20 30 40 50 60 70 80 90 100}
 ATTN_LENS=${ATTN_LENS:-2048,4096,8192,16384,32768,65536}
 NEEDLE_LENS=${NEEDLE_LENS:-4096,8192,16384,32768,65536}
-ATTN_METHODS=${ATTN_METHODS:-a_shape,tri_shape,vertical_and_slash,xattention,xattention:threshold=0.95,window=1,flexprefill,stem}
+ATTN_METHODS=${ATTN_METHODS:-a_shape,tri_shape,vertical_and_slash,xattention,xattention:n_last=64,xattention:stride=16,flexprefill,flexprefill:min_budget=512,n_last=64,stem}
 TEXT=$AS_DATA/text/wikitext-2-raw/wiki.test.raw
 # prompts, generations and the base logits (800 MB at 8K) live outside the tree
 CACHE=${SPARSE_CACHE:-${TMPDIR:-/tmp}/as-sparse-cache}
