@@ -27,20 +27,23 @@ if os.path.exists(pk):
             dense_ok[(ln, depth)] = ok == "1"
     # grouped by length, in the order the methods first appear
     for ln, depth, m, key, got, ok, pre, dens in sorted(lines, key=lambda r: int(r[0])):
-        a = acc.setdefault((ln, m), [0, 0, [], [], [], 0, 0])
+        a = acc.setdefault((ln, m), [0, 0, [], [], [], 0, 0, 0, 0])
         if (ln, depth) in dense_ok and dense_ok[(ln, depth)]:
             a[5] += 1
             a[6] += ok == "1"
+        if (ln, depth) in dense_ok:  # same outcome as dense (found where it found, missed where it missed)
+            a[7] += 1
+            a[8] += (ok == "1") == dense_ok[(ln, depth)]
         a[0] += int(ok)
         a[1] += 1
         a[2].append(float(pre or 0))
         a[3].append(float(dens or 1))
         a[4].append(depth + ("+" if ok == "1" else "-"))
-    print("| length | method | retrieved | where dense did | depths (+ found) | mean TTFT s | "
-          "min TTFT s | mean density |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| length | method | retrieved | where dense did | same as dense | depths (+ found) | "
+          "mean TTFT s | min TTFT s | mean density |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for (ln, m), a in acc.items():
-        print(f"| {ln} | {m} | {a[0]}/{a[1]} | {a[6]}/{a[5]} | {' '.join(a[4])} | "
+        print(f"| {ln} | {m} | {a[0]}/{a[1]} | {a[6]}/{a[5]} | {a[8]}/{a[7]} | {' '.join(a[4])} | "
               f"{sum(a[2]) / len(a[2]):.1f} | {min(a[2]):.1f} | {sum(a[3]) / len(a[3]):.3f} |")
 tt = os.path.join(d, "sparse-ttft.tsv")
 if os.path.exists(tt):
