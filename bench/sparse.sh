@@ -5,7 +5,8 @@
 #   needle  tensor-level needle test up to 64K (NEEDLE_LENS)
 #   ppl     SmolLM2-135M perplexity and KLD vs dense, first window of wiki.test.raw at CTXS
 #   passkey RULER-style passkey retrieval at PK_LENS x PK_DEPTHS, exact match, with the prefill
-#           time (TTFT) and density of each run
+#           time (TTFT) and density of each run; PK_FILLER=TEXT uses that text's sentences as
+#           the haystack (results in sparse-passkey-NAME.tsv, NAME = the text's base name)
 #   report  the PPL/KLD and passkey tables (bench/sparse_report.py)
 # Resumable: every finished measurement is a line of bench/results/sparse-*.tsv and is skipped
 # when the script runs again (delete the file to measure again). PARTS selects the parts.
@@ -65,12 +66,16 @@ ppl)
         done
     done ;;
 passkey)
-    f=$OUT/sparse-passkey.tsv
+    f=$OUT/sparse-passkey.tsv tag=
+    if [ -n "${PK_FILLER:-}" ]; then
+        tag=$(basename "$PK_FILLER" .txt)-
+        f=$OUT/sparse-passkey-${tag%-}.tsv
+    fi
     for len in $PK_LENS; do
         for depth in $PK_DEPTHS; do
-            prompt=$CACHE/passkey-$len-$depth.txt
+            prompt=$CACHE/passkey-$tag$len-$depth.txt
             [ -s "$prompt" ] || $PY bench/sparse_passkey.py "$MODEL/tokenizer.json" $((len - 16)) \
-                "$depth" "$depth" > "$prompt" 2> "$prompt.key"
+                "$depth" "$depth" ${PK_FILLER:+"$PK_FILLER"} > "$prompt" 2> "$prompt.key"
             key=$(cat "$prompt.key")
             for m in dense $METHODS; do
                 has "$len	$depth	$m" "$f" && continue
@@ -80,7 +85,7 @@ passkey)
                 # the answer: the first number generated after the question (the prompt holds
                 # the question once; the model may go on repeating "The pass key is")
                 gen=${out##*What is the pass key? The pass key is}
-                printf '%s\n' "$gen" > "$CACHE/gen-$len-$depth-${m//[^a-z0-9_]/_}.txt"
+                printf '%s\n' "$gen" > "$CACHE/gen-$tag$len-$depth-${m//[^a-z0-9_]/_}.txt"
                 got=$(printf '%s' "$gen" | grep -o '[0-9][0-9]*' | head -1 || true)
                 pre=$(sed -n 's/.*prefill of [0-9]* tokens in \([0-9.]*\) s.*/\1/p' "$CACHE/gen.err")
                 dens=$(sed -n 's/.*sparse density \([0-9.]*\).*/\1/p' "$CACHE/gen.err")

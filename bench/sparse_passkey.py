@@ -2,8 +2,11 @@
 """Passkey prompt in the RULER style (reference doc section 2b): the standard instruction,
 filler sentences up to LEN tokens of the model's tokenizer, "The pass key is N. Remember it. N
 is the pass key." at DEPTH percent, and the question. Prints the prompt; the key goes to stderr.
-usage: sparse_passkey.py TOKENIZER_JSON LEN DEPTH SEED"""
+With FILLER_TXT the haystack is consecutive sentences of that text (from its 20000th character)
+instead of RULER's repeated "The grass is green..." (a second filler to confirm settings on).
+usage: sparse_passkey.py TOKENIZER_JSON LEN DEPTH SEED [FILLER_TXT]"""
 import random
+import re
 import sys
 
 from tokenizers import Tokenizer
@@ -19,9 +22,20 @@ tail = "\nWhat is the pass key? The pass key is"
 n = lambda s: len(tok.encode(s).ids)
 per = n(fill * 20) / 20
 budget = length - n(head) - n(needle) - n(tail) - 8
-reps = max(1, int(budget / per))
-while n(head + fill * reps + needle + tail) > length - 4:
-    reps -= 1
-before = round(reps * depth / 100)
-print(head + fill * before + needle + fill * (reps - before) + tail, end="")
+if len(sys.argv) > 5:
+    text = " ".join(open(sys.argv[5], encoding="utf-8").read()[20000:].split())
+    sents = [x + " " for x in re.split(r"(?<=[.!?]) ", text)][1:]  # from a sentence start
+    units, used = [], 0
+    for x in sents:  # whole sentences while they fit the budget
+        c = n(x)
+        if used + c > budget:
+            break
+        units.append(x)
+        used += c
+else:
+    units = [fill] * max(1, int(budget / per))
+while n(head + "".join(units) + needle + tail) > length - 4:
+    units.pop()
+before = round(len(units) * depth / 100)
+print(head + "".join(units[:before]) + needle + "".join(units[before:]) + tail, end="")
 print(key, file=sys.stderr)

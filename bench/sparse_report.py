@@ -3,6 +3,7 @@
 passkey retrieval per length and method (exact matches over depths, mean prefill time = TTFT,
 mean density). usage: sparse_report.py RESULTS_DIR"""
 import collections
+import glob
 import os
 import sys
 
@@ -17,8 +18,13 @@ if os.path.exists(ppl):
         sp = dense.get(r[0], 0) / float(r[4]) if float(r[4]) > 0 else 0
         print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {sp:.2f} | {r[5]} |")
     print()
-pk = os.path.join(d, "sparse-passkey.tsv")
-if os.path.exists(pk):
+for pk in [os.path.join(d, "sparse-passkey.tsv")] + sorted(
+        glob.glob(os.path.join(d, "sparse-passkey-*.tsv"))):
+    if not os.path.exists(pk):
+        continue
+    name = os.path.basename(pk)[len("sparse-passkey"):-len(".tsv")].lstrip("-")
+    print(f"filler: {name or 'RULER (The grass is green...)'}")
+    print()
     acc = collections.OrderedDict()
     dense_ok = {}
     lines = [l.rstrip("\n").split("\t") for l in open(pk) if l.strip()]
@@ -45,6 +51,7 @@ if os.path.exists(pk):
     for (ln, m), a in acc.items():
         print(f"| {ln} | {m} | {a[0]}/{a[1]} | {a[6]}/{a[5]} | {a[8]}/{a[7]} | {' '.join(a[4])} | "
               f"{sum(a[2]) / len(a[2]):.1f} | {min(a[2]):.1f} | {sum(a[3]) / len(a[3]):.3f} |")
+    print()
 tt = os.path.join(d, "sparse-ttft.tsv")
 if os.path.exists(tt):
     # bench/sparse_ttft.sh: runs interleaved dense, config, dense, config...; each config run is
