@@ -177,9 +177,9 @@ static int cmd_gemv(int nshapes, char **shapes) {
             }
             size_t mb = mat_bytes(f, N, K);
             /* AS_BENCH_WSET_MB (256): a working set that fits the caches shows the compute rate */
-            const char *ws = getenv("AS_BENCH_WSET_MB");
-            const size_t wset = (ws ? (size_t)atoi(ws) : 256) << 20;
-            int copies = (int)((wset + mb - 1) / mb);
+            const char *ws = getenv("AS_BENCH_WSET_MB"), *wk = getenv("AS_BENCH_WSET_KB");
+            const size_t wset = wk ? (size_t)atoi(wk) << 10 : (ws ? (size_t)atoi(ws) : 256) << 20;
+            int copies = wset > mb ? (int)((wset + mb - 1) / mb) : 1;
             void **m = as_xmalloc((size_t)copies * sizeof *m);
             m[0] = make_mat(f, N, K);
             for (int c = 1; c < copies; c++) {
