@@ -8,7 +8,9 @@
 #   N=10 CTX_WORDS=500 KEEPS=0.25 LAMBDAS=0.5,0.7,0.8,0.9 IMPS=last,tail,recv,accum,norm \
 #   EXTRA=random,scope SMOL=DIR bench/prune_study.sh
 # SET=passkey: passkey prompts instead (as bench/prune.sh's, other keys and depths: seed 2021),
-# with the exact-match rate; TAG=.x writes bench/results/prune-study.x.*
+# with the exact-match rate; SET=passkey-other: passkey prompts with another haystack than
+# bench/prune.sh's (other repeated filler sentences on even prompts, running text from Persuasion
+# on odd ones; seed 7021); TAG=.x writes bench/results/prune-study.x.*
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-${BINDIR:-bin}}
@@ -23,7 +25,7 @@ EXTRA=${EXTRA:-random,scope,scope:importance=tail,fastv:importance=tail}
 LAYER=${LAYER:-2}
 TAG=${TAG:-}
 GEN=1
-[ "${SET:-text}" = passkey ] && GEN=8
+case "${SET:-text}" in passkey*) GEN=8 ;; esac
 OUT=bench/results
 TMP=${TMPDIR:-/tmp}/as-bench-prune-study.$$
 mkdir -p "$TMP" "$OUT"
@@ -39,6 +41,30 @@ fi
 import json, random, sys
 data, tmp, n, words = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 rng = random.Random(2021)
+if sys.argv[5] == "passkey-other":
+    rng = random.Random(7021)
+    head = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize "
+            "them. I will quiz you about the important information there.")
+    filler = (" The river runs to the sea. Birds fly south in the winter. The hills are quiet at"
+              " night. Bread is baked in the morning.")
+    w = open(data + "/text/austen/persuasion.txt", encoding="utf-8", errors="replace").read().split()
+    needle = " The pass key is %s. Remember it. %s is the pass key."
+    with open(tmp + "/choose.jsonl", "w") as f:
+        for i in range(n):
+            key = str(rng.randrange(10000, 100000))
+            depth = rng.random()
+            if i % 2 == 0:
+                reps = words // 22
+                at = int(reps * depth)
+                ctx = head + filler * at + needle % (key, key) + filler * (reps - at)
+            else:
+                s = rng.randrange(1000, len(w) - words - 100)
+                hay = w[s:s + words - 50]
+                at = int(len(hay) * depth)
+                ctx = head + " " + " ".join(hay[:at]) + needle % (key, key) + " " + " ".join(hay[at:])
+            f.write(json.dumps({"context": ctx, "question": " What is the pass key? The pass key is",
+                                "answer": key}) + "\n")
+    sys.exit(0)
 if sys.argv[5] == "passkey":
     head = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize "
             "them. I will quiz you about the important information there.")
@@ -72,7 +98,9 @@ done
     --methods "$methods" --keeps "$KEEPS" --layer "$LAYER" --gen "$GEN" >"$OUT/prune-study$TAG.jsonl"
 {
     echo "# IDPruner importance x lambda on SmolLM2-135M-Instruct, layer $LAYER, $N prompts of $CTX_WORDS words"
-    if [ "${SET:-text}" = passkey ]; then
+    if [ "${SET:-text}" = passkey-other ]; then
+        echo "# passkey prompts with another haystack (other filler sentences / Persuasion's text, seed 7021) than bench/prune.sh's"
+    elif [ "${SET:-text}" = passkey ]; then
         echo "# passkey prompts (seed 2021: other keys and depths than bench/prune.sh's)"
     else
         echo "# from Persuasion / Mansfield Park / Sense and Sensibility (not the texts of bench/prune.sh)"

@@ -40,10 +40,11 @@ int as_prune_engine_parse(const char *opt, const char *spec, struct as_prune_eng
 }
 
 void as_prune_lm_defaults(const struct as_prune_method *m, struct as_prune_params *p,
-                          int *importance, int lambda_given) {
+                          int *importance, int given) {
     if (strcmp(m->name, "idpruner")) return;
     if (*importance == AS_IMP_DEFAULT) *importance = AS_PRUNE_LM_IMPORTANCE;
-    if (!lambda_given) p->lambda = AS_PRUNE_LM_LAMBDA;
+    if (!(given & AS_PRUNE_GIVEN_LAMBDA)) p->lambda = AS_PRUNE_LM_LAMBDA;
+    if (!(given & AS_PRUNE_GIVEN_MMR_NORM)) p->mmr_norm = AS_PRUNE_LM_MMR_NORM;
 }
 
 int as_prune_engine_from_spec(const char *spec, struct as_prune_engine *e) {

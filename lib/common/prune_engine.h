@@ -28,17 +28,24 @@ enum as_prune_importance {
     AS_IMP_NORM,        /* L2 norm of the token's residual row entering layer L */
 };
 
-/* IDPruner's defaults on language-model tokens (chosen by bench/prune_study.sh on texts the
- * tables do not use, docs/token-pruning.md). */
+/* IDPruner's defaults on language-model tokens (chosen by bench/prune_study.sh on texts and
+ * passkey prompts the tables do not use, docs/token-pruning.md): the attention received as
+ * importance, the redundancy term normalised to the importance's [0, 1] scale, lambda. */
 #define AS_PRUNE_LM_IMPORTANCE AS_IMP_RECV
-#define AS_PRUNE_LM_LAMBDA 0.8
+#define AS_PRUNE_LM_LAMBDA 0.875
+#define AS_PRUNE_LM_MMR_NORM 1
+
+/* Which of the language-model defaults the caller set itself (bits of `given`). */
+#define AS_PRUNE_GIVEN_LAMBDA 1
+#define AS_PRUNE_GIVEN_MMR_NORM 2
 
 /* Apply a method's language-model defaults before the caller's own settings: for "idpruner" the
- * importance (when *importance is AS_IMP_DEFAULT) and lambda (unless lambda_given). Every other
- * method, and "idpruner-paper" (the published lambda 0.5 on the caller's scores: in the engine
- * the last token's attention), keeps its table defaults. */
+ * importance (when *importance is AS_IMP_DEFAULT), lambda and mmr_norm (unless the matching
+ * AS_PRUNE_GIVEN_ bit is set in given). Every other method, and "idpruner-paper" (the published
+ * lambda 0.5 on the caller's scores, in the engine the last token's attention, raw max cosine),
+ * keeps its table defaults. */
 void as_prune_lm_defaults(const struct as_prune_method *m, struct as_prune_params *p,
-                          int *importance, int lambda_given);
+                          int *importance, int given);
 
 /* "last", "tail", "recv", "accum", "norm" -> the enum; -1 when unknown. */
 int as_prune_importance_parse(const char *name);

@@ -91,8 +91,9 @@ static int s_random(const struct as_prune_ctx *c, int k, struct as_prune_choice 
 }
 
 /* IDPruner: Maximal Marginal Relevance of min-max normalised importance against the max cosine
- * to what is already chosen. Importance is pluggable: the given scores, else the attention each
- * token receives, else the L2 norm of its features. */
+ * to what is already chosen (with mmr_norm, that max cosine min-max normalised too). Importance is
+ * pluggable: the given scores, else the attention each token receives, else the L2 norm of its
+ * features. */
 static int s_idpruner(const struct as_prune_ctx *c, int k, struct as_prune_choice *o) {
     int n = c->nv;
     double *imp = as_xmalloc((size_t)n * sizeof *imp),
@@ -127,10 +128,26 @@ static int s_idpruner(const struct as_prune_ctx *c, int k, struct as_prune_choic
                 maxsim[i] = fmax(maxsim[i], cosine(c, i, s));
         }
         if (got >= k) break;
+        /* mmr_norm 1: the redundancy min-max normalised over the candidates, as the importance
+         * is over all tokens, so that lambda weighs two terms on the same [0, 1] scale. The max
+         * cosine alone spans little of [-1, 1] on a language model's hidden states (0.75..1 on
+         * SmolLM2's layer-2 rows), which makes any lambda act as nearly 1: importance only.
+         * mmr_norm 2: the importance too, over the candidates of the round: attention received
+         * is skewed (a few sink tokens at 1, the median at 0.03), so once those are taken the
+         * rest would differ by little in importance and diversity alone would decide. */
+        double rlo = INFINITY, rhi = -INFINITY, ilo = INFINITY, ihi = -INFINITY;
+        for (int i = 0; i < n; i++)
+            if (!taken[i]) {
+                rlo = fmin(rlo, maxsim[i]), rhi = fmax(rhi, maxsim[i]);
+                ilo = fmin(ilo, imp[i]), ihi = fmax(ihi, imp[i]);
+            }
         int nf = 0;
         for (int i = 0; i < n; i++)
             if (!taken[i]) {
-                mmr[i] = c->p->lambda * imp[i] - (1 - c->p->lambda) * maxsim[i];
+                int mn = c->p->mmr_norm;
+                double red = mn ? (maxsim[i] - rlo) / (rhi - rlo + 1e-6) : maxsim[i];
+                double im = mn == 2 ? (imp[i] - ilo) / (ihi - ilo + 1e-6) : imp[i];
+                mmr[i] = c->p->lambda * im - (1 - c->p->lambda) * red;
                 free_idx[nf++] = i;
             }
         npick = c->p->parallel_k < k - got ? c->p->parallel_k : k - got;
@@ -455,12 +472,12 @@ static const struct as_prune_method methods[] = {
     {"random", AS_PRUNE_SELECT, s_random, 0, "nothing", "seed=0"},
     {"idpruner", AS_PRUNE_SELECT, s_idpruner, 0,
      "features; importance = scores, else received attention, else feature L2 norm (in the "
-     "engine: received attention, lambda 0.8)",
-     "lambda=0.5 parallel_k=1"},
+     "engine: received attention, redundancy normalised, lambda 0.875)",
+     "lambda=0.5 parallel_k=1 mmr_norm=0"},
     {"idpruner-paper", AS_PRUNE_SELECT, s_idpruner, 0,
      "as idpruner; in the engine it keeps the published defaults (the last token's attention as "
      "importance, lambda 0.5) where idpruner takes the language-model ones",
-     "lambda=0.5 parallel_k=1"},
+     "lambda=0.5 parallel_k=1 mmr_norm=0"},
     {"fastv", AS_PRUNE_SELECT, s_fastv, AS_NEED_SCORE,
      "query token's head-mean attention row (or scores)", "query=last text token"},
     {"divprune", AS_PRUNE_SELECT, s_divprune, 0, "features", ""},
@@ -496,6 +513,7 @@ const struct as_prune_method *as_prune_find(const char *name) {
 void as_prune_params_default(struct as_prune_params *p) {
     p->lambda = 0.5;
     p->parallel_k = 1;
+    p->mmr_norm = 0;
     p->zip_ratio = 10.0 / 64;
     p->n_pivots = 4;
     p->alpha = 1;
@@ -548,10 +566,11 @@ int as_prune_run(const struct as_prune_method *m, const struct as_prune_input *i
     if (in->keys && check_finite(in->keys, (size_t)n * in->dk, "keys")) return -1;
     if ((m->needs & AS_NEED_SCORE) && !in->score && !in->attn)
         return as_fail("method %s needs attention or scores", m->name);
-    if (p->parallel_k < 1 || p->n_pivots < 0 || !(p->zip_ratio >= 0 && p->zip_ratio <= 1))
-        return as_fail(
-            "method %s: bad parameters (parallel_k >= 1, n_pivots >= 0, zip_ratio in [0, 1])",
-            m->name);
+    if (p->parallel_k < 1 || p->n_pivots < 0 || !(p->zip_ratio >= 0 && p->zip_ratio <= 1) ||
+        p->mmr_norm < 0 || p->mmr_norm > 2)
+        return as_fail("method %s: bad parameters (parallel_k >= 1, n_pivots >= 0, zip_ratio in "
+                       "[0, 1], mmr_norm 0, 1 or 2)",
+                       m->name);
 
     int *vi = as_xmalloc((size_t)n * sizeof *vi), *ti = as_xmalloc((size_t)n * sizeof *ti);
     int nv = 0, nt = 0;

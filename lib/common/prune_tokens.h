@@ -20,6 +20,7 @@ enum as_prune_kind { AS_PRUNE_SELECT = 1, AS_PRUNE_MERGE = 2 };
 struct as_prune_params {
     double lambda;    /* IDPruner MMR weight of importance (0.5) */
     int parallel_k;   /* IDPruner picks per iteration (1) */
+    int mmr_norm;     /* IDPruner: redundancy min-max normalised over the candidates (0) */
     double zip_ratio; /* VisionZip contextual share of the budget (10/64) */
     int n_pivots;     /* DART pivots per token type (4) */
     double alpha;     /* SCOPE saliency exponent (1) */

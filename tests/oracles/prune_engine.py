@@ -6,7 +6,7 @@ conventions and tests/oracles/prune_tokens.py's strategies (both independent of 
   prune_engine.py check CKPT.bin IDS METHOD KEEP LAYER KEEP_FIRST KEEP_LAST OUT.astr [NAME=VALUE..]
 
 importance=last|tail|recv|accum|norm among the NAME=VALUE pairs chooses the scores (as-prune
---importance): the last token's attention row (default; for idpruner recv and lambda 0.8), the mean row of the KEEP_LAST tokens, the
+--importance): the last token's attention row (default; for idpruner recv, lambda 0.875 and mmr_norm 1), the mean row of the KEEP_LAST tokens, the
 attention each token receives averaged over the rows that see it (n - j of them), its plain sum
 over all rows, or the L2 norm of the residual row entering LAYER.
 
@@ -96,12 +96,15 @@ def main():
         else:
             rest.append(kv)
     p = pt.parse_params(rest)
-    # language-model tokens: IDPruner's importance is the attention received, lambda 0.8 (unless
-    # given); "idpruner-paper" and every other method keep the published defaults
+    # language-model tokens: IDPruner's importance is the attention received, lambda 0.875, the
+    # redundancy normalised (each unless given); "idpruner-paper" and every other method keep the
+    # published defaults
     if method == "idpruner":
         imp = imp or "recv"
         if not any(kv.startswith("lambda=") for kv in rest):
-            p["lambda"] = 0.8
+            p["lambda"] = 0.875
+        if not any(kv.startswith("mmr_norm=") for kv in rest):
+            p["mmr_norm"] = 1
     imp = imp or "last"
     net = Net(ckpt)
     nl = net.cfg["nl"]

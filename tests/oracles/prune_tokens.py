@@ -21,7 +21,7 @@ import sys
 
 import numpy as np
 
-DEFAULTS = {"lambda": 0.5, "parallel_k": 1, "zip_ratio": 10 / 64, "n_pivots": 4, "alpha": 1.0,
+DEFAULTS = {"lambda": 0.5, "mmr_norm": 0, "parallel_k": 1, "zip_ratio": 10 / 64, "n_pivots": 4, "alpha": 1.0,
             "threshold": 0.85, "weighted": 0, "seed": 0}
 M64 = (1 << 64) - 1
 
@@ -96,7 +96,16 @@ def m_idpruner(ctx, k, p):
     maxsim = np.maximum(np.full(len(w), -2.0), sim[:, S[0]])
     while len(S) < k:
         free = [i for i in range(len(w)) if i not in S]
-        mmr = lam * imp - (1 - lam) * maxsim
+        red, im = maxsim, imp
+        if p["mmr_norm"]:
+            # redundancy rescaled to [0, 1] over the remaining candidates, like the importance
+            rest = maxsim[free]
+            red = (maxsim - rest.min()) / (rest.max() - rest.min() + 1e-6)
+        if p["mmr_norm"] == 2:
+            # and the importance rescaled over the remaining candidates too
+            rest = imp[free]
+            im = (imp - rest.min()) / (rest.max() - rest.min() + 1e-6)
+        mmr = lam * im - (1 - lam) * red
         picks = order_desc(mmr, free)[:min(p["parallel_k"], k - len(S))]
         for s in picks:
             S.append(s)

@@ -44,6 +44,9 @@ prune() {
 
 @test "parameters reach the strategies: non-default values equal the oracle" {
     prune "$(T rand.st)" idpruner 0.25 --param lambda=0.8 --param parallel_k=3
+    prune "$(T rand.st)" idpruner 0.25 --param mmr_norm=1
+    prune "$(T rand.st)" idpruner 0.5 --param mmr_norm=1 --param lambda=0.3 --param parallel_k=2
+    prune "$(T rand.st)" idpruner 0.5 --param mmr_norm=2
     prune "$(T rand.st)" random 0.25 --param seed=7
     prune "$(T rand.st)" visionzip 0.25 --param zip_ratio=0.5
     prune "$(T rand.st)" dart 0.25 --param n_pivots=2
@@ -84,6 +87,27 @@ w = p.read_stream(sys.argv[2])["merge"]
 assert (w[0, :5] > 0).all() and w[0, 5:].max() == 0, w[0, :12]
 assert (w[1, 5:10] > 0).all() and w[1, :5].max() == 0 and w[1, 10:].max() == 0, w[1, :12]' "$BATS_TEST_DIRNAME/../oracles" "$(T out.astr)"
     done
+}
+
+@test "planted needle: IDPruner with the redundancy normalised keeps it among near-copies, the raw cosine drops it" {
+    # 4 filler types x 5 near-copies (cosine within a type ~0.999, across types 0.81), scores
+    # 0.3..1; token 20 unique (cosine 0.81 to every type) with the lowest score. K = 5: at
+    # lambda 0.5 the raw max cosine (0.999 vs 0.81) cannot outweigh importance gaps above 0.19, so
+    # copies win; normalised to [0, 1] over the candidates, one copy per type and the needle.
+    python3 -c 'import sys, numpy as np; from safetensors.numpy import save_file
+rng = np.random.default_rng(3)
+x = np.zeros((21, 8)); sc = np.zeros(21)
+for i in range(20):
+    x[i, 0], x[i, 1 + i // 5] = 0.9, 0.4359
+    x[i] += rng.normal(0, 0.01, 8); sc[i] = 0.3 + 0.7 * rng.random()
+x[20, 0], x[20, 7] = 0.9, 0.4359
+save_file({"features": x.astype(np.float32), "scores": sc.astype(np.float32)}, sys.argv[1])' "$(T needle.st)"
+    prune "$(T needle.st)" idpruner 0.25 --param mmr_norm=1
+    run jq -c '[.kept[] | if . == 20 then "n" else (. / 5 | floor) end] | sort_by(tostring)' "$(T rep.json)"
+    [ "$output" = '[0,1,2,3,"n"]' ]
+    prune "$(T needle.st)" idpruner 0.25
+    run jq '.kept | index(20)' "$(T rep.json)"
+    [ "$output" = null ]
 }
 
 @test "a planted salient token is kept at keep 0.1 by every importance-driven method" {

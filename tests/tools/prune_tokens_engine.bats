@@ -44,14 +44,14 @@ engine() {
         engine $m 0.3 2
     done
     # the settings in force: IDPruner's language-model defaults, the published ones by name, overrides
-    run jq -c '[.importance, .lambda]' "$BATS_TEST_TMPDIR/rep.json"
-    [ "$output" = '["last",0.5]' ] # fastadasp: the table defaults
-    local want=('["recv",0.8]' '["last",0.5]' '["recv",0.5]' '["tail",0.8]')
-    local args=("idpruner" "idpruner-paper" "idpruner --param lambda=0.5" "idpruner --importance tail --keep-last 3")
+    run jq -c '[.importance, .lambda, .mmr_norm]' "$BATS_TEST_TMPDIR/rep.json"
+    [ "$output" = '["last",0.5,0]' ] # fastadasp: the table defaults
+    local want=('["recv",0.875,1]' '["last",0.5,0]' '["recv",0.5,1]' '["tail",0.875,1]' '["recv",0.875,0]')
+    local args=("idpruner" "idpruner-paper" "idpruner --param lambda=0.5" "idpruner --importance tail --keep-last 3" "idpruner --param mmr_norm=0")
     local i
-    for i in 0 1 2 3; do
+    for i in 0 1 2 3 4; do
         engine ${args[$i]%% *} 0.3 2 $([ "${args[$i]}" = "${args[$i]#* }" ] || echo "${args[$i]#* }")
-        run jq -c '[.importance, .lambda]' "$BATS_TEST_TMPDIR/rep.json"
+        run jq -c '[.importance, .lambda, .mmr_norm]' "$BATS_TEST_TMPDIR/rep.json"
         [ "$output" = "${want[$i]}" ]
     done
 }

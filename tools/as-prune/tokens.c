@@ -59,7 +59,8 @@ static void usage(FILE *f) {
                 m[i].params[0] ? "; " : "", m[i].params);
 }
 
-/* Returns 1 when it set lambda (then IDPruner's language-model default does not apply). */
+/* Returns the AS_PRUNE_GIVEN_ bit of the parameter it set, if any (then IDPruner's
+ * language-model default for it does not apply). */
 static int set_param(struct as_prune_params *p, const char *arg) {
     const char *eq = strchr(arg, '=');
     if (!eq) as_die("--param %s: expected NAME=VALUE", arg);
@@ -70,7 +71,9 @@ static int set_param(struct as_prune_params *p, const char *arg) {
     name[len] = 0;
     const char *v = eq + 1;
     if (!strcmp(name, "lambda"))
-        return p->lambda = as_arg_double(v), 1;
+        return p->lambda = as_arg_double(v), AS_PRUNE_GIVEN_LAMBDA;
+    else if (!strcmp(name, "mmr_norm"))
+        return p->mmr_norm = as_arg_int(v), AS_PRUNE_GIVEN_MMR_NORM;
     else if (!strcmp(name, "parallel_k"))
         p->parallel_k = as_arg_int(v);
     else if (!strcmp(name, "zip_ratio"))
@@ -86,8 +89,8 @@ static int set_param(struct as_prune_params *p, const char *arg) {
     else if (!strcmp(name, "seed"))
         p->seed = as_arg_u64(v);
     else
-        as_die("--param %s: unknown parameter (lambda, parallel_k, zip_ratio, n_pivots, alpha, "
-               "threshold, weighted, seed)",
+        as_die("--param %s: unknown parameter (lambda, mmr_norm, parallel_k, zip_ratio, n_pivots, "
+               "alpha, threshold, weighted, seed)",
                arg);
     return 0;
 }
@@ -233,6 +236,7 @@ static int engine_main(struct engine_opts *o) {
             rep, "importance",
             json_string(as_prune_importance_name(o->e.importance ? o->e.importance : AS_IMP_LAST)));
         json_object_set_new(rep, "lambda", json_real(o->e.params.lambda));
+        json_object_set_new(rep, "mmr_norm", json_integer(o->e.params.mmr_norm));
         json_t *ka = json_array();
         static int32_t *k32;
         k32 = as_xmalloc((size_t)st.m * sizeof *k32);
@@ -388,7 +392,7 @@ static int engine_main(struct engine_opts *o) {
 /* --methods a,b:lambda=0.8:importance=recv,c (the --prompts grid): each entry a method, then
  * parameters that override --param and --importance for that entry only */
 static void parse_methods(const char *arg, struct engine_opts *o, const struct as_prune_params *p,
-                          int importance, int lambda_given) {
+                          int importance, int given) {
     char *dup = as_xstrdup(arg), *save = NULL;
     o->n_methods = 0;
     for (char *t = strtok_r(dup, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
@@ -400,7 +404,7 @@ static void parse_methods(const char *arg, struct engine_opts *o, const struct a
         v->m = name ? as_prune_find(name) : NULL;
         if (!v->m) as_die("tokens: --methods: unknown method '%s'", name ? name : "");
         v->p = *p, v->importance = importance;
-        int lg = lambda_given;
+        int lg = given;
         for (char *kv = strtok_r(NULL, ":", &save2); kv; kv = strtok_r(NULL, ":", &save2)) {
             if (!strncmp(kv, "importance=", 11)) {
                 v->importance = as_prune_importance_parse(kv + 11);
@@ -457,7 +461,7 @@ int as_prune_cmd_tokens(int argc, char **argv) {
                                        {"help", no_argument, 0, 'h'},
                                        {0, 0, 0, 0}};
     const char *methods_arg = NULL, *keeps_arg = NULL;
-    int importance = AS_IMP_DEFAULT, lambda_given = 0;
+    int importance = AS_IMP_DEFAULT, given = 0;
     struct engine_opts eo = {.gen = 16, .keep_last = -1, .e = {.layer = 2, .keep_first = 1}};
     int c;
     while ((c = getopt_long(argc, argv, "i:o:m:k:h", lo, NULL)) != -1) {
@@ -478,7 +482,7 @@ int as_prune_cmd_tokens(int argc, char **argv) {
             report = optarg;
             break;
         case 'p':
-            lambda_given |= set_param(&p, optarg);
+            given |= set_param(&p, optarg);
             break;
         case 'q':
             query = as_arg_int(optarg);
@@ -542,13 +546,13 @@ int as_prune_cmd_tokens(int argc, char **argv) {
             as_die("tokens: --keep-first and --gen must be >= 0");
         if (eo.keep_last == 0 || eo.keep_last < -1)
             as_die("tokens: --keep-last must be >= 1 (the last token predicts the next)");
-        as_prune_lm_defaults(m, &p, &importance, lambda_given);
+        as_prune_lm_defaults(m, &p, &importance, given);
         eo.e.method = m, eo.e.keep = keep, eo.e.params = p, eo.out = out;
         eo.e.importance = importance;
         eo.methods[0] = (struct variant){.m = m, .p = p, .importance = importance};
         snprintf(eo.methods[0].label, sizeof eo.methods[0].label, "%s", m->name);
         eo.keeps[0] = keep, eo.n_methods = eo.n_keeps = 1;
-        if (methods_arg) parse_methods(methods_arg, &eo, &base_p, base_imp, lambda_given);
+        if (methods_arg) parse_methods(methods_arg, &eo, &base_p, base_imp, given);
         if (keeps_arg) parse_keeps(keeps_arg, &eo);
         return engine_main(&eo);
     }
@@ -642,10 +646,11 @@ int as_prune_cmd_tokens(int argc, char **argv) {
         k32[i] = res.kept[i], json_array_append_new(kept, json_integer(res.kept[i]));
     json_object_set_new(rep, "kept", kept);
     json_object_set_new(rep, "params",
-                        json_pack("{s:f, s:i, s:f, s:i, s:f, s:f, s:i, s:I}", "lambda", p.lambda,
-                                  "parallel_k", p.parallel_k, "zip_ratio", p.zip_ratio, "n_pivots",
-                                  p.n_pivots, "alpha", p.alpha, "threshold", p.threshold,
-                                  "weighted", p.weighted, "seed", (json_int_t)p.seed));
+                        json_pack("{s:f, s:i, s:i, s:f, s:i, s:f, s:f, s:i, s:I}", "lambda",
+                                  p.lambda, "mmr_norm", p.mmr_norm, "parallel_k", p.parallel_k,
+                                  "zip_ratio", p.zip_ratio, "n_pivots", p.n_pivots, "alpha",
+                                  p.alpha, "threshold", p.threshold, "weighted", p.weighted, "seed",
+                                  (json_int_t)p.seed));
     char *rep_s = json_dumps(rep, JSON_COMPACT | JSON_REAL_PRECISION(12));
     json_decref(rep);
 
