@@ -378,6 +378,45 @@ AS_AI void SFX(tq1_rows2)(int K, const uint8_t *rp, const uint8_t *rq, const str
     }
 }
 
+/* Sherry, four rows per pass (rows r0 + j rb): a chunk pair's four activation vectors are loaded
+ * once for four rows, two accumulators per row (planes 0 + 2 and 1 + 3), and the four rows'
+ * sums are reduced together. */
+AS_AI void SFX(sherry_rows4)(int K, const uint8_t *r0, size_t rb, const struct as_act8 *a,
+                             const __m512i *T, int32_t *S, size_t pf) {
+    const int nb = K / 32, np = nb / 8, rem = 5 * (nb - 8 * np);
+    __m512i acc[8];
+    UNROLL for (int i = 0; i < 8; i++) acc[i] = _mm512_setzero_si512();
+    for (int i = 0; i <= np; i++) {
+        if (i == np && !rem) break;
+        const int n = i + 1 < np ? 64 : i < np ? 40 : rem; /* bytes readable at the pair */
+        __m512i x[4];
+        UNROLL for (int p = 0; p < 4; p++) x[p] =
+            _mm512_loadu_si512(a->qp + 256 * (size_t)i + 64 * p);
+        UNROLL for (int j = 0; j < 4; j++) {
+            const uint8_t *rp = r0 + rb * j + 40 * (size_t)i;
+            _mm_prefetch((const char *)(rp + pf), _MM_HINT_T0);
+            __m512i P[4];
+            SFX(sherry2_at)(rp, n, T, P);
+            UNROLL for (int p = 0; p < 4; p++) acc[2 * j + (p & 1)] =
+                _mm512_dpbusd_epi32(acc[2 * j + (p & 1)], P[p], x[p]);
+        }
+    }
+    __m512i s4[4];
+    UNROLL for (int j = 0; j < 4; j++) s4[j] = _mm512_add_epi32(acc[2 * j], acc[2 * j + 1]);
+    /* 128-bit lane j of u: row j's 4 partial sums */
+    const __m512i t0 = _mm512_add_epi32(_mm512_shuffle_i64x2(s4[0], s4[1], 0x44),
+                                        _mm512_shuffle_i64x2(s4[0], s4[1], 0xEE));
+    const __m512i t1 = _mm512_add_epi32(_mm512_shuffle_i64x2(s4[2], s4[3], 0x44),
+                                        _mm512_shuffle_i64x2(s4[2], s4[3], 0xEE));
+    __m512i u =
+        _mm512_add_epi32(_mm512_shuffle_i64x2(t0, t1, 0x88), _mm512_shuffle_i64x2(t0, t1, 0xDD));
+    u = _mm512_add_epi32(u, _mm512_shuffle_epi32(u, (_MM_PERM_ENUM)0x4E));
+    u = _mm512_add_epi32(u, _mm512_shuffle_epi32(u, (_MM_PERM_ENUM)0xB1));
+    int32_t out[16];
+    _mm512_storeu_si512(out, u);
+    UNROLL for (int j = 0; j < 4; j++) S[j] = out[4 * j];
+}
+
 /* pf: bytes from a row to the same place in a row further on, prefetched as we go: two rows read
  * in lockstep 1 KiB apart (K = 4096) defeated the hardware prefetcher (42 against 100 GMAC/s
  * streaming from memory); 16 rows ahead gave I2_S 110-130 GMAC/s at both 0.7B shapes. */
@@ -589,6 +628,13 @@ static void SFX(tern_gemm)(const struct as_tern_matrix *W, const struct as_act8 
     int r = r0;
 #ifdef AS_ZMM
     const size_t pfd = 16; /* prefetch 16 rows ahead: measured 2, 4, 8, 16 (docs/ternary.md) */
+    if (M == 1 && W->fmt == AS_TF_SHERRY)
+        for (; r + 3 < r1; r += 4) {
+            int32_t S4[4];
+            SFX(sherry_rows4)(W->K, W->data + (size_t)r * rb, rb, a, T, S4, pfd * rb);
+            for (int j = 0; j < 4; j++)
+                Y[r + j] = finish(W, rb, r + j, &S4[j], a);
+        }
     if (M == 1)
         for (; r + 1 < r1; r += 2) {
             const uint8_t *rp = W->data + (size_t)r * rb;
