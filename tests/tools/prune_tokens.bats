@@ -148,6 +148,9 @@ t = load_file(sys.argv[1]); del t["attention"]; del t["scores"]; save_file(t, sy
     run --separate-stderr as-prune tokens -i "$(T noattn.st)" --method fastv --keep 0.5 -o "$o"
     refused "as-prune: $(T noattn.st): method fastv needs attention or scores"
     [ ! -e "$o" ]
+    run --separate-stderr as-prune tokens -i "$(T rand.st)" --method idpruner --keep 0.5 --param mmr_norm=3 -o "$o"
+    refused "as-prune: $(T rand.st): method idpruner: bad parameters (parallel_k >= 1, n_pivots >= 0, zip_ratio in [0, 1], mmr_norm 0, 1 or 2)"
+    [ ! -e "$o" ]
     run --separate-stderr as-prune tokens -i "$(T rand.st)" --method nosuch --keep 0.5 -o "$o"
     refused "as-prune: tokens: unknown method 'nosuch' (as-prune tokens --help lists them)"
     [ ! -e "$o" ]
