@@ -84,6 +84,16 @@ fi
         "$B" decode "$th" "$TOKENS"
         echo
     done
+    # SHERRY / I2_S, the issue's ratio target: whole decode runs alternating 1 and 2 threads,
+    # RATIO_REPS (3) times (bench/results/ternary-ratio.txt has a run of this loop alone)
+    echo "## decode ratio SHERRY / I2_S, ${RATIO_REPS:-3} alternating runs"
+    for rep in $(seq "${RATIO_REPS:-3}"); do
+        for th in 1 2; do
+            echo "rep $rep threads $th load $(cut -d' ' -f1 /proc/loadavg): $("$B" decode "$th" "$TOKENS" |
+                awk '$1 == "I2_S" { i = $4 } $1 == "SHERRY" { s = $4 } END { printf "I2_S %.1f SHERRY %.1f ratio %.3f", i, s, s / i }')"
+        done
+    done
+    echo
     echo "## llama.cpp llama-bench tg$((16)) -p 0, synthetic 0.7B-shaped GGUF (load $(load))"
     printf '%-7s %9s %8s %12s %12s\n' type MB threads "tok/s wall" "tok/s cpu"
     for th in 1 2; do
