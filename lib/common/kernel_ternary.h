@@ -33,7 +33,8 @@ struct as_act8 {
     enum as_tern_fmt fmt;
     float d;         /* x ~ q * d */
     int8_t *q;       /* [K] natural order */
-    int8_t *qp;      /* [K] the format's plane order (natural in a tail of < 128) */
+    int8_t *qp;      /* the format's plane order (natural in a tail of < 128); TQ1_0: 448 bytes
+                      * per 256-block, each element once, the rest 0 (kernel_ternary.c plane_pos) */
     int32_t *sum32;  /* [K/32] sums of q over 32-blocks */
     int32_t *sum256; /* [K/256] sums over 256-blocks (K % 256 == 0) */
     int32_t total;   /* sum of q over the row */
