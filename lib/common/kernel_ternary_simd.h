@@ -417,6 +417,68 @@ AS_AI void SFX(sherry_rows4)(int K, const uint8_t *r0, size_t rb, const struct a
     UNROLL for (int j = 0; j < 4; j++) S[j] = out[4 * j];
 }
 
+/* Four rows' sums, acc[2 j] + acc[2 j + 1] for row j, reduced together. */
+AS_AI void SFX(reduce4)(const __m512i *acc, int32_t *S) {
+    __m512i s4[4];
+    UNROLL for (int j = 0; j < 4; j++) s4[j] = _mm512_add_epi32(acc[2 * j], acc[2 * j + 1]);
+    /* 128-bit lane j of u: row j's 4 partial sums */
+    const __m512i t0 = _mm512_add_epi32(_mm512_shuffle_i64x2(s4[0], s4[1], 0x44),
+                                        _mm512_shuffle_i64x2(s4[0], s4[1], 0xEE));
+    const __m512i t1 = _mm512_add_epi32(_mm512_shuffle_i64x2(s4[2], s4[3], 0x44),
+                                        _mm512_shuffle_i64x2(s4[2], s4[3], 0xEE));
+    __m512i u =
+        _mm512_add_epi32(_mm512_shuffle_i64x2(t0, t1, 0x88), _mm512_shuffle_i64x2(t0, t1, 0xDD));
+    u = _mm512_add_epi32(u, _mm512_shuffle_epi32(u, (_MM_PERM_ENUM)0x4E));
+    u = _mm512_add_epi32(u, _mm512_shuffle_epi32(u, (_MM_PERM_ENUM)0xB1));
+    int32_t out[16];
+    _mm512_storeu_si512(out, u);
+    UNROLL for (int j = 0; j < 4; j++) S[j] = out[4 * j];
+}
+
+/* TQ1_0, four rows per pass (tq1_rows2's sums; each block's activations loaded once for four
+ * rows, the four rows' block sums reduced together). */
+AS_AI void SFX(tq1_rows4)(int K, const uint8_t *r0, size_t rb, const struct as_act8 *a, int32_t *S,
+                          int nsb, size_t pf) {
+    const size_t bb = sizeof(as_block_tq1_0);
+    const __m512i shl3 = _mm512_set1_epi64(0x0000000102040810ll);
+    const __mmask64 hi = 0xFFFFFFFF00000000ull;
+    for (int b = 0; b < K / 256; b++) {
+        __m512i d[4], e[4];
+        UNROLL for (int j = 0; j < 4; j++) {
+            d[j] = e[j] = _mm512_setzero_si512();
+            _mm_prefetch((const char *)(r0 + rb * j + pf + bb * b), _MM_HINT_T0);
+        }
+        UNROLL for (int u = 0; u < 2; u++) {
+            const size_t o = bb * b + (u ? bb - 32 : 0);
+            const int8_t *x = a->qp + 448 * (size_t)b + 224 * u;
+            __m512i Y[4];
+            UNROLL for (int j = 0; j < 4; j++) {
+                const __m512i U =
+                    _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(r0 + rb * j + o)));
+                Y[j] = _mm512_mask_add_epi8(U, hi, U, _mm512_add_epi8(U, U));
+            }
+            UNROLL for (int i = 0; i < 3; i++) {
+                const __m512i xe = _mm512_loadu_si512(x + 64 * i);
+                const __m512i xd = _mm512_loadu_si512(x + 32 + 64 * i);
+                UNROLL for (int j = 0; j < 4; j++) {
+                    if (i)
+                        Y[j] = _mm512_add_epi8(Y[j], _mm512_gf2p8affine_epi64_epi8(Y[j], shl3, 0));
+                    d[j] = _mm512_dpbusd_epi32(d[j], Y[j], xd);
+                    e[j] = _mm512_dpbusd_epi32(e[j], Y[j], xe);
+                }
+            }
+        }
+        __m512i v[8];
+        UNROLL for (int j = 0; j < 4; j++) {
+            v[2 * j] = _mm512_sub_epi32(_mm512_add_epi32(d[j], _mm512_add_epi32(d[j], d[j])), e[j]);
+            v[2 * j + 1] = _mm512_setzero_si512();
+        }
+        int32_t s4[4];
+        SFX(reduce4)(v, s4);
+        UNROLL for (int j = 0; j < 4; j++) S[j * nsb + b] = s4[j] / 256; /* exact */
+    }
+}
+
 /* pf: bytes from a row to the same place in a row further on, prefetched as we go: two rows read
  * in lockstep 1 KiB apart (K = 4096) defeated the hardware prefetcher (42 against 100 GMAC/s
  * streaming from memory); 16 rows ahead gave I2_S 110-130 GMAC/s at both 0.7B shapes. */
@@ -634,6 +696,12 @@ static void SFX(tern_gemm)(const struct as_tern_matrix *W, const struct as_act8 
             SFX(sherry_rows4)(W->K, W->data + (size_t)r * rb, rb, a, T, S4, pfd * rb);
             for (int j = 0; j < 4; j++)
                 Y[r + j] = finish(W, rb, r + j, &S4[j], a);
+        }
+    if (M == 1 && W->fmt == AS_TF_TQ1_0)
+        for (; r + 3 < r1; r += 4) {
+            SFX(tq1_rows4)(W->K, W->data + (size_t)r * rb, rb, a, S, nsb, pfd * rb);
+            for (int j = 0; j < 4; j++)
+                Y[r + j] = SFX(finish)(W, rb, r + j, S + j * nsb, a);
         }
     if (M == 1)
         for (; r + 1 < r1; r += 2) {
