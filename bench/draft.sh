@@ -11,11 +11,18 @@
 #   MODEL           an imported SmolLM2 directory to use instead of importing one into WORK
 #   DATA (regen)    regen: the target's own answers (as-gen, greedy and T = 0.7 alternating, on
 #                   12-word openings of Emma and wikitext paragraphs, REGEN_N tokens each), the
-#                   data Eagle3 trains on; plain: windows of the Emma + wikitext text itself
+#                   data Eagle3 trains on; chat: the same openings as user messages ("Continue
+#                   the following text: ..." / "What is this passage about? ...", alternating)
+#                   answered through the model's chat template (as-gen --chat), the conversation
+#                   kept whole (template, question, answer, end-of-turn); plain: windows of the
+#                   Emma + wikitext text itself
+#   EVAL_STYLES     held-out prompt styles measured: plain (continuations) and/or chat (the
+#                   openings as "Continue the following text:" user messages through the chat
+#                   template); default chat for DATA=chat, plain otherwise
 #   REGEN_PROMPTS (800: all of them), REGEN_N (80), PLAIN_BYTES (64000)
 #   STEPS (3000)    optimizer steps in all, BATCH (8) windows of WINDOW (64) tokens each, TTT 7
 #   MINUTES (60)    wall-clock budget of this run's training (it resumes next run)
-#   VD (4096), LR (3e-3), N (64: prompt + generated tokens), THREADS (2),
+#   VD (4096), LR (3e-3), N (64: prompt + generated tokens; CHAT_N 128 for chat prompts), THREADS (2),
 #   PROMPTS (8: held-out prompts per domain), TABLE (1: measure the table after training)
 # Held-out prompts: 12-word openings of wiki.test.raw paragraphs after byte 800000 and of
 # Persuasion paragraphs (the training prompts come from Emma and the first 300 KB of wikitext).
@@ -36,9 +43,13 @@ VD=${VD:-4096}
 WINDOW=${WINDOW:-64}
 LR=${LR:-3e-3}
 N=${N:-64}
+CHAT_N=${CHAT_N:-128} # chat prompts are ~40-50 tokens with SmolLM2's system message
 THREADS=${THREADS:-2}
 PROMPTS=${PROMPTS:-8}
 TABLE=${TABLE:-1}
+EVAL_STYLES=${EVAL_STYLES:-$([ "$DATA" = chat ] && echo chat || echo plain)}
+# the regen draft keeps its historical names; other data get their own draft and checkpoint
+SUF=$([ "$DATA" = regen ] && echo "" || echo "-$DATA")
 export PATH="$(pwd)/$BINDIR:$(pwd)/.venv/bin:$PATH" AS_PROGRESS=0 OPENBLAS_NUM_THREADS=$THREADS
 mkdir -p "$WORK" bench/results
 M=${MODEL:-$WORK/smollm2}
@@ -62,6 +73,11 @@ wiki, austen = pick(w[800000:].split("\n"), n), pick(a.split("\n\n"), n)
 open(work + "/eval_wiki.txt", "w").write("\n".join(wiki) + "\n")
 open(work + "/eval_austen.txt", "w").write("\n".join(austen) + "\n")
 open(work + "/eval_select.txt", "w").write("\n".join(wiki[:3] + austen[:3]) + "\n")
+# the same held-out openings as chat questions (as-draft --chat renders them)
+ask = lambda x: "Continue the following text: " + x
+open(work + "/chat_eval_wiki.txt", "w").write("\n".join(map(ask, wiki)) + "\n")
+open(work + "/chat_eval_austen.txt", "w").write("\n".join(map(ask, austen)) + "\n")
+open(work + "/chat_eval_select.txt", "w").write("\n".join(map(ask, wiki[:3] + austen[:3])) + "\n")
 # training prompts (Emma and wiki alternating) and the plain-text set of the same sources
 tp = [x for pair in zip(pick(e.split("\n\n")), pick(w[:300000].split("\n"))) for x in pair]
 open(work + "/train_prompts.txt", "w").write("\n".join(tp) + "\n")
@@ -82,6 +98,26 @@ if [ "$DATA" = regen ]; then
         i=$((i + 1))
     done <"$WORK/train_prompts.txt"
     text=$WORK/regen.txt
+elif [ "$DATA" = chat ]; then
+    # the target's chat answers, one question at a time, resumable like regen; each record is the
+    # whole conversation as the model sees it, so the draft learns the template's tokens too
+    done_n=$(cat "$WORK/chat.done" 2>/dev/null || echo 0)
+    i=0
+    while IFS= read -r p && [ $i -lt "$REGEN_PROMPTS" ]; do
+        if [ $i -ge "$done_n" ]; then
+            t=0
+            [ $((i / 2 % 2)) = 1 ] && t=0.7
+            q="Continue the following text: $p"
+            [ $((i % 2)) = 1 ] && q="What is this passage about? $p"
+            {
+                as-gen -m "$M" --chat --chat-render -p "$q"
+                printf '%s<|im_end|>\n' "$(as-gen -m "$M" --chat -p "$q" -n "$((REGEN_N + 64))" --temp $t --seed $i)"
+            } >>"$WORK/chat.txt"
+            echo $((i + 1)) >"$WORK/chat.done"
+        fi
+        i=$((i + 1))
+    done <"$WORK/train_prompts.txt"
+    text=$WORK/chat.txt
 else
     text=$WORK/plain.txt
 fi
@@ -92,27 +128,33 @@ fi
         >"$WORK/$DATA.dump.json"
 # training: resumable (-c), the draft kept by AL on eval_select (k = 2), timeout ends this run's
 # share; a killed run loses at most 10 steps
-timeout $((MINUTES * 60)) as-draft train -m "$M" -o "$WORK/draft" --dump "$WORK/$DATA.dump" \
-    -e "$WORK/eval_select.txt" --batch "$BATCH" --steps "$STEPS" --warmup 10 --lr "$LR" \
-    --eval-every 25 --save-every 5 -k 2 --eval-steps 40 -c "$WORK/train.ck" \
-    >>"$WORK/train.log" || true
-cp "$WORK/train.log" bench/results/draft-train.log
-[ -d "$WORK/draft" ] || { echo "no draft yet (training has not reached an evaluation)"; exit 1; }
+# (the selection prompts in the data's own style: chat questions for DATA=chat)
+SEL=(-e "$WORK/eval_select.txt" --eval-steps 40)
+[ "$DATA" = chat ] && SEL=(-e "$WORK/chat_eval_select.txt" --chat --eval-steps "$((CHAT_N - 24))")
+timeout $((MINUTES * 60)) as-draft train -m "$M" -o "$WORK/draft$SUF" --dump "$WORK/$DATA.dump" \
+    "${SEL[@]}" --batch "$BATCH" --steps "$STEPS" --warmup 10 --lr "$LR" \
+    --eval-every 25 --save-every 5 -k 2 -c "$WORK/train$SUF.ck" \
+    >>"$WORK/train$SUF.log" || true
+cp "$WORK/train$SUF.log" "bench/results/draft$SUF-train.log"
+[ -d "$WORK/draft$SUF" ] || { echo "no draft yet (training has not reached an evaluation)"; exit 1; }
 [ "$TABLE" = 1 ] || exit 0
-out=bench/results/draft.txt
+out=bench/results/draft$SUF.txt
 {
     echo "# SmolLM2-135M-Instruct + Eagle3 draft (as-draft), $(date -u +%F), $THREADS threads"
     echo "# data: $DATA, $(jq -r .tokens "$WORK/$DATA.dump.json") tokens in the dump"
-    echo "# training: $(jq -s -r '[.[] | select(.loss)] | last | "\(.step) steps of \(.tokens / .step) tokens, \(.tokens) tokens seen, \(.wall_s) s wall"' "$WORK/train.log")"
-    echo "# best AL during training (k=2, selection prompts): $(jq -s -r '[.[] | select(.al) | .al] | max' "$WORK/train.log")"
-    printf '%-7s %-5s %-2s %-6s %-28s %-9s %-9s %-8s %s\n' domain temp k AL accept_pos \
+    echo "# training: $(jq -s -r '[.[] | select(.loss)] | last | "\(.step) steps of \(.tokens / .step) tokens, \(.tokens) tokens seen, \(.wall_s) s wall"' "$WORK/train$SUF.log")"
+    echo "# best AL during training (k=2, selection prompts): $(jq -s -r '[.[] | select(.al) | .al] | max' "$WORK/train$SUF.log")"
+    printf '%-12s %-5s %-2s %-6s %-28s %-9s %-9s %-8s %s\n' domain temp k AL accept_pos \
         tok/s plain speedup identical
+    for style in $EVAL_STYLES; do
+    P=eval_ CHAT=() n=$N
+    [ "$style" = chat ] && P=chat_eval_ CHAT=(--chat) n=$CHAT_N
     for dom in wiki austen; do
         for temp in 0 0.7; do
             for k in 1 2 3 4; do
-                r=$(nice -n -19 as-draft spec -m "$M" -d "$WORK/draft" -k $k \
-                    --temp $temp -P "$WORK/eval_$dom.txt" -n $N | jq -c 'select(.summary)')
-                printf '%-7s %-5s %-2s %-6s %-28s %-9s %-9s %-8s %s\n' $dom $temp $k \
+                r=$(nice -n -19 as-draft spec -m "$M" -d "$WORK/draft$SUF" -k $k "${CHAT[@]}" \
+                    --temp $temp -P "$WORK/$P$dom.txt" -n $n | jq -c 'select(.summary)')
+                printf '%-12s %-5s %-2s %-6s %-28s %-9s %-9s %-8s %s\n' "$dom${CHAT:+-chat}" $temp $k \
                     "$(jq -r '.al * 1000 | round / 1000' <<<"$r")" \
                     "$(jq -c '[.accept_pos[] * 100 | round / 100]' <<<"$r")" \
                     "$(jq -r '.tok_s | round' <<<"$r")" "$(jq -r '.plain_tok_s | round' <<<"$r")" \
@@ -120,5 +162,6 @@ out=bench/results/draft.txt
                     "$(jq -r '"\(.identical)/\(.prompts)"' <<<"$r")"
             done
         done
+    done
     done
 } | tee "$out"
