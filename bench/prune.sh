@@ -11,6 +11,8 @@
 # Prints the tables and keeps them (with the raw JSON lines) in bench/results/prune.*.
 #   N_TEXT=12 N_PASSKEY=12 CTX_WORDS=500 LAYER=2 METHODS=... KEEPS=0.5,0.25,0.1 bench/prune.sh
 # TAG=.x writes bench/results/prune.x.*; PARAMS="--param lambda=0.8" passes strategy parameters.
+# Rows: idpruner = the language-model default (recv, mmr_norm 1, lambda 0.875), idpruner:lambda=0.8
+# (the needle setting), idpruner:mmr_norm=0:lambda=0.8 (the previous default), idpruner-paper.
 # SETS="text passkey" (default) runs both sets; SETS=text and SETS=passkey can run side by side
 # (one core each), then SETS= only prints the tables from the kept raw lines.
 set -euo pipefail
@@ -25,7 +27,7 @@ TAG=${TAG:-}
 PARAMS=${PARAMS:-}
 LAYER=${LAYER:-2}
 KEEPS=${KEEPS:-0.5,0.25,0.1}
-METHODS=${METHODS:-random,idpruner,idpruner-paper,fastv,divprune,visionzip,dart,scope,vispruner,samp,atome,fastadasp}
+METHODS=${METHODS:-random,idpruner,idpruner:lambda=0.8,idpruner:mmr_norm=0:lambda=0.8,idpruner-paper,fastv,divprune,visionzip,dart,scope,vispruner,samp,atome,fastadasp}
 GEN=${GEN:-8}
 OUT=bench/results
 TMP=${TMPDIR:-/tmp}/as-bench-prune.$$
