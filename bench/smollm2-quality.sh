@@ -54,9 +54,8 @@ awq_row() { # bits group label [gptq]
     local b=$1 g=$2 label=$3 extra=()
     if [ "${4:-}" = gptq ]; then
         "$BIN/as-awq" -m "$W/model" -b "$b" -g "$g" -e scaled < "$W/calib.stream" > "$W/a.stream" 2>/dev/null
+        # as-gptq passes the scaled norms of a.stream through to q.stream (same bytes)
         "$BIN/as-gptq" -b "$b" -g "$g" --asym --act-order < "$W/a.stream" > "$W/q.stream"
-        "$BIN/as-cat" -n 'layernorm|v_proj\.bias' "$W/a.stream" > "$W/norms.stream"
-        extra=("$W/norms.stream")
     else
         "$BIN/as-awq" -m "$W/model" -b "$b" -g "$g" -e quantized < "$W/calib.stream" > "$W/q.stream" 2>/dev/null
     fi
