@@ -99,6 +99,16 @@ static void tile_scalar(const struct as_attn_args *a, struct scratch *w, const f
     }
 }
 
+static double exp_row_scalar(float *x, int n) {
+    float mx = x[0];
+    for (int j = 1; j < n; j++)
+        mx = x[j] > mx ? x[j] : mx;
+    double sum = 0;
+    for (int j = 0; j < n; j++)
+        sum += (x[j] = expf(x[j] - mx));
+    return sum;
+}
+
 /* ---- AVX2 + FMA ------------------------------------------------------------------------------ */
 #ifdef HAVE_X86
 #define AVX2 __attribute__((target("avx2,fma")))
@@ -266,9 +276,36 @@ AVX2 static void tile_avx2(const struct as_attn_args *a, struct scratch *w, cons
         }
     }
 }
+
+AVX2 static double exp_row_avx2(float *x, int n) {
+    int n8 = n & ~7;
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    for (int j = 0; j < n8; j += 8)
+        mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + j));
+    float mx = hmax(mv);
+    for (int j = n8; j < n; j++)
+        mx = x[j] > mx ? x[j] : mx;
+    const __m256 m = _mm256_set1_ps(mx);
+    __m256 sv = _mm256_setzero_ps();
+    for (int j = 0; j < n8; j += 8) {
+        __m256 e = exp_v(_mm256_sub_ps(_mm256_loadu_ps(x + j), m));
+        _mm256_storeu_ps(x + j, e), sv = _mm256_add_ps(sv, e);
+    }
+    double sum = hsum(sv);
+    for (int j = n8; j < n; j++)
+        sum += (x[j] = expf(x[j] - mx));
+    return sum;
+}
 #endif
 
 /* ---- driver --------------------------------------------------------------------------------- */
+
+double as_attn_exp_row(float *x, int n) {
+#ifdef HAVE_X86
+    if (as_attn_impl != AS_ATTN_SCALAR && as_attn_have_avx2()) return exp_row_avx2(x, n);
+#endif
+    return exp_row_scalar(x, n);
+}
 
 static int use_avx2(const struct as_attn_args *a) {
 #ifdef HAVE_X86

@@ -49,6 +49,10 @@ void as_attn_part(const struct as_attn_args *a, int part, int n);
 int as_attn_check(const struct as_attn_args *a);
 int as_attn(const struct as_attn_args *a);
 
+/* x[j] = e^(x[j] - max x) for j < n, in place; returns the sum (n >= 1). The selectors' row
+ * softmax (XAttention's antidiagonal rows): the same exp as the kernel under as_attn_impl. */
+double as_attn_exp_row(float *x, int n);
+
 /* Kept / causal (query block, key block) pairs of head h over the first L tokens (the density
  * of the reference doc: causal blocks nqb(nqb+1)/2). */
 double as_block_mask_density(const struct as_block_mask *m, int h, int L);
