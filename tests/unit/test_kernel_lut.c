@@ -1,0 +1,179 @@
+/* test_kernel_lut: the table-lookup GEMV (kernel_lut.c) against kernel_ternary's scalar reference.
+ *
+ * For SHERRY and TQ1_0, the LUT GEMV (scalar and AVX-512, where the CPU has it) must equal
+ * as_tern_gemv(AS_ISA_REF) bit for bit: on random codes and activations; on every pattern at every
+ * group position; on the largest sums (every group at +1 +1 +1 against activations all +127, and
+ * -1 -1 -1 against all -128 for SHERRY, which as_act8_quantize never makes but the int16 bound
+ * holds for: 84 groups of 384 per segment; TQ1_0's block bound is 256 * 127); on an all-zero token
+ * (d = 0); for N that leave a partial tile (1, 31, 33, 100) and rows split at places that are
+ * not tile boundaries, as threads split them; and K from 32 to 4096 (SHERRY tails of 1 and 2
+ * groups past a triple, more than one int16 segment). The two table builds (scalar, vpdpbusd)
+ * give the same tables. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dtype.h"
+#include "kernel_lut.h"
+#include "kernel_ternary.h"
+#include "pack_ternary.h"
+
+static uint64_t rs = 0x13198A2E03707344ull;
+static uint32_t rnd(void) {
+    rs ^= rs << 13;
+    rs ^= rs >> 7;
+    rs ^= rs << 17;
+    return (uint32_t)(rs >> 11);
+}
+static float urand(void) {
+    return (float)(rnd() % 2000001) / 1000000.0f - 1.0f;
+}
+
+enum wfill { W_RANDOM, W_ALL_PATTERNS, W_TOP };
+
+/* Codes [N,K] of format f, packed. W_ALL_PATTERNS: SHERRY group g of row r is pattern
+ * (r + 7 g) % 32, TQ1_0 trits count up through all 27 triples; W_TOP: even rows +1 everywhere but
+ * the first lane of a quad, odd rows -1 (TQ1_0: all +1, all -1). */
+static uint8_t *make_packed(enum as_tern_fmt f, int N, int K, enum wfill fill) {
+    uint8_t *c = malloc((size_t)N * K);
+    for (int r = 0; r < N; r++)
+        for (int k = 0; k < K; k++) {
+            uint8_t *q = c + (size_t)r * K + k;
+            if (f == AS_TF_SHERRY && k % 4 == 0) {
+                int pat = fill == W_RANDOM         ? (int)(rnd() % 32)
+                          : fill == W_ALL_PATTERNS ? (r + 7 * (k / 4)) % 32
+                                                   : (r % 2 ? 16 : 0);
+                for (int p = 0; p < 4; p++)
+                    q[p] = as_sherry_codebook[pat] >> (2 * p) & 3;
+            } else if (f == AS_TF_TQ1_0) {
+                static const int pow3[3] = {1, 3, 9};
+                const int pat = (r + k / 3) % 27; /* group k / 3 of row r */
+                *q = fill == W_RANDOM         ? (uint8_t)(rnd() % 3)
+                     : fill == W_ALL_PATTERNS ? (uint8_t)(pat / pow3[k % 3] % 3)
+                                              : (uint8_t)(r % 2 ? 0 : 2);
+            }
+        }
+    size_t ns = as_tern_scale_count(f, N, K);
+    float *s = malloc(ns * 4);
+    for (size_t i = 0; i < ns; i++)
+        s[i] = as_f16_to_f32(as_f32_to_f16(0.01f + 0.05f * fabsf(urand())));
+    uint8_t *p = malloc(as_tern_packed_bytes(f, N, K));
+    assert_int_equal(as_tern_pack(f, "t", N, K, c, s, p), 0);
+    free(c);
+    free(s);
+    return p;
+}
+
+enum xfill { X_RANDOM, X_PLUS, X_MINUS128, X_ZERO };
+
+static void make_act(struct as_act8 *a, enum as_tern_fmt f, int K, enum xfill xk) {
+    float *x = malloc((size_t)K * 4);
+    for (int k = 0; k < K; k++)
+        x[k] = xk == X_RANDOM ? urand() : xk == X_ZERO ? 0.0f : 2.5f;
+    as_act8_init(a, f, K);
+    as_act8_quantize(a, x); /* X_PLUS: every q = +127 */
+    if (xk == X_MINUS128) { /* beyond the quantizer's range: the int16 bound's worst case */
+        memset(a->q, 0x80, (size_t)K);
+        a->total = -128 * K;
+        for (int b = 0; b < K / 256; b++)
+            a->sum256[b] = -128 * 256;
+    }
+    free(x);
+}
+
+static void check(enum as_tern_fmt f, int N, int K, enum wfill wf, enum xfill xk) {
+    uint8_t *p = make_packed(f, N, K, wf);
+    struct as_tern_matrix W = {f, N, K, p};
+    struct as_act8 a;
+    make_act(&a, f, K, xk);
+    float *yr = malloc((size_t)N * 4), *y = malloc((size_t)N * 4);
+    as_tern_gemv(AS_ISA_REF, &W, &a, yr, 0, N);
+    struct as_lut_matrix L;
+    as_lut_repack(&W, &L);
+    struct as_lut_act t, t2;
+    as_lut_act_init(&t, f, K);
+    as_lut_act_init(&t2, f, K);
+    as_lut_act_build(AS_ISA_REF, &t, &a);
+    const int splits[][2] = {{0, N}, {0, N / 3}, {N / 3, N - N / 5}, {N - N / 5, N}};
+    for (int isa = AS_ISA_REF; isa < AS_ISA_COUNT; isa++) {
+        if (!as_kernel_isa_supported(isa)) continue;
+        as_lut_act_build(isa, &t2, &a);
+        assert_memory_equal(t.T, t2.T, (size_t)t.groups * 64);
+        memset(y, 0xAB, (size_t)N * 4);
+        for (size_t s = 1; s < 4; s++) /* three calls over the rows, as threads */
+            as_lut_gemv(isa, &L, &t2, y, splits[s][0], splits[s][1]);
+        if (memcmp(yr, y, (size_t)N * 4)) {
+            for (int r = 0; r < N; r++)
+                if (memcmp(&yr[r], &y[r], 4)) {
+                    fprintf(stderr, "%s LUT %s N=%d K=%d fill %d/%d row %d: %.9g vs ref %.9g\n",
+                            as_isa_names[isa], as_tern_layouts[f].name, N, K, wf, xk, r, y[r],
+                            yr[r]);
+                    break;
+                }
+            fail();
+        }
+        memset(y, 0xAB, (size_t)N * 4);
+        as_lut_gemv(isa, &L, &t2, y, splits[0][0], splits[0][1]);
+        assert_memory_equal(yr, y, (size_t)N * 4);
+    }
+    as_lut_act_free(&t);
+    as_lut_act_free(&t2);
+    as_lut_free(&L);
+    as_act8_free(&a);
+    free(yr), free(y), free(p);
+}
+
+static void test_random(void **state) {
+    (void)state;
+    const int Ns[] = {1,   31,  32, 33,
+                      100, 160, 300}; /* 300: a split starting inside a block of 4 tiles */
+    for (size_t i = 0; i < sizeof Ns / sizeof *Ns; i++) {
+        for (int K = 32; K <= 608; K += 32)
+            check(AS_TF_SHERRY, Ns[i], K, W_RANDOM, X_RANDOM);
+        check(AS_TF_SHERRY, Ns[i], 1536, W_RANDOM, X_RANDOM);
+        check(AS_TF_SHERRY, Ns[i], 4096, W_RANDOM, X_RANDOM);
+        for (int K = 256; K <= 1536; K += 256)
+            check(AS_TF_TQ1_0, Ns[i], K, W_RANDOM, X_RANDOM);
+        check(AS_TF_TQ1_0, Ns[i], 4096, W_RANDOM, X_RANDOM);
+    }
+}
+
+static void test_patterns(void **state) {
+    (void)state;
+    for (int xk = X_RANDOM; xk <= X_ZERO; xk++) {
+        check(AS_TF_SHERRY, 64, 1536, W_ALL_PATTERNS, xk);
+        check(AS_TF_SHERRY, 33, 96, W_ALL_PATTERNS, xk);
+        check(AS_TF_TQ1_0, 64, 1536, W_ALL_PATTERNS, xk);
+        check(AS_TF_TQ1_0, 33, 256, W_ALL_PATTERNS, xk);
+    }
+}
+
+static void test_extremes(void **state) {
+    (void)state;
+    for (int xk = X_PLUS; xk <= X_ZERO; xk++) {
+        check(AS_TF_SHERRY, 70, 4096, W_TOP, xk);
+        check(AS_TF_SHERRY, 4, 352, W_TOP, xk); /* 88 groups: two segments, the second short */
+        /* TQ1_0's block sum is 256 * 127 at most; 256 * 128 would not fit int16 (kernel_lut.h:
+         * activations in the quantizer's range -127..127) */
+        if (xk != X_MINUS128) check(AS_TF_TQ1_0, 70, 4096, W_TOP, xk);
+    }
+}
+
+int main(void) {
+    for (int i = 0; i < AS_ISA_COUNT; i++)
+        printf("# kernel ISA %s: %s\n", as_isa_names[i],
+               as_kernel_isa_supported(i) ? "compared" : "not on this CPU");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_random),
+        cmocka_unit_test(test_patterns),
+        cmocka_unit_test(test_extremes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
