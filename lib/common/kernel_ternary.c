@@ -118,8 +118,11 @@ void as_act8_init(struct as_act8 *a, enum as_tern_fmt f, int K) {
     a->qp = aligned_alloc(64, qp_bytes(f, K));
     a->sum32 = as_xcalloc((size_t)K / 32 + 1, sizeof *a->sum32);
     a->sum256 = as_xcalloc((size_t)K / 256 + 1, sizeof *a->sum256);
+    a->pos = as_xmalloc(((size_t)K + 1) * sizeof *a->pos);
     if (!a->q || !a->qp) as_die("out of memory (activations of %d)", K);
     memset(a->qp, 0, qp_bytes(f, K));
+    for (int k = 0; k < K; k++)
+        a->pos[k] = plane_pos(f, k, K);
 }
 
 void as_act8_free(struct as_act8 *a) {
@@ -127,10 +130,11 @@ void as_act8_free(struct as_act8 *a) {
     free(a->qp);
     free(a->sum32);
     free(a->sum256);
+    free(a->pos);
     memset(a, 0, sizeof *a);
 }
 
-void as_act8_quantize(struct as_act8 *a, const float *x) {
+static void act8_quantize_ref(struct as_act8 *a, const float *x) {
     const int K = a->K;
     float amax = 0.0f;
     for (int k = 0; k < K; k++)
@@ -149,6 +153,63 @@ void as_act8_quantize(struct as_act8 *a, const float *x) {
         a->sum256[k / 256] += q;
         a->total += q;
     }
+}
+
+/* The reference's float operations on 16 lanes: max_ps(|x|, acc) keeps acc where |x| is NaN, as
+ * fmaxf does; roundscale rounds half to even, as nearbyintf in the default mode; min_ps(v, 127)
+ * gives 127 for a NaN v, as fminf(127, v). Then the int8 bytes are summed and scattered into
+ * plane order by a->pos. The scalar quantizer (nearbyintf is a libm call, plane_pos a switch per
+ * element) took 11 us per 1536 activations: a quarter of a 0.7B decode token. */
+__attribute__((target("avx2,avx512f,avx512bw,avx512vl"))) static void
+act8_quantize512(struct as_act8 *a, const float *x) {
+    const int K = a->K;
+    __m512 m = _mm512_setzero_ps();
+    for (int k = 0; k < K; k += 16) {
+        const __mmask16 in = K - k >= 16 ? 0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+        m = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(in, x + k)), m);
+    }
+    const float amax = fmaxf(0.0f, _mm512_reduce_max_ps(m));
+    const float s = amax > 0.0f ? 127.0f / amax : 0.0f;
+    a->d = amax / 127.0f;
+    const __m512 vs = _mm512_set1_ps(s), hi = _mm512_set1_ps(127.0f), lo = _mm512_set1_ps(-127.0f);
+    for (int k = 0; k < K; k += 16) {
+        const __mmask16 in = K - k >= 16 ? 0xFFFF : (__mmask16)((1u << (K - k)) - 1);
+        const __m512 v = _mm512_roundscale_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(in, x + k), vs),
+                                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const __m512i q = _mm512_cvttps_epi32(_mm512_max_ps(_mm512_min_ps(v, hi), lo));
+        _mm_mask_storeu_epi8(a->q + k, in, _mm512_cvtepi32_epi8(q));
+    }
+    memset(a->sum32, 0, ((size_t)K / 32 + 1) * sizeof *a->sum32);
+    memset(a->sum256, 0, ((size_t)K / 256 + 1) * sizeof *a->sum256);
+    a->total = 0;
+    int k = 0;
+    for (; k + 32 <= K; k += 32) {
+        const __m512i w = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(a->q + k)));
+        const int32_t s32 = _mm512_reduce_add_epi32(_mm512_madd_epi16(w, _mm512_set1_epi16(1)));
+        a->sum32[k / 32] = s32;
+        a->sum256[k / 256] += s32;
+        a->total += s32;
+    }
+    for (; k < K; k++) {
+        a->sum32[k / 32] += a->q[k];
+        a->sum256[k / 256] += a->q[k];
+        a->total += a->q[k];
+    }
+    for (k = 0; k < K; k++)
+        a->qp[a->pos[k]] = a->q[k];
+}
+
+void as_act8_quantize_isa(enum as_isa isa, struct as_act8 *a, const float *x) {
+    if (isa == AS_ISA_AVX512)
+        act8_quantize512(a, x);
+    else
+        act8_quantize_ref(a, x);
+}
+
+void as_act8_quantize(struct as_act8 *a, const float *x) {
+    static int isa = -1; /* cpuid once; a racing first call writes the same value */
+    if (isa < 0) isa = (int)as_kernel_isa_best();
+    as_act8_quantize_isa((enum as_isa)isa, a, x);
 }
 
 /* ---- the shared finish: integer sums to the output float, the same for every ISA ---- */

@@ -38,11 +38,14 @@ struct as_act8 {
     int32_t *sum32;  /* [K/32] sums of q over 32-blocks */
     int32_t *sum256; /* [K/256] sums over 256-blocks (K % 256 == 0) */
     int32_t total;   /* sum of q over the row */
+    int32_t *pos;    /* [K] where element k goes in qp */
 };
 void as_act8_init(struct as_act8 *a, enum as_tern_fmt f, int K);
 void as_act8_free(struct as_act8 *a);
-/* Quantize x [K] into a (per-token absmax; an all-zero x gives d = 0, q = 0). */
+/* Quantize x [K] into a (per-token absmax; an all-zero x gives d = 0, q = 0), with the best ISA's
+ * quantizer; every ISA's gives the same bytes and sums. */
 void as_act8_quantize(struct as_act8 *a, const float *x);
+void as_act8_quantize_isa(enum as_isa isa, struct as_act8 *a, const float *x);
 
 /* A packed weight matrix: N rows of as_tern_row_bytes(fmt, K) bytes, then its scales (as
  * as_tern_pack writes them). */

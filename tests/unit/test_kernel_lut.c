@@ -8,7 +8,9 @@
  * (d = 0); for N that leave a partial tile (1, 31, 33, 100) and rows split at places that are
  * not tile boundaries, as threads split them; and K from 32 to 4096 (SHERRY tails of 1 and 2
  * groups past a triple, more than one int16 segment). The two table builds (scalar, vpdpbusd)
- * give the same tables. */
+ * give the same tables. The AVX-512 activation quantizer (kernel_ternary.c) gives the scalar
+ * one's bytes, plane order and sums, on ties (x * 127 / amax = n + 0.5), NaN, infinities, zeros
+ * and K with a partial last 16 / 32 / 256. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -166,6 +168,47 @@ static void test_extremes(void **state) {
     }
 }
 
+static void check_quantize(enum as_tern_fmt f, int K, const float *x) {
+    struct as_act8 r, v;
+    as_act8_init(&r, f, K);
+    as_act8_init(&v, f, K);
+    as_act8_quantize_isa(AS_ISA_REF, &r, x);
+    as_act8_quantize_isa(AS_ISA_AVX512, &v, x);
+    const size_t qp = f == AS_TF_TQ1_0
+                          ? ((size_t)K + 255) / 256 * 448 + 64
+                          : ((size_t)K + 255) / 256 * 256; /* kernel_ternary qp_bytes */
+    assert_memory_equal(&r.d, &v.d, sizeof r.d);
+    assert_memory_equal(r.q, v.q, (size_t)K);
+    assert_memory_equal(r.qp, v.qp, qp);
+    assert_memory_equal(r.sum32, v.sum32, ((size_t)K / 32 + 1) * 4);
+    assert_memory_equal(r.sum256, v.sum256, ((size_t)K / 256 + 1) * 4);
+    assert_int_equal(r.total, v.total);
+    as_act8_free(&r);
+    as_act8_free(&v);
+}
+
+static void test_quantize(void **state) {
+    (void)state;
+    if (!as_kernel_isa_supported(AS_ISA_AVX512)) skip();
+    const int Ks[] = {32, 96, 100, 256, 576, 1536, 4000, 4096};
+    float *x = malloc(4096 * 4);
+    for (int f = 0; f < AS_TF_COUNT; f++)
+        for (size_t i = 0; i < sizeof Ks / sizeof *Ks; i++) {
+            const int K = Ks[i];
+            for (int kind = 0; kind < 5; kind++) {
+                for (int k = 0; k < K; k++)
+                    x[k] = kind == 0   ? urand() * 3.0f
+                           : kind == 1 ? (float)(k % 255 - 127) + 0.5f * (k % 3 == 0) /* ties */
+                           : kind == 2 ? 0.0f
+                           : kind == 3 ? (k % 7 ? urand() : NAN)
+                                       : (k % 11 ? urand() : (k % 2 ? INFINITY : -INFINITY));
+                if (kind == 1) x[K / 2] = 127.0f; /* amax 127: scale 1, the .5 stay ties */
+                check_quantize((enum as_tern_fmt)f, K, x);
+            }
+        }
+    free(x);
+}
+
 int main(void) {
     for (int i = 0; i < AS_ISA_COUNT; i++)
         printf("# kernel ISA %s: %s\n", as_isa_names[i],
@@ -174,6 +217,7 @@ int main(void) {
         cmocka_unit_test(test_random),
         cmocka_unit_test(test_patterns),
         cmocka_unit_test(test_extremes),
+        cmocka_unit_test(test_quantize),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
