@@ -2,8 +2,10 @@
 # Ternary / 2-bit packed kernels against the bf16 baseline and llama.cpp (docs/ternary.md), one run:
 #  - memory read bandwidth, 1 and 2 threads (bench_ternary bw)
 #  - GEMV per format on 0.7B-shaped layers (1536x1536, 4096x1536, 1536x4096) and SmolLM2-135M's
-#    (576x576, 192x576, 1536x576, 576x1536): time, GB/s of packed weights, GMAC/s, % of bandwidth
-#  - decode tokens/s of the linears of a synthetic 0.7B-shaped model, 1 and 2 threads, model MB
+#    (576x576, 192x576, 1536x576, 576x1536): time, GB/s of packed weights, GMAC/s, % of bandwidth;
+#    SHERRY-LUT / TQ1_0-LUT (kernel_lut.h) beside their formats, also against the format's bytes
+#  - decode tokens/s of the linears of a synthetic 0.7B-shaped model, 1 and 2 threads, model MB;
+#    then RATIO_REPS (3) whole decode runs per thread count: SHERRY and SHERRY-LUT over I2_S
 #  - llama.cpp's own TQ1_0 / TQ2_0 / Q4_0 (llama-bench tg, -p 0) on a synthetic 0.7B-shaped GGUF of
 #    the same shapes (bench/ternary_llama_model.py, SmolLM2's tokenizer), file sizes
 #  - the engine's decode (as-gen) of SmolLM2-135M packed SHERRY / SEQ2, kernels against the
@@ -11,7 +13,9 @@
 # The machine is shared: our numbers are per-thread CPU time (the busiest thread), llama-bench's
 # are wall time (its own report) and CPU time (tokens x threads / CPU seconds of the process, from
 # /usr/bin/time, warm-up and load included); the load average is printed with each part.
-# Writes bench/results/ternary.txt. TOKENS (4) per decode run, LLREPS (2) llama-bench repetitions.
+# Writes OUT (bench/results/ternary.txt). TOKENS (4) per decode run, LLREPS (2) llama-bench
+# repetitions. KERNELS_ONLY=1: memory, GEMV, decode and the ratio runs alone (no llama.cpp, no
+# engine), e.g. KERNELS_ONLY=1 OUT=bench/results/ternary-lut.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build/rel}
@@ -19,14 +23,51 @@ BINDIR=${BINDIR:-bin}
 WORK=${WORK:-build/ternary}
 TOKENS=${TOKENS:-4}
 LLREPS=${LLREPS:-2}
+KERNELS_ONLY=${KERNELS_ONLY:-0}
+OUT=${OUT:-bench/results/ternary.txt}
 B=$BUILD/bench/bench_ternary
 [ -x "$B" ] || { echo "ternary.sh: $B missing (make all)" >&2; exit 1; }
+mkdir -p "$WORK" bench/results
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+
+kernels() {
+    echo "## memory (load $(load))"
+    "$B" bw 1
+    "$B" bw 2
+    echo
+    echo "## GEMV, 1 thread (load $(load))"
+    "$B" gemv 1536x1536 4096x1536 1536x4096 576x576 192x576 1536x576 576x1536
+    echo
+    for th in 1 2; do
+        echo "## decode, $th thread(s) (load $(load))"
+        "$B" decode "$th" "$TOKENS"
+        echo
+    done
+    # SHERRY (and its LUT copy) / I2_S, the issue's ratio target: whole decode runs alternating 1
+    # and 2 threads, RATIO_REPS (3) times
+    echo "## decode ratio SHERRY / I2_S and SHERRY-LUT / I2_S, ${RATIO_REPS:-3} alternating runs"
+    for rep in $(seq "${RATIO_REPS:-3}"); do
+        for th in 1 2; do
+            echo "rep $rep threads $th load $(cut -d' ' -f1 /proc/loadavg): $("$B" decode "$th" "$TOKENS" |
+                awk '$1 == "I2_S" { i = $4 } $1 == "SHERRY" { s = $4 } $1 == "SHERRY-LUT" { l = $4 }
+                     END { printf "I2_S %.1f SHERRY %.1f ratio %.3f SHERRY-LUT %.1f ratio %.3f", i, s, s / i, l, l / i }')"
+        done
+    done
+    echo
+}
+
+if [ "$KERNELS_ONLY" = 1 ]; then
+    {
+        echo "# bench/ternary.sh KERNELS_ONLY $(date -u +%FT%TZ) $(git rev-parse --short HEAD), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores"
+        kernels
+    } | tee "$OUT"
+    exit 0
+fi
+
 LLBIN=$(bash bench/llamacpp-build.sh | sed -n 's/^llama.cpp binaries: //p')
 [ -n "$LLBIN" ] || { echo "ternary.sh: llama.cpp build failed" >&2; exit 1; }
 GGUF=${AS_SMOLLM2_GGUF:-$(pipelines/smollm2-gguf)}
-mkdir -p "$WORK" bench/results
 PY=${PY:-.venv/bin/python3}
-load() { cut -d' ' -f1-3 /proc/loadavg; }
 
 # llama.cpp compatibility: a 2-layer model of the same widths quantized by llama.cpp to TQ1_0 and
 # TQ2_0, imported by as-import (ggml_types.c's TQ rows), perplexity by both on 2 windows of 512
@@ -72,28 +113,7 @@ fi
     done
     rm -f "$WORK/compat/tern.astr" "$WORK/compat/ours-"*.gguf
     echo
-    echo "## memory (load $(load))"
-    "$B" bw 1
-    "$B" bw 2
-    echo
-    echo "## GEMV, 1 thread (load $(load))"
-    "$B" gemv 1536x1536 4096x1536 1536x4096 576x576 192x576 1536x576 576x1536
-    echo
-    for th in 1 2; do
-        echo "## decode, $th thread(s) (load $(load))"
-        "$B" decode "$th" "$TOKENS"
-        echo
-    done
-    # SHERRY / I2_S, the issue's ratio target: whole decode runs alternating 1 and 2 threads,
-    # RATIO_REPS (3) times (bench/results/ternary-ratio.txt has a run of this loop alone)
-    echo "## decode ratio SHERRY / I2_S, ${RATIO_REPS:-3} alternating runs"
-    for rep in $(seq "${RATIO_REPS:-3}"); do
-        for th in 1 2; do
-            echo "rep $rep threads $th load $(cut -d' ' -f1 /proc/loadavg): $("$B" decode "$th" "$TOKENS" |
-                awk '$1 == "I2_S" { i = $4 } $1 == "SHERRY" { s = $4 } END { printf "I2_S %.1f SHERRY %.1f ratio %.3f", i, s, s / i }')"
-        done
-    done
-    echo
+    kernels
     echo "## llama.cpp llama-bench tg$((16)) -p 0, synthetic 0.7B-shaped GGUF (load $(load))"
     printf '%-7s %9s %8s %12s %12s\n' type MB threads "tok/s wall" "tok/s cpu"
     for th in 1 2; do
@@ -110,4 +130,4 @@ fi
     done
     echo
     BINDIR=$BINDIR WORK=$WORK bash bench/ternary_engine.sh # the engine's packed path, 1 and 2 threads
-} | tee bench/results/ternary.txt
+} | tee "$OUT"

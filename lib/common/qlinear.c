@@ -27,12 +27,24 @@ struct as_qlin *as_qlin_open(const struct as_ckpt *ck, const char *name, int row
     memcpy(data, t->data, t->nbytes);
     q->W = (struct as_tern_matrix){(enum as_tern_fmt)fmt, rows, cols, data};
     q->isa = as_kernel_isa_best();
+    as_qlin_use_lut(q);
     return q;
+}
+
+void as_qlin_use_lut(struct as_qlin *q) {
+    const char *e = getenv("AS_TERNARY_LUT");
+    if (q->lut || q->isa != AS_ISA_AVX512 || !as_lut_supported(q->W.fmt, q->W.K) ||
+        (e && !strcmp(e, "0")))
+        return;
+    q->lut = as_xmalloc(sizeof *q->lut);
+    as_lut_repack(&q->W, q->lut);
 }
 
 void as_qlin_free(struct as_qlin *q) {
     if (!q) return;
     free((void *)q->W.data);
+    if (q->lut) as_lut_free(q->lut);
+    free(q->lut);
     free(q);
 }
 
@@ -47,7 +59,8 @@ int as_qlin_enabled(void) {
 
 struct qlin_job {
     const struct as_qlin *q;
-    const struct as_act8 *a; /* T tokens, quantized once */
+    const struct as_act8 *a;    /* T tokens, quantized once */
+    const struct as_lut_act *t; /* one token's tables, when q->lut serves it */
     int T;
     float *out;
 };
@@ -58,6 +71,10 @@ static void qlin_part(void *arg, int part, int n) {
     const int N = j->q->W.N;
     const int r0 = (int)((long long)N * part / n), r1 = (int)((long long)N * (part + 1) / n);
     if (r0 >= r1) return;
+    if (j->t) {
+        as_lut_gemv(j->q->isa, j->q->lut, j->t, j->out, r0, r1);
+        return;
+    }
     for (int t0 = 0; t0 < j->T; t0 += 4) {
         int m = j->T - t0 < 4 ? j->T - t0 : 4;
         as_tern_gemm(j->q->isa, &j->q->W, j->a + t0, m, j->out + (size_t)t0 * N, r0, r1);
@@ -72,7 +89,13 @@ void as_qlin_apply_par(const struct as_qlin *q, const float *x, int T, float *ou
         as_act8_init(&a[t], q->W.fmt, K);
         as_act8_quantize(&a[t], x + (size_t)t * K);
     }
-    struct qlin_job j = {q, a, T, out};
+    struct as_lut_act lt;
+    const int lut = q->lut && T == 1;
+    if (lut) {
+        as_lut_act_init(&lt, q->W.fmt, K);
+        as_lut_act_build(q->isa, &lt, &a[0]);
+    }
+    struct qlin_job j = {q, a, lut ? &lt : NULL, T, out};
     /* parts of at least 64 rows and 1M multiply-adds: below that the pool's hand-off (a wake-up,
      * and on a shared machine a wait for the other thread's core) costs more than the rows; one
      * token of SmolLM2's 576 x 576 is 0.33M, a few microseconds of kernel */
@@ -87,6 +110,7 @@ void as_qlin_apply_par(const struct as_qlin *q, const float *x, int T, float *ou
     for (int t = 0; t < T; t++)
         as_act8_free(&a[t]);
     free(a);
+    if (lut) as_lut_act_free(&lt);
 }
 
 void as_qlin_apply(const struct as_qlin *q, const float *x, int T, float *out, const float *bias) {

@@ -6,18 +6,26 @@
 #ifndef AS_QLINEAR_H
 #define AS_QLINEAR_H
 
+#include "kernel_lut.h"
 #include "kernel_ternary.h"
 #include "safetensors.h"
 
 struct as_qlin {
     struct as_tern_matrix W; /* W.data owned */
     enum as_isa isa;
+    struct as_lut_matrix *lut; /* SHERRY / TQ1_0 on AVX-512: the table-lookup copy for one token
+                                * (as_qlin_use_lut), or NULL */
 };
 
 /* The packed layer NAME (a ".weight" name: its NAME_packed sibling) of an as-ternary checkpoint,
  * or NULL when the checkpoint keeps it dense (or on a size mismatch: the loader reports those). */
 struct as_qlin *as_qlin_open(const struct as_ckpt *ck, const char *name, int rows, int cols);
 void as_qlin_free(struct as_qlin *q);
+/* Prepare q->lut when the format and ISA have a LUT path (kernel_lut.h) and AS_TERNARY_LUT is not
+ * 0: single tokens (decode) then go through as_lut_gemv, several through as_tern_gemm; same
+ * outputs bit for bit. The copy costs 1.35 (SHERRY) / 1.94 (TQ1_0) bits per weight more memory.
+ * as_qlin_open calls it. */
+void as_qlin_use_lut(struct as_qlin *q);
 /* 1 when AS_TERNARY_KERNELS=1 (read once). */
 int as_qlin_enabled(void);
 /* out[T, N] = x[T, K] W^T (+ bias[N]). */

@@ -10,7 +10,8 @@
  * groups past a triple, more than one int16 segment). The two table builds (scalar, vpdpbusd)
  * give the same tables. The AVX-512 activation quantizer (kernel_ternary.c) gives the scalar
  * one's bytes, plane order and sums, on ties (x * 127 / amax = n + 0.5), NaN, infinities, zeros
- * and K with a partial last 16 / 32 / 256. */
+ * and K with a partial last 16 / 32 / 256. The engine's linear (qlinear.c) with its LUT copy gives
+ * what it gives without, for one token (rows split over parts) and for three (GEMM). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -26,6 +27,7 @@
 #include "kernel_lut.h"
 #include "kernel_ternary.h"
 #include "pack_ternary.h"
+#include "qlinear.h"
 
 static uint64_t rs = 0x13198A2E03707344ull;
 static uint32_t rnd(void) {
@@ -209,15 +211,54 @@ static void test_quantize(void **state) {
     free(x);
 }
 
+/* the engine pool's contract: parts 0..n-1, here run last first on the caller */
+static int parts_run;
+static void run_reversed(as_qlin_part_fn fn, void *arg, int max_parts) {
+    const int n = max_parts < 5 ? max_parts : 5;
+    parts_run = n;
+    for (int i = n; i-- > 0;)
+        fn(arg, i, n);
+}
+
+static void test_qlin(void **state) {
+    (void)state;
+    if (!as_kernel_isa_supported(AS_ISA_AVX512)) skip();
+    const int N = 300, K = 4096, T = 3;
+    const enum as_tern_fmt fmts[] = {AS_TF_SHERRY, AS_TF_TQ1_0};
+    for (int i = 0; i < 2; i++) {
+        uint8_t *p = make_packed(fmts[i], N, K, W_RANDOM);
+        struct as_qlin plain = {{fmts[i], N, K, p}, AS_ISA_AVX512, NULL};
+        struct as_qlin lut = plain;
+        as_qlin_use_lut(&lut);
+        assert_non_null(lut.lut);
+        float *x = malloc((size_t)T * K * 4), *y = malloc((size_t)T * N * 4),
+              *z = malloc((size_t)T * N * 4), bias[300];
+        for (int k = 0; k < T * K; k++)
+            x[k] = urand();
+        for (int r = 0; r < N; r++)
+            bias[r] = urand();
+        for (int t = 1; t <= T; t += 2) {
+            as_qlin_apply(&plain, x, t, y, bias);
+            memset(z, 0xAB, (size_t)T * N * 4);
+            parts_run = 0;
+            as_qlin_apply_par(&lut, x, t, z, bias, run_reversed);
+            assert_true(parts_run > 1); /* 1.2M multiply-adds: split */
+            assert_memory_equal(y, z, (size_t)t * N * 4);
+        }
+        as_lut_free(lut.lut);
+        free(lut.lut);
+        free(x), free(y), free(z), free(p);
+    }
+}
+
 int main(void) {
     for (int i = 0; i < AS_ISA_COUNT; i++)
         printf("# kernel ISA %s: %s\n", as_isa_names[i],
                as_kernel_isa_supported(i) ? "compared" : "not on this CPU");
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_random),
-        cmocka_unit_test(test_patterns),
-        cmocka_unit_test(test_extremes),
-        cmocka_unit_test(test_quantize),
+        cmocka_unit_test(test_random),   cmocka_unit_test(test_patterns),
+        cmocka_unit_test(test_extremes), cmocka_unit_test(test_quantize),
+        cmocka_unit_test(test_qlin),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -214,7 +214,7 @@ static void test_qlin_apply(void **state) {
     (void)state;
     const int N = 40, K = 576, T = 7;
     uint8_t *p = make_packed(AS_TF_SEQ2, N, K, RANDOM);
-    struct as_qlin q = {{AS_TF_SEQ2, N, K, p}, as_kernel_isa_best()};
+    struct as_qlin q = {{AS_TF_SEQ2, N, K, p}, as_kernel_isa_best(), NULL};
     float *x = malloc((size_t)T * K * 4), *y = malloc((size_t)T * N * 4), bias[40];
     for (int i = 0; i < T * K; i++)
         x[i] = urand();
@@ -277,7 +277,7 @@ static void test_qlin_apply_par(void **state) {
     for (int f = 0; f < AS_TF_COUNT; f++) {
         if (as_tern_row_bytes((enum as_tern_fmt)f, K) == 0) continue; /* TQ: 576 not 256-blocks */
         uint8_t *p = make_packed((enum as_tern_fmt)f, N, K, RANDOM);
-        struct as_qlin q = {{(enum as_tern_fmt)f, N, K, p}, as_kernel_isa_best()};
+        struct as_qlin q = {{(enum as_tern_fmt)f, N, K, p}, as_kernel_isa_best(), NULL};
         float *x = malloc((size_t)T * K * 4), *y = malloc((size_t)T * N * 4),
               *z = malloc((size_t)T * N * 4), bias[300];
         for (int i = 0; i < T * K; i++)
