@@ -626,6 +626,10 @@ void as_layer_mlp(const struct as_model *m, const struct as_layer_weights *L,
 }
 
 /* One decoder layer on s->x[T, hidden]. */
+void as_engine_parallel(void (*fn)(void *arg, int part, int n_parts), void *arg, int max_parts) {
+    pool_run(fn, arg, max_parts);
+}
+
 void as_forward_layer(const struct as_model *m, struct as_run_state *s, int l, int T,
                       const struct as_hooks *hk) {
     const struct as_model_config *c = &m->cfg;

@@ -76,6 +76,11 @@ void as_state_reset(struct as_run_state *s); /* empty the KV cache */
 
 /* Run T tokens at positions s->pos.., append them to the cache, compute logits per `mode`.
  * Returns 0, or -1 with as_fail() (token out of range, cache full, T > max_T). */
+/* fn(arg, part, n) for part 0..n-1 on the engine's thread pool, n = min(max_parts, the
+ * OpenBLAS thread count); inline when the pool is already running a job. For work next to the
+ * forward pass (sparse attention's block selection). */
+void as_engine_parallel(void (*fn)(void *arg, int part, int n_parts), void *arg, int max_parts);
+
 int as_forward(const struct as_model *m, struct as_run_state *s, const int *tokens, int T,
                enum as_logits_mode mode, const struct as_hooks *hooks);
 

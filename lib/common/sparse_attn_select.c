@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "as_error.h"
+#include "forward.h"
 
 const struct as_sparse_method_info as_sparse_methods[AS_SP_N] = {
     [AS_SP_DENSE] = {"dense", 0, {0}, {0}, "every causal block"},
@@ -253,46 +254,72 @@ static const float *antidiag_block(struct antidiag *ad, int qb) {
  * blocks before the diagonal (not in the published method): with blocks of 128 the first
  * queries of a block find their local context only in the previous block, and an LM's
  * attention is mostly local. */
+struct xattn_job {
+    struct antidiag *ad;
+    int nb, chunk0, nq; /* this GEMM chunk: query blocks chunk0 .. chunk0 + nq - 1 */
+    double thr;
+    int win, nkb;
+    uint8_t *keep;
+    double *M; /* [CHUNK][nb]: one block-mass row per part */
+};
+
+/* Query block qb's row of the mask from its R downsampled score rows (already in ad->buf). */
+static void xattn_block_row(const struct xattn_job *jb, int qb, double *M) {
+    const struct antidiag *ad = jb->ad;
+    int n = ad->n, R = ad->R, r0 = qb * R, rows = r0 + R <= n ? R : n - r0, nkb = jb->nkb;
+    uint8_t *keep = jb->keep;
+    float *blk = ad->buf + (size_t)(qb - ad->chunk0) * R * n;
+    memset(M, 0, sizeof(double) * (size_t)jb->nb);
+    for (int r = 0; r < rows; r++) {
+        int vis = r0 + r + 1 < n ? r0 + r + 1 : n; /* causal in j' <= i' (keys j' with j'S < L) */
+        float *row = blk + (size_t)r * n;
+        double inv = 1.0 / as_attn_exp_row(row, vis);
+        for (int kb = 0; kb * R < vis; kb++) { /* block mass: the row's R-column groups */
+            float cs = 0;
+            for (int j = kb * R; j < (kb + 1) * R && j < vis; j++)
+                cs += row[j];
+            M[kb] += cs * inv;
+        }
+    }
+    double total = 0;
+    for (int kb = 0; kb <= qb; kb++)
+        total += M[kb];
+    double kept = M[0] + (qb ? M[qb] : 0);
+    KEEP(qb, 0) = KEEP(qb, qb) = 1;
+    for (int kb = qb - jb->win > 1 ? qb - jb->win : 1; kb < qb; kb++)
+        KEEP(qb, kb) = 1, kept += M[kb];
+    int *o = order_desc(M, qb + 1);
+    for (int t = 0; t <= qb; t++) {
+        int kb = o[t];
+        if (KEEP(qb, kb)) continue;
+        if (kept < jb->thr * total) KEEP(qb, kb) = 1, kept += M[kb];
+    }
+    free(o);
+}
+
+/* Rows of a chunk are independent (each query block's own mass and mask row): split over the
+ * engine's threads, so the softmax part runs in parallel as the GEMM before it does. */
+static void xattn_part(void *arg, int part, int n_parts) {
+    struct xattn_job *jb = arg;
+    for (int t = part; t < jb->nq; t += n_parts)
+        xattn_block_row(jb, jb->chunk0 + t, jb->M + (size_t)part * jb->nb);
+}
+
 static void xattn_select(int L, int hd, const float *q, int qs, const float *k, int ks, int S,
                          double thr, int win, uint8_t *keep, int nkb, int B) {
     int nb = (L + B - 1) / B, n = (L + S - 1) / S, R = B / S; /* downsampled rows per block */
-    int nvalid = n;                                           /* keys j' with j'S < L */
     float *Qs, *Ks;
     strided_rows(q, qs, k, ks, L, hd, S, n, &Qs, &Ks);
     float *sc = as_xmalloc(sizeof(float) * (size_t)CHUNK * R * n);
-    double *M = as_xmalloc(sizeof(double) * (size_t)nb);
     struct antidiag ad = {Qs, Ks, n, S, hd, R, nb, -1, 1.0f / (sqrtf((float)hd) * (float)S), sc};
-    for (int qb = 0; qb < nb; qb++) {
-        int r0 = qb * R, rows = r0 + R <= n ? R : n - r0;
-        float *blk = (float *)antidiag_block(&ad, qb);
-        memset(M, 0, sizeof(double) * (size_t)nb);
-        for (int r = 0; r < rows; r++) {
-            int i = r0 + r, vis = i + 1 < nvalid ? i + 1 : nvalid; /* causal in j' <= i' */
-            float *row = blk + (size_t)r * n;
-            double inv = 1.0 / as_attn_exp_row(row, vis);
-            for (int kb = 0; kb * R < vis; kb++) { /* block mass: the row's R-column groups */
-                float cs = 0;
-                for (int j = kb * R; j < (kb + 1) * R && j < vis; j++)
-                    cs += row[j];
-                M[kb] += cs * inv;
-            }
-        }
-        double total = 0;
-        for (int kb = 0; kb <= qb; kb++)
-            total += M[kb];
-        double kept = M[0] + (qb ? M[qb] : 0);
-        KEEP(qb, 0) = KEEP(qb, qb) = 1;
-        for (int kb = qb - win > 1 ? qb - win : 1; kb < qb; kb++)
-            KEEP(qb, kb) = 1, kept += M[kb];
-        int *o = order_desc(M, qb + 1);
-        for (int t = 0; t <= qb; t++) {
-            int kb = o[t];
-            if (KEEP(qb, kb)) continue;
-            if (kept < thr * total) KEEP(qb, kb) = 1, kept += M[kb];
-        }
-        free(o);
+    struct xattn_job jb = {
+        &ad, nb, 0, 0, thr, win, nkb, keep, as_xmalloc(sizeof(double) * (size_t)CHUNK * nb)};
+    for (int c0 = 0; c0 < nb; c0 += CHUNK) {
+        antidiag_block(&ad, c0);
+        jb.chunk0 = c0, jb.nq = nb - c0 < CHUNK ? nb - c0 : CHUNK;
+        as_engine_parallel(xattn_part, &jb, jb.nq);
     }
-    free(Qs), free(Ks), free(sc), free(M);
+    free(Qs), free(Ks), free(sc), free(jb.M);
 }
 
 /* Stem (TPD budget + OAM scores): logit[qb, kb] = mean over the cell of (s + bonus_j'), bonus =
