@@ -54,18 +54,21 @@ for pk in [os.path.join(d, "sparse-passkey.tsv")] + sorted(
     print()
 tt = os.path.join(d, "sparse-ttft.tsv")
 if os.path.exists(tt):
-    # bench/sparse_ttft.sh: runs interleaved dense, config, dense, config...; each config run is
-    # compared with the dense run of the same repetition
+    # bench/sparse_ttft.sh: runs interleaved dense, config, ..., dense, config, ... and appends;
+    # each config run is compared with the dense run just before it (same length) in the file
     rows = [l.rstrip("\n").split("\t") for l in open(tt) if l.strip()]
-    dense = {(r[0], r[2]): r for r in rows if r[1] == "dense"}
     print()
     print("| length | config | rep | dense prefill s | config prefill s | speedup (wall) | "
           "dense CPU s | config CPU s | speedup (CPU) | density | key |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
+    last_dense = {}
     for r in rows:
-        if r[1] == "dense" or (r[0], r[2]) not in dense:
+        if r[1] == "dense":
+            last_dense[r[0]] = r
             continue
-        dn = dense[(r[0], r[2])]
+        if r[0] not in last_dense:
+            continue
+        dn = last_dense[r[0]]
         print(f"| {r[0]} | {r[1]} | {r[2]} | {dn[3]} | {r[3]} | "
               f"{float(dn[3]) / float(r[3]):.2f} | {dn[4]} | {r[4]} | "
               f"{float(dn[4]) / float(r[4]):.2f} | {r[5]} | {'+' if r[6] == '1' else '-'} |")
