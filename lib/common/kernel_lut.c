@@ -239,9 +239,11 @@ static void lut_gemv_ref(const struct as_lut_matrix *L, const struct as_lut_act 
     }
 }
 
-/* Prefetch distance in 64-byte lines of the one sequential stream: streamed from memory (256
- * MiB of copies) at 4096x1536 / 1536x4096, none 138 / 152 GMAC/s, 16 lines 136-147 / 138-154,
- * 32 161 / 163, 64 170-187 / 179-189, 128 178-185 / 182-196, 256 165-166 / 167-175. */
+/* Prefetch distance in 64-byte lines of the one sequential stream, and the hint: streamed from
+ * memory (256 MiB of copies) at 4096x1536 / 1536x4096, into L1 (T0): none 138 / 152 GMAC/s, 16
+ * lines 136-147 / 138-154, 32 161 / 163, 64 166-187 / 172-189, 128 176-185 / 176-196, 256
+ * 157-166 / 162-175; into L2 (T1) 151-157; non-temporal (NTA) 64 181 / 183, 128 191 / 191, 256
+ * 193 / 185 (into L1 the prefetched lines also evict the token's tables: 64 KiB at K = 4096). */
 enum { LUT_PREFETCH = 128 };
 /* R tiles (32 R rows) from tile0 into out[32 R]: per group triple the three tables are loaded
  * once for the R tiles; per tile one 64-byte load, two shifts, three vpermw and three adds give
@@ -269,7 +271,7 @@ LUT_INLINE void lut_tiles512(const struct as_lut_matrix *L, const struct as_lut_
             const __m512i T2 = _mm512_load_si512(tab + 3 * tr + 2);
             const __m512i *c = cw + (size_t)tr * stride;
             LUT_UNROLL for (int j = 0; j < R; j++) {
-                _mm_prefetch((const char *)(c + j + LUT_PREFETCH), _MM_HINT_T0);
+                _mm_prefetch((const char *)(c + j + LUT_PREFETCH), _MM_HINT_NTA);
                 const __m512i w = _mm512_load_si512(c + j);
                 __m512i p = _mm512_add_epi16(_mm512_permutexvar_epi16(w, T0),
                                              _mm512_permutexvar_epi16(_mm512_srli_epi16(w, 5), T1));
