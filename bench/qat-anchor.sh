@@ -8,7 +8,8 @@
 # 1 - KLD_seq/KLD_gptq >= 0.9; rtn-w2g32 is the same grid rounded to nearest.
 # MODEL=smollm2 runs the same rows on SmolLM2-135M-Instruct (the shipped GGUF imported; trained
 # on Emma, lr LR=1e-4; its rows of the one-hour budget: STEPS=14, EVAL_BYTES=30000,
-# bench/results/qat-smollm2-rows.txt).
+# bench/results/qat-smollm2-rows.txt; THREADS=1: a second thread buys 1.2-1.4x in training, two
+# 1-thread invocations with different ROWS side by side use the 2 cores better).
 # One training run at a time (the rows are sequential); each row's state and output stay in
 # $WORK, so a rerun resumes an interrupted row and reuses finished ones. ROWS picks rows by name.
 # Each finished row is appended to $OUT at once (partial tables survive an interruption).
@@ -19,9 +20,10 @@ AS_DATA=${AS_DATA:-$(cd .. && pwd)/shared/data}
 MODEL=${MODEL:-stories260K}
 case $MODEL in
 stories260K) D_STEPS=1200 D_EVAL=100000 D_LR=1e-3 D_OUT=qat-anchor.txt D_THREADS=1 D_WORK=/tmp/as-qat-anchor
+    D_SAVE=100
     TXT=$AS_DATA/text/austen/pride_and_prejudice.txt ;;
-smollm2) D_STEPS=14 D_EVAL=30000 D_LR=1e-4 D_OUT=qat-smollm2-rows.txt D_THREADS=2
-    D_WORK=/tmp/as-qat-smollm2-rows
+smollm2) D_STEPS=14 D_EVAL=30000 D_LR=1e-4 D_OUT=qat-smollm2-rows.txt D_THREADS=1
+    D_WORK=/tmp/as-qat-smollm2-rows D_SAVE=2
     TXT=$AS_DATA/text/austen/emma.txt ;;
 *) echo "MODEL: stories260K or smollm2" >&2 && exit 2 ;;
 esac
@@ -30,6 +32,7 @@ EVAL_BYTES=${EVAL_BYTES:-$D_EVAL}
 LR=${LR:-$D_LR}
 WORK=${WORK:-$D_WORK}
 THREADS=${THREADS:-$D_THREADS}
+SAVE_EVERY=${SAVE_EVERY:-$D_SAVE} # a killed row resumes from its last state
 OUT=${OUT:-bench/results/$D_OUT}
 ROWS=${ROWS:-gptq-w2g32 seq2-ptq seq2-kl seq2-cekl fp32-cekl absmean-ptq absmean-cekl tequila-ptq
 tequila-cekl sherry-ptq sherry-cekl sherry-arenas-cekl seq2-ce}
@@ -63,7 +66,8 @@ train() { # train NAME AS-QAT-ARGS... : resumable; the row's tokens and training
     shift
     if [ ! -d "$out" ]; then
         t0=$(date +%s)
-        as-qat -m "$M" -d "$TXT" "$@" --state "$out.state" --resume --log "$out.jsonl" \
+        as-qat -m "$M" -d "$TXT" "$@" --state "$out.state" --resume --save-every "$SAVE_EVERY" \
+            --log "$out.jsonl" \
             --codes "$out.astr" -o "$out"
         echo $(($(date +%s) - t0)) >"$out.secs"
     fi
