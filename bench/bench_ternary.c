@@ -11,7 +11,8 @@
  *                                       THREADS threads; attention, norms and lm_head not counted
  * Beside the five packed formats and the dense baselines, SHERRY-LUT and TQ1_0-LUT are the same
  * matrices repacked for the table-lookup GEMV (kernel_lut.h; the repacking is not timed, the
- * table build is: in decode as part of each token, in the GEMV table on its own line).
+ * table build is: in decode as part of each token, in the GEMV table on its own line). SEQ2-R2
+ * (GEMV table only) is SEQ2 through the two-row pass its four-row pass replaced.
  * Codes and scales are random (speed does not depend on them). */
 #include <immintrin.h>
 #include <pthread.h>
@@ -44,10 +45,11 @@ static uint32_t rnd(void) {
 }
 
 /* ---- formats under test: the five packed ones, bf16 and f32 dense, and the LUT copies ---- */
-enum { F_BF16 = AS_TF_COUNT, F_F32, F_SHERRY_LUT, F_TQ1_LUT, NF };
+/* SEQ2-R2: SEQ2 through the two-row pass that SEQ2's four-row pass replaced (as_tern_seq2_rows) */
+enum { F_BF16 = AS_TF_COUNT, F_F32, F_SEQ2_R2, F_SHERRY_LUT, F_TQ1_LUT, NF };
 /* table order: each LUT copy after its source format */
-static const int forder[NF] = {AS_TF_TQ1_0,  F_TQ1_LUT,    AS_TF_TQ2_0, AS_TF_I2_S, AS_TF_SEQ2,
-                               AS_TF_SHERRY, F_SHERRY_LUT, F_BF16,      F_F32};
+static const int forder[NF] = {AS_TF_TQ1_0, F_TQ1_LUT,    AS_TF_TQ2_0,  AS_TF_I2_S, F_SEQ2_R2,
+                               AS_TF_SEQ2,  AS_TF_SHERRY, F_SHERRY_LUT, F_BF16,     F_F32};
 static int is_dense(int f) {
     return f == F_BF16 || f == F_F32;
 }
@@ -56,24 +58,28 @@ static int is_lut(int f) {
 }
 /* the packed format a LUT copy is made from (and whose activations it takes) */
 static enum as_tern_fmt src_fmt(int f) {
-    return f == F_SHERRY_LUT ? AS_TF_SHERRY : f == F_TQ1_LUT ? AS_TF_TQ1_0 : (enum as_tern_fmt)f;
+    return f == F_SHERRY_LUT ? AS_TF_SHERRY
+           : f == F_TQ1_LUT  ? AS_TF_TQ1_0
+           : f == F_SEQ2_R2  ? AS_TF_SEQ2
+                             : (enum as_tern_fmt)f;
 }
 static const char *fname(int f) {
-    static const char *const extra[NF - AS_TF_COUNT] = {"BF16", "F32", "SHERRY-LUT", "TQ1_0-LUT"};
+    static const char *const extra[NF - AS_TF_COUNT] = {"BF16", "F32", "SEQ2-R2", "SHERRY-LUT",
+                                                        "TQ1_0-LUT"};
     if (f < AS_TF_COUNT) return as_tern_layouts[f].name;
     return f < NF ? extra[f - AS_TF_COUNT] : "?";
 }
 static int usable(int f, int K) {
     if (is_dense(f)) return 1;
     if (is_lut(f)) return as_lut_supported(src_fmt(f), K);
-    return as_tern_row_bytes((enum as_tern_fmt)f, K) != 0;
+    return as_tern_row_bytes(src_fmt(f), K) != 0;
 }
 /* bytes a GEMV reads: the LUT copy's own (m: the matrix), or the format's */
 static size_t mat_bytes(int f, int N, int K, const void *m) {
     if (f == F_BF16) return (size_t)N * K * 2;
     if (f == F_F32) return (size_t)N * K * 4;
     if (is_lut(f)) return ((const struct as_lut_matrix *)m)->bytes;
-    return as_tern_packed_bytes((enum as_tern_fmt)f, N, K);
+    return as_tern_packed_bytes(src_fmt(f), N, K);
 }
 
 static void *make_mat(int f, int N, int K);
@@ -110,6 +116,7 @@ static void free_mat(int f, void *m) {
 
 static void *make_mat(int f, int N, int K) {
     if (is_lut(f)) return make_lut(f, N, K);
+    if (f == F_SEQ2_R2) return make_mat(AS_TF_SEQ2, N, K);
     if (is_dense(f)) {
         size_t n = (size_t)N * K;
         if (f == F_BF16) {
@@ -154,7 +161,7 @@ static void run_gemv(enum as_isa isa, int f, int N, int K, const void *data,
         struct as_dense_matrix W = {N, K, f == F_BF16, data};
         as_dense_gemv(isa, &W, x, y, r0, r1);
     } else {
-        struct as_tern_matrix W = {(enum as_tern_fmt)f, N, K, data};
+        struct as_tern_matrix W = {src_fmt(f), N, K, data};
         as_tern_gemv(isa, &W, a, y, r0, r1);
     }
 }
@@ -234,6 +241,7 @@ static int cmd_gemv(int nshapes, char **shapes) {
                        fname(f), "-", K, as_tern_layouts[src_fmt(f)].block);
                 continue;
             }
+            as_tern_seq2_rows = f == F_SEQ2_R2 ? 2 : 4; /* set here, single-threaded */
             void *m0 = make_mat(f, N, K);
             size_t mb = mat_bytes(f, N, K, m0);
             /* AS_BENCH_WSET_MB (256): a working set that fits the caches shows the compute rate */
@@ -378,7 +386,8 @@ static int cmd_decode(int threads, int tokens) {
     struct dec *D[NF] = {0};
     size_t bytes[NF] = {0};
     for (int f = 0; f < NF; f++) {
-        if (f == F_F32) continue; /* f32: 2.7 GB, bf16 is the baseline */
+        if (f == F_F32) continue;     /* f32: 2.7 GB, bf16 is the baseline */
+        if (f == F_SEQ2_R2) continue; /* the GEMV table's comparison only */
         struct dec *d = D[f] = as_xcalloc(1, sizeof *d);
         d->f = f;
         d->threads = threads;

@@ -19,6 +19,7 @@
 #include "dtype.h"
 
 const char *const as_isa_names[AS_ISA_COUNT] = {"ref", "avx2", "avx512vnni"};
+int as_tern_seq2_rows = 4;
 
 /* F16C (cpuid 1: ecx bit 29) and BMI2 (cpuid 7.0: ebx bit 8), which every AVX2 CPU has in
  * practice; asked of cpuid directly because clang's __builtin_cpu_supports knows neither. */

@@ -55,6 +55,10 @@ struct as_tern_matrix {
     const uint8_t *data;
 };
 
+/* SEQ2's one-token AVX-512 GEMV: 4 rows per pass (the default), or 2 (the pass it replaced, kept
+ * so that bench_ternary can time both in one run); both give the reference's bits. */
+extern int as_tern_seq2_rows;
+
 /* y[r] for rows r0 <= r < r1 (y indexed by row) of W x, one token, with the given ISA. */
 void as_tern_gemv(enum as_isa isa, const struct as_tern_matrix *W, const struct as_act8 *a,
                   float *y, int r0, int r1);

@@ -435,6 +435,66 @@ AS_AI void SFX(reduce4)(const __m512i *acc, int32_t *S) {
     UNROLL for (int j = 0; j < 4; j++) S[j] = out[4 * j];
 }
 
+/* SEQ2, four rows per pass (rows r0 + j rb), sums and finish together. SmolLM2's rows of 576
+ * weights are 144 bytes: at two rows per pass (rows2_512) the per-row work beside the dot products
+ * (a reduction, the tail chunk assembled from scalar loads, a scalar finish) weighed as much as
+ * the 4.5 chunks themselves, and K = 576 ran at 100 GMAC/s from L2 against 185 at K = 1536. Here
+ * each chunk's two activation vectors are loaded once for four rows, the tail chunk is one masked
+ * load per row, the four sums are reduced together, and the four outputs are finished as one
+ * 4-lane vector: the same float operations, in the same order, as finish(), so the same bits. */
+AS_AI void SFX(seq2_rows4)(int K, const uint8_t *r0, size_t rb, const struct as_act8 *a,
+                           const uint8_t *scales, float *y, size_t pf) {
+    const int nc = K / 128, nt = K % 128 / 32;
+    __m512i acc[8], A, B;
+    UNROLL for (int i = 0; i < 8; i++) acc[i] = _mm512_setzero_si512();
+    /* the four rows are 4 rb contiguous bytes: prefetch the same span pf bytes on */
+    for (size_t o = 0; o < 4 * rb; o += 64)
+        _mm_prefetch((const char *)(r0 + pf + o), _MM_HINT_T0);
+    /* and the scale of the row 64 rows on: the scales follow the N rows, a second stream that
+     * otherwise costs a miss every 16 rows */
+    _mm_prefetch((const char *)(scales + 256), _MM_HINT_T0);
+    for (int c = 0; c < nc; c++) {
+        const int8_t *x = a->qp + 128 * (size_t)c;
+        const __m512i x0 = _mm512_loadu_si512(x), x1 = _mm512_loadu_si512(x + 64);
+        UNROLL for (int j = 0; j < 4; j++) {
+            SFX(split512)
+            (_mm256_loadu_si256((const __m256i *)(r0 + rb * j + 32 * (size_t)c)), &A, &B);
+            acc[2 * j] = _mm512_dpbusd_epi32(acc[2 * j], A, x0);
+            acc[2 * j + 1] = _mm512_dpbusd_epi32(acc[2 * j + 1], B, x1);
+        }
+    }
+    if (nt) { /* the partial last chunk: 8 nt bytes per row; its missing blocks meet zero
+               * activations (qp is zero past K) */
+        const int8_t *x = a->qp + 128 * (size_t)nc;
+        const __m512i x0 = _mm512_loadu_si512(x), x1 = _mm512_loadu_si512(x + 64);
+        const __mmask32 in = (__mmask32)((1u << (8 * nt)) - 1);
+        UNROLL for (int j = 0; j < 4; j++) {
+            SFX(split512)(_mm256_maskz_loadu_epi8(in, r0 + rb * j + 32 * (size_t)nc), &A, &B);
+            acc[2 * j] = _mm512_dpbusd_epi32(acc[2 * j], A, x0);
+            acc[2 * j + 1] = _mm512_dpbusd_epi32(acc[2 * j + 1], B, x1);
+        }
+    }
+    __m512i s4[4];
+    UNROLL for (int j = 0; j < 4; j++) s4[j] = _mm512_add_epi32(acc[2 * j], acc[2 * j + 1]);
+    /* 128-bit lane j of u: row j's 4 partial sums (as reduce4), then every dword of lane j holds
+     * row j's total; dwords 0, 4, 8, 12 to the low 128 bits */
+    const __m512i t0 = _mm512_add_epi32(_mm512_shuffle_i64x2(s4[0], s4[1], 0x44),
+                                        _mm512_shuffle_i64x2(s4[0], s4[1], 0xEE));
+    const __m512i t1 = _mm512_add_epi32(_mm512_shuffle_i64x2(s4[2], s4[3], 0x44),
+                                        _mm512_shuffle_i64x2(s4[2], s4[3], 0xEE));
+    __m512i u =
+        _mm512_add_epi32(_mm512_shuffle_i64x2(t0, t1, 0x88), _mm512_shuffle_i64x2(t0, t1, 0xDD));
+    u = _mm512_add_epi32(u, _mm512_shuffle_epi32(u, (_MM_PERM_ENUM)0x4E));
+    u = _mm512_add_epi32(u, _mm512_shuffle_epi32(u, (_MM_PERM_ENUM)0xB1));
+    const __m128i S = _mm512_castsi512_si128(_mm512_permutexvar_epi32(
+        _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), u));
+    /* finish(): (float)(2 S - 3 Q) * (0.5f * scale) * d, lane by lane */
+    const __m128i v = _mm_sub_epi32(_mm_add_epi32(S, S), _mm_set1_epi32(3 * a->total));
+    const __m128 hs =
+        _mm_mul_ps(_mm_set1_ps(0.5f), _mm_castsi128_ps(_mm_loadu_si128((const __m128i *)scales)));
+    _mm_storeu_ps(y, _mm_mul_ps(_mm_mul_ps(_mm_cvtepi32_ps(v), hs), _mm_set1_ps(a->d)));
+}
+
 /* TQ1_0, four rows per pass (tq1_rows2's sums; each block's activations loaded once for four
  * rows, the four rows' block sums reduced together). */
 AS_AI void SFX(tq1_rows4)(int K, const uint8_t *r0, size_t rb, const struct as_act8 *a, int32_t *S,
@@ -697,6 +757,16 @@ static void SFX(tern_gemm)(const struct as_tern_matrix *W, const struct as_act8 
             for (int j = 0; j < 4; j++)
                 Y[r + j] = finish(W, rb, r + j, &S4[j], a);
         }
+    if (M == 1 && W->fmt == AS_TF_SEQ2 && as_tern_seq2_rows == 4) {
+        /* 8 KiB ahead, not 16 rows: 16 rows of 576 weights are 2.3 KiB, and SmolLM2's matrices
+         * ran at 60-73% of the bandwidth with it against 75-85% at 6-14 KiB; at K = 1536, 16 rows
+         * (6 KiB) left the four-row pass at 60% against 85% at 8 KiB (docs/ternary.md) */
+        const size_t pf_seq2 = 8192;
+        for (; r + 3 < r1; r += 4)
+            SFX(seq2_rows4)
+        (W->K, W->data + (size_t)r * rb, rb, a, W->data + (size_t)W->N * rb + 4 * (size_t)r, Y + r,
+         pf_seq2);
+    }
     if (M == 1 && W->fmt == AS_TF_TQ1_0)
         for (; r + 3 < r1; r += 4) {
             SFX(tq1_rows4)(W->K, W->data + (size_t)r * rb, rb, a, S, nsb, pfd * rb);

@@ -176,6 +176,29 @@ static void test_tails(void **state) {
     check_one(AS_TF_I2_S, 4, 128 * 9, RANDOM, 0);
 }
 
+/* SEQ2's four-row pass (and the two-row pass it replaced, as_tern_seq2_rows = 2) against the
+ * reference: N not a multiple of 4 (the rows left after the passes, and check_mat's split at
+ * N / 2 starts a pass on an odd row), every K up to 576 (tails of 1, 2, 3 blocks), SmolLM2 / 0.7B
+ * widths, and the edges: top codes against +127 / -127 activations, an all-zero token. */
+static void test_seq2_passes(void **state) {
+    (void)state;
+    const int Ns[] = {4, 5, 6, 7, 9, 13, 32}, Ks[] = {576, 1536, 4096};
+    for (int rows = 4; rows >= 2; rows -= 2) {
+        as_tern_seq2_rows = rows;
+        for (size_t i = 0; i < sizeof Ns / sizeof Ns[0]; i++)
+            for (int K = 32; K <= 576; K += 32)
+                check_one(AS_TF_SEQ2, Ns[i], K, RANDOM, 0);
+        for (size_t i = 0; i < sizeof Ks / sizeof Ks[0]; i++) {
+            check_one(AS_TF_SEQ2, 11, Ks[i], RANDOM, 0);
+            for (int xk = 1; xk <= 3; xk++)
+                check_one(AS_TF_SEQ2, 7, Ks[i], TOP, xk);
+        }
+        for (int xk = 1; xk <= 3; xk++)
+            check_one(AS_TF_SEQ2, 6, 544, TOP, xk);
+    }
+    as_tern_seq2_rows = 4;
+}
+
 static void test_dense(void **state) {
     (void)state;
     const int N = 9, K = 576;
@@ -308,7 +331,7 @@ int main(void) {
         cmocka_unit_test(test_random),         cmocka_unit_test(test_edges),
         cmocka_unit_test(test_tq1_bytes),      cmocka_unit_test(test_tails),
         cmocka_unit_test(test_dense),          cmocka_unit_test(test_qlin_apply),
-        cmocka_unit_test(test_qlin_apply_par),
+        cmocka_unit_test(test_qlin_apply_par), cmocka_unit_test(test_seq2_passes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
