@@ -4,6 +4,7 @@
 #  - GEMV per format on 0.7B-shaped layers (1536x1536, 4096x1536, 1536x4096) and SmolLM2-135M's
 #    (576x576, 192x576, 1536x576, 576x1536): time, GB/s of packed weights, GMAC/s, % of bandwidth;
 #    SHERRY-LUT / TQ1_0-LUT (kernel_lut.h) beside their formats, also against the format's bytes
+#    and SEQ2-R2 (SEQ2 through the two-row pass its four-row pass replaced) beside SEQ2
 #  - decode tokens/s of the linears of a synthetic 0.7B-shaped model, 1 and 2 threads, model MB;
 #    then RATIO_REPS (3) whole decode runs per thread count: SHERRY and SHERRY-LUT over I2_S
 #  - llama.cpp's own TQ1_0 / TQ2_0 / Q4_0 (llama-bench tg, -p 0) on a synthetic 0.7B-shaped GGUF of
