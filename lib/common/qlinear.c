@@ -48,13 +48,19 @@ void as_qlin_free(struct as_qlin *q) {
     free(q);
 }
 
+static int qlin_default;
+
+void as_qlin_set_default(int on) {
+    qlin_default = on;
+}
+
 int as_qlin_enabled(void) {
-    static int on = -1;
-    if (on < 0) {
+    static int env = -2; /* -2: not read yet, -1: unset */
+    if (env == -2) {
         const char *e = getenv("AS_TERNARY_KERNELS");
-        on = e && !strcmp(e, "1");
+        env = !e || !*e ? -1 : !strcmp(e, "1");
     }
-    return on;
+    return env >= 0 ? env : qlin_default;
 }
 
 struct qlin_job {

@@ -26,8 +26,12 @@ void as_qlin_free(struct as_qlin *q);
  * outputs bit for bit. The copy costs 1.35 (SHERRY) / 1.94 (TQ1_0) bits per weight more memory.
  * as_qlin_open calls it. */
 void as_qlin_use_lut(struct as_qlin *q);
-/* 1 when AS_TERNARY_KERNELS=1 (read once). */
+/* Whether the engine multiplies packed layers with the int8 kernels (1) or uses the dequantized
+ * f32 weights (0): AS_TERNARY_KERNELS=1 / =0 when set (read once), else the program's default
+ * (as_qlin_set_default; 0 unless set: as-gen sets 1, as-eval keeps 0 so its PPL is the
+ * fakequant checkpoint's). */
 int as_qlin_enabled(void);
+void as_qlin_set_default(int on);
 /* out[T, N] = x[T, K] W^T (+ bias[N]). */
 void as_qlin_apply(const struct as_qlin *q, const float *x, int T, float *out, const float *bias);
 /* The same, the rows split into parts run by `run` (the engine's thread pool: run(fn, arg, max)

@@ -109,7 +109,7 @@ m260k() {
     refused "as-gptq: --ternary 'q4': expected tq1_0, tq2_0, i2_s, seq2 or sherry"
 }
 
-@test "ternary: AS_TERNARY_KERNELS=1 runs the packed layers through the int8 kernels: same PPL on every ISA, within 1% of the dequantized path; as-gen reads the packed checkpoint" {
+@test "ternary: AS_TERNARY_KERNELS=1 runs the packed layers through the int8 kernels: same PPL on every ISA, within 1% of the dequantized path; as-gen runs the kernels by default" {
     m260k
     local W=${AS_DATA:-../shared/data}/text/wikitext-2-raw/wiki.test.raw a b c
     as-cat "$M" | as-gptq -m rtn --ternary seq2 >"$BATS_TEST_TMPDIR/q"
@@ -122,6 +122,13 @@ m260k() {
     [ "$b" = "$c" ]
     [ "$a" != "$b" ] # the int8 activations are really used
     python3 -c 'import sys; a, b = map(float, sys.argv[1:]); sys.exit(abs(b / a - 1) > 0.01)' "$a" "$b"
-    # as-gen: the packed checkpoint generates what the fakequant one does (dequantized path)
-    [ "$(as-gen -m "$BATS_TEST_TMPDIR/o" -p "Once upon a time" -n 16)" = "$(as-gen -m "$BATS_TEST_TMPDIR/fq" -p "Once upon a time" -n 16)" ]
+    # as-gen: on the dequantized path the packed checkpoint generates what the fakequant one does;
+    # by default it runs the kernels (says so with -v) and generates what AS_TERNARY_KERNELS=1 does
+    [ "$(AS_TERNARY_KERNELS=0 as-gen -m "$BATS_TEST_TMPDIR/o" -p "Once upon a time" -n 16)" = "$(as-gen -m "$BATS_TEST_TMPDIR/fq" -p "Once upon a time" -n 16)" ]
+    run --separate-stderr as-gen -m "$BATS_TEST_TMPDIR/o" -p "Once upon a time" -n 24 -v
+    [ "$status" -eq 0 ]
+    grep -qx "as-gen: 30 packed linears through the int8 kernels (seq2)" <<<"$stderr"
+    [ "$output" = "$(AS_TERNARY_KERNELS=1 as-gen -m "$BATS_TEST_TMPDIR/o" -p "Once upon a time" -n 24)" ]
+    run --separate-stderr env AS_TERNARY_KERNELS=0 as-gen -m "$BATS_TEST_TMPDIR/o" -p "Once upon a time" -n 24 -v
+    grep -qx "as-gen: 30 packed linears on their dequantized f32 weights (AS_TERNARY_KERNELS=0)" <<<"$stderr"
 }

@@ -2,6 +2,7 @@
  * Convention (llama2.c run.c, data/README.md): BOS, then the prompt; positions are filled until
  * STEPS tokens follow BOS (prompt included); generation stops early at BOS or EOS. The text is
  * decoded piece by piece, the leading space of the first piece after BOS stripped. */
+#include <ctype.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdint.h>
@@ -18,6 +19,7 @@
 #include "model_loaders.h"
 #include "model_open.h"
 #include "prune_engine.h"
+#include "qlinear.h"
 #include "sparse_attn.h"
 #include "tokenizer.h"
 
@@ -43,7 +45,39 @@ static void usage(FILE *f) {
         "      --sparse-attn SPEC  sparse prefill attention (decode stays dense): a JSON\n"
         "                     config or METHOD[:PARAM=VALUE,...] (docs/sparse-attention.md)\n"
         "      --prune METHOD:KEEP[:LAYER[:KEEP_LAST]]  prune the prompt's tokens inside the\n"
-        "                     prefill, generate on the kept ones (docs/token-pruning.md)\n");
+        "                     prefill, generate on the kept ones (docs/token-pruning.md)\n"
+        "A packed as-ternary checkpoint runs through the int8 kernels (AS_TERNARY_KERNELS=0:\n"
+        "on its dequantized f32 weights instead; docs/ternary.md).\n");
+}
+
+/* -v: which path a packed as-ternary checkpoint's linears take (the formats present, in the
+ * layout table's order) */
+static void report_packed(const struct as_model *m) {
+    int n = 0, seen[AS_TF_COUNT] = {0};
+    for (int l = 0; l < m->cfg.n_layers; l++)
+        for (int w = 0; w < AS_LIN_COUNT; w++) {
+            const struct as_qlin *q = m->layers[l].packed[w];
+            if (q) n++, seen[q->W.fmt] = 1;
+        }
+    if (!n) return;
+    char fmts[64] = "";
+    for (int f = 0; f < AS_TF_COUNT; f++)
+        if (seen[f]) {
+            char low[16];
+            size_t i = 0;
+            for (; as_tern_layouts[f].name[i] && i < sizeof low - 1; i++)
+                low[i] = (char)tolower((unsigned char)as_tern_layouts[f].name[i]);
+            low[i] = 0;
+            snprintf(fmts + strlen(fmts), sizeof fmts - strlen(fmts), "%s%s", *fmts ? ", " : "",
+                     low);
+        }
+    if (as_qlin_enabled())
+        fprintf(stderr, "%s: %d packed linears through the int8 kernels (%s)\n", as_progname(), n,
+                fmts);
+    else
+        fprintf(stderr,
+                "%s: %d packed linears on their dequantized f32 weights (AS_TERNARY_KERNELS=0)\n",
+                as_progname(), n);
 }
 
 static uint64_t rng_state;
@@ -183,8 +217,12 @@ int main(int argc, char **argv) {
         as_die("--prune cannot be combined with --draft or --sparse-attn");
     rng_state = seed ? seed : 1;
     as_register_model_loaders(); /* quantized checkpoints (GPTQ, AWQ, ..., as-ternary) */
+    /* generation runs what ships: a packed as-ternary checkpoint's layers through the int8
+     * kernels (AS_TERNARY_KERNELS=0: its dequantized f32 weights, as as-eval does by default) */
+    as_qlin_set_default(1);
     struct as_model *m = as_model_open(dir);
     if (!m) as_die_last();
+    if (verbose) report_packed(m);
     struct as_tokenizer *tok = as_tokenizer_open(dir);
     if (!tok) as_die_last();
     int32_t *ids;
