@@ -9,31 +9,39 @@
 #   WORK            build/draft: imported model, data, dump, draft, training checkpoint (kept: a
 #                   second run resumes generation and training where the first stopped)
 #   MODEL           an imported SmolLM2 directory to use instead of importing one into WORK
-#   DATA (regen)    regen: the target's own answers (as-gen, greedy and T = 0.7 alternating, on
-#                   12-word openings of Emma and wikitext paragraphs, REGEN_N tokens each), the
+#   DATA (mix)      regen: the target's answers (as-gen, greedy and T = 0.7 alternating, on
+#                   12-word openings of Austen and wikitext paragraphs, REGEN_N tokens each), the
 #                   data Eagle3 trains on; chat: the same openings as user messages ("Continue
 #                   the following text: ..." / "What is this passage about? ...", alternating)
 #                   answered through the model's chat template (as-gen --chat), the conversation
-#                   kept whole (template, question, answer, end-of-turn); plain: windows of the
+#                   kept whole (template, question, answer, end-of-turn); mix: both (REGEN_PROMPTS
+#                   continuations, then CHAT_PROMPTS conversations); plain: windows of the
 #                   Emma + wikitext text itself
 #   EVAL_STYLES     held-out prompt styles measured: plain (continuations) and/or chat (the
 #                   openings as "Continue the following text:" user messages through the chat
 #                   template); default chat for DATA=chat, plain otherwise
-#   REGEN_PROMPTS (800: all of them), REGEN_N (80), PLAIN_BYTES (64000)
+#   REGEN_PROMPTS (1200), CHAT_PROMPTS (mix: 300), REGEN_N (80), PLAIN_BYTES (64000)
+#   JOBS (2)        generation workers (one thread each: decoding one sequence is bound by
+#                   memory latency more than by cores, so two 1-thread workers beat one 2-thread)
 #   STEPS (3000)    optimizer steps in all, BATCH (8) windows of WINDOW (64) tokens each, TTT 7
+#   EVAL_EVERY (100) steps between AL measurements (the draft kept is the best one)
+#   INIT_HEAD (1)   lm_head and final norm start from the target's (as-draft train --init-head)
 #   MINUTES (60)    wall-clock budget of this run's training (it resumes next run)
 #   VD (4096), LR (3e-3), N (64: prompt + generated tokens; CHAT_N 128 for chat prompts), THREADS (2),
 #   PROMPTS (8: held-out prompts per domain), TABLE (1: measure the table after training)
 # Held-out prompts: 12-word openings of wiki.test.raw paragraphs after byte 800000 and of
-# Persuasion paragraphs (the training prompts come from Emma and the first 300 KB of wikitext).
+# Persuasion paragraphs (the training prompts come from the other five novels and the first
+# 780 KB of wikitext, alternating).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build/rel}
 BINDIR=${BINDIR:-bin}
 AS_DATA=${AS_DATA:-$(cd .. && pwd)/shared/data}
 WORK=${WORK:-build/draft}
-DATA=${DATA:-regen}
-REGEN_PROMPTS=${REGEN_PROMPTS:-800}
+DATA=${DATA:-mix}
+REGEN_PROMPTS=${REGEN_PROMPTS:-1200}
+CHAT_PROMPTS=${CHAT_PROMPTS:-$([ "$DATA" = mix ] && echo 300 || echo "$REGEN_PROMPTS")}
+JOBS=${JOBS:-2}
 REGEN_N=${REGEN_N:-80}
 PLAIN_BYTES=${PLAIN_BYTES:-64000}
 STEPS=${STEPS:-3000}
@@ -47,7 +55,9 @@ CHAT_N=${CHAT_N:-128} # chat prompts are ~40-50 tokens with SmolLM2's system mes
 THREADS=${THREADS:-2}
 PROMPTS=${PROMPTS:-8}
 TABLE=${TABLE:-1}
-EVAL_STYLES=${EVAL_STYLES:-$([ "$DATA" = chat ] && echo chat || echo plain)}
+EVAL_EVERY=${EVAL_EVERY:-100}
+INIT_HEAD=${INIT_HEAD:-1}
+EVAL_STYLES=${EVAL_STYLES:-$(case $DATA in chat) echo chat ;; mix) echo "plain chat" ;; *) echo plain ;; esac)}
 # the regen draft keeps its historical names; other data get their own draft and checkpoint
 SUF=$([ "$DATA" = regen ] && echo "" || echo "-$DATA")
 export PATH="$(pwd)/$BINDIR:$(pwd)/.venv/bin:$PATH" AS_PROGRESS=0 OPENBLAS_NUM_THREADS=$THREADS
@@ -68,7 +78,8 @@ def pick(paras, n=None):
     return out
 w = open(data + "/text/wikitext-2-raw/wiki.test.raw", encoding="utf-8").read()
 a = open(data + "/text/austen/persuasion.txt", encoding="utf-8").read()[100000:]
-e = open(data + "/text/austen/emma.txt", encoding="utf-8").read()[:400000]
+books = ["emma", "pride_and_prejudice", "sense_and_sensibility", "mansfield_park", "northanger_abbey"]
+e = [open(data + "/text/austen/%s.txt" % b, encoding="utf-8").read() for b in books]
 wiki, austen = pick(w[800000:].split("\n"), n), pick(a.split("\n\n"), n)
 open(work + "/eval_wiki.txt", "w").write("\n".join(wiki) + "\n")
 open(work + "/eval_austen.txt", "w").write("\n".join(austen) + "\n")
@@ -79,48 +90,58 @@ open(work + "/chat_eval_wiki.txt", "w").write("\n".join(map(ask, wiki)) + "\n")
 open(work + "/chat_eval_austen.txt", "w").write("\n".join(map(ask, austen)) + "\n")
 open(work + "/chat_eval_select.txt", "w").write("\n".join(map(ask, wiki[:3] + austen[:3])) + "\n")
 # training prompts (Emma and wiki alternating) and the plain-text set of the same sources
-tp = [x for pair in zip(pick(e.split("\n\n")), pick(w[:300000].split("\n"))) for x in pair]
+# (Austen paragraphs taken from the five novels in turn, so each share of the list mixes them)
+au = [x for five in zip(*[pick(b.split("\n\n")) for b in e]) for x in five]
+tp = [x for pair in zip(au, pick(w[:780000].split("\n"))) for x in pair]
 open(work + "/train_prompts.txt", "w").write("\n".join(tp) + "\n")
-open(work + "/plain.txt", "w").write(e[: nb // 2] + w[: nb // 2])
+open(work + "/plain.txt", "w").write(e[0][: nb // 2] + w[: nb // 2])
 PY
-if [ "$DATA" = regen ]; then
-    # the target's answers, one prompt at a time, resumable (regen.done counts the prompts done)
-    done_n=$(cat "$WORK/regen.done" 2>/dev/null || echo 0)
-    i=0
-    while IFS= read -r p && [ $i -lt "$REGEN_PROMPTS" ]; do
-        if [ $i -ge "$done_n" ]; then
-            t=0
-            [ $((i / 2 % 2)) = 1 ] && t=0.7
-            printf '%s\n\n' "$(as-gen -m "$M" -p "$p" -n "$REGEN_N" --temp $t --seed $i)" \
-                >>"$WORK/regen.txt"
-            echo $((i + 1)) >"$WORK/regen.done"
+# The target's answers, prompt i by worker i % JOBS (one thread each), resumable: each worker
+# appends to NAME.W.txt and counts its prompts in NAME.W.done; NAME.txt is their concatenation.
+gen_one() { # regen|chat I PROMPT
+    local t=0 q
+    [ $(($2 / 2 % 2)) = 1 ] && t=0.7
+    if [ "$1" = regen ]; then
+        printf '%s\n\n' "$(as-gen -m "$M" -p "$3" -n "$REGEN_N" --temp $t --seed "$2")"
+    else
+        # the whole conversation as the model sees it, so the draft learns the template's tokens
+        q="Continue the following text: $3"
+        [ $(($2 % 2)) = 1 ] && q="What is this passage about? $3"
+        as-gen -m "$M" --chat --chat-render -p "$q"
+        printf '%s<|im_end|>\n' "$(as-gen -m "$M" --chat -p "$q" -n "$((REGEN_N + 64))" --temp $t --seed "$2")"
+    fi
+}
+gen_worker() { # NAME COUNT W
+    local done_n i=0 p
+    done_n=$(cat "$WORK/$1.$3.done" 2>/dev/null || echo 0)
+    while IFS= read -r p && [ $i -lt "$2" ]; do
+        if [ $((i % JOBS)) = "$3" ] && [ $i -ge "$done_n" ]; then
+            gen_one "$1" $i "$p" >>"$WORK/$1.$3.txt"
+            echo $((i + 1)) >"$WORK/$1.$3.done"
         fi
         i=$((i + 1))
     done <"$WORK/train_prompts.txt"
-    text=$WORK/regen.txt
-elif [ "$DATA" = chat ]; then
-    # the target's chat answers, one question at a time, resumable like regen; each record is the
-    # whole conversation as the model sees it, so the draft learns the template's tokens too
-    done_n=$(cat "$WORK/chat.done" 2>/dev/null || echo 0)
-    i=0
-    while IFS= read -r p && [ $i -lt "$REGEN_PROMPTS" ]; do
-        if [ $i -ge "$done_n" ]; then
-            t=0
-            [ $((i / 2 % 2)) = 1 ] && t=0.7
-            q="Continue the following text: $p"
-            [ $((i % 2)) = 1 ] && q="What is this passage about? $p"
-            {
-                as-gen -m "$M" --chat --chat-render -p "$q"
-                printf '%s<|im_end|>\n' "$(as-gen -m "$M" --chat -p "$q" -n "$((REGEN_N + 64))" --temp $t --seed $i)"
-            } >>"$WORK/chat.txt"
-            echo $((i + 1)) >"$WORK/chat.done"
-        fi
-        i=$((i + 1))
-    done <"$WORK/train_prompts.txt"
-    text=$WORK/chat.txt
-else
-    text=$WORK/plain.txt
-fi
+}
+gen_set() { # NAME COUNT
+    local w pids=()
+    for ((w = 0; w < JOBS; w++)); do
+        OPENBLAS_NUM_THREADS=1 gen_worker "$1" "$2" $w &
+        pids+=($!)
+    done
+    for w in "${pids[@]}"; do wait "$w" || { echo "draft.sh: $1 generation failed" >&2; exit 1; }; done
+    for ((w = 0; w < JOBS; w++)); do cat "$WORK/$1.$w.txt"; done >"$WORK/$1.txt"
+}
+case $DATA in
+regen) gen_set regen "$REGEN_PROMPTS" && text=$WORK/regen.txt ;;
+chat) gen_set chat "$CHAT_PROMPTS" && text=$WORK/chat.txt ;;
+mix)
+    gen_set regen "$REGEN_PROMPTS"
+    gen_set chat "$CHAT_PROMPTS"
+    cat "$WORK/regen.txt" "$WORK/chat.txt" >"$WORK/mix.txt"
+    text=$WORK/mix.txt
+    ;;
+*) text=$WORK/plain.txt ;;
+esac
 # offline mode: the target's taps, final-normed state and argmax once per token, then training
 # reads windows from the memory-mapped dump (no target forward per step)
 [ -s "$WORK/$DATA.dump" ] ||
@@ -131,9 +152,11 @@ fi
 # (the selection prompts in the data's own style: chat questions for DATA=chat)
 SEL=(-e "$WORK/eval_select.txt" --eval-steps 40)
 [ "$DATA" = chat ] && SEL=(-e "$WORK/chat_eval_select.txt" --chat --eval-steps "$((CHAT_N - 24))")
+INIT=()
+[ "$INIT_HEAD" = 1 ] && INIT=(--init-head)
 timeout $((MINUTES * 60)) as-draft train -m "$M" -o "$WORK/draft$SUF" --dump "$WORK/$DATA.dump" \
-    "${SEL[@]}" --batch "$BATCH" --steps "$STEPS" --warmup 10 --lr "$LR" \
-    --eval-every 25 --save-every 5 -k 2 -c "$WORK/train$SUF.ck" \
+    "${SEL[@]}" "${INIT[@]}" --batch "$BATCH" --steps "$STEPS" --warmup 10 --lr "$LR" \
+    --eval-every "$EVAL_EVERY" --save-every 5 -k 2 -c "$WORK/train$SUF.ck" \
     >>"$WORK/train$SUF.log" || true
 cp "$WORK/train$SUF.log" "bench/results/draft$SUF-train.log"
 [ -d "$WORK/draft$SUF" ] || { echo "no draft yet (training has not reached an evaluation)"; exit 1; }

@@ -65,6 +65,39 @@ static int32_t *vocab_from_tokens(const int32_t *toks, size_t n, int V, int vd) 
     return used;
 }
 
+/* Window order: a fresh permutation of the n windows each epoch (Fisher-Yates on a splitmix64
+ * stream seeded by the epoch), so a batch mixes windows from across the data instead of B
+ * neighbours, and a resumed run reads exactly the windows an uninterrupted one would (the order
+ * is a function of the step alone). order->perm caches the current epoch's permutation. */
+struct window_order {
+    int shuffle;
+    long n, epoch, *perm;
+};
+
+static uint64_t splitmix64(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static long window_at(struct window_order *o, long idx) {
+    long e = idx / o->n, i = idx % o->n;
+    if (!o->shuffle) return i;
+    if (!o->perm || o->epoch != e) {
+        if (!o->perm) o->perm = as_xmalloc((size_t)o->n * sizeof(long));
+        uint64_t st = 0x5eed0000ull + (uint64_t)e;
+        for (long j = 0; j < o->n; j++)
+            o->perm[j] = j;
+        for (long j = o->n - 1; j > 0; j--) {
+            long r = (long)(splitmix64(&st) % (uint64_t)(j + 1)), t = o->perm[j];
+            o->perm[j] = o->perm[r], o->perm[r] = t;
+        }
+        o->epoch = e;
+    }
+    return o->perm[i];
+}
+
 struct window_data {
     int T, Vd;
     float *feats, *tlogits;
@@ -316,32 +349,24 @@ int cmd_dump(int argc, char **argv) {
 int cmd_train(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *text = NULL, *ckpt = NULL, *evalf = NULL;
     const char *dumpf = NULL;
-    int init_head = 0, chat = 0; /* --chat: eval prompts are user messages (chat_template.h) */
+    int init_head = 0, chat = 0,
+        shuffle = 1; /* --chat: eval prompts are user messages (chat_template.h) */
     int vd = 0, T = 64, total = 200, B = 1, ttt = 7, warmup = -1, save_every = 50, eval_every = 50;
     int k = 3, eval_steps = 48;
     long bytes = 0;
     float lr = 1e-3f, clip = 0.5f;
-    static const struct option lo[] = {{"model", required_argument, 0, 'm'},
-                                       {"output", required_argument, 0, 'o'},
-                                       {"text", required_argument, 0, 'f'},
-                                       {"ckpt", required_argument, 0, 'c'},
-                                       {"eval", required_argument, 0, 'e'},
-                                       {"vd", required_argument, 0, 1},
-                                       {"window", required_argument, 0, 2},
-                                       {"steps", required_argument, 0, 3},
-                                       {"ttt", required_argument, 0, 4},
-                                       {"warmup", required_argument, 0, 5},
-                                       {"save-every", required_argument, 0, 6},
-                                       {"eval-every", required_argument, 0, 7},
-                                       {"lr", required_argument, 0, 8},
-                                       {"clip", required_argument, 0, 9},
-                                       {"bytes", required_argument, 0, 10},
-                                       {"eval-steps", required_argument, 0, 11},
-                                       {"dump", required_argument, 0, 12},
-                                       {"init-head", no_argument, 0, 13},
-                                       {"batch", required_argument, 0, 14},
-                                       {"chat", no_argument, 0, 15},
-                                       {0, 0, 0, 0}};
+    static const struct option lo[] = {
+        {"model", required_argument, 0, 'm'},    {"output", required_argument, 0, 'o'},
+        {"text", required_argument, 0, 'f'},     {"ckpt", required_argument, 0, 'c'},
+        {"eval", required_argument, 0, 'e'},     {"vd", required_argument, 0, 1},
+        {"window", required_argument, 0, 2},     {"steps", required_argument, 0, 3},
+        {"ttt", required_argument, 0, 4},        {"warmup", required_argument, 0, 5},
+        {"save-every", required_argument, 0, 6}, {"eval-every", required_argument, 0, 7},
+        {"lr", required_argument, 0, 8},         {"clip", required_argument, 0, 9},
+        {"bytes", required_argument, 0, 10},     {"eval-steps", required_argument, 0, 11},
+        {"dump", required_argument, 0, 12},      {"init-head", no_argument, 0, 13},
+        {"batch", required_argument, 0, 14},     {"chat", no_argument, 0, 15},
+        {"no-shuffle", no_argument, 0, 16},      {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "m:o:f:c:e:k:", lo, NULL)) != -1) {
@@ -408,6 +433,9 @@ int cmd_train(int argc, char **argv) {
             break;
         case 15:
             chat = 1;
+            break;
+        case 16:
+            shuffle = 0;
             break;
         default:
             as_die("train: bad option (see as-draft --help)");
@@ -529,10 +557,11 @@ int cmd_train(int argc, char **argv) {
         printf("{\"step\":0,\"al\":%.4f}\n", al);
     }
     t_eval = now() - t0;
+    struct window_order order = {shuffle, n_win, -1, NULL};
     while (step < total) {
         tc = now();
-        for (int b = 0; b < B; b++) { /* step s reads windows s B .. s B + B - 1 (mod n_win) */
-            long wi = (step * B + b) % n_win;
+        for (int b = 0; b < B; b++) { /* step s reads entries s B .. s B + B - 1 of the order */
+            long wi = window_at(&order, step * B + b);
             if (dumpf) {
                 dump_window(&du, wd, t2d, wi, b, wt, &w);
             } else {
@@ -594,7 +623,7 @@ int cmd_train(int argc, char **argv) {
     for (int i = 0; i < n_prompts; i++)
         free(prompts[i]);
     free(wt), free(w.feats), free(w.tlogits), free(w.tmask), free(ids), free(used), free(t2d);
-    free(wd);
+    free(wd), free(order.perm);
     as_ckpt_close(du.ck);
     as_state_free(s);
     as_adamw_free(opt);
