@@ -129,7 +129,12 @@ gen_set() { # NAME COUNT
         pids+=($!)
     done
     for w in "${pids[@]}"; do wait "$w" || { echo "draft.sh: $1 generation failed" >&2; exit 1; }; done
-    for ((w = 0; w < JOBS; w++)); do cat "$WORK/$1.$w.txt"; done >"$WORK/$1.txt"
+    # a sampled answer can hold bytes that are no UTF-8 (byte-level BPE emits single bytes, e.g.
+    # a lone continuation byte); the tokenizer refuses such text, so those bytes are dropped
+    for ((w = 0; w < JOBS; w++)); do cat "$WORK/$1.$w.txt"; done |
+        python3 -c 'import sys; b = sys.stdin.buffer.read(); t = b.decode("utf-8", "ignore")
+print("draft.sh: %d bytes that are no UTF-8 dropped" % (len(b) - len(t.encode())), file=sys.stderr)
+sys.stdout.write(t)' >"$WORK/$1.txt"
 }
 case $DATA in
 regen) gen_set regen "$REGEN_PROMPTS" && text=$WORK/regen.txt ;;
