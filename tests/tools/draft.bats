@@ -244,3 +244,39 @@ PY
     refused "as-draft: dump $(T other.st): made with a target of hidden size 32, the target has 64"
     [ ! -e "$(T Dbad)" ]
 }
+
+@test "plot: loss, AL and lr against the step as SVG; a resumed run's lines replace the killed one's; a bad log refused" {
+    as-draft plot "$(T train.log)" -o "$(T curves.svg)"
+    # every logged point is drawn where the scale puts it (x: step over the run's range, y: the
+    # value over the series' maximum; AL drawn as AL - 1), recomputed here from the log
+    python3 - "$(T curves.svg)" "$(T train.log)" <<'PY'
+import json, sys, xml.etree.ElementTree as ET
+ns = "{http://www.w3.org/2000/svg}"
+svg = ET.parse(sys.argv[1]).getroot()
+log = [json.loads(l) for l in open(sys.argv[2])]
+loss = [(l["step"], l["loss"]) for l in log if "loss" in l]
+lr = [(l["step"], l["lr"]) for l in log if "lr" in l]
+al = [(l["step"], l["al"] - 1) for l in log if "al" in l]
+steps = [s for s, _ in loss + al]
+x0, x1 = min(steps), max(steps)
+polys = svg.findall(ns + "polyline")
+assert len(polys) == 3, len(polys)
+for poly, pts in zip(polys, (loss, al, lr)):
+    got = [tuple(map(float, p.split(","))) for p in poly.get("points").split()]
+    assert len(got) == len(pts), (len(got), len(pts))
+    top = max(v for _, v in pts)
+    for (gx, gy), (s, v) in zip(got, pts):
+        assert abs(gx - (48 + 624 * (s - x0) / (x1 - x0))) < 0.06, (gx, s)
+        assert abs(gy - (352 - 304 * max(v, 0) / top)) < 0.06, (gy, v)
+assert len(svg.findall(ns + "circle")) == len(al)
+PY
+    # a run killed after step 200 and resumed from its checkpoint at step 100 logs 100.. again
+    jq -c 'select((.step // 0) <= 200)' "$(T train.log)" >"$(T resumed.log)"
+    jq -c 'select((.step // 0) >= 100)' "$(T train.log)" >>"$(T resumed.log)"
+    as-draft plot "$(T resumed.log)" -o "$(T resumed.svg)"
+    diff <(grep -v '^<text' "$(T curves.svg)") <(grep -v '^<text' "$(T resumed.svg)")
+    printf '{"step":10,"loss":3}\nnot json\n' >"$(T bad.log)"
+    run --separate-stderr as-draft plot "$(T bad.log)" -o "$(T bad.svg)"
+    refused "as-draft: file $(T bad.log): line 2: not a JSON object ('[' or '{' expected near 'not')"
+    [ ! -e "$(T bad.svg)" ]
+}

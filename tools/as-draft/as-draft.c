@@ -23,6 +23,7 @@
 int cmd_train(int argc, char **argv);     /* train.c */
 int cmd_gradcheck(int argc, char **argv); /* train.c */
 int cmd_dump(int argc, char **argv);      /* train.c */
+int cmd_plot(int argc, char **argv);      /* plot.c */
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -48,6 +49,8 @@ static void usage(FILE *f) {
             "  dump    -m TARGET -f TEXT -o DUMP.safetensors [--vd N] [--window T] [--bytes B]\n"
             "          per token: the three tapped states, the final-normed hidden state, the\n"
             "          target argmax; the draft vocabulary (most frequent N ids, padded)\n"
+            "  plot    TRAIN_LOG -o CURVES.svg   training loss, AL and lr against the step\n"
+            "          (the JSON lines of train; a resumed run's lines replace the killed one's)\n"
             "  gradcheck TARGET DRAFT_DIR T STEPS   TTT gradients vs central differences\n"
             "  rowwise -m TARGET -p PROMPT -k K [-n STEPS]   batched verification rows vs\n"
             "          one-token decoding, bit for bit (logits and taps)\n");
@@ -426,6 +429,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "train")) return cmd_train(argc - 1, argv + 1);
     if (!strcmp(cmd, "gradcheck")) return cmd_gradcheck(argc - 1, argv + 1);
     if (!strcmp(cmd, "dump")) return cmd_dump(argc - 1, argv + 1);
+    if (!strcmp(cmd, "plot")) return cmd_plot(argc - 1, argv + 1);
     struct opts o = {0};
     o.seed = 42;
     parse(argc - 1, argv + 1, &o);

@@ -42,6 +42,7 @@
 #include "train_loss.h"
 #include "train_model.h"
 #include "train_optim.h"
+#include "train_plot.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -147,37 +148,25 @@ struct logrow {
     double loss, kd, lr;
 };
 
-static void write_svg(const char *path, const struct logrow *r, int n) {
-    if (n < 1) return;
-    double mx = 0, lmx = 0;
-    for (int i = 0; i < n; i++)
-        mx = fmax(mx, fmax(r[i].loss, r[i].kd)), lmx = fmax(lmx, r[i].lr);
-    if (mx <= 0) mx = 1;
-    if (lmx <= 0) lmx = 1;
-    char *s = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&s, &len);
-    const int W = 640, H = 360, P = 40;
-    fprintf(f,
-            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\">\n"
-            "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
-            "<text x=\"%d\" y=\"20\" font-size=\"12\">as-qat: loss (blue), KD (red), lr (gray, "
-            "max %.3g); %d steps, y max %.4g</text>\n",
-            W, H, P, lmx, n, mx);
-    const char *colors[3] = {"blue", "red", "gray"};
-    for (int k = 0; k < 3; k++) {
-        fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" points=\"", colors[k]);
-        for (int i = 0; i < n; i++) {
-            double v = k == 0 ? r[i].loss / mx : k == 1 ? r[i].kd / mx : r[i].lr / lmx;
-            fprintf(f, "%.1f,%.1f ", P + (W - 2.0 * P) * (n > 1 ? (double)i / (n - 1) : 0),
-                    H - P - (H - 2.0 * P) * v);
-        }
-        fprintf(f, "\"/>\n");
+/* Loss and KD share one scale, lr its own; this run's steps (a resumed run starts at its
+ * checkpoint's step). */
+static void write_svg(const char *path, const struct logrow *r, int64_t from, int64_t n) {
+    if (n <= from) return;
+    int m = (int)(n - from);
+    double *x = as_xmalloc((size_t)m * 4 * sizeof(double)), *l = x + m, *k = l + m, *lr = k + m;
+    double mx = 0;
+    for (int i = 0; i < m; i++) {
+        const struct logrow *ri = &r[from + i];
+        x[i] = (double)(from + i + 1), l[i] = ri->loss, k[i] = ri->kd, lr[i] = ri->lr;
+        mx = fmax(mx, fmax(ri->loss, ri->kd));
     }
-    fprintf(f, "</svg>\n");
-    fclose(f);
-    if (as_atomic_write_file(path, s, len)) as_die_last();
-    free(s);
+    char title[96];
+    snprintf(title, sizeof title, "as-qat: steps %" PRId64 "..%" PRId64, from + 1, n);
+    const struct as_plot_series s[3] = {{"loss", "blue", x, l, m, mx, 0},
+                                        {"KD", "red", x, k, m, mx, 0},
+                                        {"lr", "gray", x, lr, m, 0, 0}};
+    if (as_plot_svg(path, title, s, 3) != 0) as_die_last();
+    free(x);
 }
 
 /* Copy the tokenizer files of the student into the output directory. */
@@ -771,7 +760,7 @@ int main(int argc, char **argv) {
                n, sp_step0 - start_step, tok, T, el, tok / el, total / el, peak, total / el / peak,
                cpu, total / cpu, pcpu, total / cpu / pcpu, ru.ru_maxrss / 1024.0);
     }
-    if (o.svg) write_svg(o.svg, rows, (int)step);
+    if (o.svg) write_svg(o.svg, rows, start_step, step);
     int final = step == o.steps || o.export_now;
     if (final && o.codes) write_codes(o.codes, m, &fm);
     if (final && o.out) {
