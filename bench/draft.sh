@@ -30,7 +30,8 @@
 #   VD (4096), LR (3e-3), N (64: prompt + generated tokens; CHAT_N 128 for chat prompts), THREADS (2),
 #   PROMPTS (8: held-out prompts per domain), TABLE (1: measure the table after training)
 # Held-out prompts: 12-word openings of wiki.test.raw paragraphs after byte 800000 and of
-# Persuasion paragraphs (the training prompts come from the other five novels and the first
+# Persuasion paragraphs (the first three of each select the draft during training, the table
+# uses the next PROMPTS) (the training prompts come from the other five novels and the first
 # 780 KB of wikitext, alternating).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -80,15 +81,18 @@ w = open(data + "/text/wikitext-2-raw/wiki.test.raw", encoding="utf-8").read()
 a = open(data + "/text/austen/persuasion.txt", encoding="utf-8").read()[100000:]
 books = ["emma", "pride_and_prejudice", "sense_and_sensibility", "mansfield_park", "northanger_abbey"]
 e = [open(data + "/text/austen/%s.txt" % b, encoding="utf-8").read() for b in books]
-wiki, austen = pick(w[800000:].split("\n"), n), pick(a.split("\n\n"), n)
+# the first three of each domain select the checkpoint during training; the table measures the
+# next n, so the selection's luck does not reach the reported numbers
+wiki, austen = pick(w[800000:].split("\n"), n + 3), pick(a.split("\n\n"), n + 3)
+sel, wiki, austen = wiki[:3] + austen[:3], wiki[3:], austen[3:]
 open(work + "/eval_wiki.txt", "w").write("\n".join(wiki) + "\n")
 open(work + "/eval_austen.txt", "w").write("\n".join(austen) + "\n")
-open(work + "/eval_select.txt", "w").write("\n".join(wiki[:3] + austen[:3]) + "\n")
+open(work + "/eval_select.txt", "w").write("\n".join(sel) + "\n")
 # the same held-out openings as chat questions (as-draft --chat renders them)
 ask = lambda x: "Continue the following text: " + x
 open(work + "/chat_eval_wiki.txt", "w").write("\n".join(map(ask, wiki)) + "\n")
 open(work + "/chat_eval_austen.txt", "w").write("\n".join(map(ask, austen)) + "\n")
-open(work + "/chat_eval_select.txt", "w").write("\n".join(map(ask, wiki[:3] + austen[:3])) + "\n")
+open(work + "/chat_eval_select.txt", "w").write("\n".join(map(ask, sel)) + "\n")
 # training prompts (Emma and wiki alternating) and the plain-text set of the same sources
 # (Austen paragraphs taken from the five novels in turn, so each share of the list mixes them)
 au = [x for five in zip(*[pick(b.split("\n\n")) for b in e]) for x in five]
