@@ -515,16 +515,20 @@ void as_op_attention(const struct as_model_config *c, const float *q, const floa
     }
 }
 
+void as_op_linear_rows(float *out, const float *x, const float *W, const float *bias, int T,
+                       int cols, int rows) {
+    struct matvec a = {.n = 1, .cols = cols, .T = T, .x = x, .m = {{out, W, bias, rows}}};
+    matvec_run(&a);
+}
+
 /* out[T, rows] = x[T, cols] W^T (+ bias): as_op_linear, or in rowwise mode decode's matvec per
  * token (weights streamed once for the T tokens). */
 static void linear(const struct as_run_state *s, float *out, const float *x, const float *W,
                    const float *bias, int T, int cols, int rows) {
-    if (T > 1 && s->rowwise) {
-        struct matvec a = {.n = 1, .cols = cols, .T = T, .x = x, .m = {{out, W, bias, rows}}};
-        matvec_run(&a);
-        return;
-    }
-    as_op_linear(out, x, W, bias, T, cols, rows);
+    if (T > 1 && s->rowwise)
+        as_op_linear_rows(out, x, W, bias, T, cols, rows);
+    else
+        as_op_linear(out, x, W, bias, T, cols, rows);
 }
 
 /* A linear of an as-ternary checkpoint through the packed int8 kernels when AS_TERNARY_KERNELS=1

@@ -109,6 +109,12 @@ void as_op_rmsnorm(float *out, const float *x, const float *w, int T, int dim, f
 /* out[T, rows] = x[T, cols] . W[rows, cols]^T (+ bias) */
 void as_op_linear(float *out, const float *x, const float *W, const float *bias, int T, int cols,
                   int rows);
+/* The same product as T single-token matvecs on the engine's pool (each row's sums as decode
+ * computes them), weights streamed once for all T: for a few rows (speculative verification,
+ * a draft's chain), where sgemm's packing and its threads' spinning after the call cost more
+ * than the product. */
+void as_op_linear_rows(float *out, const float *x, const float *W, const float *bias, int T,
+                       int cols, int rows);
 void as_op_rope(float *x, int T, int n_heads, int head_dim, int pos0, const float *cos,
                 const float *sin);
 void as_op_swiglu(float *gate, const float *up, size_t n); /* gate = silu(gate) * up */
