@@ -2,8 +2,8 @@
 # Eagle3 draft for SmolLM2-135M-Instruct (issue 19): training data, offline dump, training
 # (resumable), then acceptance length and decode speedup at k = 1..4, greedy and temperature 0.7,
 # on held-out prompts of two domains, speculative and plain decoding side by side in one run
-# (as-draft spec, the timing part under nice -n -19). Writes bench/results/draft.txt (the table)
-# and keeps the training log next to it.
+# (as-draft spec, the timing part under nice -n -19). Writes bench/results/draft-DATA.txt (the
+# table; draft.txt for DATA=regen) and keeps the training log and its curves (SVG) next to it.
 #   BUILD, BINDIR   build and program directories (as-import, as-gen, as-draft)
 #   AS_DATA         shared data (Austen novels, wikitext-2)
 #   WORK            build/draft: imported model, data, dump, draft, training checkpoint (kept: a
@@ -19,8 +19,8 @@
 #                   Emma + wikitext text itself
 #   EVAL_STYLES     held-out prompt styles measured: plain (continuations) and/or chat (the
 #                   openings as "Continue the following text:" user messages through the chat
-#                   template); default chat for DATA=chat, plain otherwise
-#   REGEN_PROMPTS (1200), CHAT_PROMPTS (mix: 300), REGEN_N (80), PLAIN_BYTES (64000)
+#                   template); default: both for DATA=mix, chat for chat, plain otherwise
+#   REGEN_PROMPTS (1966: all), CHAT_PROMPTS (mix: 300), REGEN_N (80), PLAIN_BYTES (64000)
 #   JOBS (2)        generation workers (one thread each: decoding one sequence is bound by
 #                   memory latency more than by cores, so two 1-thread workers beat one 2-thread)
 #   STEPS (3000)    optimizer steps in all, BATCH (8) windows of WINDOW (64) tokens each, TTT 7
@@ -31,8 +31,8 @@
 #   PROMPTS (8: held-out prompts per domain), TABLE (1: measure the table after training)
 # Held-out prompts: 12-word openings of wiki.test.raw paragraphs after byte 800000 and of
 # Persuasion paragraphs (the first three of each select the draft during training, the table
-# uses the next PROMPTS) (the training prompts come from the other five novels and the first
-# 780 KB of wikitext, alternating).
+# uses the next PROMPTS); the training prompts come from the other five novels and the first
+# 780 KB of wikitext, alternating.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build/rel}
@@ -40,7 +40,7 @@ BINDIR=${BINDIR:-bin}
 AS_DATA=${AS_DATA:-$(cd .. && pwd)/shared/data}
 WORK=${WORK:-build/draft}
 DATA=${DATA:-mix}
-REGEN_PROMPTS=${REGEN_PROMPTS:-1200}
+REGEN_PROMPTS=${REGEN_PROMPTS:-1966}
 CHAT_PROMPTS=${CHAT_PROMPTS:-$([ "$DATA" = mix ] && echo 300 || echo "$REGEN_PROMPTS")}
 JOBS=${JOBS:-2}
 REGEN_N=${REGEN_N:-80}
@@ -168,6 +168,7 @@ timeout $((MINUTES * 60)) as-draft train -m "$M" -o "$WORK/draft$SUF" --dump "$W
     --eval-every "$EVAL_EVERY" --save-every 5 -k 2 -c "$WORK/train$SUF.ck" \
     >>"$WORK/train$SUF.log" || true
 cp "$WORK/train$SUF.log" "bench/results/draft$SUF-train.log"
+as-draft plot "bench/results/draft$SUF-train.log" -o "bench/results/draft$SUF-train.svg"
 [ -d "$WORK/draft$SUF" ] || { echo "no draft yet (training has not reached an evaluation)"; exit 1; }
 [ "$TABLE" = 1 ] || exit 0
 out=bench/results/draft$SUF.txt
