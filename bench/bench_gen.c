@@ -3,7 +3,11 @@
  *   bench_gen prefill DIR [T]         prefill GFLOP/s on a synthetic Llama-shaped checkpoint
  *                                     (hidden 2048, intermediate 5632, 4 layers, 16 heads, bf16,
  *                                     vocab 32000; written to DIR if missing) against the OpenBLAS
- *                                     sgemm rate on the same shapes, same threads, same run. */
+ *                                     sgemm rate on the same shapes, same threads, same run.
+ *   bench_gen verify MODEL_DIR [THREADS]  speculative verification cost: one-token decode against
+ *                                     rowwise passes of 2..8 rows (forward.h) at the same position
+ *                                     after a 64-token prefill, median of 41 repetitions, ms and
+ *                                     in decode steps. */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,12 +140,58 @@ static int bench_prefill(const char *dir, int T) {
     return 0;
 }
 
+static double median(double *v, int n) {
+    for (int i = 1; i < n; i++) /* insertion sort: n is small */
+        for (int j = i; j > 0 && v[j] < v[j - 1]; j--) {
+            double t = v[j];
+            v[j] = v[j - 1], v[j - 1] = t;
+        }
+    return v[n / 2];
+}
+
+/* One rowwise target pass of T rows costs what a speculative step at k = T - 1 pays besides
+ * its draft: the ratio to one decode step bounds the speedup at AL / ratio. */
+static int bench_verify(const char *dir, int threads) {
+    enum { PROMPT = 64, MAXT = 8, REPS = 41 };
+    openblas_set_num_threads(threads);
+    struct as_model *m = as_model_load(dir);
+    if (!m) as_die_last();
+    struct as_run_state *s = as_state_new(m, PROMPT, PROMPT + MAXT + 1, AS_STATE_KEEP_ACTS);
+    if (!s) as_die_last();
+    int toks[PROMPT];
+    for (int i = 0; i < PROMPT; i++) /* any valid ids: the cost does not depend on them */
+        toks[i] = (int)((1000003u * (unsigned)i + 17u) % (unsigned)m->cfg.vocab);
+    if (as_forward(m, s, toks, PROMPT, AS_LOGITS_LAST, NULL) != 0) as_die_last();
+    s->rowwise = 1;
+    double t[REPS], decode = 0;
+    printf("%-8s %-6s %10s %14s\n", "threads", "rows", "ms", "decode steps");
+    for (int T = 1; T <= MAXT; T++) {
+        for (int r = 0; r < REPS; r++) {
+            s->pos = PROMPT; /* the same position every time: the KV cache rolled back */
+            double t0 = now();
+            if (as_forward(m, s, toks, T, T == 1 ? AS_LOGITS_LAST : AS_LOGITS_ALL, NULL) != 0)
+                as_die_last();
+            t[r] = now() - t0;
+        }
+        double ms = 1e3 * median(t, REPS);
+        if (T == 1) decode = ms;
+        printf("%-8d %-6d %10.2f %14.2f\n", threads, T, ms, ms / decode);
+    }
+    as_state_free(s);
+    as_model_free(m);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     as_set_progname(argv[0]);
     if (argc >= 3 && !strcmp(argv[1], "gen"))
         return bench_gen(argv[2], argc > 3 ? atoi(argv[3]) : 256);
     if (argc >= 3 && !strcmp(argv[1], "prefill"))
         return bench_prefill(argv[2], argc > 3 ? atoi(argv[3]) : 512);
-    fprintf(stderr, "usage: bench_gen gen MODEL_DIR [STEPS] | prefill DIR [T]\n");
+    if (argc >= 3 && !strcmp(argv[1], "verify"))
+        return bench_verify(argv[2], argc > 3 ? atoi(argv[3]) : 1);
+    fprintf(
+        stderr,
+        "usage: bench_gen gen MODEL_DIR [STEPS] | prefill DIR [T] | verify MODEL_DIR [THREADS]\n");
     return 2;
 }

@@ -21,8 +21,9 @@
 #                   openings as "Continue the following text:" user messages through the chat
 #                   template); default: both for DATA=mix, chat for chat, plain otherwise
 #   REGEN_PROMPTS (1966: all), CHAT_PROMPTS (mix: 300), REGEN_N (80), PLAIN_BYTES (64000)
-#   JOBS (2)        generation workers (one thread each: decoding one sequence is bound by
-#                   memory latency more than by cores, so two 1-thread workers beat one 2-thread)
+#   GEN_BATCH (8)   answers decoded together (as-gen --batch, THREADS threads): a weight pass of
+#                   several rows costs little more than one of a single row (bench_gen verify);
+#                   SmolLM2 at 2 threads: 50 / 140 / 190 tokens/s at batch 1 / 4 / 8
 #   STEPS (3000)    optimizer steps in all, BATCH (8) windows of WINDOW (64) tokens each, TTT 7
 #   EVAL_EVERY (100) steps between AL measurements (the draft kept is the best one)
 #   INIT_HEAD (1)   lm_head and final norm start from the target's (as-draft train --init-head)
@@ -42,7 +43,7 @@ WORK=${WORK:-build/draft}
 DATA=${DATA:-mix}
 REGEN_PROMPTS=${REGEN_PROMPTS:-1966}
 CHAT_PROMPTS=${CHAT_PROMPTS:-$([ "$DATA" = mix ] && echo 300 || echo "$REGEN_PROMPTS")}
-JOBS=${JOBS:-2}
+GEN_BATCH=${GEN_BATCH:-8}
 REGEN_N=${REGEN_N:-80}
 PLAIN_BYTES=${PLAIN_BYTES:-64000}
 STEPS=${STEPS:-3000}
@@ -100,45 +101,52 @@ tp = [x for pair in zip(au, pick(w[:780000].split("\n"))) for x in pair]
 open(work + "/train_prompts.txt", "w").write("\n".join(tp) + "\n")
 open(work + "/plain.txt", "w").write(e[0][: nb // 2] + w[: nb // 2])
 PY
-# The target's answers, prompt i by worker i % JOBS (one thread each), resumable: each worker
-# appends to NAME.W.txt and counts its prompts in NAME.W.done; NAME.txt is their concatenation.
-gen_one() { # regen|chat I PROMPT
-    local t=0 q
-    [ $(($2 / 2 % 2)) = 1 ] && t=0.7
-    if [ "$1" = regen ]; then
-        printf '%s\n\n' "$(as-gen -m "$M" -p "$3" -n "$REGEN_N" --temp $t --seed "$2")"
-    else
-        # the whole conversation as the model sees it, so the draft learns the template's tokens
-        q="Continue the following text: $3"
-        [ $(($2 % 2)) = 1 ] && q="What is this passage about? $3"
-        as-gen -m "$M" --chat --chat-render -p "$q"
-        printf '%s<|im_end|>\n' "$(as-gen -m "$M" --chat -p "$q" -n "$((REGEN_N + 64))" --temp $t --seed "$2")"
-    fi
-}
-gen_worker() { # NAME COUNT W
-    local done_n i=0 p
-    done_n=$(cat "$WORK/$1.$3.done" 2>/dev/null || echo 0)
-    while IFS= read -r p && [ $i -lt "$2" ]; do
-        if [ $((i % JOBS)) = "$3" ] && [ $i -ge "$done_n" ]; then
-            gen_one "$1" $i "$p" >>"$WORK/$1.$3.txt"
-            echo $((i + 1)) >"$WORK/$1.$3.done"
-        fi
-        i=$((i + 1))
-    done <"$WORK/train_prompts.txt"
+# The target's answers to the training prompts: as-gen --batch decodes GEN_BATCH of them together
+# (each answer what as-gen prints for that prompt alone), 32 prompts a chunk; a chunk's text goes
+# to NAME.chunks/FROM.txt atomically, so a killed run resumes at its first missing chunk. NAME.txt
+# is the chunks in prompt order. Prompt i: greedy, or T = 0.7 when i / 2 is odd, seed i; chat
+# prompts keep the whole conversation as the model sees it (template, question, answer,
+# <|im_end|>; an answer cut at the step limit is closed too), so the draft learns the template.
+gen_chunk() { # regen|chat FROM TO
+    python3 - "$1" "$2" "$3" "$REGEN_N" "$WORK/train_prompts.txt" "$M" "$GEN_BATCH" <<'PY'
+import json, subprocess, sys
+kind, lo, hi, n, path, model = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
+ps = open(path, encoding="utf-8").read().split("\n")
+jobs = []
+for i in range(lo, hi):
+    t = 0.7 if i // 2 % 2 == 1 else 0
+    if kind == "regen":
+        jobs.append({"prompt": ps[i], "steps": n, "temp": t, "seed": i})
+    else:
+        q = ("What is this passage about? " if i % 2 else "Continue the following text: ") + ps[i]
+        jobs.append({"prompt": q, "chat": True, "steps": n + 64, "temp": t, "seed": i})
+out = subprocess.run(["as-gen", "-m", model, "--batch", "-", "-B", sys.argv[7]],
+                     input="".join(json.dumps(j) + "\n" for j in jobs), capture_output=True,
+                     text=True)
+if out.returncode:
+    sys.exit("draft.sh: as-gen --batch failed: " + out.stderr.strip())
+for j, line in zip(jobs, out.stdout.splitlines()):
+    # bytes that are no UTF-8 (a byte-level piece cut mid-character) come back as U+FFFD:
+    # dropped, since the tokenizer would refuse them
+    text = json.loads(line)["text"].replace("\ufffd", "").rstrip("\n")
+    if kind == "regen":
+        sys.stdout.write(text + "\n\n")
+    else:
+        head = subprocess.run(["as-gen", "-m", model, "--chat", "--chat-render", "-p",
+                               j["prompt"]], capture_output=True, text=True, check=True).stdout
+        sys.stdout.write(head + text + "<|im_end|>\n")
+PY
 }
 gen_set() { # NAME COUNT
-    local w pids=()
-    for ((w = 0; w < JOBS; w++)); do
-        OPENBLAS_NUM_THREADS=1 gen_worker "$1" "$2" $w &
-        pids+=($!)
+    local lo hi
+    mkdir -p "$WORK/$1.chunks"
+    for ((lo = 0; lo < $2; lo += 32)); do
+        hi=$((lo + 32 < $2 ? lo + 32 : $2))
+        [ -s "$WORK/$1.chunks/$lo.txt" ] && continue
+        gen_chunk "$1" $lo $hi >"$WORK/$1.chunks/$lo.tmp"
+        mv "$WORK/$1.chunks/$lo.tmp" "$WORK/$1.chunks/$lo.txt"
     done
-    for w in "${pids[@]}"; do wait "$w" || { echo "draft.sh: $1 generation failed" >&2; exit 1; }; done
-    # a sampled answer can hold bytes that are no UTF-8 (byte-level BPE emits single bytes, e.g.
-    # a lone continuation byte); the tokenizer refuses such text, so those bytes are dropped
-    for ((w = 0; w < JOBS; w++)); do cat "$WORK/$1.$w.txt"; done |
-        python3 -c 'import sys; b = sys.stdin.buffer.read(); t = b.decode("utf-8", "ignore")
-print("draft.sh: %d bytes that are no UTF-8 dropped" % (len(b) - len(t.encode())), file=sys.stderr)
-sys.stdout.write(t)' >"$WORK/$1.txt"
+    for ((lo = 0; lo < $2; lo += 32)); do cat "$WORK/$1.chunks/$lo.txt"; done >"$WORK/$1.txt"
 }
 case $DATA in
 regen) gen_set regen "$REGEN_PROMPTS" && text=$WORK/regen.txt ;;

@@ -7,51 +7,12 @@
 #include <time.h>
 
 #include "as_error.h"
+#include "gen_sample.h"
 
 static double now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return t.tv_sec + 1e-9 * t.tv_nsec;
-}
-
-/* xorshift64* uniform in [0, 1) (as-gen's sampler) */
-static float rng_f32(uint64_t *st) {
-    *st ^= *st >> 12;
-    *st ^= *st << 25;
-    *st ^= *st >> 27;
-    return (float)((*st * 0x2545F4914F6CDD1Dull) >> 40) / 16777216.0f;
-}
-
-static int argmax(const float *x, int n) {
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
-}
-
-/* p = softmax(logits / temp) unnormalised into e; returns the sum. */
-static float exps(const float *logits, int n, float temp, float *e) {
-    float mx = logits[argmax(logits, n)], sum = 0;
-    for (int i = 0; i < n; i++)
-        sum += (e[i] = expf((logits[i] - mx) / temp));
-    return sum;
-}
-
-static int sample_e(const float *e, int n, float sum, uint64_t *rng) {
-    float r = rng_f32(rng) * sum, cdf = 0;
-    for (int i = 0; i < n; i++) {
-        cdf += e[i];
-        if (r < cdf) return i;
-    }
-    for (int i = n - 1; i > 0; i--) /* rounding: the last token with mass */
-        if (e[i] > 0) return i;
-    return 0;
-}
-
-/* The next token from one row of target logits: argmax, or a sample at temp. */
-static int pick(const float *logits, int n, float temp, float *e, uint64_t *rng) {
-    if (temp <= 0) return argmax(logits, n);
-    return sample_e(e, n, exps(logits, n, temp, e), rng);
 }
 
 void as_spec_gather_taps(const struct as_model *m, const struct as_run_state *s, const int taps[3],
@@ -79,7 +40,7 @@ int as_spec_plain(const struct as_model *m, int *toks, int n_prompt, int steps,
     double t0 = now();
     if (as_forward(m, s, toks, n_prompt, AS_LOGITS_LAST, NULL) != 0) goto out;
     while (n <= steps) {
-        int next = pick(s->logits, V, o->temp, e, &rng);
+        int next = as_sample_token(s->logits, V, o->temp, e, &rng);
         if (is_stop(o, next)) break;
         toks[n] = next;
         if (emit && emit(ctx, toks[n - 1], next) != 0) goto out;
@@ -113,7 +74,7 @@ int as_spec_generate(const struct as_model *m, const struct as_draft *d, int *to
     if (!s || !ds) goto out;
     /* prefill: the prompt, as plain decoding does it (same bits), then the first token */
     if (as_forward(m, s, toks, n_prompt, AS_LOGITS_LAST, NULL) != 0) goto out;
-    int next = pick(s->logits, V, o->temp, e, &rng);
+    int next = as_sample_token(s->logits, V, o->temp, e, &rng);
     if (is_stop(o, next) || n > steps) {
         rc = n;
         goto out;
@@ -136,7 +97,7 @@ int as_spec_generate(const struct as_model *m, const struct as_draft *d, int *to
         for (int j = 1; j <= k; j++) {
             /* the previous call's last row */
             const float *row = ds->logits + (size_t)(ds->T - 1) * d->vd;
-            batch[j] = as_draft_to_target(d, argmax(row, d->vd));
+            batch[j] = as_draft_to_target(d, as_sample_argmax(row, d->vd));
             if (j == k) break;
             float *hid = ds->hidden + (size_t)(ds->T - 1) * H;
             memcpy(feats, hid, (size_t)H * sizeof(float));
@@ -149,12 +110,12 @@ int as_spec_generate(const struct as_model *m, const struct as_draft *d, int *to
         for (int j = 0; j <= k; j++) {
             const float *lj = s->logits + (size_t)j * V;
             if (j == k) { /* every draft accepted: the bonus token */
-                tok = pick(lj, V, o->temp, e, &rng);
+                tok = as_sample_token(lj, V, o->temp, e, &rng);
                 break;
             }
             int dj = batch[j + 1];
             if (o->temp <= 0) {
-                int t = argmax(lj, V);
+                int t = as_sample_argmax(lj, V);
                 if (t == dj) {
                     a++;
                     continue;
@@ -162,13 +123,13 @@ int as_spec_generate(const struct as_model *m, const struct as_draft *d, int *to
                 tok = t;
                 break;
             }
-            float sum = exps(lj, V, o->temp, e);
-            if (rng_f32(&rng) < e[dj] / sum) {
+            float sum = as_sample_exps(lj, V, o->temp, e);
+            if (as_sample_uniform(&rng) < e[dj] / sum) {
                 a++;
                 continue;
             }
             sum -= e[dj], e[dj] = 0; /* the residual max(p - q, 0) with q one-hot at dj */
-            tok = sample_e(e, V, sum, &rng);
+            tok = as_sample_from(e, V, sum, &rng);
             break;
         }
         st->accepted += a;

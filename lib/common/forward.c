@@ -235,54 +235,99 @@ static void dot4(const float *W, size_t stride, const float *x, int n, float out
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-/* dot4 with 256-bit AVX registers where the CPU has them: lane j of one 8-float register is
- * accumulator j of dot(), mul and add as separate roundings (no FMA: C11 mode does not contract),
- * so the sums are the same bits as the SSE code's, in half the instructions (decode on a loaded
- * machine is bound by CPU time as much as by memory bandwidth). */
 typedef float v8f __attribute__((vector_size(32)));
 
-__attribute__((target("avx"))) static void matvec_rows_avx(float *out, const float *x,
-                                                           const float *W, const float *bias,
-                                                           int cols, int lo, int hi) {
-    int r = lo;
-    for (; r + 4 <= hi; r += 4) {
-        const float *w0 = W + (size_t)r * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
-        v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-        int i = 0;
-        /* the next four rows, two cache lines per step: the four short row streams get no
-         * help from the hardware prefetcher, which the long sequential stream of rows does */
-        const char *next = (const char *)(w3 + cols);
-        for (; i + 8 <= cols; i += 8) {
-            __builtin_prefetch(next + 16 * i), __builtin_prefetch(next + 16 * i + 64);
-            v8f xv, v0, v1, v2, v3;
-            memcpy(&xv, x + i, 32), memcpy(&v0, w0 + i, 32), memcpy(&v1, w1 + i, 32);
-            memcpy(&v2, w2 + i, 32), memcpy(&v3, w3 + i, 32);
-            a0 += v0 * xv, a1 += v1 * xv, a2 += v2 * xv, a3 += v3 * xv;
-        }
-        float s[4] = {((a0[0] + a0[4]) + (a0[1] + a0[5])) + ((a0[2] + a0[6]) + (a0[3] + a0[7])),
-                      ((a1[0] + a1[4]) + (a1[1] + a1[5])) + ((a1[2] + a1[6]) + (a1[3] + a1[7])),
-                      ((a2[0] + a2[4]) + (a2[1] + a2[5])) + ((a2[2] + a2[6]) + (a2[3] + a2[7])),
-                      ((a3[0] + a3[4]) + (a3[1] + a3[5])) + ((a3[2] + a3[6]) + (a3[3] + a3[7]))};
-        for (; i < cols; i++)
-            s[0] += w0[i] * x[i], s[1] += w1[i] * x[i], s[2] += w2[i] * x[i], s[3] += w3[i] * x[i];
+/* Rows r..r+3 of out_t = W x_t (+ bias) for nt tokens t (x_t = x + t cols, out_t = out + t ldo)
+ * with 256-bit registers: the four rows are loaded once per 8 columns and multiplied into all
+ * nt tokens, 4 nt independent accumulator chains, so a pass of several tokens runs at the vector
+ * units' rate rather than at the add latency of four chains, with the rows read from memory
+ * once. Each (row, token) is summed exactly as dot() sums it (lane j of one 8-float register is
+ * dot's accumulator j, taking elements j, j+8, ...; the same final pairing, the same tail, then
+ * the bias; mul and add are separate roundings: C11 mode does not contract them into FMA), so
+ * every token's output is the same bits for every token count, thread count and CPU: what
+ * rowwise mode promises (speculative verification, forward.h). Inlined with a constant nt into
+ * the target-specific loops below, which give it 16 (AVX) or 32 (AVX-512VL) registers. */
+static inline __attribute__((always_inline)) void matvec_tile(float *out, size_t ldo,
+                                                              const float *x, const int nt,
+                                                              const float *W, const float *bias,
+                                                              int cols, int r, int prefetch) {
+    const float *w = W + (size_t)r * cols;
+    const char *next = (const char *)(w + 4 * (size_t)cols);
+    v8f acc[4][4];
+    memset(acc, 0, sizeof acc);
+    int i = 0;
+    for (; i + 8 <= cols; i += 8) {
+        if (prefetch) /* the next four rows, into L2 only: fetched into L1 they evict the tile
+                       * and the tokens that the later groups still read (two groups: 2x slower) */
+            __builtin_prefetch(next + 16 * i, 0, 2), __builtin_prefetch(next + 16 * i + 64, 0, 2);
+        v8f wv[4], xv[4];
+#pragma GCC unroll 4
         for (int k = 0; k < 4; k++)
-            out[r + k] = s[k] + (bias ? bias[r + k] : 0.0f);
+            memcpy(&wv[k], w + (size_t)k * cols + i, 32);
+#pragma GCC unroll 4
+        for (int t = 0; t < nt; t++) {
+            memcpy(&xv[t], x + (size_t)t * cols + i, 32);
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++)
+                acc[t][k] += wv[k] * xv[t];
+        }
     }
-    for (; r < hi; r++)
-        out[r] = dot(W + (size_t)r * cols, x, cols) + (bias ? bias[r] : 0.0f);
+    for (int t = 0; t < nt; t++)
+        for (int k = 0; k < 4; k++) {
+            const v8f a = acc[t][k];
+            const float *wk = w + (size_t)k * cols, *xt = x + (size_t)t * cols;
+            float sk = ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+            for (int j = i; j < cols; j++)
+                sk += wk[j] * xt[j];
+            out[(size_t)t * ldo + r + k] = sk + (bias ? bias[r + k] : 0.0f);
+        }
 }
+
+/* Rows [lo, hi) for T tokens, tiles of 4 rows x up to TMAX tokens, the tokens split into
+ * groups as even as they go (5 = 3 + 2, not 4 + 1: a group of one runs at the add latency of
+ * four chains); the first group streams the rows and prefetches the next tile, the later ones
+ * read the tile from L1. */
+#define MATVEC_ROWS_MULTI(name, target_spec, TMAX)                                                 \
+    __attribute__((target(target_spec))) static void name(                                         \
+        float *out, size_t ldo, const float *x, int T, const float *W, const float *bias,          \
+        int cols, int lo, int hi) {                                                                \
+        int r = lo, groups = (T + TMAX - 1) / TMAX;                                                \
+        for (; r + 4 <= hi; r += 4)                                                                \
+            for (int g = 0; g < groups; g++) {                                                     \
+                int t0 = g * T / groups, t1 = (g + 1) * T / groups;                                \
+                float *o = out + (size_t)t0 * ldo;                                                 \
+                const float *xt = x + (size_t)t0 * cols;                                           \
+                switch (t1 - t0) {                                                                 \
+                case 1:                                                                            \
+                    matvec_tile(o, ldo, xt, 1, W, bias, cols, r, g == 0);                          \
+                    break;                                                                         \
+                case 2:                                                                            \
+                    matvec_tile(o, ldo, xt, 2, W, bias, cols, r, g == 0);                          \
+                    break;                                                                         \
+                case 3:                                                                            \
+                    matvec_tile(o, ldo, xt, 3, W, bias, cols, r, g == 0);                          \
+                    break;                                                                         \
+                default:                                                                           \
+                    matvec_tile(o, ldo, xt, 4, W, bias, cols, r, g == 0);                          \
+                    break;                                                                         \
+                }                                                                                  \
+            }                                                                                      \
+        for (; r < hi; r++)                                                                        \
+            for (int t = 0; t < T; t++)                                                            \
+                out[(size_t)t * ldo + r] = dot(W + (size_t)r * cols, x + (size_t)t * cols, cols) + \
+                                           (bias ? bias[r] : 0.0f);                                \
+    }
+
+/* AVX's 16 registers hold 4 x 2 accumulators with the rows and tokens; AVX-512VL's 32 hold
+ * 4 x 4 (the mul+add stay separate roundings: no FMA contraction in C11 mode) */
+MATVEC_ROWS_MULTI(matvec_rows_multi_avx, "avx", 2)
+MATVEC_ROWS_MULTI(matvec_rows_multi_avx512, "avx2,avx512f,avx512vl", 4)
 #define HAVE_AVX_PATH 1
 #endif
 
-/* Rows [lo, hi) of out = W x (+ bias). */
+/* Rows [lo, hi) of out = W x (+ bias), without AVX. */
 static void matvec_rows(float *out, const float *x, const float *W, const float *bias, int cols,
                         int lo, int hi) {
-#ifdef HAVE_AVX_PATH
-    if (__builtin_cpu_supports("avx")) {
-        matvec_rows_avx(out, x, W, bias, cols, lo, hi);
-        return;
-    }
-#endif
     int r = lo;
     for (; r + 4 <= hi; r += 4) {
         float o[4];
@@ -314,7 +359,22 @@ static void matvec_part(void *arg, int part, int n) {
     for (int k = 0, base = 0; k < a->n; base += a->m[k].rows, k++) {
         int l = lo > base ? lo - base : 0, h = hi - base < a->m[k].rows ? hi - base : a->m[k].rows;
         if (l >= h) continue;
-        if (a->T <= 1) {
+        int T = a->T > 1 ? a->T : 1;
+#ifdef HAVE_AVX_PATH
+        /* one token too: prefetching the next rows into L2 rather than L1 made SmolLM2's
+         * decode 1.25-1.3x faster than the four-row loop it used before (bench_gen verify) */
+        if (__builtin_cpu_supports("avx512vl")) {
+            matvec_rows_multi_avx512(a->m[k].out, (size_t)a->m[k].rows, a->x, T, a->m[k].W,
+                                     a->m[k].bias, a->cols, l, h);
+            continue;
+        }
+        if (__builtin_cpu_supports("avx")) {
+            matvec_rows_multi_avx(a->m[k].out, (size_t)a->m[k].rows, a->x, T, a->m[k].W,
+                                  a->m[k].bias, a->cols, l, h);
+            continue;
+        }
+#endif
+        if (T == 1) {
             matvec_rows(a->m[k].out, a->x, a->m[k].W, a->m[k].bias, a->cols, l, h);
             continue;
         }
@@ -559,14 +619,31 @@ static const float *qin(const struct as_run_state *s, int l, enum as_linear_grou
     return s->quant_linear_input ? s->quant_linear_input(s->qctx, l, g, x, T, d) : x;
 }
 
+/* Layer l's attention after the q/k/v projections (s->q, s->k, s->v, T rows at positions
+ * s->pos..): q/k norms, RoPE, the new rows into the cache, attention into s->att_out. */
+static void attend(const struct as_model *m, const struct as_layer_weights *L,
+                   struct as_run_state *s, int l, int T) {
+    const struct as_model_config *c = &m->cfg;
+    int hd = c->head_dim, kvd = c->n_kv_heads * hd, pos0 = s->pos;
+    size_t cache_off = (size_t)l * s->max_seq * kvd;
+    float *kc = s->key_cache + cache_off, *vc = s->value_cache + cache_off;
+    if (c->qk_norm) { /* qwen3: RMSNorm over each head's head_dim, before RoPE */
+        as_op_rmsnorm(s->q, s->q, L->q_norm, T * c->n_heads, hd, c->rms_eps);
+        as_op_rmsnorm(s->k, s->k, L->k_norm, T * c->n_kv_heads, hd, c->rms_eps);
+    }
+    as_op_rope(s->q, T, c->n_heads, hd, pos0, s->rope_cos, s->rope_sin);
+    as_op_rope(s->k, T, c->n_kv_heads, hd, pos0, s->rope_cos, s->rope_sin);
+    memcpy(kc + (size_t)pos0 * kvd, s->k, (size_t)T * kvd * sizeof(float));
+    memcpy(vc + (size_t)pos0 * kvd, s->v, (size_t)T * kvd * sizeof(float));
+    if (s->on_kv) s->on_kv(s->kvctx, l, kc + (size_t)pos0 * kvd, vc + (size_t)pos0 * kvd, T, kvd);
+    attention(c, s, kc, vc, T, pos0, l);
+}
+
 void as_layer_attention(const struct as_model *m, const struct as_layer_weights *L,
                         struct as_run_state *s, int l, const float *xn, int T, float *out,
                         const struct as_hooks *hk) {
     const struct as_model_config *c = &m->cfg;
     int D = c->hidden, hd = c->head_dim, qd = c->n_heads * hd, kvd = c->n_kv_heads * hd;
-    int pos0 = s->pos;
-    size_t cache_off = (size_t)l * s->max_seq * kvd;
-    float *kc = s->key_cache + cache_off, *vc = s->value_cache + cache_off;
 
     hook(hk, l, AS_GROUP_ATTN_QKV, xn, T, D);
     const float *xq = qin(s, l, AS_GROUP_ATTN_QKV, xn, T, D);
@@ -588,16 +665,7 @@ void as_layer_attention(const struct as_model *m, const struct as_layer_weights 
         as_op_linear(s->k, xq, L->w[AS_LIN_K], L->bk, T, D, kvd);
         as_op_linear(s->v, xq, L->w[AS_LIN_V], L->bv, T, D, kvd);
     }
-    if (c->qk_norm) { /* qwen3: RMSNorm over each head's head_dim, before RoPE */
-        as_op_rmsnorm(s->q, s->q, L->q_norm, T * c->n_heads, hd, c->rms_eps);
-        as_op_rmsnorm(s->k, s->k, L->k_norm, T * c->n_kv_heads, hd, c->rms_eps);
-    }
-    as_op_rope(s->q, T, c->n_heads, hd, pos0, s->rope_cos, s->rope_sin);
-    as_op_rope(s->k, T, c->n_kv_heads, hd, pos0, s->rope_cos, s->rope_sin);
-    memcpy(kc + (size_t)pos0 * kvd, s->k, (size_t)T * kvd * sizeof(float));
-    memcpy(vc + (size_t)pos0 * kvd, s->v, (size_t)T * kvd * sizeof(float));
-    if (s->on_kv) s->on_kv(s->kvctx, l, kc + (size_t)pos0 * kvd, vc + (size_t)pos0 * kvd, T, kvd);
-    attention(c, s, kc, vc, T, pos0, l);
+    attend(m, L, s, l, T);
     hook(hk, l, AS_GROUP_ATTN_O, s->att_out, T, qd);
     lin_packed(s, L, AS_LIN_O, out, qin(s, l, AS_GROUP_ATTN_O, s->att_out, T, qd), NULL, T, qd, D);
 }
@@ -682,6 +750,74 @@ int as_forward(const struct as_model *m, struct as_run_state *s, const int *toke
     } else {
         as_op_rmsnorm(s->xb, s->x, m->norm, T, D, c->rms_eps);
         linear(s, s->logits, s->xb, m->lm_head, NULL, T, D, c->vocab);
+    }
+    return 0;
+}
+
+/* One decode step of B independent sequences: the rows share every weight pass (matvec tiles of
+ * B tokens, rowwise), each attends to its own cache. Row b's sums are those of a one-token call
+ * on seq[b] (every matvec row is summed as for one token, attention runs on seq[b]'s state), so
+ * batched and one-at-a-time decoding give the same bits. */
+int as_forward_batch(const struct as_model *m, struct as_run_state *w, struct as_run_state **seq,
+                     const int *tokens, int B) {
+    const struct as_model_config *c = &m->cfg;
+    int D = c->hidden, qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    if (B <= 0 || B > w->max_T)
+        return as_fail("batched decode: %d sequences, the batch state holds %d", B, w->max_T);
+    for (int b = 0; b < B; b++) {
+        if (seq[b]->pos + 1 > seq[b]->max_seq)
+            return as_fail("batched decode: sequence %d: position %d exceeds its KV cache (%d)", b,
+                           seq[b]->pos + 1, seq[b]->max_seq);
+        if (tokens[b] < 0 || tokens[b] >= c->vocab)
+            return as_fail("batched decode: sequence %d: token id %d out of range (vocab %d)", b,
+                           tokens[b], c->vocab);
+        memcpy(w->x + (size_t)b * D, m->embed + (size_t)tokens[b] * D, (size_t)D * sizeof(float));
+    }
+    for (int l = 0; l < c->n_layers; l++) {
+        const struct as_layer_weights *L = &m->layers[l];
+        if (packed_group(L, AS_LIN_Q, AS_LIN_V) || packed_group(L, AS_LIN_GATE, AS_LIN_UP))
+            return as_fail("batched decode: layer %d has packed linears (f32 weights only)", l);
+        for (int b = 0; b < B; b++)
+            if (seq[b]->layer_acts)
+                memcpy(seq[b]->layer_acts + (size_t)l * seq[b]->max_T * D, w->x + (size_t)b * D,
+                       (size_t)D * sizeof(float));
+        as_op_rmsnorm(w->xb, w->x, L->attn_norm, B, D, c->rms_eps);
+        struct matvec qkv = {.n = 3,
+                             .cols = D,
+                             .T = B,
+                             .x = w->xb,
+                             .m = {{w->q, L->w[AS_LIN_Q], L->bq, qd},
+                                   {w->k, L->w[AS_LIN_K], L->bk, kvd},
+                                   {w->v, L->w[AS_LIN_V], L->bv, kvd}}};
+        matvec_run(&qkv);
+        for (int b = 0; b < B; b++) { /* each row through its own sequence's cache */
+            struct as_run_state *s = seq[b];
+            memcpy(s->q, w->q + (size_t)b * qd, (size_t)qd * sizeof(float));
+            memcpy(s->k, w->k + (size_t)b * kvd, (size_t)kvd * sizeof(float));
+            memcpy(s->v, w->v + (size_t)b * kvd, (size_t)kvd * sizeof(float));
+            attend(m, L, s, l, 1);
+            memcpy(w->att_out + (size_t)b * qd, s->att_out, (size_t)qd * sizeof(float));
+        }
+        as_op_linear_rows(w->xb, w->att_out, L->w[AS_LIN_O], NULL, B, qd, D);
+        for (size_t i = 0; i < (size_t)B * D; i++)
+            w->x[i] += w->xb[i];
+        as_op_rmsnorm(w->xb, w->x, L->ffn_norm, B, D, c->rms_eps);
+        int rowwise = w->rowwise;
+        w->rowwise = 1;
+        as_layer_mlp(m, L, w, l, w->xb, B, w->xb, NULL);
+        w->rowwise = rowwise;
+        for (size_t i = 0; i < (size_t)B * D; i++)
+            w->x[i] += w->xb[i];
+    }
+    as_op_rmsnorm(w->xb, w->x, m->norm, B, D, c->rms_eps);
+    as_op_linear_rows(w->logits, w->xb, m->lm_head, NULL, B, D, c->vocab);
+    for (int b = 0; b < B; b++) {
+        struct as_run_state *s = seq[b];
+        if (s->layer_acts)
+            memcpy(s->layer_acts + (size_t)c->n_layers * s->max_T * D, w->x + (size_t)b * D,
+                   (size_t)D * sizeof(float));
+        memcpy(s->logits, w->logits + (size_t)b * c->vocab, (size_t)c->vocab * sizeof(float));
+        s->pos++, s->T = 1;
     }
     return 0;
 }

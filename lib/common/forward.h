@@ -84,6 +84,15 @@ void as_engine_parallel(void (*fn)(void *arg, int part, int n_parts), void *arg,
 int as_forward(const struct as_model *m, struct as_run_state *s, const int *tokens, int T,
                enum as_logits_mode mode, const struct as_hooks *hooks);
 
+/* One decode step of B independent sequences (batched generation): token tokens[b] at position
+ * seq[b]->pos of sequence b, each with its own run state and KV cache; w is a scratch state of
+ * max_T >= B on the same model whose cache goes unused (as_state_new(m, B, B, 0)). Every weight
+ * matrix is streamed once for the B rows; row b's logits (in seq[b]->logits, row 0) and cache
+ * are bit-identical to as_forward(m, seq[b], &tokens[b], 1, AS_LOGITS_LAST, NULL), so a batch
+ * generates what one-at-a-time generation does. f32 weights only (packed linears refused). */
+int as_forward_batch(const struct as_model *m, struct as_run_state *w, struct as_run_state **seq,
+                     const int *tokens, int B);
+
 /* One whole decoder layer l on the residual stream s->x [T, hidden], in place: what as_forward
  * does per layer. For callers that carry each layer's input themselves (as-calib's
  * true-sequential mode): tokens sit at positions s->pos.. (not advanced). */

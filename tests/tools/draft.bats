@@ -75,12 +75,15 @@ T() { echo "$BATS_FILE_TMPDIR/$1"; }
 }
 
 @test "engine rowwise verification: logits and taps bit-identical to one-token decoding (1 and 2 threads)" {
-    local th
+    # calls of 2, 3 and 5 rows: the multi-token kernel's token pairs and its odd last token
+    local th k
     for th in 1 2; do
-        OPENBLAS_NUM_THREADS=$th as-draft rowwise -m "$M" -p "Once upon a time" -k 4 -n 100 \
-            >"$(T rw.json)"
-        run jq -r '"\(.rows) \(.logits_identical) \(.taps_identical)"' "$(T rw.json)"
-        [ "$output" = "95 95 95" ]
+        for k in 1 2 4; do
+            OPENBLAS_NUM_THREADS=$th as-draft rowwise -m "$M" -p "Once upon a time" -k $k -n 100 \
+                >"$(T rw.json)"
+            run jq -r '"\(.rows) \(.logits_identical) \(.taps_identical)"' "$(T rw.json)"
+            [ "$output" = "95 95 95" ]
+        done
     done
 }
 

@@ -454,6 +454,69 @@ static void test_synthetic_yarn_mistral(void **state) {
     run_synthetic(&c, AS_F32, "mistral yarn rope");
 }
 
+/* Batched decoding (as_forward_batch) and rowwise passes against one-token decoding, bit for
+ * bit, on shapes that leave tails everywhere: hidden 44 (columns not a multiple of 8), 70 MLP
+ * rows (not a multiple of 4), vocab 97, GQA, q/k norms and biases. Three sequences with
+ * different prompt lengths decode 5 steps together; each also decodes alone. */
+static void test_batch_decode_bits(void **state) {
+    (void)state;
+    struct as_model_config c = base_config("qwen3", AS_ARCH_QWEN3);
+    c.hidden = 44, c.intermediate = 70, c.n_heads = 4, c.n_kv_heads = 2, c.head_dim = 10;
+    c.vocab = 97, c.qk_norm = 1;
+    char *dir = make_tmpdir();
+    assert_int_equal(as_model_write_random(&c, AS_F32, 99, dir), 0);
+    struct as_model *m = as_model_load(dir);
+    assert_non_null(m);
+    enum { B = 3, STEPS = 5 };
+    int V = c.vocab, plen[B] = {3, 7, 1}, toks[B][16];
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < 16; i++)
+            toks[b][i] = (i * 31 + b * 17 + 3) % V;
+    struct as_run_state *alone[B], *batch[B], *w = as_state_new(m, B, B, 0);
+    float *ref = malloc((size_t)B * STEPS * V * sizeof(float));
+    for (int b = 0; b < B; b++) { /* one at a time: prefill, then STEPS one-token calls */
+        alone[b] = as_state_new(m, plen[b], 16, 0);
+        batch[b] = as_state_new(m, plen[b], 16, 0);
+        assert_int_equal(as_forward(m, alone[b], toks[b], plen[b], AS_LOGITS_LAST, NULL), 0);
+        assert_int_equal(as_forward(m, batch[b], toks[b], plen[b], AS_LOGITS_LAST, NULL), 0);
+        for (int t = 0; t < STEPS; t++) {
+            assert_int_equal(
+                as_forward(m, alone[b], &toks[b][plen[b] + t], 1, AS_LOGITS_LAST, NULL), 0);
+            memcpy(ref + ((size_t)b * STEPS + t) * V, alone[b]->logits, (size_t)V * sizeof(float));
+        }
+    }
+    for (int t = 0; t < STEPS; t++) {
+        int step[B];
+        for (int b = 0; b < B; b++)
+            step[b] = toks[b][plen[b] + t];
+        assert_int_equal(as_forward_batch(m, w, batch, step, B), 0);
+        for (int b = 0; b < B; b++) {
+            assert_int_equal(batch[b]->pos, plen[b] + t + 1);
+            assert_memory_equal(batch[b]->logits, ref + ((size_t)b * STEPS + t) * V,
+                                (size_t)V * sizeof(float));
+        }
+    }
+    /* rowwise: sequence 1's STEPS tokens in one call, rows equal to the one-token logits */
+    struct as_run_state *rw = as_state_new(m, plen[1], 16, 0); /* plen[1] >= STEPS */
+    assert_int_equal(as_forward(m, rw, toks[1], plen[1], AS_LOGITS_LAST, NULL), 0);
+    rw->rowwise = 1; /* after the prefill, which the one-token path also ran through sgemm */
+    assert_int_equal(as_forward(m, rw, &toks[1][plen[1]], STEPS, AS_LOGITS_ALL, NULL), 0);
+    assert_memory_equal(rw->logits, ref + (size_t)STEPS * V, (size_t)STEPS * V * sizeof(float));
+    /* bad input: more sequences than the batch state holds, a token out of range */
+    assert_int_equal(as_forward_batch(m, w, batch, toks[0], B + 1), -1);
+    assert_non_null(strstr(as_last_error(), "batch state holds 3"));
+    int bad[B] = {1, V, 2};
+    assert_int_equal(as_forward_batch(m, w, batch, bad, B), -1);
+    assert_non_null(strstr(as_last_error(), "sequence 1: token id 97 out of range"));
+    for (int b = 0; b < B; b++)
+        as_state_free(alone[b]), as_state_free(batch[b]);
+    as_state_free(w), as_state_free(rw);
+    free(ref);
+    as_model_free(m);
+    rm_rf(dir);
+    free(dir);
+}
+
 static void test_rope_frequencies(void **state) {
     (void)state;
     /* llama3.1: theta 5e5, factor 8, low 1, high 4, original 8192, head_dim 128 */
@@ -562,6 +625,7 @@ int main(void) {
         cmocka_unit_test(test_synthetic_qwen3),      cmocka_unit_test(test_synthetic_qwen2),
         cmocka_unit_test(test_synthetic_llama3_gqa), cmocka_unit_test(test_synthetic_yarn_mistral),
         cmocka_unit_test(test_rope_frequencies),     cmocka_unit_test(test_bad_inputs),
+        cmocka_unit_test(test_batch_decode_bits),
     };
     int rc =
         cmocka_run_group_tests_name("engine_stories260K", stories, setup_stories, teardown_stories);

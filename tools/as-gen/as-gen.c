@@ -15,6 +15,8 @@
 #include "chat_template.h"
 #include "draft_cli.h"
 #include "forward.h"
+#include "gen_batch.h"
+#include "gen_sample.h"
 #include "model.h"
 #include "model_loaders.h"
 #include "model_open.h"
@@ -46,6 +48,12 @@ static void usage(FILE *f) {
         "                     config or METHOD[:PARAM=VALUE,...] (docs/sparse-attention.md)\n"
         "      --prune METHOD:KEEP[:LAYER[:KEEP_LAST]]  prune the prompt's tokens inside the\n"
         "                     prefill, generate on the kept ones (docs/token-pruning.md)\n"
+        "      --batch FILE   many prompts, one JSON object per line ({\"prompt\": TEXT} and\n"
+        "                     optionally \"steps\", \"temp\", \"seed\", \"chat\", \"system\"; the\n"
+        "                     options above are the defaults), decoded together; one JSON line\n"
+        "                     out per prompt, in order: {\"index\", \"text\", \"ids\"}, the text\n"
+        "                     what as-gen prints for that prompt alone (FILE - : stdin)\n"
+        "  -B, --batch-size N sequences decoded together with --batch (1..64, default 4)\n"
         "A packed as-ternary checkpoint runs through the int8 kernels (AS_TERNARY_KERNELS=0:\n"
         "on its dequantized f32 weights instead; docs/ternary.md).\n");
 }
@@ -80,34 +88,6 @@ static void report_packed(const struct as_model *m) {
                 as_progname(), n);
 }
 
-static uint64_t rng_state;
-static float rng_f32(void) {
-    /* xorshift64* (as llama2.c's random_u32), uniform in [0, 1) */
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (float)((rng_state * 0x2545F4914F6CDD1Dull) >> 40) / 16777216.0f;
-}
-
-static int argmax(const float *x, int n) {
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
-}
-
-static int sample(float *logits, int n, float temp) {
-    float mx = logits[argmax(logits, n)], sum = 0;
-    for (int i = 0; i < n; i++)
-        sum += (logits[i] = expf((logits[i] - mx) / temp));
-    float r = rng_f32() * sum, cdf = 0;
-    for (int i = 0; i < n; i++) {
-        cdf += logits[i];
-        if (r < cdf) return i;
-    }
-    return n - 1;
-}
-
 int main(int argc, char **argv) {
     as_set_progname(argv[0]);
     const char *dir = NULL, *prompt = "";
@@ -133,16 +113,20 @@ int main(int argc, char **argv) {
                                          {"chat", no_argument, 0, 3},
                                          {"system", required_argument, 0, 4},
                                          {"chat-render", no_argument, 0, 5},
+                                         {"batch", required_argument, 0, 6},
+                                         {"batch-size", required_argument, 0, 'B'},
                                          {0, 0, 0, 0}};
     int c;
     char *end;
-    while ((c = getopt_long(argc, argv, "m:p:n:t:s:vhk:D:", opts, NULL)) != -1) {
+    const char *batch_path = NULL; /* --batch: prompts as JSON lines (gen_batch.h) */
+    int batch_size = 4, prompt_given = 0;
+    while ((c = getopt_long(argc, argv, "m:p:n:t:s:vhk:D:B:", opts, NULL)) != -1) {
         switch (c) {
         case 'm':
             dir = optarg;
             break;
         case 'p':
-            prompt = optarg;
+            prompt = optarg, prompt_given = 1;
             break;
         case 'n':
             steps = (int)strtol(optarg, &end, 10);
@@ -178,6 +162,14 @@ int main(int argc, char **argv) {
         case 'D':
             draft_dir = optarg;
             break;
+        case 6:
+            batch_path = optarg;
+            break;
+        case 'B':
+            batch_size = (int)strtol(optarg, &end, 10);
+            if (*end || batch_size < 1 || batch_size > 64)
+                as_die("--batch-size: expected an integer in 1..64, got \"%s\"", optarg);
+            break;
         case 'k':
             spec_k = (int)strtol(optarg, &end, 10);
             if (*end || spec_k < 1 || spec_k > 16)
@@ -196,6 +188,23 @@ int main(int argc, char **argv) {
         return 2;
     }
     if ((system_msg || chat_render) && !chat) as_die("--system and --chat-render need --chat");
+    if (batch_path) { /* many prompts, decoded together (batch.c) */
+        if (prompt_given || draft_dir || spec_k || sparse_spec || prune_spec || chat_render)
+            as_die("--batch takes its prompts from the file: no -p, --draft, -k, --sparse-attn, "
+                   "--prune or --chat-render");
+        as_register_model_loaders();
+        struct as_model *m = as_model_open(dir);
+        if (!m) as_die_last();
+        struct as_tokenizer *tok = as_tokenizer_open(dir);
+        if (!tok) as_die_last();
+        struct as_gen_batch_opts bo = {batch_path, batch_size, steps,      chat,
+                                       temp,       seed,       system_msg, verbose};
+        int rc = as_gen_batch_run(m, tok, dir, &bo);
+        as_tokenizer_free(tok);
+        as_model_free(m);
+        if (rc) as_die_last();
+        return 0;
+    }
     char *chat_text = NULL;
     if (chat) { /* the rendered conversation replaces the prompt; its template adds any BOS */
         char *tmpl = as_chat_template_open(dir);
@@ -215,7 +224,7 @@ int main(int argc, char **argv) {
     if (prune_spec && as_prune_engine_from_spec(prune_spec, &pe)) as_die_last();
     if (prune_spec && (draft_dir || sparse_spec))
         as_die("--prune cannot be combined with --draft or --sparse-attn");
-    rng_state = seed ? seed : 1;
+    uint64_t rng_state = seed ? seed : 1;
     as_register_model_loaders(); /* quantized checkpoints (GPTQ, AWQ, ..., as-ternary) */
     /* generation runs what ships: a packed as-ternary checkpoint's layers through the int8
      * kernels (AS_TERNARY_KERNELS=0: its dequantized f32 weights, as as-eval does by default) */
@@ -272,8 +281,7 @@ int main(int argc, char **argv) {
     clock_gettime(CLOCK_MONOTONIC, &tp);
     int n = (int)n_prompt, generated = 0;
     while (n <= steps) {
-        int next =
-            temp > 0 ? sample(s->logits, m->cfg.vocab, temp) : argmax(s->logits, m->cfg.vocab);
+        int next = as_sample_token(s->logits, m->cfg.vocab, temp, s->logits, &rng_state);
         if (next == bos || next == eos) break;
         toks[n] = next;
         int len = as_tokenizer_decode_piece(tok, toks[n - 1], next, piece, sizeof piece);
