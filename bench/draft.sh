@@ -20,11 +20,11 @@
 #   EVAL_STYLES     held-out prompt styles measured: plain (continuations) and/or chat (the
 #                   openings as "Continue the following text:" user messages through the chat
 #                   template); default: both for DATA=mix, chat for chat, plain otherwise
-#   REGEN_PROMPTS (1966: all), CHAT_PROMPTS (mix: 300), REGEN_N (80), PLAIN_BYTES (64000)
+#   REGEN_PROMPTS (4800 of 6182), CHAT_PROMPTS (mix: 500), REGEN_N (80), PLAIN_BYTES (64000)
 #   GEN_BATCH (8)   answers decoded together (as-gen --batch, THREADS threads): a weight pass of
 #                   several rows costs little more than one of a single row (bench_gen verify);
 #                   SmolLM2 at 2 threads: 50 / 140 / 190 tokens/s at batch 1 / 4 / 8
-#   STEPS (3000)    optimizer steps in all, BATCH (8) windows of WINDOW (64) tokens each, TTT 7
+#   STEPS (3300)    optimizer steps in all, BATCH (8) windows of WINDOW (64) tokens each, TTT 7
 #   EVAL_EVERY (100) steps between AL measurements (the draft kept is the best one)
 #   INIT_HEAD (1)   lm_head and final norm start from the target's (as-draft train --init-head)
 #   MINUTES (60)    wall-clock budget of this run's training (it resumes next run)
@@ -41,12 +41,12 @@ BINDIR=${BINDIR:-bin}
 AS_DATA=${AS_DATA:-$(cd .. && pwd)/shared/data}
 WORK=${WORK:-build/draft}
 DATA=${DATA:-mix}
-REGEN_PROMPTS=${REGEN_PROMPTS:-1966}
-CHAT_PROMPTS=${CHAT_PROMPTS:-$([ "$DATA" = mix ] && echo 300 || echo "$REGEN_PROMPTS")}
+REGEN_PROMPTS=${REGEN_PROMPTS:-4800}
+CHAT_PROMPTS=${CHAT_PROMPTS:-$([ "$DATA" = mix ] && echo 500 || echo "$REGEN_PROMPTS")}
 GEN_BATCH=${GEN_BATCH:-8}
 REGEN_N=${REGEN_N:-80}
 PLAIN_BYTES=${PLAIN_BYTES:-64000}
-STEPS=${STEPS:-3000}
+STEPS=${STEPS:-3300}
 BATCH=${BATCH:-8}
 MINUTES=${MINUTES:-60}
 VD=${VD:-4096}
@@ -67,7 +67,7 @@ mkdir -p "$WORK" bench/results
 M=${MODEL:-$WORK/smollm2}
 [ -d "$M" ] || as-import "$(pipelines/smollm2-gguf)" "$M"
 python3 - "$AS_DATA" "$WORK" "$PROMPTS" "$PLAIN_BYTES" <<'PY'
-import sys
+import itertools, re, sys
 data, work, n, nb = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 def pick(paras, n=None):
     out = []
@@ -98,6 +98,26 @@ open(work + "/chat_eval_select.txt", "w").write("\n".join(map(ask, sel)) + "\n")
 # (Austen paragraphs taken from the five novels in turn, so each share of the list mixes them)
 au = [x for five in zip(*[pick(b.split("\n\n")) for b in e]) for x in five]
 tp = [x for pair in zip(au, pick(w[:780000].split("\n"))) for x in pair]
+# then openings inside the same paragraphs (a later sentence start, 24 words or more past the
+# previous opening, 40 words of text after it), Austen and wiki alternating, the novels in turn:
+# 1966 paragraph openings first, so a run with REGEN_PROMPTS <= 1966 has the old prompts
+def inner(paras):
+    out = []
+    for p in paras:
+        p = " ".join(p.split())
+        if len(p) <= 200 or p.startswith("="):
+            continue
+        words, last = p.split(), 0
+        at = 0
+        for s in re.split(r'(?<=[.!?]) (?=[A-Z"])', p):
+            n = len(s.split())
+            if at - last >= 24 and len(words) - at >= 40 and n >= 6:
+                out.append(" ".join(words[at:at + 12]))
+                last = at
+            at += n
+    return out
+au = [x for five in itertools.zip_longest(*[inner(b.split("\n\n")) for b in e]) for x in five if x]
+tp += [x for pair in zip(au, inner(w[:780000].split("\n"))) for x in pair]
 open(work + "/train_prompts.txt", "w").write("\n".join(tp) + "\n")
 open(work + "/plain.txt", "w").write(e[0][: nb // 2] + w[: nb // 2])
 PY
