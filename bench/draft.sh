@@ -24,7 +24,7 @@
 #   GEN_BATCH (8)   answers decoded together (as-gen --batch, THREADS threads): a weight pass of
 #                   several rows costs little more than one of a single row (bench_gen verify);
 #                   SmolLM2 at 2 threads: 50 / 140 / 190 tokens/s at batch 1 / 4 / 8
-#   STEPS (3300)    optimizer steps in all, BATCH (8) windows of WINDOW (64) tokens each, TTT 7
+#   STEPS (2400)    optimizer steps in all, BATCH (8) windows of WINDOW (64) tokens each, TTT 7
 #   EVAL_EVERY (100) steps between AL measurements (the draft kept is the best one)
 #   INIT_HEAD (1)   lm_head and final norm start from the target's (as-draft train --init-head)
 #   MINUTES (60)    wall-clock budget of this run's training (it resumes next run)
@@ -46,7 +46,7 @@ CHAT_PROMPTS=${CHAT_PROMPTS:-$([ "$DATA" = mix ] && echo 500 || echo "$REGEN_PRO
 GEN_BATCH=${GEN_BATCH:-8}
 REGEN_N=${REGEN_N:-80}
 PLAIN_BYTES=${PLAIN_BYTES:-64000}
-STEPS=${STEPS:-3300}
+STEPS=${STEPS:-2400}
 BATCH=${BATCH:-8}
 MINUTES=${MINUTES:-60}
 VD=${VD:-4096}
